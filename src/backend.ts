@@ -1,0 +1,73 @@
+/**
+ * The backend contract. Backends are leaves: they implement this interface and register a factory;
+ * the core builds one graph and hands it to whichever backend was picked.
+ * @module
+ */
+import type { BackendName, DType, Shape } from "./types.ts";
+import type { Tensor, TensorUsage } from "./tensor.ts";
+import type { Op, OpName, StepParams } from "./ops.ts";
+
+/** The contract version; a factory with another version is refused. */
+export const BACKEND_API_VERSION = 1;
+
+/** What a backend can do. */
+export interface BackendCaps {
+  /** Weight dtypes matmul/embed accept. */
+  readonly weightDTypes: readonly DType[];
+  /** KV cache dtypes. */
+  readonly kvDTypes: readonly DType[];
+  /** The KV dtype used when none is asked for. */
+  readonly defaultKvDType: DType;
+  /** Ops this backend runs. */
+  readonly ops: readonly OpName[];
+  /** Largest single tensor in bytes. */
+  readonly maxTensorBytes: number;
+  /** Device memory in bytes when known, else 0. */
+  readonly memoryBytes: number;
+  /** A human-readable device name for benchmarks ("CPU (plain TypeScript)", "NVIDIA H100 80GB HBM3"). */
+  readonly device: string;
+}
+
+/** A whole decode/prefill step, compiled once and run per step. */
+export interface CompiledGraph extends Disposable {
+  /** Run every op for one step. Resolves when the step's results can be downloaded. */
+  run(step: StepParams): Promise<void>;
+}
+
+/** A compute backend. */
+export interface Backend extends Disposable {
+  readonly name: BackendName;
+  readonly caps: BackendCaps;
+  /** Allocate a tensor (contents undefined until uploaded or written by an op). */
+  alloc(dtype: DType, shape: Shape, usage: TensorUsage, label?: string): Tensor;
+  /** Copy bytes into a tensor, at `byteOffset` within it (default 0). */
+  upload(dst: Tensor, src: ArrayBufferView, options?: { byteOffset?: number }): Promise<void>;
+  /** Copy a tensor's bytes out. `byteLength` limits the read to a prefix. */
+  download(src: Tensor, options?: { byteLength?: number }): Promise<ArrayBuffer>;
+  /** Whether this backend can run the op with these dtypes. */
+  supportsOp(op: Op): boolean;
+  /** Compile a graph; throws UNSUPPORTED_DTYPE / BACKEND_UNAVAILABLE naming the first op it cannot run. */
+  compile(graph: readonly Op[]): CompiledGraph;
+  /** Wait for outstanding work. */
+  synchronize(): Promise<void>;
+  /** Free a tensor. */
+  free(t: Tensor): void;
+}
+
+/** Creates backends of one kind. */
+export interface BackendFactory {
+  readonly name: BackendName;
+  readonly apiVersion: number;
+  /**
+   * How well this backend suits the machine: 0 = unavailable, higher = better. Cheap and side-effect
+   * free; `reason` explains a 0.
+   */
+  probe(): Promise<{ score: number; reason?: string }>;
+  create(options?: BackendOptions): Promise<Backend>;
+}
+
+/** Options passed to a backend factory. */
+export interface BackendOptions {
+  /** Worker threads for CPU backends (default: available cores). */
+  readonly threads?: number;
+}

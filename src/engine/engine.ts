@@ -1,0 +1,342 @@
+/**
+ * The engine: weights on a backend, a KV cache, the compiled decoder graph, a tokenizer, and the
+ * generate loop (prefill in chunks, then one token per step). One sequence runs at a time here;
+ * concurrent generate() calls queue. In-flight batching of many sequences lives in the scheduler.
+ * @module
+ */
+import type { Backend, CompiledGraph } from "../backend.ts";
+import type { BackendName, DType, ProgressCallback } from "../types.ts";
+import type { ModelFile } from "../format/model_file.ts";
+import type { Tokenizer } from "../format/tokenizer.ts";
+import type { StepParams } from "../ops.ts";
+import { LlmError } from "../errors.ts";
+import { pickBackend } from "../registry.ts";
+import { type LlamaWeights, uploadWeights } from "../model/weights.ts";
+import { KvCache, SequenceSlots } from "../model/kv_cache.ts";
+import { buildLlamaGraph, type LlamaGraph } from "../model/llama.ts";
+import { type LlamaConfig, parameterCount } from "../model/config.ts";
+import { checkTokenizerMatchesModel } from "../format/tokenizer_load.ts";
+import { Sampler, type SamplingOptions, validateSamplingOptions } from "../sample/sampler.ts";
+import { StopMatcher } from "../sample/stop.ts";
+
+/** Options for {@link Engine.create}. */
+export interface EngineOptions {
+  /** A backend name, "auto" (default), or a backend you created. */
+  readonly backend?: BackendName | "auto" | Backend;
+  /** Context length (KV capacity) in tokens; default min(model seqLen, 4096). */
+  readonly contextSize?: number;
+  /** KV cache storage dtype; default the backend's. */
+  readonly kvDType?: DType;
+  /** Most prompt tokens processed per step (prefill chunk); default 64. */
+  readonly maxStepTokens?: number;
+  /** Worker threads for CPU backends. */
+  readonly threads?: number;
+  readonly onProgress?: ProgressCallback;
+  readonly signal?: AbortSignal;
+}
+
+/** Options for {@link Engine.generate}. */
+export interface GenerateOptions extends SamplingOptions {
+  /** Most new tokens (default 256). Generation also ends at the context size. */
+  readonly maxTokens?: number;
+  /** Stop strings: the text ends before the first one. */
+  readonly stop?: readonly string[];
+  /** Stops generation between tokens. */
+  readonly signal?: AbortSignal;
+  /** Prepend BOS to a text prompt (default: the tokenizer's setting). */
+  readonly addBos?: boolean;
+  /** Keep generating past end-of-sequence tokens. */
+  readonly ignoreEos?: boolean;
+}
+
+/** Why generation ended. */
+export type FinishReason = "stop" | "length" | "abort";
+
+/** Timings of one generation. */
+export interface GenerationTimings {
+  readonly promptTokens: number;
+  readonly prefillMs: number;
+  readonly prefillTokPerS: number;
+  readonly generatedTokens: number;
+  readonly decodeMs: number;
+  readonly decodeTokPerS: number;
+}
+
+/** The outcome of one generation. */
+export interface GenerationResult {
+  readonly promptIds: number[];
+  readonly generatedIds: number[];
+  /** The generated text (stop strings removed). */
+  readonly text: string;
+  readonly finishReason: FinishReason;
+  readonly timings: GenerationTimings;
+}
+
+/** A streamed event: each new token's text, then one `done` with the result. */
+export type GenerateEvent =
+  | { readonly type: "token"; readonly id: number; readonly text: string }
+  | { readonly type: "done"; readonly result: GenerationResult };
+
+/** Static facts about a loaded engine. */
+export interface EngineInfo {
+  readonly backend: BackendName;
+  readonly device: string;
+  readonly config: LlamaConfig;
+  readonly parameters: number;
+  readonly weightBytes: number;
+  readonly kvBytes: number;
+  readonly kvDType: DType;
+  readonly contextSize: number;
+  readonly loadMs: number;
+}
+
+function now(): number {
+  return performance.now();
+}
+
+/**
+ * A loaded model ready to generate.
+ *
+ * @example
+ * ```ts
+ * import { Engine, loadModel } from "@llama-ts/llama";
+ * const { model, tokenizer } = await loadModel("stories260K.bin", { tokenizer: "tok512.bin" });
+ * using engine = await Engine.create(model, tokenizer, { backend: "ref" });
+ * const result = await engine.complete("Once upon a time", { maxTokens: 32, temperature: 0 });
+ * console.log(result.text);
+ * ```
+ */
+export class Engine implements Disposable {
+  readonly tokenizer: Tokenizer;
+  readonly backend: Backend;
+  readonly config: LlamaConfig;
+  readonly contextSize: number;
+  #weights: LlamaWeights;
+  #kv: KvCache;
+  #graph: LlamaGraph;
+  #compiled: CompiledGraph;
+  #loadMs: number;
+  #ownsBackend: boolean;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    backend: Backend,
+    tokenizer: Tokenizer,
+    weights: LlamaWeights,
+    kv: KvCache,
+    graph: LlamaGraph,
+    contextSize: number,
+    loadMs: number,
+    ownsBackend: boolean,
+  ) {
+    this.#ownsBackend = ownsBackend;
+    this.backend = backend;
+    this.tokenizer = tokenizer;
+    this.config = weights.config;
+    this.#weights = weights;
+    this.#kv = kv;
+    this.#graph = graph;
+    this.#compiled = backend.compile(graph.ops);
+    this.contextSize = contextSize;
+    this.#loadMs = loadMs;
+  }
+
+  /** Upload a parsed model to a backend and build its graph. */
+  static async create(model: ModelFile, tokenizer: Tokenizer, options: EngineOptions = {}): Promise<Engine> {
+    const t0 = now();
+    const c = model.config;
+    checkTokenizerMatchesModel(tokenizer, c.vocabSize, model.format);
+    const ctx = options.contextSize ?? Math.min(c.seqLen, 4096);
+    if (!Number.isInteger(ctx) || ctx < 1 || ctx > 1 << 20) {
+      throw new LlmError("BAD_REQUEST", `context size ${ctx} is not a positive integer up to 1048576`);
+    }
+    const stepTokens = options.maxStepTokens ?? 64;
+    if (!Number.isInteger(stepTokens) || stepTokens < 1 || stepTokens > 8192) {
+      throw new LlmError("BAD_REQUEST", `maxStepTokens ${stepTokens} must be an integer in 1..8192`);
+    }
+    const backend = typeof options.backend === "object"
+      ? options.backend
+      : await pickBackend(options.backend ?? "auto", { threads: options.threads });
+    const weights = await uploadWeights(backend, model, { onProgress: options.onProgress, signal: options.signal });
+    const kv = new KvCache(backend, c, { capacity: ctx, dtype: options.kvDType });
+    const graph = buildLlamaGraph(backend, weights, kv, { maxTokens: Math.min(stepTokens, ctx), maxLogitRows: 1 });
+    return new Engine(backend, tokenizer, weights, kv, graph, ctx, now() - t0, typeof options.backend !== "object");
+  }
+
+  /** What was loaded, where, and how much memory it takes. */
+  info(): EngineInfo {
+    return {
+      backend: this.backend.name,
+      device: this.backend.caps.device,
+      config: this.config,
+      parameters: parameterCount(this.config),
+      weightBytes: this.#weights.byteLength,
+      kvBytes: this.#kv.byteLength,
+      kvDType: this.#kv.dtype,
+      contextSize: this.contextSize,
+      loadMs: this.#loadMs,
+    };
+  }
+
+  /** Generate and collect the whole result. */
+  async complete(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerationResult> {
+    for await (const ev of this.generate(prompt, options)) if (ev.type === "done") return ev.result;
+    throw new LlmError("INTERNAL", "generation ended without a result");
+  }
+
+  /**
+   * Stream a generation. Text prompts are tokenized; id prompts are used as given. Throws
+   * CONTEXT_OVERFLOW when the prompt does not fit the context, BAD_REQUEST for bad options.
+   */
+  generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncIterable<GenerateEvent> {
+    const sampling = validateSamplingOptions(options);
+    const maxTokens = options.maxTokens ?? 256;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) {
+      throw new LlmError("BAD_REQUEST", `maxTokens must be a non-negative integer, got ${maxTokens}`);
+    }
+    const stops = new StopMatcher(options.stop ?? []);
+    const promptIds = typeof prompt === "string"
+      ? this.tokenizer.encode(prompt, { addBos: options.addBos })
+      : [...prompt];
+    if (promptIds.length === 0) {
+      throw new LlmError("BAD_REQUEST", "the prompt encodes to no tokens; give some text or enable BOS");
+    }
+    for (const id of promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+        throw new LlmError("BAD_REQUEST", `prompt token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+      }
+    }
+    if (promptIds.length >= this.contextSize) {
+      throw new LlmError(
+        "CONTEXT_OVERFLOW",
+        `the prompt is ${promptIds.length} tokens but the context holds ${this.contextSize} ` +
+          `(and at least one more is needed to generate); shorten the prompt or raise the context size ` +
+          `(this model was trained for ${this.config.seqLen})`,
+      );
+    }
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator](): AsyncGenerator<GenerateEvent> {
+        // one sequence at a time: wait for earlier generations to finish
+        let release!: () => void;
+        const mine = new Promise<void>((r) => release = r);
+        const before = self.#queue;
+        self.#queue = before.then(() => mine);
+        await before;
+        try {
+          yield* self.#run(promptIds, maxTokens, new Sampler(self.config.vocabSize, sampling), stops, options);
+        } finally {
+          release();
+        }
+      },
+    };
+  }
+
+  async #step(seq: SequenceSlots, ids: readonly number[], start: number, wantLogits: boolean): Promise<void> {
+    const n = ids.length;
+    seq.reserve(start + n);
+    const step: StepParams = {
+      nTokens: n,
+      tokens: Int32Array.from(ids),
+      positions: Int32Array.from({ length: n }, (_, i) => start + i),
+      seqIndex: new Int32Array(n),
+      blockTables: Int32Array.from(seq.blocks),
+      maxBlocksPerSeq: seq.blocks.length,
+      logitRows: wantLogits ? Int32Array.of(n - 1) : new Int32Array(0),
+    };
+    await this.#compiled.run(step);
+    seq.length = start + n;
+  }
+
+  async *#run(
+    promptIds: number[],
+    maxTokens: number,
+    sampler: Sampler,
+    stops: StopMatcher,
+    options: GenerateOptions,
+  ): AsyncGenerator<GenerateEvent> {
+    const signal = options.signal;
+    const seq = new SequenceSlots(this.#kv);
+    const generated: number[] = [];
+    const decoder = this.tokenizer.streamDecoder();
+    for (const id of promptIds) decoder.push(id); // primes decoder state (e.g. the space after BOS)
+    let text = "";
+    let finish: FinishReason = "length";
+    const vocab = this.config.vocabSize;
+    const t0 = now();
+    let prefillMs = 0;
+    try {
+      const T = this.#graph.maxTokens;
+      for (let s = 0; s < promptIds.length; s += T) {
+        signal?.throwIfAborted();
+        const chunk = promptIds.slice(s, s + T);
+        await this.#step(seq, chunk, s, s + chunk.length === promptIds.length);
+      }
+      prefillMs = now() - t0;
+      const history = [...promptIds];
+      while (generated.length < maxTokens && seq.length < this.contextSize) {
+        if (signal?.aborted) {
+          finish = "abort";
+          break;
+        }
+        const logits = new Float32Array(await this.backend.download(this.#graph.logits, { byteLength: vocab * 4 }));
+        const id = sampler.sample(logits, history);
+        if (!options.ignoreEos && this.tokenizer.eosIds.includes(id)) {
+          finish = "stop";
+          break;
+        }
+        generated.push(id);
+        history.push(id);
+        const { emit, stopped } = stops.push(decoder.push(id));
+        text += emit;
+        if (emit || !stopped) yield { type: "token", id, text: emit };
+        if (stopped) {
+          finish = "stop";
+          break;
+        }
+        if (generated.length < maxTokens && seq.length < this.contextSize) {
+          await this.#step(seq, [id], seq.length, true);
+        }
+      }
+      if (finish !== "stop") {
+        const tail = stops.push(decoder.flush());
+        const rest = tail.emit + (tail.stopped ? "" : stops.flush());
+        if (tail.stopped) finish = "stop";
+        text += rest;
+        if (rest) yield { type: "token", id: -1, text: rest };
+      }
+    } catch (e) {
+      if (signal?.aborted && (e as Error)?.name === "AbortError") finish = "abort";
+      else throw e;
+    } finally {
+      seq.release();
+    }
+    const decodeMs = now() - t0 - prefillMs;
+    yield {
+      type: "done",
+      result: {
+        promptIds,
+        generatedIds: generated,
+        text,
+        finishReason: finish,
+        timings: {
+          promptTokens: promptIds.length,
+          prefillMs,
+          prefillTokPerS: prefillMs > 0 ? (promptIds.length / prefillMs) * 1000 : 0,
+          generatedTokens: generated.length,
+          decodeMs,
+          decodeTokPerS: decodeMs > 0 && generated.length > 1 ? ((generated.length - 1) / decodeMs) * 1000 : 0,
+        },
+      },
+    };
+  }
+
+  /** Free device memory, and the backend when the engine created it. */
+  [Symbol.dispose](): void {
+    this.#compiled[Symbol.dispose]();
+    this.#graph.free();
+    this.#kv[Symbol.dispose]();
+    for (const t of this.#weights.all) this.backend.free(t);
+    if (this.#ownsBackend) this.backend[Symbol.dispose]();
+  }
+}

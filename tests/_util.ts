@@ -1,0 +1,86 @@
+/**
+ * Test helpers: seeded RNG, NMSE, the per-dtype tolerance table and paths to the shared test models.
+ * @module
+ */
+import { existsSync } from "node:fs";
+
+/** Mulberry32: a tiny deterministic PRNG. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** n uniform values in [-scale, scale). */
+export function randn(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (r() * 2 - 1) * scale;
+  return out;
+}
+
+/** Normalised mean squared error: sum((a-b)^2) / sum(b^2). */
+export function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`nmse: lengths differ (${a.length} vs ${b.length})`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity;
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return den === 0 ? num : num / den;
+}
+
+/** One NMSE bound per weight dtype, used by every parity test. */
+export const NMSE_TOLERANCE: Record<string, number> = {
+  f32: 1e-10,
+  f16: 1e-5,
+  bf16: 1e-4,
+  q8_0: 1e-3,
+  q4_0: 2e-2,
+  q4_1: 2e-2,
+  q4_k: 2e-2,
+  q6_k: 2e-3,
+};
+
+/** Where the shared test models live (env LLAMA_TS_MODELS overrides). */
+export const MODELS_DIR: string = Deno.env.get("LLAMA_TS_MODELS") ?? new URL("../../shared/models", import.meta.url).pathname;
+
+/** Path of a shared model file, or undefined (with a visible message) when absent. */
+export function sharedModel(file: string): string | undefined {
+  const p = `${MODELS_DIR}/${file}`;
+  if (existsSync(p)) return p;
+  console.warn(`SKIP: ${p} not found (set LLAMA_TS_MODELS to the shared models folder)`);
+  return undefined;
+}
+
+import type { Backend } from "../src/backend.ts";
+import { pickBackend, registeredBackends } from "../mod.ts";
+
+/**
+ * Run `fn` once per backend that can run on this machine (ref always). Backends that cannot run here
+ * are reported with a visible SKIP line.
+ */
+export async function forEachBackend(fn: (b: Backend) => Promise<void>): Promise<void> {
+  for (const name of registeredBackends()) {
+    let b: Backend;
+    try {
+      b = await pickBackend(name);
+    } catch (e) {
+      console.warn(`SKIP backend ${name}: ${(e as Error).message}`);
+      continue;
+    }
+    try {
+      await fn(b);
+    } catch (e) {
+      throw new Error(`backend ${name}: ${(e as Error).message}`, { cause: e });
+    } finally {
+      b[Symbol.dispose]();
+    }
+  }
+}
