@@ -58,29 +58,3 @@ export function sharedModel(file: string): string | undefined {
   console.warn(`SKIP: ${p} not found (set LLAMA_TS_MODELS to the shared models folder)`);
   return undefined;
 }
-
-import type { Backend } from "../src/backend.ts";
-import { pickBackend, registeredBackends } from "../mod.ts";
-
-/**
- * Run `fn` once per backend that can run on this machine (ref always). Backends that cannot run here
- * are reported with a visible SKIP line.
- */
-export async function forEachBackend(fn: (b: Backend) => Promise<void>): Promise<void> {
-  for (const name of registeredBackends()) {
-    let b: Backend;
-    try {
-      b = await pickBackend(name);
-    } catch (e) {
-      console.warn(`SKIP backend ${name}: ${(e as Error).message}`);
-      continue;
-    }
-    try {
-      await fn(b);
-    } catch (e) {
-      throw new Error(`backend ${name}: ${(e as Error).message}`, { cause: e });
-    } finally {
-      b[Symbol.dispose]();
-    }
-  }
-}
