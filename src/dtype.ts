@@ -43,7 +43,9 @@ export const DTYPES: readonly DType[] = Object.keys(table) as DType[];
 /** Look up a dtype; throws UNSUPPORTED_DTYPE for unknown names. */
 export function dtypeInfo(d: DType): DTypeInfo {
   const info = table[d];
-  if (!info) throw new LlmError("UNSUPPORTED_DTYPE", `unknown dtype ${String(d)}; known: ${DTYPES.join(", ")}`);
+  if (!info) {
+    throw new LlmError("UNSUPPORTED_DTYPE", `unknown dtype ${String(d)}; known: ${DTYPES.join(", ")}`);
+  }
   return info;
 }
 
@@ -74,9 +76,31 @@ export function f16ToF32(h: number): number {
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
+/**
+ * Round a double that is not exactly an f32 straight to a narrow float format (1 sign, `expBits`,
+ * `mantBits`), nearest-even. Going through f32 first would round twice: 1 + 2^-11 + 2^-40 would become
+ * the f16 tie 1 + 2^-11 and then 1, where the correct f16 is 1 + 2^-10.
+ */
+function roundNarrow(x: number, expBits: number, mantBits: number): number {
+  const sign = x < 0 ? 1 << (expBits + mantBits) : 0;
+  const a = Math.abs(x), bias = (1 << (expBits - 1)) - 1, inf = ((1 << expBits) - 1) << mantBits;
+  const rne = (q: number): number => {
+    const f = Math.floor(q), r = q - f;
+    return r > 0.5 || (r === 0.5 && f % 2 === 1) ? f + 1 : f;
+  };
+  // Subnormal (or rounding up to the smallest normal, whose bits follow on naturally).
+  if (a < 2 ** (1 - bias)) return sign | rne(a * 2 ** (mantBits - 1 + bias));
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--; // log2 may round up just below a power of two
+  else if (2 ** (e + 1) <= a) e++;
+  const bits = ((e + bias) << mantBits) + rne((a / 2 ** e) * 2 ** mantBits) - (1 << mantBits);
+  return sign | Math.min(bits, inf); // a carry out of the top exponent is infinity
+}
+
 /** A number to IEEE binary16 bits, round-to-nearest-even (as numpy and CUDA do). */
 export function f32ToF16(x: number): number {
   f32buf[0] = x;
+  if (f32buf[0] !== x && x === x) return roundNarrow(x, 5, 10);
   const u = u32buf[0];
   const sign = (u >>> 16) & 0x8000;
   const exp = (u >>> 23) & 0xff;
@@ -110,6 +134,7 @@ export function bf16ToF32(b: number): number {
 /** A number to bfloat16 bits, round-to-nearest-even. */
 export function f32ToBf16(x: number): number {
   f32buf[0] = x;
+  if (f32buf[0] !== x && x === x) return roundNarrow(x, 8, 7);
   const u = u32buf[0];
   if ((u & 0x7f800000) === 0x7f800000 && (u & 0x7fffff)) return (u >>> 16) | 0x40;
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
@@ -133,7 +158,9 @@ export function dequantize(d: DType, src: Uint8Array, out: Float32Array, n = out
   }
   const base = (start / blockSize) * bytesPerBlock;
   const need = base + (n / blockSize) * bytesPerBlock;
-  if (need > src.byteLength) throw new LlmError("INTERNAL", `dequantize ${d}: needs ${need} bytes, has ${src.byteLength}`);
+  if (need > src.byteLength) {
+    throw new LlmError("INTERNAL", `dequantize ${d}: needs ${need} bytes, has ${src.byteLength}`);
+  }
   const dv = new DataView(src.buffer, src.byteOffset, src.byteLength);
   switch (d) {
     case "f32":
@@ -169,7 +196,9 @@ export function dequantize(d: DType, src: Uint8Array, out: Float32Array, n = out
       return;
     case "q4_1":
       for (let b = 0; b < n / 32; b++) {
-        const o = base + b * 20, scale = f16ToF32(dv.getUint16(o, true)), min = f16ToF32(dv.getUint16(o + 2, true));
+        const o = base + b * 20,
+          scale = f16ToF32(dv.getUint16(o, true)),
+          min = f16ToF32(dv.getUint16(o + 2, true));
         for (let j = 0; j < 16; j++) {
           const q = src[o + 4 + j];
           out[b * 32 + j] = scale * (q & 15) + min;
@@ -234,6 +263,8 @@ function dequantQ6K(src: Uint8Array, dv: DataView, o: number, out: Float32Array,
 
 // ---- quantization (reference; used by converters and tests) ------------------------------------------
 
+const fr = Math.fround;
+
 /** C's roundf: halves round away from zero (Math.round rounds them up). */
 function roundAway(v: number): number {
   return v < 0 ? -Math.round(-v) : Math.round(v);
@@ -241,7 +272,9 @@ function roundAway(v: number): number {
 
 /**
  * Quantize f32 values to a dtype's bytes, following ggml's reference quantizers for q8_0/q4_0/q4_1 so
- * files we write match what llama.cpp would write. k-quants are not produced here.
+ * files we write match what llama.cpp would write. k-quants are not produced here. Intermediate values
+ * pass through Math.fround because ggml computes them in float: in double, a value a hair below a
+ * rounding boundary (e.g. x/d + 8.5 just under 8) lands on the other side of it.
  */
 export function quantize(d: DType, x: Float32Array): Uint8Array {
   const n = x.length;
@@ -261,9 +294,9 @@ export function quantize(d: DType, x: Float32Array): Uint8Array {
       for (let b = 0; b < n / 32; b++) {
         let amax = 0;
         for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b * 32 + j]));
-        const scale = amax / 127, inv = scale ? 1 / scale : 0;
+        const scale = fr(amax / 127), inv = scale ? fr(1 / scale) : 0;
         dv.setUint16(b * 34, f32ToF16(scale), true);
-        for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, roundAway(x[b * 32 + j] * inv));
+        for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, roundAway(fr(x[b * 32 + j] * inv)));
       }
       return out;
     case "q4_0":
@@ -276,11 +309,11 @@ export function quantize(d: DType, x: Float32Array): Uint8Array {
             max = v;
           }
         }
-        const scale = max / -8, inv = scale ? 1 / scale : 0;
+        const scale = max / -8, inv = scale ? fr(1 / scale) : 0;
         dv.setUint16(b * 18, f32ToF16(scale), true);
         for (let j = 0; j < 16; j++) {
-          const q0 = Math.min(15, Math.trunc(x[b * 32 + j] * inv + 8.5));
-          const q1 = Math.min(15, Math.trunc(x[b * 32 + j + 16] * inv + 8.5));
+          const q0 = Math.min(15, Math.trunc(fr(fr(x[b * 32 + j] * inv) + 8.5)));
+          const q1 = Math.min(15, Math.trunc(fr(fr(x[b * 32 + j + 16] * inv) + 8.5)));
           out[b * 18 + 2 + j] = q0 | (q1 << 4);
         }
       }
@@ -292,17 +325,20 @@ export function quantize(d: DType, x: Float32Array): Uint8Array {
           min = Math.min(min, x[b * 32 + j]);
           max = Math.max(max, x[b * 32 + j]);
         }
-        const scale = (max - min) / 15, inv = scale ? 1 / scale : 0;
+        const scale = fr(fr(max - min) / 15), inv = scale ? fr(1 / scale) : 0;
         dv.setUint16(b * 20, f32ToF16(scale), true);
         dv.setUint16(b * 20 + 2, f32ToF16(min), true);
         for (let j = 0; j < 16; j++) {
-          const q0 = Math.min(15, Math.trunc((x[b * 32 + j] - min) * inv + 0.5));
-          const q1 = Math.min(15, Math.trunc((x[b * 32 + j + 16] - min) * inv + 0.5));
+          const q0 = Math.min(15, Math.trunc(fr(fr(fr(x[b * 32 + j] - min) * inv) + 0.5)));
+          const q1 = Math.min(15, Math.trunc(fr(fr(fr(x[b * 32 + j + 16] - min) * inv) + 0.5)));
           out[b * 20 + 4 + j] = q0 | (q1 << 4);
         }
       }
       return out;
     default:
-      throw new LlmError("UNSUPPORTED_DTYPE", `quantizing to ${d} is not supported; use f32, f16, bf16, q8_0, q4_0 or q4_1`);
+      throw new LlmError(
+        "UNSUPPORTED_DTYPE",
+        `quantizing to ${d} is not supported; use f32, f16, bf16, q8_0, q4_0 or q4_1`,
+      );
   }
 }
