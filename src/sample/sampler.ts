@@ -1,0 +1,457 @@
+/**
+ * Token sampling: penalties, temperature, top-k, top-p, min-p and a seeded RNG.
+ *
+ * Runtime-agnostic core: no Deno APIs, so it runs in browsers and edge isolates.
+ *
+ * The pipeline runs in this fixed order (llama.cpp's default chain, minus the exotic samplers):
+ *
+ * 1. penalties over the recent window: repetition (CTRL style), then frequency and presence (OpenAI style);
+ * 2. temperature: `temperature === 0` means greedy argmax (lowest index on ties) and stops here;
+ * 3. top-k: keep the k highest logits (partial selection, the vocabulary is never fully sorted);
+ * 4. top-p (nucleus): keep the smallest prefix, by descending probability, whose mass reaches `topP` (found by
+ *    quickselect after a mass-safe pre-filter, not by sorting the vocabulary);
+ * 5. min-p: drop tokens whose probability is below `minP` times the most likely token's;
+ * 6. draw one token from what is left, renormalized.
+ * @module
+ */
+import { LlmError } from "../errors.ts";
+
+/** Sampling settings. Every field is optional; the defaults leave the model's distribution untouched. */
+export interface SamplingOptions {
+  /** Softmax temperature, >= 0. Default 1. 0 means greedy (argmax, lowest token id on ties). */
+  temperature?: number;
+  /** Keep only the k most likely tokens; integer >= 0. Default 0 (off). */
+  topK?: number;
+  /** Nucleus sampling: keep the smallest set whose probability mass reaches topP, in (0, 1]. Default 1 (off). */
+  topP?: number;
+  /** Drop tokens less likely than minP times the most likely token, in [0, 1]. Default 0 (off). */
+  minP?: number;
+  /**
+   * CTRL / llama.cpp repetition penalty, > 0: for each distinct token in the recent window a positive logit is
+   * divided by it and a negative logit multiplied by it. Default 1 (off).
+   */
+  repetitionPenalty?: number;
+  /** OpenAI frequency penalty in [-2, 2]: logit -= frequencyPenalty * count in the window. Default 0. */
+  frequencyPenalty?: number;
+  /** OpenAI presence penalty in [-2, 2]: logit -= presencePenalty once if the token is in the window. Default 0. */
+  presencePenalty?: number;
+  /** How many of the most recent tokens the penalties look at: integer >= -1; -1 = all, 0 = none. Default 64. */
+  penaltyLastN?: number;
+  /** RNG seed, a safe integer. The same seed, logits and options give the same tokens. Default: random. */
+  seed?: number;
+}
+
+/** Sampling options after validation, with every default filled in (`seed` stays undefined when not given). */
+export type ValidatedSamplingOptions = Required<Omit<SamplingOptions, "seed">> & { seed: number | undefined };
+
+const DEFAULTS: Required<Omit<SamplingOptions, "seed">> = {
+  temperature: 1,
+  topK: 0,
+  topP: 1,
+  minP: 0,
+  repetitionPenalty: 1,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  penaltyLastN: 64,
+};
+
+function bad(field: string, value: unknown, allowed: string): never {
+  throw new LlmError(
+    "BAD_REQUEST",
+    `sampling option ${field} must be ${allowed}, got ${
+      String(value)
+    }: pass a value in that range or leave it out`,
+  );
+}
+
+function num(o: SamplingOptions, field: keyof SamplingOptions, allowed: string): number | undefined {
+  const v = o[field];
+  if (v === undefined) return undefined;
+  // NaN and Infinity pass every `<`/`>` range check silently, so reject them first.
+  if (typeof v !== "number" || !Number.isFinite(v)) bad(field, v, allowed);
+  return v;
+}
+
+/**
+ * Check sampling options and fill in defaults. Throws `BAD_REQUEST` naming the field, the value and the allowed
+ * range for anything out of range (NaN, negative temperature, topP outside (0, 1], a fractional topK, ...).
+ *
+ * @example
+ * ```ts
+ * const o = validateSamplingOptions({ temperature: 0.8, topP: 0.95 });
+ * console.log(o.topK); // 0
+ * ```
+ */
+export function validateSamplingOptions(o: SamplingOptions): ValidatedSamplingOptions {
+  if (o === null || typeof o !== "object") bad("options", o, "an object");
+  const out: ValidatedSamplingOptions = { ...DEFAULTS, seed: undefined };
+  const t = num(o, "temperature", "a finite number >= 0 (0 = greedy)");
+  if (t !== undefined) {
+    out.temperature = t >= 0 ? t : bad("temperature", t, "a finite number >= 0 (0 = greedy)");
+  }
+  const k = num(o, "topK", "an integer >= 0 (0 = off)");
+  if (k !== undefined) {
+    out.topK = Number.isInteger(k) && k >= 0 ? k : bad("topK", k, "an integer >= 0 (0 = off)");
+  }
+  const p = num(o, "topP", "a number in (0, 1] (1 = off)");
+  if (p !== undefined) out.topP = p > 0 && p <= 1 ? p : bad("topP", p, "a number in (0, 1] (1 = off)");
+  const m = num(o, "minP", "a number in [0, 1] (0 = off)");
+  if (m !== undefined) out.minP = m >= 0 && m <= 1 ? m : bad("minP", m, "a number in [0, 1] (0 = off)");
+  const r = num(o, "repetitionPenalty", "a number > 0 (1 = off, typical 1.1)");
+  if (r !== undefined) {
+    out.repetitionPenalty = r > 0 ? r : bad("repetitionPenalty", r, "a number > 0 (1 = off, typical 1.1)");
+  }
+  // [-2, 2] is OpenAI's documented range; beyond it the penalty swamps the logits of any real model.
+  const f = num(o, "frequencyPenalty", "a number in [-2, 2] (0 = off)");
+  if (f !== undefined) {
+    out.frequencyPenalty = Math.abs(f) <= 2 ? f : bad("frequencyPenalty", f, "a number in [-2, 2]");
+  }
+  const pr = num(o, "presencePenalty", "a number in [-2, 2] (0 = off)");
+  if (pr !== undefined) {
+    out.presencePenalty = Math.abs(pr) <= 2 ? pr : bad("presencePenalty", pr, "a number in [-2, 2]");
+  }
+  const n = num(o, "penaltyLastN", "an integer >= -1 (-1 = whole context, 0 = off)");
+  if (n !== undefined) {
+    out.penaltyLastN = Number.isInteger(n) && n >= -1
+      ? n
+      : bad("penaltyLastN", n, "an integer >= -1 (-1 = whole context, 0 = off)");
+  }
+  const s = num(o, "seed", "a safe integer");
+  if (s !== undefined) out.seed = Number.isSafeInteger(s) ? s : bad("seed", s, "a safe integer");
+  return out;
+}
+
+/** SplitMix32 step: spreads a seed's bits so nearby seeds give unrelated xoshiro states. */
+function splitmix32(x: number): number {
+  x = (x + 0x9e3779b9) | 0;
+  let z = x;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+  return (z ^ (z >>> 16)) >>> 0;
+}
+
+/**
+ * xoshiro128** (Blackman & Vigna): 128-bit state, fast in 32-bit integer arithmetic, good enough statistically
+ * for sampling, and identical on every JS engine, which is what makes seeded runs reproducible.
+ */
+class Xoshiro128 {
+  #s = new Uint32Array(4);
+
+  constructor(seed: number) {
+    // Both halves of a safe integer feed the state, so seeds that differ only above bit 32 still differ.
+    const lo = seed >>> 0;
+    const hi = Math.floor(seed / 4294967296) >>> 0;
+    let x = splitmix32(lo ^ 0x5bd1e995);
+    for (let i = 0; i < 4; i++) {
+      x = splitmix32(x ^ (i === 1 ? hi : 0));
+      this.#s[i] = x;
+    }
+    if ((this.#s[0] | this.#s[1] | this.#s[2] | this.#s[3]) === 0) this.#s[0] = 1; // all-zero state is a fixpoint
+  }
+
+  /** Next uniform float in [0, 1). */
+  next(): number {
+    const s = this.#s;
+    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
+    const t = s[1] << 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return result / 4294967296;
+  }
+}
+
+function rotl(x: number, k: number): number {
+  return (x << k) | (x >>> (32 - k));
+}
+
+/** A random seed for unseeded samplers; crypto where available, since seeds must differ across isolates. */
+function randomSeed(): number {
+  const c = (globalThis as { crypto?: { getRandomValues?: (a: Uint32Array) => Uint32Array } }).crypto;
+  if (c?.getRandomValues) return c.getRandomValues(new Uint32Array(1))[0];
+  return Math.floor(Math.random() * 4294967296);
+}
+
+/** True when token (a, va) ranks above (b, vb): higher logit first, lower id first on ties. */
+function above(va: number, a: number, vb: number, b: number): boolean {
+  return va > vb || (va === vb && a < b);
+}
+
+/**
+ * Picks the next token from a logits vector. Stateful only through its RNG: the same seed and the same
+ * sequence of `sample` calls give the same tokens.
+ *
+ * @example
+ * ```ts
+ * const sampler = new Sampler(32000, { temperature: 0.7, topP: 0.9, seed: 42 });
+ * const next = sampler.sample(logits, tokensSoFar);
+ * console.log(sampler.seed); // 42; pass it back to reproduce an unseeded run
+ * ```
+ */
+export class Sampler {
+  /** The vocabulary size every logits vector must have. */
+  readonly vocabSize: number;
+  /** The validated options in effect. */
+  readonly options: ValidatedSamplingOptions;
+  /** The seed in use: the one passed in, or the random one picked when none was given. */
+  readonly seed: number;
+  #rng: Xoshiro128;
+  // Reused between calls so a 128k-vocab step does not allocate megabytes each token.
+  #work: Float32Array | undefined;
+  #heapIdx: Int32Array | undefined;
+  #heapVal: Float64Array | undefined;
+  #ci: Int32Array | undefined;
+  #cw: Float64Array | undefined;
+
+  /** Create a sampler for logits of length `vocabSize`; throws BAD_REQUEST for invalid options. */
+  constructor(vocabSize: number, options: SamplingOptions = {}) {
+    if (!Number.isSafeInteger(vocabSize) || vocabSize <= 0) {
+      throw new LlmError("BAD_REQUEST", `Sampler: vocabSize must be a positive integer, got ${vocabSize}`);
+    }
+    this.vocabSize = vocabSize;
+    this.options = validateSamplingOptions(options);
+    this.seed = this.options.seed ?? randomSeed();
+    this.#rng = new Xoshiro128(this.seed);
+  }
+
+  /**
+   * Choose the next token id. `logits` (length `vocabSize`) is never modified; `history` holds the tokens so
+   * far (prompt and generated), of which the last `penaltyLastN` feed the penalties.
+   * Throws `INTERNAL` for NaN logits or when every logit is -Infinity (nothing can be chosen).
+   */
+  sample(logits: Float32Array, history: readonly number[] = []): number {
+    const V = this.vocabSize;
+    if (logits.length !== V) {
+      throw new LlmError(
+        "INTERNAL",
+        `Sampler: got ${logits.length} logits for a vocabulary of ${V}; the model and the sampler disagree on the vocabulary size`,
+      );
+    }
+    const l = this.#penalize(logits, history);
+    // One scan finds the max and catches NaN: a NaN logit means a broken model or kernel, and sampling from it
+    // would silently emit garbage.
+    let best = -1;
+    let max = -Infinity;
+    for (let i = 0; i < V; i++) {
+      const v = l[i];
+      if (v > max) {
+        max = v;
+        best = i;
+      } else if (v !== v) {
+        throw new LlmError(
+          "INTERNAL",
+          `Sampler: logit ${i} is NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
+        );
+      }
+    }
+    if (best < 0) {
+      throw new LlmError("INTERNAL", `Sampler: all ${V} logits are -Infinity, so no token can be chosen`);
+    }
+    const o = this.options;
+    if (o.temperature === 0) return best;
+    // With a +Infinity logit, only the +Infinity tokens have probability; they share it equally.
+    const src = max === Infinity ? l.map((v) => (v === Infinity ? 0 : -Infinity)) : l;
+    const top = max === Infinity ? 0 : max;
+    const T = o.temperature;
+
+    // Candidates as parallel arrays: token ids and weights w = exp((logit - max) / T) = p / p_max, so the best
+    // token has w = 1 exactly.
+    let ci: Int32Array;
+    let cw: Float64Array;
+    let n: number;
+    let z = 0; // normalizer of the distribution top-p sees: over the top-k set, or over the whole vocabulary
+    if (o.topK > 0 && o.topK < V) {
+      // Temperature does not change the ranking, so select on the raw logits and exponentiate only k of them.
+      [ci, cw] = this.#topK(src, o.topK);
+      n = ci.length;
+      for (let j = 0; j < n; j++) z += cw[j] = Math.exp((cw[j] - top) / T);
+    } else {
+      if (this.#cw === undefined) {
+        this.#ci = new Int32Array(V);
+        this.#cw = new Float64Array(V);
+      }
+      [ci, cw] = [this.#ci!, this.#cw];
+      // One pass of exp over the vocabulary; the rest works on this copy.
+      for (let i = 0; i < V; i++) z += cw[i] = Math.exp((src[i] - top) / T);
+      if (o.topP >= 1 && o.minP <= 0) {
+        // Nothing to filter: walk the softmax in id order, no sorting or selection at all.
+        let u = this.#rng.next() * z;
+        let last = best;
+        for (let i = 0; i < V; i++) {
+          if (cw[i] === 0) continue;
+          last = i;
+          u -= cw[i];
+          if (u < 0) return i;
+        }
+        return last;
+      }
+      // Pre-filter: tokens under minP never survive min-p, and all tokens under (1 - topP) / (2V) of the mass
+      // together hold less than (1 - topP) / 2 of it, so the nucleus lies among the rest.
+      const thr = Math.max(o.minP, o.topP < 1 ? ((1 - o.topP) / (2 * V)) * z : 0);
+      n = 0;
+      for (let i = 0; i < V; i++) {
+        const w = cw[i];
+        if (w >= thr && w > 0) {
+          ci[n] = i;
+          cw[n++] = w; // n <= i, so this never overwrites a weight still to be read
+        }
+      }
+    }
+    if (o.topP < 1) n = nucleus(ci, cw, n, o.topP * z);
+    if (o.minP > 0) {
+      let m = 0;
+      for (let j = 0; j < n; j++) {
+        if (cw[j] >= o.minP) {
+          ci[m] = ci[j];
+          cw[m++] = cw[j];
+        }
+      }
+      n = m; // >= 1: the best token's ratio is exactly 1
+    }
+    let total = 0;
+    for (let j = 0; j < n; j++) total += cw[j];
+    let u = this.#rng.next() * total;
+    for (let j = 0; j < n; j++) {
+      u -= cw[j];
+      if (u < 0) return ci[j];
+    }
+    return ci[n - 1]; // rounding left u a hair above 0: the last kept token takes it
+  }
+
+  /** Apply the penalties to a private copy (or return `logits` itself when none applies). */
+  #penalize(logits: Float32Array, history: readonly number[]): Float32Array {
+    const o = this.options;
+    const active = o.repetitionPenalty !== 1 || o.frequencyPenalty !== 0 || o.presencePenalty !== 0;
+    const lastN = o.penaltyLastN === -1 ? history.length : Math.min(o.penaltyLastN, history.length);
+    if (!active || lastN === 0) return logits;
+    const counts = new Map<number, number>();
+    for (let i = history.length - lastN; i < history.length; i++) {
+      const t = history[i];
+      if (!Number.isInteger(t) || t < 0 || t >= this.vocabSize) {
+        throw new LlmError(
+          "BAD_REQUEST",
+          `Sampler: history[${i}] = ${t} is not a token id of this vocabulary (0..${this.vocabSize - 1})`,
+        );
+      }
+      counts.set(t, (counts.get(t) ?? 0) + 1);
+    }
+    if (this.#work === undefined) this.#work = new Float32Array(this.vocabSize);
+    const w = this.#work;
+    w.set(logits);
+    for (const [t, c] of counts) {
+      let v = w[t];
+      // Dividing a negative logit would raise it, i.e. reward repetition; CTRL multiplies those instead.
+      v = v <= 0 ? v * o.repetitionPenalty : v / o.repetitionPenalty;
+      v -= c * o.frequencyPenalty + o.presencePenalty;
+      w[t] = v;
+    }
+    return w;
+  }
+
+  /**
+   * The k best tokens by (logit desc, id asc), in no particular order, with their logits. A size-k
+   * min-heap costs O(V log k), not a full sort; -Infinity tokens never enter, so fewer than k can come back.
+   */
+  #topK(l: Float32Array, k: number): [Int32Array, Float64Array] {
+    if (this.#heapIdx === undefined || this.#heapIdx.length < k) {
+      this.#heapIdx = new Int32Array(k);
+      this.#heapVal = new Float64Array(k);
+    }
+    const hi = this.#heapIdx;
+    const hv = this.#heapVal!;
+    let size = 0;
+    for (let i = 0; i < l.length; i++) {
+      const v = l[i];
+      if (v === -Infinity) continue;
+      if (size < k) {
+        // Sift up: the root holds the worst of the kept tokens.
+        let c = size++;
+        while (c > 0) {
+          const p = (c - 1) >> 1;
+          if (!above(hv[p], hi[p], v, i)) break;
+          hi[c] = hi[p];
+          hv[c] = hv[p];
+          c = p;
+        }
+        hi[c] = i;
+        hv[c] = v;
+      } else if (above(v, i, hv[0], hi[0])) {
+        // Replace the root and sift down.
+        let c = 0;
+        for (;;) {
+          const a = 2 * c + 1;
+          if (a >= size) break;
+          const b = a + 1;
+          const w = b < size && above(hv[a], hi[a], hv[b], hi[b]) ? b : a;
+          if (!above(v, i, hv[w], hi[w])) break;
+          hi[c] = hi[w];
+          hv[c] = hv[w];
+          c = w;
+        }
+        hi[c] = i;
+        hv[c] = v;
+      }
+    }
+    return [hi.slice(0, size), hv.slice(0, size)];
+  }
+}
+
+/**
+ * Top-p without sorting: reorder the first `len` candidates so that [0, n) is the nucleus, the smallest set of
+ * highest-weight tokens (lowest id first among equal weights, as a full sort would rank them) whose weights sum
+ * to at least `target`, and return n (all `len` when rounding keeps the sum short of the target). Three-way
+ * quickselect on the weight: expected O(len), where sorting a 128k vocabulary with a comparator costs ~50 ms.
+ */
+function nucleus(ci: Int32Array, cw: Float64Array, len: number, target: number): number {
+  const swap = (a: number, b: number): void => {
+    const t = ci[a];
+    ci[a] = ci[b];
+    ci[b] = t;
+    const v = cw[a];
+    cw[a] = cw[b];
+    cw[b] = v;
+  };
+  let lo = 0;
+  let hi = len;
+  let need = target;
+  while (hi - lo > 16) {
+    // Median of three, not a random pivot: the RNG stream must only depend on the draws.
+    const x = cw[lo], y = cw[(lo + hi) >> 1], zz = cw[hi - 1];
+    const pivot = Math.max(Math.min(x, y), Math.min(Math.max(x, y), zz));
+    // Partition [lo, hi) into [lo, lt) > pivot, [lt, gt) == pivot, [gt, hi) < pivot.
+    let lt = lo, i = lo, gt = hi;
+    while (i < gt) {
+      if (cw[i] > pivot) swap(lt++, i++);
+      else if (cw[i] < pivot) swap(i, --gt);
+      else i++;
+    }
+    let above = 0;
+    for (let j = lo; j < lt; j++) above += cw[j];
+    if (above >= need) {
+      hi = lt; // the nucleus ends inside the heavier part
+      continue;
+    }
+    need -= above;
+    const eq = gt - lt;
+    if (eq * pivot >= need) {
+      ci.subarray(lt, gt).sort(); // equal weights: lowest ids first; cw in that range is all `pivot`
+      return lt + Math.min(eq, Math.max(1, Math.ceil(need / pivot)));
+    }
+    need -= eq * pivot;
+    lo = gt;
+  }
+  // A few left: insertion sort by (weight desc, id asc) and take the prefix.
+  for (let i = lo + 1; i < hi; i++) {
+    for (let j = i; j > lo && (cw[j] > cw[j - 1] || (cw[j] === cw[j - 1] && ci[j] < ci[j - 1])); j--) {
+      swap(j, j - 1);
+    }
+  }
+  for (let j = lo; j < hi; j++) {
+    need -= cw[j];
+    if (need <= 0) return j + 1;
+  }
+  return hi;
+}
