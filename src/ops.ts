@@ -53,7 +53,13 @@ export type Op =
     readonly rows: Rows;
   }
   /** out(r, m) = sum_k x(r, k) * w(m, k): y = x W^T, W in any weight dtype. */
-  | { readonly op: "matmul"; readonly x: Tensor; readonly w: Tensor; readonly out: Tensor; readonly rows: Rows }
+  | {
+    readonly op: "matmul";
+    readonly x: Tensor;
+    readonly w: Tensor;
+    readonly out: Tensor;
+    readonly rows: Rows;
+  }
   /** In-place rotary embedding of `nHeads` heads per row at the row's position; invFreq is (headDim/2). */
   | {
     readonly op: "rope";
@@ -97,7 +103,9 @@ export function checkOp(o: Op): void {
   const width = (t: Tensor): number => t.shape[t.shape.length - 1];
   switch (o.op) {
     case "embed":
-      if (width(o.table) !== width(o.out)) fail(`table ${shapeStr(o.table.shape)} vs out ${shapeStr(o.out.shape)}`);
+      if (width(o.table) !== width(o.out)) {
+        fail(`table ${shapeStr(o.table.shape)} vs out ${shapeStr(o.out.shape)}`);
+      }
       return;
     case "rms_norm":
       if (width(o.x) !== o.weight.shape[0] || width(o.out) !== width(o.x)) {

@@ -48,21 +48,32 @@ export function registeredBackends(): BackendName[] {
  * console.log(backend.name);
  * ```
  */
-export async function pickBackend(prefer: BackendName | "auto" = "auto", options?: BackendOptions): Promise<Backend> {
+export async function pickBackend(
+  prefer: BackendName | "auto" = "auto",
+  options?: BackendOptions,
+): Promise<Backend> {
   if (!BACKEND_CHOICES.includes(prefer)) {
-    throw new LlmError("BAD_REQUEST", `unknown backend "${prefer}"; choose one of ${BACKEND_CHOICES.join(", ")}`);
+    throw new LlmError(
+      "BAD_REQUEST",
+      `unknown backend "${prefer}"; choose one of ${BACKEND_CHOICES.join(", ")}`,
+    );
   }
   if (prefer !== "auto") {
     const f = factories.get(prefer);
     if (!f) {
       throw new LlmError(
         "BACKEND_UNAVAILABLE",
-        `backend ${prefer} is not part of this build (registered: ${registeredBackends().join(", ") || "none"})`,
+        `backend ${prefer} is not part of this build (registered: ${
+          registeredBackends().join(", ") || "none"
+        })`,
       );
     }
     const p = await f.probe();
     if (p.score <= 0) {
-      throw new LlmError("BACKEND_UNAVAILABLE", `backend ${prefer} cannot run here: ${p.reason ?? "probe failed"}`);
+      throw new LlmError(
+        "BACKEND_UNAVAILABLE",
+        `backend ${prefer} cannot run here: ${p.reason ?? "probe failed"}`,
+      );
     }
     return await f.create(options);
   }

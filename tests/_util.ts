@@ -49,7 +49,8 @@ export const NMSE_TOLERANCE: Record<string, number> = {
 };
 
 /** Where the shared test models live (env LLAMA_TS_MODELS overrides). */
-export const MODELS_DIR: string = Deno.env.get("LLAMA_TS_MODELS") ?? new URL("../../shared/models", import.meta.url).pathname;
+export const MODELS_DIR: string = Deno.env.get("LLAMA_TS_MODELS") ??
+  new URL("../../shared/models", import.meta.url).pathname;
 
 /** Path of a shared model file, or undefined (with a visible message) when absent. */
 export function sharedModel(file: string): string | undefined {

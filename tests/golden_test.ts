@@ -30,7 +30,11 @@ Deno.test({
       model.close();
       for (const c of golden.cases) {
         const r = await engine.complete(c.prompt, { maxTokens: N, temperature: 0 });
-        assert.deepEqual(r.promptIds, c.prompt_ids, `${backend.name} prompt ids of ${JSON.stringify(c.prompt)}`);
+        assert.deepEqual(
+          r.promptIds,
+          c.prompt_ids,
+          `${backend.name} prompt ids of ${JSON.stringify(c.prompt)}`,
+        );
         assert.deepEqual(
           r.generatedIds,
           c.generated_ids.slice(0, N),

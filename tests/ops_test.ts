@@ -11,7 +11,13 @@ import { dequantize, quantize, roundF16 } from "../src/dtype.ts";
 import { nmse, NMSE_TOLERANCE, randn } from "./_util.ts";
 import { forEachBackend } from "./_backends.ts";
 
-async function put(b: Backend, dtype: DType, shape: number[], data: Float32Array, label = "t"): Promise<Tensor> {
+async function put(
+  b: Backend,
+  dtype: DType,
+  shape: number[],
+  data: Float32Array,
+  label = "t",
+): Promise<Tensor> {
   const t = b.alloc(dtype, shape, dtype === "f32" && label !== "w" ? "compute" : "weights", label);
   await b.upload(t, quantize(dtype, data));
   return t;
@@ -108,7 +114,9 @@ for (const dtype of WEIGHT_DTYPES) {
       await run(b, [{ op: "embed", table, out }], step(4, [0, 1, 2, 3], { tokens: Int32Array.from(ids) }));
       const got = await get(b, out);
       ids.forEach((id, r) => {
-        assert.deepEqual([...got.subarray(r * dim, (r + 1) * dim)], [...values.subarray(id * dim, (id + 1) * dim)]);
+        assert.deepEqual([...got.subarray(r * dim, (r + 1) * dim)], [
+          ...values.subarray(id * dim, (id + 1) * dim),
+        ]);
       });
     });
   });
@@ -152,7 +160,9 @@ for (const style of ["interleaved", "half"] as const) {
       for (let h = 0; h < heads; h++) {
         for (let j = 0; j < hd / 2; j++) {
           const base = (r * heads + h) * hd;
-          const [a, c] = style === "interleaved" ? [base + 2 * j, base + 2 * j + 1] : [base + j, base + j + hd / 2];
+          const [a, c] = style === "interleaved"
+            ? [base + 2 * j, base + 2 * j + 1]
+            : [base + j, base + j + hd / 2];
           const th = pos[r] * inv[j];
           // (x_a + i x_c) * e^{i th}
           want[a] = x[a] * Math.cos(th) - x[c] * Math.sin(th);

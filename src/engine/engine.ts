@@ -84,6 +84,8 @@ export interface EngineInfo {
   readonly config: LlamaConfig;
   readonly parameters: number;
   readonly weightBytes: number;
+  /** Distinct dtypes of the weight matrices, e.g. ["q8_0", "f32"]. */
+  readonly weightDTypes: readonly DType[];
   readonly kvBytes: number;
   readonly kvDType: DType;
   readonly contextSize: number;
@@ -157,10 +159,25 @@ export class Engine implements Disposable {
     const backend = typeof options.backend === "object"
       ? options.backend
       : await pickBackend(options.backend ?? "auto", { threads: options.threads });
-    const weights = await uploadWeights(backend, model, { onProgress: options.onProgress, signal: options.signal });
+    const weights = await uploadWeights(backend, model, {
+      onProgress: options.onProgress,
+      signal: options.signal,
+    });
     const kv = new KvCache(backend, c, { capacity: ctx, dtype: options.kvDType });
-    const graph = buildLlamaGraph(backend, weights, kv, { maxTokens: Math.min(stepTokens, ctx), maxLogitRows: 1 });
-    return new Engine(backend, tokenizer, weights, kv, graph, ctx, now() - t0, typeof options.backend !== "object");
+    const graph = buildLlamaGraph(backend, weights, kv, {
+      maxTokens: Math.min(stepTokens, ctx),
+      maxLogitRows: 1,
+    });
+    return new Engine(
+      backend,
+      tokenizer,
+      weights,
+      kv,
+      graph,
+      ctx,
+      now() - t0,
+      typeof options.backend !== "object",
+    );
   }
 
   /** What was loaded, where, and how much memory it takes. */
@@ -171,6 +188,7 @@ export class Engine implements Disposable {
       config: this.config,
       parameters: parameterCount(this.config),
       weightBytes: this.#weights.byteLength,
+      weightDTypes: [...new Set(this.#weights.all.map((t) => t.dtype))],
       kvBytes: this.#kv.byteLength,
       kvDType: this.#kv.dtype,
       contextSize: this.contextSize,
@@ -179,7 +197,10 @@ export class Engine implements Disposable {
   }
 
   /** Generate and collect the whole result. */
-  async complete(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerationResult> {
+  async complete(
+    prompt: string | readonly number[],
+    options: GenerateOptions = {},
+  ): Promise<GenerationResult> {
     for await (const ev of this.generate(prompt, options)) if (ev.type === "done") return ev.result;
     throw new LlmError("INTERNAL", "generation ended without a result");
   }
@@ -203,7 +224,10 @@ export class Engine implements Disposable {
     }
     for (const id of promptIds) {
       if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
-        throw new LlmError("BAD_REQUEST", `prompt token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+        throw new LlmError(
+          "BAD_REQUEST",
+          `prompt token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`,
+        );
       }
     }
     if (promptIds.length >= this.contextSize) {
@@ -214,22 +238,27 @@ export class Engine implements Disposable {
           `(this model was trained for ${this.config.seqLen})`,
       );
     }
-    const self = this;
-    return {
-      async *[Symbol.asyncIterator](): AsyncGenerator<GenerateEvent> {
-        // one sequence at a time: wait for earlier generations to finish
-        let release!: () => void;
-        const mine = new Promise<void>((r) => release = r);
-        const before = self.#queue;
-        self.#queue = before.then(() => mine);
-        await before;
-        try {
-          yield* self.#run(promptIds, maxTokens, new Sampler(self.config.vocabSize, sampling), stops, options);
-        } finally {
-          release();
-        }
-      },
-    };
+    return this.#queued(promptIds, maxTokens, new Sampler(this.config.vocabSize, sampling), stops, options);
+  }
+
+  /** One sequence at a time: wait for earlier generations, then run. */
+  async *#queued(
+    promptIds: number[],
+    maxTokens: number,
+    sampler: Sampler,
+    stops: StopMatcher,
+    options: GenerateOptions,
+  ): AsyncGenerator<GenerateEvent> {
+    let release!: () => void;
+    const mine = new Promise<void>((r) => release = r);
+    const before = this.#queue;
+    this.#queue = before.then(() => mine);
+    await before;
+    try {
+      yield* this.#run(promptIds, maxTokens, sampler, stops, options);
+    } finally {
+      release();
+    }
   }
 
   async #step(seq: SequenceSlots, ids: readonly number[], start: number, wantLogits: boolean): Promise<void> {
@@ -279,7 +308,9 @@ export class Engine implements Disposable {
           finish = "abort";
           break;
         }
-        const logits = new Float32Array(await this.backend.download(this.#graph.logits, { byteLength: vocab * 4 }));
+        const logits = new Float32Array(
+          await this.backend.download(this.#graph.logits, { byteLength: vocab * 4 }),
+        );
         const id = sampler.sample(logits, history);
         if (!options.ignoreEos && this.tokenizer.eosIds.includes(id)) {
           finish = "stop";
@@ -325,7 +356,9 @@ export class Engine implements Disposable {
           prefillTokPerS: prefillMs > 0 ? (promptIds.length / prefillMs) * 1000 : 0,
           generatedTokens: generated.length,
           decodeMs,
-          decodeTokPerS: decodeMs > 0 && generated.length > 1 ? ((generated.length - 1) / decodeMs) * 1000 : 0,
+          decodeTokPerS: decodeMs > 0 && generated.length > 1
+            ? ((generated.length - 1) / decodeMs) * 1000
+            : 0,
         },
       },
     };

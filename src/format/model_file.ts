@@ -43,7 +43,9 @@ export interface ModelFile {
 export function requiredTensors(c: LlamaConfig): string[] {
   const names = ["tok_embd"];
   for (let i = 0; i < c.nLayers; i++) {
-    for (const t of ["attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3"]) names.push(`l${i}.${t}`);
+    for (const t of ["attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3"]) {
+      names.push(`l${i}.${t}`);
+    }
   }
   names.push("norm");
   if (!c.tiedEmbeddings) names.push("output");
@@ -82,11 +84,18 @@ export function expectedShape(c: LlamaConfig, name: string): Shape {
  * Check that every required tensor is present with the expected shape and a byte length that matches
  * its dtype, and lies inside its source. Parsers call this last so every format fails the same way.
  */
-export function validateTensors(c: LlamaConfig, tensors: ReadonlyMap<string, TensorEntry>, where: string): void {
+export function validateTensors(
+  c: LlamaConfig,
+  tensors: ReadonlyMap<string, TensorEntry>,
+  where: string,
+): void {
   for (const name of requiredTensors(c)) {
     const t = tensors.get(name);
     if (!t) {
-      throw new LlmError("MODEL_FORMAT", `${where}: tensor ${name} is missing; the file is incomplete or not a LLaMA`);
+      throw new LlmError(
+        "MODEL_FORMAT",
+        `${where}: tensor ${name} is missing; the file is incomplete or not a LLaMA`,
+      );
     }
     const want = expectedShape(c, name);
     if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
@@ -98,12 +107,17 @@ export function validateTensors(c: LlamaConfig, tensors: ReadonlyMap<string, Ten
     const n = t.shape.reduce((a, b) => a * b, 1);
     const bytes = byteLengthOf(t.dtype, n, name);
     if (bytes !== t.byteLength) {
-      throw new LlmError("MODEL_FORMAT", `${where}: tensor ${name} has ${t.byteLength} bytes, ${t.dtype} needs ${bytes}`);
+      throw new LlmError(
+        "MODEL_FORMAT",
+        `${where}: tensor ${name} has ${t.byteLength} bytes, ${t.dtype} needs ${bytes}`,
+      );
     }
     if (t.byteOffset < 0 || t.byteOffset + t.byteLength > t.source.size) {
       throw new LlmError(
         "MODEL_FORMAT",
-        `${where}: tensor ${name} (bytes ${t.byteOffset}..${t.byteOffset + t.byteLength}) passes the end of ` +
+        `${where}: tensor ${name} (bytes ${t.byteOffset}..${
+          t.byteOffset + t.byteLength
+        }) passes the end of ` +
           `${t.source.name} (${t.source.size} bytes); the file is truncated: download it again`,
       );
     }

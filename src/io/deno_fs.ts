@@ -15,7 +15,9 @@ export async function fileSource(path: string): Promise<ByteSource> {
       throw new LlmError("NOT_FOUND", `${path}: no such file; check the path`, { cause: e });
     }
     if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
-      throw new LlmError("BAD_REQUEST", `${path}: read permission denied; run deno with --allow-read`, { cause: e });
+      throw new LlmError("BAD_REQUEST", `${path}: read permission denied; run deno with --allow-read`, {
+        cause: e,
+      });
     }
     throw e;
   }
@@ -41,7 +43,10 @@ export async function fileSource(path: string): Promise<ByteSource> {
         while (got < length) {
           const n = await file.read(out.subarray(got));
           if (n === null) {
-            throw new LlmError("MODEL_FORMAT", `${path}: file ended at ${offset + got} while reading; it is truncated`);
+            throw new LlmError(
+              "MODEL_FORMAT",
+              `${path}: file ended at ${offset + got} while reading; it is truncated`,
+            );
           }
           got += n;
         }
@@ -73,7 +78,9 @@ export async function readText(path: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new LlmError("NOT_FOUND", `${path}: no such file`, { cause: e });
+    if (e instanceof Deno.errors.NotFound) {
+      throw new LlmError("NOT_FOUND", `${path}: no such file`, { cause: e });
+    }
     throw e;
   }
 }

@@ -79,7 +79,10 @@ export function validateConfig(c: LlamaConfig, where: string): LlamaConfig {
   ];
   for (const [k, v] of ints) {
     if (!Number.isInteger(v) || v <= 0 || v > (k === "vocabSize" || k === "seqLen" ? 1 << 24 : LIMIT)) {
-      throw new LlmError("MODEL_FORMAT", `${where}: ${k} = ${v} is not a plausible value; the file is corrupt`);
+      throw new LlmError(
+        "MODEL_FORMAT",
+        `${where}: ${k} = ${v} is not a plausible value; the file is corrupt`,
+      );
     }
   }
   if (c.nHeads % c.nKvHeads !== 0) {

@@ -7,7 +7,7 @@
 import type { Backend } from "../backend.ts";
 import type { DType } from "../types.ts";
 import type { KvLayer } from "../ops.ts";
-import { type LlamaConfig, kvDim } from "./config.ts";
+import { kvDim, type LlamaConfig } from "./config.ts";
 import { LlmError } from "../errors.ts";
 import { byteLengthOf } from "../dtype.ts";
 
@@ -36,7 +36,9 @@ export class KvCache implements Disposable {
     if (!backend.caps.kvDTypes.includes(this.dtype)) {
       throw new LlmError(
         "UNSUPPORTED_DTYPE",
-        `backend ${backend.name} has no ${this.dtype} KV cache; choose one of ${backend.caps.kvDTypes.join(", ")}`,
+        `backend ${backend.name} has no ${this.dtype} KV cache; choose one of ${
+          backend.caps.kvDTypes.join(", ")
+        }`,
       );
     }
     this.nBlocks = Math.ceil(options.capacity / this.blockSize);

@@ -58,8 +58,22 @@ export function buildLlamaGraph(
     g.push({ op: "matmul", x: xb, w: L.wq, out: q, rows: "tokens" }); //                     (T, nHeads*headDim)
     g.push({ op: "matmul", x: xb, w: L.wk, out: k, rows: "tokens" }); //                     (T, kvDim)
     g.push({ op: "matmul", x: xb, w: L.wv, out: v, rows: "tokens" }); //                     (T, kvDim)
-    g.push({ op: "rope", x: q, nHeads: c.nHeads, headDim: c.headDim, style: c.ropeStyle, invFreq: w.invFreq });
-    g.push({ op: "rope", x: k, nHeads: c.nKvHeads, headDim: c.headDim, style: c.ropeStyle, invFreq: w.invFreq });
+    g.push({
+      op: "rope",
+      x: q,
+      nHeads: c.nHeads,
+      headDim: c.headDim,
+      style: c.ropeStyle,
+      invFreq: w.invFreq,
+    });
+    g.push({
+      op: "rope",
+      x: k,
+      nHeads: c.nKvHeads,
+      headDim: c.headDim,
+      style: c.ropeStyle,
+      invFreq: w.invFreq,
+    });
     g.push({ op: "kv_write", k, v, cache }); //                                              cache[slot(pos)] = k, v
     g.push({
       op: "attention",

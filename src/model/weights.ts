@@ -59,7 +59,9 @@ async function uploadEntry(backend: Backend, e: TensorEntry, signal?: AbortSigna
     throw new LlmError(
       "UNSUPPORTED_DTYPE",
       `tensor ${e.name} is ${e.dtype}, which backend ${backend.name} cannot use ` +
-        `(it supports ${backend.caps.weightDTypes.join(", ")}); pick another --backend or re-quantize the model`,
+        `(it supports ${
+          backend.caps.weightDTypes.join(", ")
+        }); pick another --backend or re-quantize the model`,
     );
   }
   const t = backend.alloc(e.dtype, e.shape, "weights", e.name);

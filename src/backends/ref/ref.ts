@@ -83,7 +83,10 @@ class RefBackend implements Backend {
   upload(dst: Tensor, src: ArrayBufferView, options?: { byteOffset?: number }): Promise<void> {
     const t = dst as RefTensor, off = options?.byteOffset ?? 0;
     if (off + src.byteLength > t.byteLength) {
-      throw new LlmError("INTERNAL", `upload of ${src.byteLength} bytes at ${off} overruns ${t.label} (${t.byteLength})`);
+      throw new LlmError(
+        "INTERNAL",
+        `upload of ${src.byteLength} bytes at ${off} overruns ${t.label} (${t.byteLength})`,
+      );
     }
     t.bytes.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength), off);
     return Promise.resolve();
@@ -104,7 +107,9 @@ class RefBackend implements Backend {
 
   compile(graph: readonly Op[]): CompiledGraph {
     for (const o of graph) {
-      if (!this.supportsOp(o)) throw new LlmError("UNSUPPORTED_DTYPE", `ref backend cannot run op ${o.op} with these dtypes`);
+      if (!this.supportsOp(o)) {
+        throw new LlmError("UNSUPPORTED_DTYPE", `ref backend cannot run op ${o.op} with these dtypes`);
+      }
     }
     const scratch = (n: number): Float32Array => {
       if (this.#scratch.length < n) this.#scratch = new Float32Array(n);

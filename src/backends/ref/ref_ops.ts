@@ -19,7 +19,10 @@ function width(t: T): number {
 function slotOf(step: StepParams, seq: number, pos: number, blockSize: number): number {
   const logical = Math.floor(pos / blockSize);
   if (logical >= step.maxBlocksPerSeq) {
-    throw new LlmError("INTERNAL", `position ${pos} is past the block table (${step.maxBlocksPerSeq} blocks)`);
+    throw new LlmError(
+      "INTERNAL",
+      `position ${pos} is past the block table (${step.maxBlocksPerSeq} blocks)`,
+    );
   }
   return step.blockTables[seq * step.maxBlocksPerSeq + logical] * blockSize + (pos % blockSize);
 }
@@ -47,7 +50,9 @@ function embed(table: T, out: T, step: StepParams): void {
   const dim = width(out), vocab = table.shape[0];
   for (let r = 0; r < step.nTokens; r++) {
     const id = step.tokens[r];
-    if (!(id >= 0 && id < vocab)) throw new LlmError("BAD_REQUEST", `token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+    if (!(id >= 0 && id < vocab)) {
+      throw new LlmError("BAD_REQUEST", `token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+    }
     dequantize(table.dtype, table.bytes, out.f32.subarray(r * dim, (r + 1) * dim), dim, id * dim);
   }
 }
@@ -132,7 +137,7 @@ function attention(o: Extract<Op, { op: "attention" }>, q: T, out: T, step: Step
       let max = -Infinity;
       for (const s of sc) max = Math.max(max, s);
       let sum = 0;
-      for (let t = 0; t <= pos; t++) sum += (sc[t] = Math.exp(sc[t] - max));
+      for (let t = 0; t <= pos; t++) sum += sc[t] = Math.exp(sc[t] - max);
       for (let t = 0; t <= pos; t++) sc[t] /= sum;
     }
     const acc = new Float64Array(qd);
@@ -163,12 +168,18 @@ export function runRefOp(o: Op, step: StepParams, scratch: (n: number) => Float3
     case "attention":
       return attention(o, o.q as T, o.out as T, step);
     case "add": {
-      const n = liveRows(o.rows, step) * width(o.a as T), a = (o.a as T).f32, b = (o.b as T).f32, c = (o.out as T).f32;
+      const n = liveRows(o.rows, step) * width(o.a as T),
+        a = (o.a as T).f32,
+        b = (o.b as T).f32,
+        c = (o.out as T).f32;
       for (let i = 0; i < n; i++) c[i] = a[i] + b[i];
       return;
     }
     case "silu_mul": {
-      const n = step.nTokens * width(o.gate as T), g = (o.gate as T).f32, u = (o.up as T).f32, c = (o.out as T).f32;
+      const n = step.nTokens * width(o.gate as T),
+        g = (o.gate as T).f32,
+        u = (o.up as T).f32,
+        c = (o.out as T).f32;
       for (let i = 0; i < n; i++) c[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
       return;
     }

@@ -1,0 +1,50 @@
+/**
+ * Decode/prefill benchmark on the shared stories260K model (and any model given with --model), for
+ * each backend named. Prints one JSON report per backend; record results in bench/RESULTS.md.
+ *
+ *   deno run -A bench/decode_bench.ts [--backend ref,wasm] [--model PATH --tokenizer PATH]
+ *                                     [--prompt-tokens 64] [--gen-tokens 128] [--repeat 5]
+ */
+import { parseArgs } from "node:util";
+import { createEngine } from "../mod.ts";
+import { runBench } from "../src/cli/bench.ts";
+
+const { values: f } = parseArgs({
+  args: Deno.args,
+  options: {
+    backend: { type: "string", default: "ref" },
+    model: { type: "string" },
+    tokenizer: { type: "string" },
+    "prompt-tokens": { type: "string", default: "64" },
+    "gen-tokens": { type: "string", default: "128" },
+    repeat: { type: "string", default: "5" },
+  },
+});
+function cpuName(): string {
+  try {
+    return Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+const models = new URL("../../shared/models/", import.meta.url).pathname;
+const model = f.model ?? `${models}stories260K.bin`;
+const tokenizer = f.tokenizer ?? (f.model ? undefined : `${models}tok512.bin`);
+for (const backend of f.backend!.split(",")) {
+  using engine = await createEngine(model, { tokenizer, backend: backend as "ref" });
+  const report = await runBench(engine, {
+    model,
+    promptTokens: Number(f["prompt-tokens"]),
+    genTokens: Number(f["gen-tokens"]),
+    repeat: Number(f.repeat),
+  });
+  console.log(
+    JSON.stringify({
+      ...report,
+      runtime: `deno ${Deno.version.deno}`,
+      cpu: cpuName(),
+      cores: navigator.hardwareConcurrency,
+    }),
+  );
+}

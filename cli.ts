@@ -1,0 +1,249 @@
+/**
+ * The llama.ts command line: `generate`, `info`, `bench`. The only place that reads flags and
+ * environment variables.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { Engine, LlmError, type LoadedModel, loadModel } from "./mod.ts";
+import type { BackendName, DType, ProgressEvent } from "./src/types.ts";
+import { defaultCacheDir } from "./src/io/hf_hub.ts";
+import { createRateMeter, progressBar } from "./src/cli/progress.ts";
+import { openModelFile } from "./src/io/load.ts";
+import { modelSummary } from "./src/cli/info.ts";
+import { runBench } from "./src/cli/bench.ts";
+
+const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, or hf:owner/repo[/file]
+  --tokenizer PATH     tokenizer when the model has none (llama2.c tokenizer.bin, tokenizer.json, GGUF)
+  --backend NAME       auto | ref | wasm | webgpu | cuda (default auto)
+  --ctx N              context size in tokens (default min(model's, 4096))
+  --kv-dtype T         KV cache dtype: f32 | f16 (default: the backend's)
+  --threads N          CPU threads for CPU backends
+  --format F           text | json (default text)`;
+
+const HELP: Record<string, string> = {
+  main: `llama.ts — LLaMA inference in TypeScript
+
+Usage: deno run -A cli.ts <command> [flags]
+
+Commands:
+  generate   generate text from a prompt, streaming to stdout
+  info       describe a model: architecture, parameters, dtypes, memory
+  bench      measure prefill and decode tokens per second
+
+Run 'cli.ts <command> --help' for a command's flags.
+Environment: HF_TOKEN (gated hf: models), HF_ENDPOINT (hub mirror), LLAMA_TS_CACHE (download cache directory).`,
+  generate: `Usage: cli.ts generate --model PATH [flags]
+
+${COMMON}
+  --prompt TEXT        the prompt (default "")
+  --max-tokens N       most new tokens (default 256)
+  --temperature X      0 = greedy (default 0.8)
+  --top-k N            keep the N most likely tokens (0 = off, default 40)
+  --top-p X            nucleus sampling (1 = off, default 0.95)
+  --min-p X            drop tokens below X * p(max) (default 0.05)
+  --repeat-penalty X   penalise recent tokens (1 = off, default 1)
+  --frequency-penalty X, --presence-penalty X   OpenAI-style penalties (default 0)
+  --seed N             random seed (same seed, same text)
+  --stop TEXT          stop string (repeatable)
+  --no-bos             do not prepend BOS
+  --ignore-eos         keep going past end-of-sequence`,
+  info: `Usage: cli.ts info --model PATH [--tokenizer PATH] [--ctx N] [--format json]
+
+Prints the architecture, parameter count, tensor dtypes, and memory estimate without loading weights.`,
+  bench: `Usage: cli.ts bench --model PATH [flags]
+
+${COMMON}
+  --prompt-tokens N    prompt length for the prefill measurement (default 64)
+  --gen-tokens N       tokens to decode (default 64)
+  --repeat N           runs; the best is reported (default 3)
+
+Prints JSON naming the device, backend, model and tokens per second.`,
+};
+
+function fail(code: number, message: string): never {
+  console.error(message);
+  Deno.exit(code);
+}
+
+function num(v: string | undefined, flag: string, int = false): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || (int && !Number.isInteger(n))) {
+    throw new LlmError("BAD_REQUEST", `--${flag} expects ${int ? "an integer" : "a number"}, got "${v}"`);
+  }
+  return n;
+}
+
+function onProgress(): ((e: ProgressEvent) => void) | undefined {
+  if (!Deno.stderr.isTerminal()) return undefined;
+  const enc = new TextEncoder();
+  const rate = createRateMeter();
+  let last = 0;
+  return (e) => {
+    const bytesPerSecond = rate(e);
+    const t = performance.now();
+    if (t - last < 100 && e.done !== e.total) return;
+    last = t;
+    const line = progressBar(e, 20, { bytesPerSecond });
+    Deno.stderr.writeSync(enc.encode(`\r${line}${e.done === e.total ? "\n" : ""}`));
+  };
+}
+
+async function main(argv: string[]): Promise<void> {
+  const cmd = argv[0];
+  if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
+    console.log(HELP.main);
+    return;
+  }
+  if (!(cmd in HELP) || cmd === "main") fail(2, `unknown command "${cmd}"\n\n${HELP.main}`);
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv.slice(1),
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: "boolean", short: "h" },
+        model: { type: "string", short: "m" },
+        tokenizer: { type: "string", short: "t" },
+        prompt: { type: "string", short: "p" },
+        "max-tokens": { type: "string", short: "n" },
+        temperature: { type: "string" },
+        "top-k": { type: "string" },
+        "top-p": { type: "string" },
+        "min-p": { type: "string" },
+        "repeat-penalty": { type: "string" },
+        "frequency-penalty": { type: "string" },
+        "presence-penalty": { type: "string" },
+        seed: { type: "string" },
+        stop: { type: "string", multiple: true },
+        backend: { type: "string" },
+        ctx: { type: "string" },
+        "kv-dtype": { type: "string" },
+        threads: { type: "string" },
+        format: { type: "string" },
+        "no-bos": { type: "boolean" },
+        "ignore-eos": { type: "boolean" },
+        "prompt-tokens": { type: "string" },
+        "gen-tokens": { type: "string" },
+        repeat: { type: "string" },
+      },
+    });
+  } catch (e) {
+    fail(2, `${(e as Error).message}\n\n${HELP[cmd]}`);
+  }
+  const f = parsed.values;
+  if (f.help) {
+    console.log(HELP[cmd]);
+    return;
+  }
+  if (!f.model) fail(2, `--model is required\n\n${HELP[cmd]}`);
+  const format = f.format ?? "text";
+  if (format !== "text" && format !== "json") fail(2, `--format must be text or json, got "${format}"`);
+  const env = Deno.env.toObject();
+  const loadOptions = {
+    tokenizer: f.tokenizer,
+    cacheDir: defaultCacheDir(env),
+    hfToken: env.HF_TOKEN,
+    hfEndpoint: env.HF_ENDPOINT,
+    onProgress: onProgress(),
+  };
+  const engineOptions = {
+    backend: (f.backend ?? "auto") as BackendName | "auto",
+    contextSize: num(f.ctx, "ctx", true),
+    kvDType: f["kv-dtype"] as DType | undefined,
+    threads: num(f.threads, "threads", true),
+    onProgress: loadOptions.onProgress,
+  };
+
+  if (cmd === "info") {
+    const model = await openModelFile(f.model);
+    try {
+      const summary = modelSummary(model, { contextSize: num(f.ctx, "ctx", true) });
+      console.log(format === "json" ? JSON.stringify(summary, null, 2) : summary.text);
+    } finally {
+      model.close();
+    }
+    return;
+  }
+
+  const loaded: LoadedModel = await loadModel(f.model, loadOptions);
+  using engine = await Engine.create(loaded.model, loaded.tokenizer, engineOptions).finally(() =>
+    loaded.model.close()
+  );
+
+  if (cmd === "bench") {
+    const report = await runBench(engine, {
+      model: f.model,
+      promptTokens: num(f["prompt-tokens"], "prompt-tokens", true) ?? 64,
+      genTokens: num(f["gen-tokens"], "gen-tokens", true) ?? 64,
+      repeat: num(f.repeat, "repeat", true) ?? 3,
+    });
+    console.log(JSON.stringify(report, null, 2));
+    return;
+  }
+
+  const ac = new AbortController();
+  const onSig = (): void => ac.abort();
+  Deno.addSignalListener("SIGINT", onSig);
+  try {
+    const gen = engine.generate(f.prompt ?? "", {
+      maxTokens: num(f["max-tokens"], "max-tokens", true),
+      temperature: num(f.temperature, "temperature") ?? 0.8,
+      topK: num(f["top-k"], "top-k", true) ?? 40,
+      topP: num(f["top-p"], "top-p") ?? 0.95,
+      minP: num(f["min-p"], "min-p") ?? 0.05,
+      repetitionPenalty: num(f["repeat-penalty"], "repeat-penalty"),
+      frequencyPenalty: num(f["frequency-penalty"], "frequency-penalty"),
+      presencePenalty: num(f["presence-penalty"], "presence-penalty"),
+      seed: num(f.seed, "seed", true),
+      stop: f.stop,
+      addBos: f["no-bos"] ? false : undefined,
+      ignoreEos: f["ignore-eos"],
+      signal: ac.signal,
+    });
+    const out = new TextEncoder();
+    if (format === "text" && f.prompt) await Deno.stdout.write(out.encode(f.prompt)); // echo, as llama2.c does
+    for await (const ev of gen) {
+      if (ev.type === "token") {
+        if (format === "text") await Deno.stdout.write(out.encode(ev.text));
+        continue;
+      }
+      const r = ev.result;
+      const info = engine.info();
+      if (format === "json") {
+        console.log(JSON.stringify({
+          prompt_ids: r.promptIds,
+          generated_ids: r.generatedIds,
+          text: engine.tokenizer.decode([...r.promptIds, ...r.generatedIds]),
+          completion: r.text,
+          finish_reason: r.finishReason,
+          backend: info.backend,
+          device: info.device,
+          timings: { load_ms: info.loadMs, ...r.timings },
+        }));
+      } else {
+        await Deno.stdout.write(out.encode("\n"));
+        const t = r.timings;
+        console.error(
+          `[${info.backend}] load ${info.loadMs.toFixed(0)} ms, prefill ${t.promptTokens} tok ` +
+            `${t.prefillTokPerS.toFixed(1)} tok/s, decode ${t.generatedTokens} tok ${
+              t.decodeTokPerS.toFixed(1)
+            } tok/s ` +
+            `(${r.finishReason})`,
+        );
+      }
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSig);
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main(Deno.args);
+  } catch (e) {
+    if (e instanceof LlmError) fail(1, `error [${e.code}]: ${e.message}`);
+    fail(1, `internal error: ${(e as Error)?.stack ?? e}\nplease report this as a bug`);
+  }
+}
