@@ -3,17 +3,22 @@
  * each backend named. Prints one JSON report per backend; record results in bench/RESULTS.md.
  *
  *   deno run -A bench/decode_bench.ts [--backend ref,wasm] [--model PATH --tokenizer PATH]
+ *                                     [--synth stories15M|stories110M|llama7B --dtype f32|q8_0|q4_0]
  *                                     [--prompt-tokens 64] [--gen-tokens 128] [--repeat 5]
  */
 import { parseArgs } from "node:util";
 import { createEngine } from "../mod.ts";
 import { runBench } from "../src/cli/bench.ts";
+import { synthGguf } from "./_synth_gguf.ts";
+import type { DType } from "../src/types.ts";
 
 const { values: f } = parseArgs({
   args: Deno.args,
   options: {
     backend: { type: "string", default: "ref" },
     model: { type: "string" },
+    synth: { type: "string" },
+    dtype: { type: "string", default: "f32" },
     tokenizer: { type: "string" },
     "prompt-tokens": { type: "string", default: "64" },
     "gen-tokens": { type: "string", default: "128" },
@@ -29,12 +34,12 @@ function cpuName(): string {
 }
 
 const models = new URL("../../shared/models/", import.meta.url).pathname;
-const model = f.model ?? `${models}stories260K.bin`;
-const tokenizer = f.tokenizer ?? (f.model ? undefined : `${models}tok512.bin`);
+const model = f.synth ? await synthGguf(f.synth, f.dtype as DType) : f.model ?? `${models}stories260K.bin`;
+const tokenizer = f.tokenizer ?? (f.model || f.synth ? undefined : `${models}tok512.bin`);
 for (const backend of f.backend!.split(",")) {
   using engine = await createEngine(model, { tokenizer, backend: backend as "ref" });
   const report = await runBench(engine, {
-    model,
+    model: f.synth ? `synthetic ${f.synth} ${f.dtype}` : model,
     promptTokens: Number(f["prompt-tokens"]),
     genTokens: Number(f["gen-tokens"]),
     repeat: Number(f.repeat),
