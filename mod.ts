@@ -22,10 +22,11 @@ export { LlmError, type LlmErrorCode } from "./src/errors.ts";
 export type { BackendName, DType, ProgressCallback, ProgressEvent, Shape } from "./src/types.ts";
 export type { Backend, BackendCaps, BackendFactory, BackendOptions, CompiledGraph } from "./src/backend.ts";
 export type { Tensor, TensorUsage } from "./src/tensor.ts";
-export type { KvLayer, Op, StepParams } from "./src/ops.ts";
+export type { KvLayer, Op, OpName, Rows, StepParams } from "./src/ops.ts";
 export { pickBackend, registerBackend, registeredBackends } from "./src/registry.ts";
 export type { LlamaConfig, RopeScaling, RopeStyle } from "./src/model/config.ts";
 export type { ModelFile, TensorEntry } from "./src/format/model_file.ts";
+export type { ByteSource } from "./src/io/byte_source.ts";
 export type { StreamDecoder, Tokenizer, TokenizerData } from "./src/format/tokenizer.ts";
 export type { SamplingOptions } from "./src/sample/sampler.ts";
 export {

@@ -36,7 +36,9 @@ export interface CompiledGraph extends Disposable {
 
 /** A compute backend. */
 export interface Backend extends Disposable {
+  /** Which backend this is. */
   readonly name: BackendName;
+  /** What this backend instance supports (dtypes, ops, limits). */
   readonly caps: BackendCaps;
   /** Allocate a tensor (contents undefined until uploaded or written by an op). */
   alloc(dtype: DType, shape: Shape, usage: TensorUsage, label?: string): Tensor;
@@ -56,13 +58,16 @@ export interface Backend extends Disposable {
 
 /** Creates backends of one kind. */
 export interface BackendFactory {
+  /** Name of the backends this factory creates; the key it is registered and picked under. */
   readonly name: BackendName;
+  /** Backend contract version it implements; must equal the core's `BACKEND_API_VERSION` to register. */
   readonly apiVersion: number;
   /**
    * How well this backend suits the machine: 0 = unavailable, higher = better. Cheap and side-effect
    * free; `reason` explains a 0.
    */
   probe(): Promise<{ score: number; reason?: string }>;
+  /** Create a backend instance; dispose of it when done. */
   create(options?: BackendOptions): Promise<Backend>;
 }
 

@@ -17,8 +17,11 @@ export type Rows = "tokens" | "logits";
 
 /** One layer's slice of the paged KV cache: `k`, `v` are `(nBlocks * blockSize, kvDim)`. */
 export interface KvLayer {
+  /** Cached keys, `(nBlocks * blockSize, kvDim)`. */
   readonly k: Tensor;
+  /** Cached values, `(nBlocks * blockSize, kvDim)`. */
   readonly v: Tensor;
+  /** Tokens per cache block (positions per physical block). */
   readonly blockSize: number;
 }
 
@@ -34,6 +37,7 @@ export interface StepParams {
   readonly seqIndex: Int32Array;
   /** Block tables, `(nSeqs, maxBlocksPerSeq)` row-major: physical block of each logical block. */
   readonly blockTables: Int32Array;
+  /** Columns of `blockTables`: block-table entries per sequence. */
   readonly maxBlocksPerSeq: number;
   /** Rows whose logits are produced, in output order (usually each sequence's last row). */
   readonly logitRows: Int32Array;

@@ -13,12 +13,14 @@ const factories = new Map<BackendName, BackendFactory>();
 export const BACKEND_CHOICES: readonly (BackendName | "auto")[] = ["auto", "ref", "wasm", "webgpu", "cuda"];
 
 /**
- * Register a backend factory (a backend module calls this when imported).
+ * Register a backend factory (a backend module calls this when imported). Throws BACKEND_UNAVAILABLE
+ * when the factory's `apiVersion` is not the core's; a factory with the same name replaces the old one.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { registerBackend } from "@llama-ts/llama";
- * // registerBackend(myFactory);
+ * import { myBackendFactory } from "./my_backend.ts"; // your BackendFactory implementation
+ * registerBackend(myBackendFactory);
  * ```
  */
 export function registerBackend(f: BackendFactory): void {
@@ -32,7 +34,15 @@ export function registerBackend(f: BackendFactory): void {
   factories.set(f.name, f);
 }
 
-/** Registered backend names. */
+/**
+ * Names of the registered backends. Importing the package registers `ref`.
+ *
+ * @example
+ * ```ts
+ * import { registeredBackends } from "@llama-ts/llama";
+ * console.log(registeredBackends()); // e.g. ["ref"]
+ * ```
+ */
 export function registeredBackends(): BackendName[] {
   return [...factories.keys()];
 }

@@ -10,9 +10,13 @@ export type TensorUsage = "weights" | "kv" | "compute";
 
 /** A backend-owned tensor handle. */
 export interface Tensor {
+  /** Element type. */
   readonly dtype: DType;
+  /** Dimensions, outermost first. */
   readonly shape: Shape;
+  /** Size of the tensor's data in bytes (quantized dtypes count their packed blocks). */
   readonly byteLength: number;
+  /** What the tensor holds. */
   readonly usage: TensorUsage;
   /** A readable name for errors and graph dumps. */
   readonly label: string;

@@ -27,9 +27,13 @@ export type BackendName = "ref" | "wasm" | "webgpu" | "cuda";
 
 /** Progress of a long operation (model load, download). `total` is 0 when unknown. */
 export interface ProgressEvent {
+  /** Which stage is reporting: fetching files, reading the model, or copying weights to the backend. */
   readonly phase: "download" | "load" | "upload";
+  /** Work done so far, in bytes. */
   readonly done: number;
+  /** Total work in bytes, or 0 when unknown. */
   readonly total: number;
+  /** What is being worked on, e.g. a file or tensor name. */
   readonly label?: string;
 }
 

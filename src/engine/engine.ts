@@ -31,7 +31,9 @@ export interface EngineOptions {
   readonly maxStepTokens?: number;
   /** Worker threads for CPU backends. */
   readonly threads?: number;
+  /** Called as weights are uploaded to the backend (bytes done over bytes total). */
   readonly onProgress?: ProgressCallback;
+  /** Aborts loading (the weight upload). */
   readonly signal?: AbortSignal;
 }
 
@@ -54,21 +56,31 @@ export type FinishReason = "stop" | "length" | "abort";
 
 /** Timings of one generation. */
 export interface GenerationTimings {
+  /** Tokens in the prompt. */
   readonly promptTokens: number;
+  /** Time spent processing the prompt, in milliseconds. */
   readonly prefillMs: number;
+  /** Prompt tokens processed per second (0 when not measurable). */
   readonly prefillTokPerS: number;
+  /** Tokens generated (not counting a final end-of-sequence token). */
   readonly generatedTokens: number;
+  /** Time from the end of prefill to the end of generation, in milliseconds. */
   readonly decodeMs: number;
+  /** Tokens per second after the first generated token (0 when fewer than two were generated). */
   readonly decodeTokPerS: number;
 }
 
 /** The outcome of one generation. */
 export interface GenerationResult {
+  /** The prompt's token ids, as given or as encoded from text. */
   readonly promptIds: number[];
+  /** Ids of the generated tokens, in order. */
   readonly generatedIds: number[];
   /** The generated text (stop strings removed). */
   readonly text: string;
+  /** Why generation ended. */
   readonly finishReason: FinishReason;
+  /** How long prefill and decode took. */
   readonly timings: GenerationTimings;
 }
 
@@ -79,16 +91,25 @@ export type GenerateEvent =
 
 /** Static facts about a loaded engine. */
 export interface EngineInfo {
+  /** The backend the engine runs on. */
   readonly backend: BackendName;
+  /** The backend's device name (its `caps.device`). */
   readonly device: string;
+  /** The model's configuration. */
   readonly config: LlamaConfig;
+  /** Parameter count computed from the config. */
   readonly parameters: number;
+  /** Bytes of weight tensors on the backend. */
   readonly weightBytes: number;
   /** Distinct dtypes of the weight matrices, e.g. ["q8_0", "f32"]. */
   readonly weightDTypes: readonly DType[];
+  /** Bytes of the KV cache (keys and values, all layers). */
   readonly kvBytes: number;
+  /** KV cache storage dtype. */
   readonly kvDType: DType;
+  /** Context length (KV capacity) in tokens. */
   readonly contextSize: number;
+  /** Time {@link Engine.create} took (backend, weight upload, KV cache, graph), in milliseconds. */
   readonly loadMs: number;
 }
 
@@ -109,9 +130,13 @@ function now(): number {
  * ```
  */
 export class Engine implements Disposable {
+  /** The tokenizer used to encode prompts and decode output. */
   readonly tokenizer: Tokenizer;
+  /** The backend holding the weights and running the graph. */
   readonly backend: Backend;
+  /** The model's configuration. */
   readonly config: LlamaConfig;
+  /** Context length (KV capacity) in tokens: prompt plus generated tokens must fit in it. */
   readonly contextSize: number;
   #weights: LlamaWeights;
   #kv: KvCache;

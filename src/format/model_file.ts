@@ -18,18 +18,27 @@ import { byteLengthOf } from "../dtype.ts";
 
 /** One tensor's location and type inside a source. */
 export interface TensorEntry {
+  /** Canonical tensor name, e.g. `tok_embd` or `l0.wq`. */
   readonly name: string;
+  /** Element type as stored. */
   readonly dtype: DType;
+  /** Shape, row-major; weight matrices are `(out, in)`. */
   readonly shape: Shape;
+  /** The source holding the tensor's bytes. */
   readonly source: ByteSource;
+  /** Where the tensor's data starts in `source`, in bytes. */
   readonly byteOffset: number;
+  /** Size of the tensor's data in bytes (as its dtype and shape require). */
   readonly byteLength: number;
 }
 
 /** A parsed model file (or directory). */
 export interface ModelFile {
+  /** Which file format the model was parsed from. */
   readonly format: "gguf" | "safetensors" | "llama2c";
+  /** The validated model configuration. */
   readonly config: LlamaConfig;
+  /** Tensors by canonical name (every tensor the config requires is present). */
   readonly tensors: ReadonlyMap<string, TensorEntry>;
   /** Tokenizer carried by the model (GGUF metadata, tokenizer.json beside safetensors), if any. */
   readonly tokenizer?: TokenizerData;

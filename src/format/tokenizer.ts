@@ -30,11 +30,15 @@ export interface TokenizerData {
   readonly merges?: readonly string[];
   /** bpe: pre-tokenizer regex flavour (GGUF `tokenizer.ggml.pre`), e.g. "llama-bpe", "gpt2". */
   readonly pre?: string;
+  /** Beginning-of-sequence token id. */
   readonly bosId?: number;
+  /** End-of-sequence token id. */
   readonly eosId?: number;
   /** Extra end-of-generation ids (e.g. Llama-3 `<|eot_id|>`). */
   readonly eotIds?: readonly number[];
+  /** Unknown-token id. */
   readonly unkId?: number;
+  /** Padding token id. */
   readonly padId?: number;
   /** Prepend BOS when encoding a prompt (default true for spm). */
   readonly addBos?: boolean;
@@ -56,8 +60,11 @@ export interface StreamDecoder {
 
 /** What the engine needs of a tokenizer. */
 export interface Tokenizer {
+  /** `spm`: SentencePiece BPE by piece scores; `bpe`: byte-level BPE by merge ranks. */
   readonly kind: "spm" | "bpe";
+  /** Number of tokens in the vocabulary; ids are `0..vocabSize-1`. */
   readonly vocabSize: number;
+  /** Beginning-of-sequence token id, or undefined when the tokenizer has none. */
   readonly bosId: number | undefined;
   /** Ids that end generation (EOS and EOT). */
   readonly eosIds: readonly number[];

@@ -27,13 +27,17 @@ export interface LoadModelOptions {
   readonly hfToken?: string;
   /** Hub endpoint (tests point it at a local server). */
   readonly hfEndpoint?: string;
+  /** Called with progress of `hf:` downloads. */
   readonly onProgress?: ProgressCallback;
+  /** Aborts an `hf:` download. */
   readonly signal?: AbortSignal;
 }
 
 /** A parsed model and its tokenizer. */
 export interface LoadedModel {
+  /** The parsed model; call `close()` when done with it. */
   readonly model: ModelFile;
+  /** The model's own tokenizer, or the one given in {@link LoadModelOptions.tokenizer}. */
   readonly tokenizer: Tokenizer;
   /** Where the model was read from (a local path after any download). */
   readonly path: string;

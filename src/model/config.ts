@@ -20,10 +20,15 @@ import { LlmError } from "../errors.ts";
 
 /** Llama-3.1-style RoPE frequency scaling. */
 export interface RopeScaling {
+  /** The scaling scheme; only Llama-3.1's is supported. */
   readonly type: "llama3";
+  /** Divisor applied to low (long-wavelength) frequencies. */
   readonly factor: number;
+  /** Wavelengths above `originalMaxPositionEmbeddings / lowFreqFactor` are fully scaled. */
   readonly lowFreqFactor: number;
+  /** Wavelengths below `originalMaxPositionEmbeddings / highFreqFactor` are left unscaled. */
   readonly highFreqFactor: number;
+  /** Context length the model was pre-trained with before scaling. */
   readonly originalMaxPositionEmbeddings: number;
 }
 
@@ -37,17 +42,29 @@ export type RopeStyle = "interleaved" | "half";
 
 /** A LLaMA-family decoder's shape and hyper-parameters. */
 export interface LlamaConfig {
+  /** Model (residual stream) width. */
   readonly dim: number;
+  /** SwiGLU FFN inner width. */
   readonly hiddenDim: number;
+  /** Number of decoder layers. */
   readonly nLayers: number;
+  /** Number of query heads. */
   readonly nHeads: number;
+  /** Number of key/value heads (GQA: nHeads % nKvHeads == 0; MQA: 1). */
   readonly nKvHeads: number;
+  /** Per-head width (usually dim / nHeads, but not always). */
   readonly headDim: number;
+  /** Number of tokens in the vocabulary (rows of the embedding and LM head). */
   readonly vocabSize: number;
+  /** Context length the model was trained for (the KV cache's default capacity). */
   readonly seqLen: number;
+  /** Epsilon added inside RMSNorm's square root. */
   readonly normEps: number;
+  /** RoPE base frequency (theta), e.g. 10000. */
   readonly ropeTheta: number;
+  /** How RoPE pairs dimensions within a head. */
   readonly ropeStyle: RopeStyle;
+  /** Llama-3.1-style frequency scaling, if the model uses it. */
   readonly ropeScaling?: RopeScaling;
   /**
    * Per-pair frequency divisors (headDim/2 values) as GGUF stores them in `rope_freqs.weight` for
