@@ -1,0 +1,959 @@
+// Decode-time GEMV kernels (few activation rows x one weight matrix) and weight preparation (repack of
+// ggml q8_0 / q4_0 blocks, int8 / int4 quantization of float weights). Contract: kernels.cuh.
+//
+// GEMV design (all formats):
+//   * One warp computes TWO weight rows (kRW = 2) for all nRows activation rows: plain/multi mode takes rows
+//     2p and 2p+1 of one weight ("pair" p; odd m: the last pair reads its row twice, writes it once);
+//     gate/up mode takes row p of w1 and row p of w3 so silu(a)*b is fused into the epilogue. gemv_multi
+//     concatenates the pairs of its 1..3 weights in one grid.
+//   * Weights stream along k with 16-byte loads (ld.global.nc.L1::no_allocate): in chunk c lane l reads
+//     vector v = 32c + l of both rows, so each warp load covers 512 contiguous bytes of a row. A software
+//     pipeline keeps D chunks (2*D loads + scales per lane) in flight over the warp's whole sequence of
+//     (pair, chunk) items, across pair boundaries; the scale bits are converted only when used.
+//   * Persistent grid: one 512-thread block per SM; warp w of block b takes pairs g, g + G, ... with
+//     g = w * gridDim + b, G = all warps, so every SM gets the same number of pairs +-1.
+//   * Programmatic dependent launch (sm_90): the kernel issues its first D chunks (weights only), then
+//     griddepcontrol.wait (earlier kernels' x / res / y are now visible), then allows the next kernel to
+//     launch. Back to back GEMVs thus overlap one's weight prefetch with the other's tail.
+//   * The nRows activation rows are staged with cp.async (or plain loads when x rows are not 16-byte
+//     aligned) once per block into shared memory as f32, RMS-normalized in place when normW != null. Layout:
+//     16-byte slot c of a row at slot c + c/8, so a lane's 1..8 slots of one weight vector are contiguous
+//     (immediate-offset LDS.128) and the 8 lanes of a quarter warp hit 8 distinct bank groups in every
+//     format. Each x value read from shared memory serves both weight rows.
+//   * Partial sums are warp-reduced with shuffles; lane i < 2*nRows writes one output (res read and y
+//     written by the same lane, so res may alias y).
+//   Dequantization, for the 4 f32 x values of one 16-byte x slot:
+//     F32 4 floats per 16-byte vector; F16 8 (cvt half2 -> float2); BF16 8 (shift / mask);
+//     I8  16 int8: byte ^ 0x80 put in the mantissa of 2^23 by PRMT, minus (2^23 + 128) -> exact value;
+//         per-vector dot product times its group's scale;
+//     I4  32 nibbles (one q4_0 sub-block): the nibble n goes to the top mantissa bits of 16.0 (SHF + LOP3
+//         per 4 bytes, one PRMT per element), giving exactly 16 + n; the sub-block dot product is
+//         sum((16 + n) x) - 24 * sum(x) = sum((n - 8) x) with sum(x) per 32 elements precomputed at staging:
+//         2 instructions per element (PRMT + FFMA) instead of 3, at the cost of a few bits of f32 precision
+//         in the subtraction (measured NMSE 4e-13..3e-12 against a double reference; check tolerance 1e-9).
+// Requirements: float formats any k >= 1 (16-byte vector path when k % (16 / elemsize) == 0 and q is
+// 16-byte aligned, else a slower scalar path); quantized formats k % 32 == 0, group % 32 == 0,
+// k % group == 0, q 16-byte aligned; 1 <= nRows <= gemv_max_rows(k); ldx >= k and ldy >= m when nRows > 1;
+// x must not alias any y. Weights must not be written by a kernel that runs concurrently with (or, without
+// a stream sync, right before) the GEMV: the prefetch reads them before griddepcontrol.wait.
+#include "kernels.cuh"
+
+#include <climits>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+namespace llama_ts {
+namespace {
+
+constexpr int kRW = 2;               // weight rows per warp
+constexpr int kMaxNR = 8;            // most activation rows per GEMV call
+constexpr int kThreads = 512;        // threads per GEMV block (16 warps)
+constexpr int kMaxWarps = kThreads / 32;
+constexpr int kSmemBudget = 220 * 1024;  // dynamic shared memory the GEMV may use at most (H100: 227 KB
+                                         // opt-in per block; the device's own limit applies when lower)
+
+inline int round_up_int(int a, int b) { return (a + b - 1) / b * b; }
+// Floats per staged x row: kp = roundup(k, 32) plus one pad slot (4 floats) per 8 slots (see xslot).
+__host__ __device__ inline int x_row_floats(int kp) { return kp + kp / 8; }
+
+template <int FMT> struct FmtInfo;
+template <> struct FmtInfo<WF_F32> { static constexpr int VEC = 4; static constexpr bool QUANT = false; };
+template <> struct FmtInfo<WF_F16> { static constexpr int VEC = 8; static constexpr bool QUANT = false; };
+template <> struct FmtInfo<WF_BF16> { static constexpr int VEC = 8; static constexpr bool QUANT = false; };
+template <> struct FmtInfo<WF_I8> { static constexpr int VEC = 16; static constexpr bool QUANT = true; };
+template <> struct FmtInfo<WF_I4> { static constexpr int VEC = 32; static constexpr bool QUANT = true; };
+
+// Pipeline depth: chunks (one 16-byte vector per lane and weight row) in flight per warp; 2*D loads per lane.
+template <int FMT, int NR> struct Depth {
+  static constexpr int value = NR <= 4 ? 4 : (FmtInfo<FMT>::QUANT && NR >= 6) ? 2 : 3;  // 2 avoids spills
+};
+
+// Bytes of dynamic shared memory: nr rows of x padded to kp = roundup(k, 32) floats, plus (int4 sum trick)
+// one float per 32 elements per row.
+inline size_t gemv_smem_bytes(int fmt, int nr, int k) {
+  const int kp = round_up_int(k, 32);
+  size_t perRow = (size_t)x_row_floats(kp) * 4;
+  if (fmt == WF_I4) perRow += (size_t)(kp / 32) * 4;
+  return perRow * (size_t)nr;
+}
+
+struct GemvW {
+  const uint8_t* q;
+  const __half* scales;
+  int m;
+  int pairBegin;  // first pair index of this weight in the concatenated pair space
+  float* y;
+  int ldy;
+};
+
+struct GemvParams {
+  const float* x;
+  int ldx, k, kp;
+  int kv;                 // 16-byte vectors per row (vector path)
+  int rowBytes;           // bytes per weight row
+  int groupsPerRow;       // k / group (quantized)
+  unsigned long long gdivMagic;  // vector index -> group index: (v * magic) >> 40
+  GemvW w[3];
+  int nw;
+  int totalPairs;
+  const float* res;
+  const float* normW;
+  float eps;
+  int mode;               // 0: rows 2p, 2p+1 of one weight; 1: gate/up (row p of w[0] and of w[1])
+  int xVec;               // x rows can be read as float4
+  int scalarW;            // float formats: scalar (unaligned) weight path
+};
+
+// 16-byte streaming load, predicated inside the asm (zeros when !ok) so the compiler can never speculate
+// it for out-of-range vectors.
+__device__ __forceinline__ uint4 ld_stream16(const void* p, bool ok) {
+  uint4 r;
+  asm("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %5, 0;\n\t"
+      "mov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\tmov.b32 %2, 0;\n\tmov.b32 %3, 0;\n\t"
+      "@q ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n\t}"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(p), "r"((int)ok));
+  return r;
+}
+
+// Scale bits (half), predicated inside the asm like ld_stream16 (0 when !ok), into a 32-bit register: the
+// conversion to float happens only when the chunk is computed, so the load stays in flight meanwhile.
+__device__ __forceinline__ uint32_t ld_scale_bits(const __half* p, bool ok) {
+  uint32_t b;
+  asm("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %2, 0;\n\tmov.b32 %0, 0;\n\t"
+      "@q ld.global.nc.u16 %0, [%1];\n\t}"
+      : "=r"(b)
+      : "l"(p), "r"((int)ok));
+  return b;
+}
+
+__device__ __forceinline__ float scale_of(uint32_t bits) { return __half2float(__ushort_as_half((unsigned short)bits)); }
+
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// x rows in shared memory: 16-byte slot c (elements 4c..4c+3) of a row lives at slot c + c/8 (one pad slot
+// after every 8): a lane's 1..8 slots of one weight vector stay contiguous (immediate-offset LDS.128) and the
+// 8 lanes of a quarter-warp hit 8 different 16-byte bank groups for every format.
+__device__ __forceinline__ int xslot(int c) { return c + (c >> 3); }
+__device__ __forceinline__ int xelem(int e) { return (xslot(e >> 2) << 2) | (e & 3); }
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {  // (a & b) | c
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+// The 4 dequantized (unscaled) weight values that pair with x slot s of a 16-byte vector.
+template <int FMT>
+__device__ __forceinline__ void get4(const uint4& v, int s, float (&f)[4]) {
+  if constexpr (FMT == WF_F32) {
+    f[0] = __uint_as_float(v.x); f[1] = __uint_as_float(v.y);
+    f[2] = __uint_as_float(v.z); f[3] = __uint_as_float(v.w);
+  } else if constexpr (FMT == WF_F16) {
+    const uint32_t a = word_of(v, 2 * s), b = word_of(v, 2 * s + 1);
+    const float2 fa = __half22float2(*reinterpret_cast<const __half2*>(&a));
+    const float2 fb = __half22float2(*reinterpret_cast<const __half2*>(&b));
+    f[0] = fa.x; f[1] = fa.y; f[2] = fb.x; f[3] = fb.y;
+  } else if constexpr (FMT == WF_BF16) {
+    const uint32_t a = word_of(v, 2 * s), b = word_of(v, 2 * s + 1);
+    f[0] = __uint_as_float(a << 16); f[1] = __uint_as_float(a & 0xFFFF0000u);
+    f[2] = __uint_as_float(b << 16); f[3] = __uint_as_float(b & 0xFFFF0000u);
+  } else if constexpr (FMT == WF_I8) {
+    const uint32_t u = word_of(v, s) ^ 0x80808080u;  // byte = q + 128
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      f[i] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440u | i)) - 8388736.0f;  // (2^23 + q + 128) - (2^23 + 128)
+  } else if constexpr (FMT == WF_I4) {
+    // s < 4: low nibbles of word s (elements 4s..4s+3); s >= 4: high nibbles of word s-4 (elements 16+4(s-4)..)
+    const uint32_t w = word_of(v, s & 3);
+    const uint32_t t = lop3_and_or((s < 4) ? (w << 3) : (w >> 1), 0x78787878u, 0x80808080u);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      f[i] = __uint_as_float(__byte_perm(t, 0x41u, 0x4055u | (i << 8)));  // bits 0x41 (0x80|n<<3) 00 00 = 16 + n
+  }
+}
+
+// Row pointers of one pair (two weight rows).
+struct Pair {
+  const uint8_t* rp[kRW];
+  const __half* sp[kRW];
+  int wi, lp;
+};
+
+__device__ __forceinline__ void setup_pair(const GemvParams& p, int pr, Pair& c) {
+  int wi = 0;
+  if (p.nw > 1 && pr >= p.w[1].pairBegin) wi = 1;
+  if (p.nw > 2 && pr >= p.w[2].pairBegin) wi = 2;
+  const int lp = pr - p.w[wi].pairBegin;
+  c.wi = wi;
+  c.lp = lp;
+  size_t r0, r1;
+  const uint8_t* q0;
+  const uint8_t* q1;
+  const __half* s0;
+  const __half* s1;
+  if (p.mode == 1) {
+    r0 = (size_t)lp; r1 = (size_t)lp;
+    q0 = p.w[0].q; q1 = p.w[1].q; s0 = p.w[0].scales; s1 = p.w[1].scales;
+  } else {
+    const int m = p.w[wi].m;
+    r0 = (size_t)(2 * lp);
+    r1 = (size_t)min(2 * lp + 1, m - 1);  // odd m: the last warp reads its row twice, writes it once
+    q0 = q1 = p.w[wi].q;
+    s0 = s1 = p.w[wi].scales;
+  }
+  c.rp[0] = q0 + r0 * (size_t)p.rowBytes;
+  c.rp[1] = q1 + r1 * (size_t)p.rowBytes;
+  c.sp[0] = s0 ? s0 + r0 * (size_t)p.groupsPerRow : nullptr;
+  c.sp[1] = s1 ? s1 + r1 * (size_t)p.groupsPerRow : nullptr;
+}
+
+// Loads chunk `ch` of a pair (lane's vector v = 32*ch + lane of both rows) and its scales; nothing is read
+// when !valid or v is past the row end (zeros instead).
+template <int FMT>
+__device__ __forceinline__ void load_item(const GemvParams& p, const Pair& c, bool valid, int ch, int lane,
+                                          uint4 (&wv)[kRW], uint32_t (&sc)[kRW]) {
+  const int v = 32 * ch + lane;
+  const bool ok = valid && v < p.kv;
+#pragma unroll
+  for (int rw = 0; rw < kRW; rw++) {
+    wv[rw] = ld_stream16(c.rp[rw] + (size_t)(ok ? v : 0) * 16, ok);
+    if constexpr (FmtInfo<FMT>::QUANT) {
+      // lanes without a vector read the row's first scale (always valid when valid) and never use it
+      const int g = ok ? (int)(((unsigned long long)(unsigned)v * p.gdivMagic) >> 40) : 0;
+      sc[rw] = ld_scale_bits(c.sp[rw] + g, valid);
+    }
+  }
+}
+
+template <int FMT, int NR>
+__device__ __forceinline__ void compute_item(const GemvParams& p, int ch, int lane, const float4* xs4,
+                                             const float* xsum, const uint4 (&wv)[kRW], const uint32_t (&sc)[kRW],
+                                             float (&acc)[kRW][NR]) {
+  constexpr int VEC = FmtInfo<FMT>::VEC;
+  constexpr int NS = VEC / 4;  // x slots per vector, contiguous (same 8-slot line)
+  const int v = 32 * ch + lane;
+  if (v >= p.kv) return;
+  const int rowSlots = x_row_floats(p.kp) >> 2;
+  const float4* xb = xs4 + xslot(v * NS);
+  float d[kRW][NR];
+#pragma unroll
+  for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+    for (int r = 0; r < NR; r++) d[rw][r] = FmtInfo<FMT>::QUANT ? 0.f : acc[rw][r];
+#pragma unroll
+  for (int s = 0; s < NS; s++) {
+    float f[kRW][4];
+#pragma unroll
+    for (int rw = 0; rw < kRW; rw++) get4<FMT>(wv[rw], s, f[rw]);
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+      const float4 xv = xb[r * rowSlots + s];
+#pragma unroll
+      for (int rw = 0; rw < kRW; rw++) {
+        float t = d[rw][r];
+        t = fmaf(f[rw][0], xv.x, t);
+        t = fmaf(f[rw][1], xv.y, t);
+        t = fmaf(f[rw][2], xv.z, t);
+        t = fmaf(f[rw][3], xv.w, t);
+        d[rw][r] = t;
+      }
+    }
+  }
+  if constexpr (FmtInfo<FMT>::QUANT) {
+    if constexpr (FMT == WF_I4) {
+      const int nsb = p.kp >> 5;
+#pragma unroll
+      for (int r = 0; r < NR; r++) {
+        const float xsv = xsum[r * nsb + v];
+#pragma unroll
+        for (int rw = 0; rw < kRW; rw++) d[rw][r] = fmaf(-24.f, xsv, d[rw][r]);
+      }
+    }
+#pragma unroll
+    for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+      for (int r = 0; r < NR; r++) acc[rw][r] = fmaf(scale_of(sc[rw]), d[rw][r], acc[rw][r]);
+  } else {
+#pragma unroll
+    for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+      for (int r = 0; r < NR; r++) acc[rw][r] = d[rw][r];
+  }
+}
+
+template <int FMT>
+__device__ __forceinline__ float load_scalar_w(const uint8_t* rowp, int e) {
+  if constexpr (FMT == WF_F32) return __ldg(reinterpret_cast<const float*>(rowp) + e);
+  else if constexpr (FMT == WF_F16) {
+    unsigned short b = __ldg(reinterpret_cast<const unsigned short*>(rowp) + e);
+    return __half2float(__ushort_as_half(b));
+  } else {
+    unsigned short b = __ldg(reinterpret_cast<const unsigned short*>(rowp) + e);
+    return __uint_as_float((uint32_t)b << 16);
+  }
+}
+
+// Warp-reduces acc and writes the pair's outputs (lane-distributed).
+template <int NR>
+__device__ __forceinline__ void reduce_and_store(const GemvParams& p, int wi, int lp, int lane,
+                                                 float (&acc)[kRW][NR]) {
+#pragma unroll
+  for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+      float t = acc[rw][r];
+      t += __shfl_xor_sync(0xffffffffu, t, 16);
+      t += __shfl_xor_sync(0xffffffffu, t, 8);
+      t += __shfl_xor_sync(0xffffffffu, t, 4);
+      t += __shfl_xor_sync(0xffffffffu, t, 2);
+      t += __shfl_xor_sync(0xffffffffu, t, 1);
+      acc[rw][r] = t;
+    }
+  if (p.mode == 1) {
+    // lane r < NR writes y[r*ldy + lp] = silu(gate) * up
+    float g = 0.f, u = 0.f;
+#pragma unroll
+    for (int r = 0; r < NR; r++)
+      if (lane == r) { g = acc[0][r]; u = acc[1][r]; }
+    if (lane < NR) {
+      const float sg = g / (1.f + expf(-g));
+      p.w[0].y[(size_t)lane * p.w[0].ldy + lp] = sg * u;
+    }
+  } else {
+    // lane = rw * NR + r writes row 2*lp + rw of x-row r
+    float o = 0.f;
+#pragma unroll
+    for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+      for (int r = 0; r < NR; r++)
+        if (lane == rw * NR + r) o = acc[rw][r];
+    if (lane < kRW * NR) {
+      const int rw = lane / NR, r = lane - rw * NR;
+      const int row = 2 * lp + rw;
+      const GemvW& w = p.w[wi];
+      if (row < w.m) {
+        const size_t idx = (size_t)r * w.ldy + row;
+        const float base = p.res ? p.res[idx] : 0.f;
+        w.y[idx] = base + o;
+      }
+    }
+  }
+}
+
+template <int FMT, int NR>
+__global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const __grid_constant__ GemvParams p) {
+  constexpr int D = Depth<FMT, NR>::value;
+  extern __shared__ float4 dyn_smem[];
+  __shared__ float red[NR][kMaxWarps];
+  float4* xs4 = dyn_smem;
+  float* xs = reinterpret_cast<float*>(dyn_smem);
+  const int rowFloats = x_row_floats(p.kp);
+  float* xsum = xs + (size_t)NR * rowFloats;  // int4 sum trick only
+
+  const int tid = threadIdx.x;
+  const int nt = blockDim.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int nwarps = nt >> 5;
+  const int gstride = gridDim.x * nwarps;
+  const int total = p.totalPairs;
+  const int firstPair = warp * gridDim.x + blockIdx.x;
+  const bool vecPath = !p.scalarW;
+  const int nch = (p.kv + 31) >> 5;  // 32-vector chunks per row
+
+  // ---- software pipeline over the warp's flat (pair, chunk) sequence: D chunks in flight ----
+  uint4 wv[D][kRW];
+  uint32_t sc[D][kRW];
+  Pair lc = {};  // load cursor
+  int lpr = firstPair, lch = 0;
+  if (vecPath) {
+    if (lpr < total) setup_pair(p, lpr, lc);
+#pragma unroll
+    for (int j = 0; j < D; j++) {
+      load_item<FMT>(p, lc, lpr < total, lch, lane, wv[j], sc[j]);
+      if (++lch == nch) {
+        lch = 0;
+        lpr += gstride;
+        if (lpr < total) setup_pair(p, lpr, lc);
+      }
+    }
+  }
+
+  // Programmatic dependent launch: everything above reads only weights; x, res and y belong to earlier
+  // kernels of the stream, so wait for them here. Let the next kernel launch early (its own wait protects it).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+
+  // ---- stage x (nRows rows, padded to kp with zeros) while the first chunks are in flight ----
+  const int kq = p.kp >> 2;       // logical slots per row
+  const int rs = rowFloats >> 2;  // physical slots per row
+  const int S = NR * kq;
+  if (p.xVec) {
+    // all slots in flight at once: cp.async (16 B, L2 only) straight into shared memory
+    for (int i = tid; i < S; i += nt) {
+      const int r = i / kq, c = i - r * kq, e = 4 * c;
+      float4* dst = &xs4[r * rs + xslot(c)];
+      if (e < p.k) cp_async16(dst, p.x + (size_t)r * p.ldx + e);
+      else *dst = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    cp_async_wait_all();
+  } else {
+    for (int i0 = tid; i0 < S; i0 += 4 * nt) {
+      float4 v[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int i = i0 + u * nt;
+        v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (i < S) {
+          const int r = i / kq, c = i - r * kq, e = 4 * c;
+          const float* xr = p.x + (size_t)r * p.ldx;
+          if (e + 0 < p.k) v[u].x = __ldg(xr + e + 0);
+          if (e + 1 < p.k) v[u].y = __ldg(xr + e + 1);
+          if (e + 2 < p.k) v[u].z = __ldg(xr + e + 2);
+          if (e + 3 < p.k) v[u].w = __ldg(xr + e + 3);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int i = i0 + u * nt;
+        if (i < S) {
+          const int r = i / kq, c = i - r * kq;
+          xs4[r * rs + xslot(c)] = v[u];
+        }
+      }
+    }
+  }
+  constexpr bool kSums = (FMT == WF_I4);
+  if (p.normW != nullptr || kSums) {
+    __syncthreads();
+    float inv[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) inv[r] = 1.f;
+    if (p.normW != nullptr) {
+#pragma unroll
+      for (int r = 0; r < NR; r++) {
+        float ss = 0.f;
+        for (int c = tid; c < kq; c += nt) {
+          const float4 a = xs4[r * rs + xslot(c)];
+          ss = fmaf(a.x, a.x, ss); ss = fmaf(a.y, a.y, ss); ss = fmaf(a.z, a.z, ss); ss = fmaf(a.w, a.w, ss);
+        }
+        ss += __shfl_xor_sync(0xffffffffu, ss, 16);
+        ss += __shfl_xor_sync(0xffffffffu, ss, 8);
+        ss += __shfl_xor_sync(0xffffffffu, ss, 4);
+        ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+        ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+        if (lane == 0) red[r][warp] = ss;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int r = 0; r < NR; r++) {
+        float ss = 0.f;
+        for (int w = 0; w < nwarps; w++) ss += red[r][w];
+        inv[r] = rsqrtf(ss / (float)p.k + p.eps);
+      }
+    }
+    // rescale by inv * normW and/or compute per-32-element sums; warp-uniform loop (8-lane shuffles)
+    const int nsb = p.kp >> 5;
+    for (int cb = warp * 32; cb < kq; cb += nt) {
+      const int c = cb + lane;
+      const bool ok = c < kq;
+      float4 nw = make_float4(1.f, 1.f, 1.f, 1.f);
+      if (p.normW != nullptr && ok) {
+        const int e = 4 * c;
+        nw.x = e + 0 < p.k ? __ldg(p.normW + e + 0) : 0.f;
+        nw.y = e + 1 < p.k ? __ldg(p.normW + e + 1) : 0.f;
+        nw.z = e + 2 < p.k ? __ldg(p.normW + e + 2) : 0.f;
+        nw.w = e + 3 < p.k ? __ldg(p.normW + e + 3) : 0.f;
+      }
+#pragma unroll
+      for (int r = 0; r < NR; r++) {
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+        const int idx = r * rs + xslot(ok ? c : 0);
+        if (ok) a = xs4[idx];
+        if (p.normW != nullptr) {
+          a.x = a.x * inv[r] * nw.x; a.y = a.y * inv[r] * nw.y;
+          a.z = a.z * inv[r] * nw.z; a.w = a.w * inv[r] * nw.w;
+          if (ok) xs4[idx] = a;
+        }
+        if constexpr (kSums) {
+          float t = (a.x + a.y) + (a.z + a.w);
+          t += __shfl_xor_sync(0xffffffffu, t, 1);
+          t += __shfl_xor_sync(0xffffffffu, t, 2);
+          t += __shfl_xor_sync(0xffffffffu, t, 4);
+          if (ok && (lane & 7) == 0) xsum[r * nsb + (c >> 3)] = t;
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  if constexpr (!FmtInfo<FMT>::QUANT) {
+    if (!vecPath) {
+      // scalar path: rows not 16-byte aligned (float formats with k % (16/elemsize) != 0)
+      for (int pr = firstPair; pr < total; pr += gstride) {
+        Pair c;
+        setup_pair(p, pr, c);
+        float acc[kRW][NR];
+#pragma unroll
+        for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+          for (int r = 0; r < NR; r++) acc[rw][r] = 0.f;
+#pragma unroll 4
+        for (int e = lane; e < p.k; e += 32) {
+          float f[kRW];
+#pragma unroll
+          for (int rw = 0; rw < kRW; rw++) f[rw] = load_scalar_w<FMT>(c.rp[rw], e);
+          const int pe = xelem(e);
+#pragma unroll
+          for (int r = 0; r < NR; r++) {
+            const float xv = xs[r * rowFloats + pe];
+#pragma unroll
+            for (int rw = 0; rw < kRW; rw++) acc[rw][r] = fmaf(f[rw], xv, acc[rw][r]);
+          }
+        }
+        reduce_and_store<NR>(p, c.wi, c.lp, lane, acc);
+      }
+      return;
+    }
+  }
+
+  // ---- main loop: compute chunk in slot j, refill slot j with the chunk D ahead ----
+  int cpr = firstPair, cch = 0;
+  Pair cc = {};
+  if (cpr < total) setup_pair(p, cpr, cc);
+  float acc[kRW][NR];
+#pragma unroll
+  for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+    for (int r = 0; r < NR; r++) acc[rw][r] = 0.f;
+  while (cpr < total) {
+#pragma unroll
+    for (int j = 0; j < D; j++) {
+      compute_item<FMT, NR>(p, cch, lane, xs4, xsum, wv[j], sc[j], acc);
+      load_item<FMT>(p, lc, lpr < total, lch, lane, wv[j], sc[j]);
+      if (++lch == nch) {
+        lch = 0;
+        lpr += gstride;
+        if (lpr < total) setup_pair(p, lpr, lc);
+      }
+      if (++cch == nch) {
+        reduce_and_store<NR>(p, cc.wi, cc.lp, lane, acc);
+#pragma unroll
+        for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+          for (int r = 0; r < NR; r++) acc[rw][r] = 0.f;
+        cch = 0;
+        cpr += gstride;
+        if (cpr >= total) break;
+        setup_pair(p, cpr, cc);
+      }
+    }
+  }
+}
+
+// ---- host side -----------------------------------------------------------------------------------------
+
+using KernelFn = void (*)(const GemvParams);
+
+template <int FMT>
+KernelFn kernel_for_nr(int nr) {
+  switch (nr) {
+    case 1: return gemv_kernel<FMT, 1>;
+    case 2: return gemv_kernel<FMT, 2>;
+    case 3: return gemv_kernel<FMT, 3>;
+    case 4: return gemv_kernel<FMT, 4>;
+    case 5: return gemv_kernel<FMT, 5>;
+    case 6: return gemv_kernel<FMT, 6>;
+    case 7: return gemv_kernel<FMT, 7>;
+    case 8: return gemv_kernel<FMT, 8>;
+    default: return nullptr;
+  }
+}
+
+KernelFn kernel_for(int fmt, int nr) {
+  switch (fmt) {
+    case WF_F32: return kernel_for_nr<WF_F32>(nr);
+    case WF_F16: return kernel_for_nr<WF_F16>(nr);
+    case WF_BF16: return kernel_for_nr<WF_BF16>(nr);
+    case WF_I8: return kernel_for_nr<WF_I8>(nr);
+    case WF_I4: return kernel_for_nr<WF_I4>(nr);
+    default: return nullptr;
+  }
+}
+
+int vec_elems(int fmt) {
+  switch (fmt) {
+    case WF_F32: return 4;
+    case WF_F16: case WF_BF16: return 8;
+    case WF_I8: return 16;
+    default: return 32;
+  }
+}
+
+size_t elem_bits(int fmt) {
+  switch (fmt) {
+    case WF_F32: return 32;
+    case WF_F16: case WF_BF16: return 16;
+    case WF_I8: return 8;
+    default: return 4;
+  }
+}
+
+bool is_quant(int fmt) { return fmt == WF_I8 || fmt == WF_I4; }
+
+// Internal tuning (used by the check program only through gemv_debug_set_tuning).
+int g_blocksPerSmCap = 1;
+bool g_pdl = true;
+
+struct LaunchCache {
+  std::mutex mu;
+  std::map<std::pair<int, const void*>, int> configured;  // (device, kernel) -> maxDynSmem set
+  std::map<std::tuple<int, const void*, size_t>, int> occ;  // (device, kernel, smem) -> blocks per SM
+  int numSms[64] = {0};
+  int ccMajor[64] = {0};
+  int optin[64] = {0};
+};
+LaunchCache& cache() {
+  static LaunchCache c;
+  return c;
+}
+
+// Blocks per SM for this kernel and shared memory size (0 on error); sets the kernel's attributes once.
+cudaError_t prepare_kernel(KernelFn fn, size_t smem, int* blocksPerSm, int* numSms, bool* pdl) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  LaunchCache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
+  if (c.numSms[dev] == 0) {
+    int n = 0, major = 0;
+    e = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    if (e != cudaSuccess) return e;
+    e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e != cudaSuccess) return e;
+    c.ccMajor[dev] = major;
+    c.numSms[dev] = n;
+  }
+  *numSms = c.numSms[dev];
+  *pdl = c.ccMajor[dev] >= 9;  // griddepcontrol exists from sm_90
+  const void* key = reinterpret_cast<const void*>(fn);
+  auto ck = std::make_pair(dev, key);
+  if (c.configured.find(ck) == c.configured.end()) {
+    int optin = 0;
+    e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e != cudaSuccess) return e;
+    cudaFuncAttributes fa;
+    e = cudaFuncGetAttributes(&fa, fn);
+    if (e != cudaSuccess) return e;
+    int maxDyn = optin - (int)fa.sharedSizeBytes;
+    if (maxDyn > kSmemBudget) maxDyn = kSmemBudget;
+    e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, maxDyn);
+    if (e != cudaSuccess) return e;
+    e = cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return e;
+    c.configured[ck] = maxDyn;
+  }
+  if ((long long)smem > (long long)c.configured[ck]) return cudaErrorInvalidValue;
+  auto ok = std::make_tuple(dev, key, smem);
+  auto it = c.occ.find(ok);
+  if (it == c.occ.end()) {
+    int nb = 0;
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, fn, kThreads, smem);
+    if (e != cudaSuccess) return e;
+    it = c.occ.emplace(ok, nb).first;
+  }
+  *blocksPerSm = it->second;
+  return cudaSuccess;
+}
+
+// Dynamic shared memory budget of the current device: min(kSmemBudget, opt-in limit - 2 KB for static data).
+int smem_budget() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
+  LaunchCache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (c.optin[dev] == 0) {
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+    c.optin[dev] = optin;
+  }
+  const int b = c.optin[dev] - 2048;
+  return b < kSmemBudget ? b : kSmemBudget;
+}
+
+// Magic for v / d with v * d < 2^40: (v * M) >> 40, M = ceil(2^40 / d).
+unsigned long long div_magic(unsigned d) { return ((1ull << 40) + d - 1) / d; }
+
+struct WDesc {
+  WeightRef w;
+  float* y;
+  int ldy;
+};
+
+bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
+// Validates and launches one GEMV kernel over 1..3 weights of identical format/k/group.
+cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int n, const float* res,
+                        const float* normW, float eps, int mode, cudaStream_t s) {
+  if (n < 1 || n > 3 || x == nullptr) return cudaErrorInvalidValue;
+  const WeightRef& w0 = wd[0].w;
+  const int k = w0.k;
+  int fmt = w0.fmt;
+  if (k < 1 || nRows < 1 || nRows > gemv_max_rows(k) || (nRows > 1 && ldx < k)) return cudaErrorInvalidValue;
+  if (fmt < WF_F32 || fmt > WF_I4) return cudaErrorInvalidValue;
+  for (int i = 0; i < n; i++) {
+    const WeightRef& w = wd[i].w;
+    if (w.fmt != fmt || w.k != k || w.m < 0 || w.q == nullptr || wd[i].y == nullptr) return cudaErrorInvalidValue;
+    if (nRows > 1 && wd[i].ldy < w.m) return cudaErrorInvalidValue;
+    if (is_quant(fmt)) {
+      if (w.group != w0.group || w.scales == nullptr || !aligned16(w.q)) return cudaErrorInvalidValue;
+    }
+  }
+  if (is_quant(fmt)) {
+    if (k % 32 != 0 || w0.group < 32 || w0.group % 32 != 0 || k % w0.group != 0) return cudaErrorInvalidValue;
+  }
+  const int vecE = vec_elems(fmt);
+  bool scalarW = false;
+  if (!is_quant(fmt)) {
+    scalarW = (k % vecE) != 0;
+    for (int i = 0; i < n; i++) scalarW = scalarW || !aligned16(wd[i].w.q);
+  }
+
+  GemvParams p;
+  p.x = x;
+  p.ldx = ldx;
+  p.k = k;
+  p.kp = round_up_int(k, 32);
+  p.kv = k / vecE;
+  p.rowBytes = (int)((size_t)k * elem_bits(fmt) / 8);
+  p.groupsPerRow = is_quant(fmt) ? k / w0.group : 0;
+  p.gdivMagic = is_quant(fmt) ? div_magic((unsigned)(w0.group / vecE)) : 0;
+  int pairs = 0;
+  for (int i = 0; i < 3; i++) {
+    if (i < n) {
+      const WeightRef& w = wd[i].w;
+      p.w[i].q = static_cast<const uint8_t*>(w.q);
+      p.w[i].scales = w.scales;
+      p.w[i].m = w.m;
+      p.w[i].pairBegin = pairs;
+      p.w[i].y = wd[i].y;
+      p.w[i].ldy = wd[i].ldy;
+      if (mode == 0) pairs += (w.m + 1) / 2;
+    } else {
+      p.w[i] = GemvW{nullptr, nullptr, 0, INT_MAX, nullptr, 0};
+    }
+  }
+  if (mode == 1) {
+    pairs = w0.m;
+    p.w[1].pairBegin = INT_MAX;  // both weights share the pair space of w[0]
+  }
+  p.nw = (mode == 1) ? 1 : n;
+  p.totalPairs = pairs;
+  p.res = res;
+  p.normW = normW;
+  p.eps = eps;
+  p.mode = mode;
+  p.xVec = (aligned16(x) && ldx % 4 == 0 && k % 4 == 0) ? 1 : 0;
+  p.scalarW = scalarW ? 1 : 0;
+  if (pairs == 0) return cudaGetLastError();
+
+  KernelFn fn = kernel_for(fmt, nRows);
+  const size_t smem = gemv_smem_bytes(fmt, nRows, k);
+  int bps = 0, nsm = 0;
+  bool pdl = false;
+  cudaError_t e = prepare_kernel(fn, smem, &bps, &nsm, &pdl);
+  if (e != cudaSuccess) return e;
+  if (bps < 1) return cudaErrorInvalidConfiguration;
+  if (bps > g_blocksPerSmCap) bps = g_blocksPerSmCap;
+  long long grid = (long long)nsm * bps;
+  if (grid > pairs) grid = pairs;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)grid);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = (pdl && g_pdl) ? 1 : 0;
+  const cudaError_t le = cudaLaunchKernelEx(&cfg, fn, p);
+  const cudaError_t ge = cudaGetLastError();
+  return le != cudaSuccess ? le : ge;
+}
+
+}  // namespace
+
+// Check-program hook (not part of the contract): blocks per SM cap, programmatic dependent launch on/off.
+void gemv_debug_set_tuning(int blocksPerSmCap, bool pdl) {
+  g_blocksPerSmCap = blocksPerSmCap < 1 ? 1 : blocksPerSmCap;
+  g_pdl = pdl;
+}
+
+int gemv_max_rows(int k) {
+  if (k < 1) return 0;
+  // Largest format footprint (int4: x plus one sum per 32 elements) within this device's shared memory.
+  const size_t perRow = gemv_smem_bytes(WF_I4, 1, k);
+  size_t n = (size_t)smem_budget() / perRow;
+  if (n > (size_t)kMaxNR) n = kMaxNR;
+  return (int)n;
+}
+
+cudaError_t gemv(const GemvArgs& a, cudaStream_t s) {
+  WDesc d{a.w, a.y, a.ldy};
+  return launch_gemv(a.x, a.ldx, a.nRows, &d, 1, a.res, a.normW, a.eps, 0, s);
+}
+
+cudaError_t gemv_multi(const float* x, int ldx, int nRows, const WeightRef* w, float* const* ys, int n,
+                       const float* normW, float eps, cudaStream_t s) {
+  if (n < 1 || n > 3 || w == nullptr || ys == nullptr) return cudaErrorInvalidValue;
+  WDesc d[3];
+  bool same = true;
+  for (int i = 0; i < n; i++) {
+    d[i] = WDesc{w[i], ys[i], w[i].m};
+    if (w[i].fmt != w[0].fmt || w[i].k != w[0].k ||
+        (is_quant(w[0].fmt) && w[i].group != w[0].group))
+      same = false;
+  }
+  if (same) return launch_gemv(x, ldx, nRows, d, n, nullptr, normW, eps, 0, s);
+  // Mixed formats: one launch per weight (each recomputes the norm; same results).
+  for (int i = 0; i < n; i++) {
+    cudaError_t e = launch_gemv(x, ldx, nRows, &d[i], 1, nullptr, normW, eps, 0, s);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t gemv_gateup(const float* x, int ldx, int nRows, WeightRef w1, WeightRef w3, float* y, int ldy,
+                        const float* normW, float eps, cudaStream_t s) {
+  if (w1.fmt != w3.fmt || w1.k != w3.k || w1.m != w3.m || (is_quant(w1.fmt) && w1.group != w3.group))
+    return cudaErrorInvalidValue;
+  WDesc d[2] = {WDesc{w1, y, ldy}, WDesc{w3, y, ldy}};
+  return launch_gemv(x, ldx, nRows, d, 2, nullptr, normW, eps, 1, s);
+}
+
+// ---- weight preparation ----------------------------------------------------------------------------------
+
+namespace {
+
+__device__ __forceinline__ uint32_t pack4(const uint8_t* b) {
+  return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+}
+
+// One thread per ggml block (byte loads: no alignment needed on src).
+__global__ void repack_q8_0_kernel(const uint8_t* __restrict__ src, long long nb, int8_t* __restrict__ q,
+                                   __half* __restrict__ scales) {
+  const long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (b >= nb) return;
+  const uint8_t* p = src + b * 34;
+  uint8_t buf[34];
+#pragma unroll
+  for (int i = 0; i < 34; i++) buf[i] = __ldg(p + i);
+  scales[b] = __ushort_as_half((unsigned short)(buf[0] | (buf[1] << 8)));
+  uint4* dq = reinterpret_cast<uint4*>(q + b * 32);
+  dq[0] = make_uint4(pack4(buf + 2), pack4(buf + 6), pack4(buf + 10), pack4(buf + 14));
+  dq[1] = make_uint4(pack4(buf + 18), pack4(buf + 22), pack4(buf + 26), pack4(buf + 30));
+}
+
+__global__ void repack_q4_0_kernel(const uint8_t* __restrict__ src, long long nb, uint8_t* __restrict__ q,
+                                   __half* __restrict__ scales) {
+  const long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (b >= nb) return;
+  const uint8_t* p = src + b * 18;
+  uint8_t buf[18];
+#pragma unroll
+  for (int i = 0; i < 18; i++) buf[i] = __ldg(p + i);
+  scales[b] = __ushort_as_half((unsigned short)(buf[0] | (buf[1] << 8)));
+  *reinterpret_cast<uint4*>(q + b * 16) = make_uint4(pack4(buf + 2), pack4(buf + 6), pack4(buf + 10), pack4(buf + 14));
+}
+
+__device__ __forceinline__ float load_src(const void* q, int fmt, size_t i) {
+  if (fmt == WF_F32) return __ldg(static_cast<const float*>(q) + i);
+  unsigned short b = __ldg(static_cast<const unsigned short*>(q) + i);
+  if (fmt == WF_F16) return __half2float(__ushort_as_half(b));
+  return __uint_as_float((uint32_t)b << 16);  // bf16
+}
+
+// One warp per (row, group). I8: scale = absmax/127, q = clamp(roundf(x/scale), -127, 127).
+// I4: scale = absmax/7, q = clamp(roundf(x/scale) + 8, 0, 15). scale rounded to half first and the
+// quantization divides by the rounded scale. Zero group: scale 0, q 0 (I8) / 8 (I4).
+__global__ void quantize_kernel(const void* __restrict__ src, int srcFmt, int m, int k, int group, int dstFmt,
+                                uint8_t* __restrict__ q, __half* __restrict__ scales) {
+  const int lane = threadIdx.x & 31;
+  const long long gw = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const int gpr = k / group;
+  if (gw >= (long long)m * gpr) return;
+  const int row = (int)(gw / gpr), g = (int)(gw - (long long)row * gpr);
+  const size_t base = (size_t)row * k + (size_t)g * group;
+  float amax = 0.f;
+  for (int i = lane; i < group; i += 32) amax = fmaxf(amax, fabsf(load_src(src, srcFmt, base + i)));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float qmax = dstFmt == WF_I8 ? 127.f : 7.f;
+  const __half sh = __float2half_rn(__fdiv_rn(amax, qmax));
+  const float sf = __half2float(sh);
+  if (lane == 0) scales[gw] = sh;
+  for (int i0 = 0; i0 < group; i0 += 32) {
+    const float xv = load_src(src, srcFmt, base + i0 + lane);
+    int qi;
+    if (dstFmt == WF_I8) {
+      qi = sf != 0.f ? (int)fminf(fmaxf(roundf(__fdiv_rn(xv, sf)), -127.f), 127.f) : 0;
+      q[base + i0 + lane] = (uint8_t)(int8_t)qi;
+    } else {
+      qi = sf != 0.f ? (int)fminf(fmaxf(roundf(__fdiv_rn(xv, sf)) + 8.f, 0.f), 15.f) : 8;
+      const int hi = __shfl_down_sync(0xffffffffu, qi, 16);
+      if (lane < 16) q[(base + i0) / 2 + lane] = (uint8_t)(qi | (hi << 4));
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t repack_q8_0(const uint8_t* src, int m, int k, int8_t* q, __half* scales, cudaStream_t s) {
+  if (m < 0 || k < 0 || k % 32 != 0 || !aligned16(q)) return cudaErrorInvalidValue;
+  const long long nb = (long long)m * (k / 32);
+  if (nb == 0) return cudaGetLastError();
+  const int threads = 256;
+  repack_q8_0_kernel<<<(unsigned)((nb + threads - 1) / threads), threads, 0, s>>>(src, nb, q, scales);
+  return cudaGetLastError();
+}
+
+cudaError_t repack_q4_0(const uint8_t* src, int m, int k, uint8_t* q, __half* scales, cudaStream_t s) {
+  if (m < 0 || k < 0 || k % 32 != 0 || !aligned16(q)) return cudaErrorInvalidValue;
+  const long long nb = (long long)m * (k / 32);
+  if (nb == 0) return cudaGetLastError();
+  const int threads = 256;
+  repack_q4_0_kernel<<<(unsigned)((nb + threads - 1) / threads), threads, 0, s>>>(src, nb, q, scales);
+  return cudaGetLastError();
+}
+
+cudaError_t quantize_weight(WeightRef src, int dstFmt, int group, void* q, __half* scales, cudaStream_t s) {
+  if (src.fmt != WF_F32 && src.fmt != WF_F16 && src.fmt != WF_BF16) return cudaErrorInvalidValue;
+  if (dstFmt != WF_I8 && dstFmt != WF_I4) return cudaErrorInvalidValue;
+  const int k = src.k, m = src.m;
+  if (group <= 0) group = dstFmt == WF_I8 ? k : 128;
+  if (m < 0 || k <= 0 || k % 32 != 0 || group % 32 != 0 || k % group != 0) return cudaErrorInvalidValue;
+  if (src.q == nullptr || q == nullptr || scales == nullptr) return cudaErrorInvalidValue;
+  const long long warps = (long long)m * (k / group);
+  if (warps == 0) return cudaGetLastError();
+  const int threads = 256;
+  const long long blocks = (warps * 32 + threads - 1) / threads;
+  quantize_kernel<<<(unsigned)blocks, threads, 0, s>>>(src.q, src.fmt, m, k, group, dstFmt,
+                                                        static_cast<uint8_t*>(q), scales);
+  return cudaGetLastError();
+}
+
+}  // namespace llama_ts

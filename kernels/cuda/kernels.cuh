@@ -1,0 +1,112 @@
+// Internal contract between the llama.ts CUDA runtime (runtime.cu) and its kernel files.
+// Not part of the C ABI (that is llama_ts_cuda.h). Glossary as everywhere: dim, hiddenDim, nHeads,
+// nKvHeads, headDim, kvDim, pos. Activations are f32, row-major, one row per token. Every launcher
+// returns cudaGetLastError() after its launch(es) and never synchronizes.
+#pragma once
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+namespace llama_ts {
+
+// ---- weights -----------------------------------------------------------------------------------------
+// Device weight layouts. Quantized layouts keep quants and scales in separate arrays so every row's
+// quants start 16-byte aligned (GGUF's interleaved 34/18-byte blocks are repacked at load).
+enum WeightFormat : int {
+  WF_F32 = 0,   // q: float[m*k]
+  WF_F16 = 1,   // q: __half[m*k]
+  WF_BF16 = 2,  // q: __nv_bfloat16[m*k]
+  WF_I8 = 3,    // q: int8[m*k]; scales: __half[m*(k/group)]; x = scale * q   (group 32 = q8_0, group k = per-channel)
+  WF_I4 = 4,    // q: uint8[m*k/2]; scales: __half[m*(k/group)]; x = scale * (nibble - 8)
+                //    nibble order per 32 elements (16 bytes), as ggml q4_0: byte j holds element j (low
+                //    nibble) and element j+16 (high nibble); group 32 = q4_0, group 128 = int4 g128
+};
+
+struct WeightRef {
+  const void* q;
+  const __half* scales;  // null for float formats
+  int fmt;               // WeightFormat
+  int group;             // elements per scale (quantized formats), multiple of 32 dividing k
+  int m;                 // rows (output features)
+  int k;                 // columns (input features), multiple of 32 for quantized formats
+};
+
+// ---- per-step data in device memory (written by the runtime before each step) -------------------------
+struct StepDev {
+  const int* tokens;       // [nTokens]
+  const int* positions;    // [nTokens]
+  const int* seqIndex;     // [nTokens]
+  const int* logitRows;    // [nLogitRows]
+  const int* blockTables;  // [nSeqs * maxBlocksPerSeq]
+  int maxBlocksPerSeq;
+};
+
+// ---- GEMV (decode, few rows) --------------------------------------------------------------------------
+// For r < nRows, j < w.m:  y[r*ldy + j] = (res ? res[r*ldy + j] : 0) + sum_i xn[r, i] * W[j, i]
+// where xn[r] = normW ? x[r] * rsqrt(mean(x[r]^2) + eps) * normW : x[r] (x row stride ldx).
+// res may alias y. Reads each weight byte once for all nRows rows.
+struct GemvArgs {
+  const float* x; int ldx; int nRows;
+  WeightRef w;
+  float* y; int ldy;
+  const float* res;
+  const float* normW; float eps;
+};
+cudaError_t gemv(const GemvArgs& a, cudaStream_t s);
+// Up to 3 weights sharing one (normed) input, e.g. wq/wk/wv, in ONE launch; ys[i] has stride w[i].m.
+cudaError_t gemv_multi(const float* x, int ldx, int nRows, const WeightRef* w, float* const* ys, int n,
+                       const float* normW, float eps, cudaStream_t s);
+// y[r*ldy + j] = silu(W1[j]·xn[r]) * (W3[j]·xn[r]) in one launch (w1, w3 same shape).
+cudaError_t gemv_gateup(const float* x, int ldx, int nRows, WeightRef w1, WeightRef w3, float* y, int ldy,
+                        const float* normW, float eps, cudaStream_t s);
+// Most rows the GEMV kernels take for input width k (the runtime uses GEMM above it).
+int gemv_max_rows(int k);
+
+// ---- GEMM (prefill, many rows; tensor cores) ----------------------------------------------------------
+// y[r*ldy + j] = (res ? res[r*ldy + j] : 0) + sum_i x[r*ldx + i] * W[j, i], any nRows >= 1, any format.
+// workspace: at least gemm_workspace_bytes(w) bytes of device scratch (e.g. a dequantized f16 copy).
+cudaError_t gemm(const float* x, int ldx, int nRows, WeightRef w, float* y, int ldy, const float* res,
+                 void* workspace, cudaStream_t s);
+size_t gemm_workspace_bytes(const WeightRef& w, int maxRows);
+
+// ---- weight preparation (at load) ---------------------------------------------------------------------
+// ggml block bytes (q8_0: 34-byte blocks, q4_0: 18-byte blocks) -> WF_I8 / WF_I4 group 32.
+cudaError_t repack_q8_0(const uint8_t* src, int m, int k, int8_t* q, __half* scales, cudaStream_t s);
+cudaError_t repack_q4_0(const uint8_t* src, int m, int k, uint8_t* q, __half* scales, cudaStream_t s);
+// Float weights (WF_F32/F16/BF16 in `src`) -> symmetric WF_I8 (group = k: per-channel, TensorRT-LLM's
+// weight-only int8: scale = absmax/127) or WF_I4 (group 128: scale = absmax/7, q = round(x/scale)+8 clamped to 0..15).
+cudaError_t quantize_weight(WeightRef src, int dstFmt, int group, void* q, __half* scales, cudaStream_t s);
+
+// ---- elementwise and small ops ------------------------------------------------------------------------
+// out[r*dim..] = dequant(table row tokens[r]) (table formats as WeightRef, table.m = vocab, table.k = dim).
+cudaError_t embed(WeightRef table, float* out, int nTokens, StepDev st, cudaStream_t s);
+cudaError_t rms_norm(const float* x, const float* w, float* out, int nRows, int n, float eps, cudaStream_t s);
+cudaError_t add(const float* a, const float* b, float* out, int64_t n, cudaStream_t s);
+cudaError_t silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s);
+// out[i*n..] = x[logitRows[i]*n..]
+cudaError_t gather_rows(const float* x, float* out, int nOut, int n, StepDev st, cudaStream_t s);
+
+// ---- RoPE, KV cache, attention ------------------------------------------------------------------------
+enum KvFormat : int { KV_F32 = 0, KV_F16 = 1 };
+enum RopeStyle : int { ROPE_INTERLEAVED = 0, ROPE_HALF = 1 };
+// In-place RoPE of nHeads heads in each of nTokens rows (row stride ldx) at positions[r].
+cudaError_t rope(float* x, int ldx, int nTokens, int nHeads, int headDim, int style, const float* invFreq,
+                 StepDev st, cudaStream_t s);
+// Cache row of token r: slot = blockTables[seqIndex[r]*maxBlocksPerSeq + pos/blockSize]*blockSize + pos%blockSize.
+cudaError_t kv_write(const float* k, const float* v, int nTokens, int kvDim, void* cacheK, void* cacheV, int kvFmt,
+                     int blockSize, StepDev st, cudaStream_t s);
+// Fused: rope(q), rope(k), kv_write(k, v) in one launch.
+cudaError_t rope_kv_write(float* q, float* k, const float* v, int nTokens, int nHeads, int nKvHeads, int headDim,
+                          int style, const float* invFreq, void* cacheK, void* cacheV, int kvFmt, int blockSize,
+                          StepDev st, cudaStream_t s);
+// Causal GQA attention of each row's q (nTokens x nHeads*headDim) over its sequence's cache positions
+// 0..positions[r]; out is nTokens x nHeads*headDim. Split-K over the context (flash-decoding): the grid is
+// sized from maxCtx (fixed, so the launch can be captured in a CUDA graph and replayed at any position);
+// blocks past a row's length exit early; partial results go to `scratch` and are combined by a second kernel.
+cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, int kvFmt, float* out, int nTokens,
+                      int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
+                      StepDev st, cudaStream_t s);
+size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCtx);
+
+}  // namespace llama_ts

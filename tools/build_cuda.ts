@@ -1,0 +1,57 @@
+/**
+ * Builds the CUDA library: build/libllama_ts_cuda.so from kernels/cuda/*.cu with nvcc, with sm_80 and
+ * sm_90 machine code plus compute_90 PTX (so newer GPUs JIT it).
+ *   deno task build:cuda [--arch sm_90] [--out build/libllama_ts_cuda.so] [--checks]
+ * --arch builds one target (faster, for the GPU machine); --checks also builds the standalone kernel
+ * checks (kernels/cuda/checks/*_check.cu) into build/.
+ */
+import { parseArgs } from "node:util";
+
+const { values: f } = parseArgs({
+  args: Deno.args,
+  options: {
+    arch: { type: "string" },
+    out: { type: "string", default: "build/libllama_ts_cuda.so" },
+    checks: { type: "boolean", default: false },
+    nvcc: { type: "string", default: "nvcc" },
+  },
+});
+const root = new URL("..", import.meta.url).pathname;
+Deno.chdir(root);
+const src = ["runtime.cu", "gemv.cu", "gemm.cu", "ops.cu"].map((f) => `kernels/cuda/${f}`);
+const gencode = f.arch ? [`-arch=${f.arch}`] : [
+  "-gencode=arch=compute_80,code=sm_80",
+  "-gencode=arch=compute_90,code=sm_90",
+  "-gencode=arch=compute_90,code=compute_90",
+];
+const common = ["-O3", "-std=c++17", "-lineinfo", "-Xcompiler", "-fPIC,-Wall", ...gencode];
+
+async function nvcc(args: string[]): Promise<void> {
+  console.error(`${f.nvcc} ${args.join(" ")}`);
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(f.nvcc!, { args, stdout: "inherit", stderr: "inherit" }).output();
+  } catch (e) {
+    console.error(
+      `cannot run ${f.nvcc} (${(e as Error).message}); install the CUDA toolkit or pass --nvcc PATH`,
+    );
+    Deno.exit(1);
+  }
+  if (!out.success) Deno.exit(out.code || 1);
+}
+
+await Deno.mkdir("build", { recursive: true });
+const t0 = performance.now();
+await nvcc([...common, "-shared", "-o", f.out!, ...src]);
+console.error(`built ${f.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+if (f.checks) {
+  for (const [name, deps] of [["gemv", ["gemv.cu"]], ["ops", ["ops.cu"]], ["gemm", ["gemm.cu"]]] as const) {
+    await nvcc([
+      ...common,
+      "-o",
+      `build/${name}_check`,
+      `kernels/cuda/checks/${name}_check.cu`,
+      ...deps.map((d) => `kernels/cuda/${d}`),
+    ]);
+  }
+}
