@@ -18,6 +18,8 @@ const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, o
   --ctx N              context size in tokens (default min(model's, 4096))
   --kv-dtype T         KV cache dtype: f32 | f16 (default: the backend's)
   --threads N          CPU threads for CPU backends
+  --cuda-lib PATH      the CUDA library (default build/libllama_ts_cuda.so; env LLAMA_TS_CUDA_LIB)
+  --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda
   --format F           text | json (default text)`;
 
 const HELP: Record<string, string> = {
@@ -74,6 +76,11 @@ function num(v: string | undefined, flag: string, int = false): number | undefin
   return n;
 }
 
+function weightQuant(v: string | undefined): "int8" | "int4" | undefined {
+  if (v === undefined || v === "int8" || v === "int4") return v;
+  throw new LlmError("BAD_REQUEST", `--weight-quant must be int8 or int4, got "${v}"`);
+}
+
 function onProgress(): ((e: ProgressEvent) => void) | undefined {
   if (!Deno.stderr.isTerminal()) return undefined;
   const enc = new TextEncoder();
@@ -121,6 +128,8 @@ async function main(argv: string[]): Promise<void> {
         ctx: { type: "string" },
         "kv-dtype": { type: "string" },
         threads: { type: "string" },
+        "cuda-lib": { type: "string" },
+        "weight-quant": { type: "string" },
         format: { type: "string" },
         "no-bos": { type: "boolean" },
         "ignore-eos": { type: "boolean" },
@@ -153,6 +162,8 @@ async function main(argv: string[]): Promise<void> {
     contextSize: num(f.ctx, "ctx", true),
     kvDType: f["kv-dtype"] as DType | undefined,
     threads: num(f.threads, "threads", true),
+    cudaLibrary: f["cuda-lib"] ?? env.LLAMA_TS_CUDA_LIB,
+    weightQuant: weightQuant(f["weight-quant"]),
     onProgress: loadOptions.onProgress,
   };
 

@@ -15,12 +15,21 @@
  */
 import { registerBackend } from "./src/registry.ts";
 import { refBackendFactory } from "./src/backends/ref/ref.ts";
+import { cudaBackendFactory } from "./src/backends/cuda/cuda.ts";
 
 registerBackend(refBackendFactory);
+registerBackend(cudaBackendFactory);
 
 export { LlmError, type LlmErrorCode } from "./src/errors.ts";
 export type { BackendName, DType, ProgressCallback, ProgressEvent, Shape } from "./src/types.ts";
-export type { Backend, BackendCaps, BackendFactory, BackendOptions, CompiledGraph } from "./src/backend.ts";
+export type {
+  Backend,
+  BackendCaps,
+  BackendFactory,
+  BackendOptions,
+  CompiledGraph,
+  CompileOptions,
+} from "./src/backend.ts";
 export type { Tensor, TensorUsage } from "./src/tensor.ts";
 export type { KvLayer, Op, OpName, Rows, StepParams } from "./src/ops.ts";
 export { pickBackend, registerBackend, registeredBackends } from "./src/registry.ts";

@@ -26,6 +26,17 @@ export interface BackendCaps {
   readonly memoryBytes: number;
   /** A human-readable device name for benchmarks ("CPU (plain TypeScript)", "NVIDIA H100 80GB HBM3"). */
   readonly device: string;
+  /** Prompt tokens per step this backend prefers (the engine's default prefill chunk). */
+  readonly preferredStepTokens: number;
+}
+
+/** Options for {@link Backend.compile}. */
+export interface CompileOptions {
+  /**
+   * Tensors the caller downloads after every run (the logits). A backend may copy them back as part of
+   * `run`, so the following `download` needs no further device call.
+   */
+  readonly outputs?: readonly Tensor[];
 }
 
 /** A whole decode/prefill step, compiled once and run per step. */
@@ -49,11 +60,13 @@ export interface Backend extends Disposable {
   /** Whether this backend can run the op with these dtypes. */
   supportsOp(op: Op): boolean;
   /** Compile a graph; throws UNSUPPORTED_DTYPE / BACKEND_UNAVAILABLE naming the first op it cannot run. */
-  compile(graph: readonly Op[]): CompiledGraph;
+  compile(graph: readonly Op[], options?: CompileOptions): CompiledGraph;
   /** Wait for outstanding work. */
   synchronize(): Promise<void>;
   /** Free a tensor. */
   free(t: Tensor): void;
+  /** Device memory in bytes (total and free), where the backend can tell. */
+  memoryInfo?(): { total: number; free: number };
 }
 
 /** Creates backends of one kind. */
@@ -66,7 +79,7 @@ export interface BackendFactory {
    * How well this backend suits the machine: 0 = unavailable, higher = better. Cheap and side-effect
    * free; `reason` explains a 0.
    */
-  probe(): Promise<{ score: number; reason?: string }>;
+  probe(options?: BackendOptions): Promise<{ score: number; reason?: string }>;
   /** Create a backend instance; dispose of it when done. */
   create(options?: BackendOptions): Promise<Backend>;
 }
@@ -75,4 +88,11 @@ export interface BackendFactory {
 export interface BackendOptions {
   /** Worker threads for CPU backends (default: available cores). */
   readonly threads?: number;
+  /** Path of the CUDA shared library (default: `build/libllama_ts_cuda.so` beside the package). */
+  readonly cudaLibrary?: string;
+  /**
+   * Quantize float weight matrices while loading them (weight-only, TensorRT-LLM style): `int8` per
+   * output channel, or `int4` in groups of 128. Backends without it reject the option.
+   */
+  readonly weightQuant?: "int8" | "int4";
 }

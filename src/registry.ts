@@ -78,7 +78,7 @@ export async function pickBackend(
         })`,
       );
     }
-    const p = await f.probe();
+    const p = await f.probe(options);
     if (p.score <= 0) {
       throw new LlmError(
         "BACKEND_UNAVAILABLE",
@@ -88,7 +88,7 @@ export async function pickBackend(
     return await f.create(options);
   }
   const scored: { f: BackendFactory; score: number; reason?: string }[] = [];
-  for (const f of factories.values()) scored.push({ f, ...(await f.probe()) });
+  for (const f of factories.values()) scored.push({ f, ...(await f.probe(options)) });
   scored.sort((a, b) => b.score - a.score);
   const best = scored.find((s) => s.score > 0);
   if (!best) {

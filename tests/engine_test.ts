@@ -167,3 +167,21 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "logitsFor gives, at each position, the logits greedy decoding follows",
+  ignore,
+  fn: async () => {
+    using e = await engine();
+    const r = await e.complete("Once upon a time", { maxTokens: 8, temperature: 0 });
+    const ids = [...r.promptIds, ...r.generatedIds];
+    const logits = await e.logitsFor(ids);
+    assert.equal(logits.length, ids.length);
+    for (let i = r.promptIds.length - 1; i < ids.length - 1; i++) {
+      const row = logits[i];
+      const argmax = row.indexOf(Math.max(...row));
+      assert.equal(argmax, ids[i + 1], `position ${i}`);
+    }
+    await assert.rejects(e.logitsFor([]), isCode("BAD_REQUEST"));
+  },
+});

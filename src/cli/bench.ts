@@ -18,6 +18,8 @@ export interface BenchReport {
   readonly genTokens: number;
   readonly repeat: number;
   readonly loadMs: number;
+  /** Device memory in use after the runs (bytes), where the backend reports it. */
+  readonly deviceMemoryUsed?: number;
   readonly prefillTokPerS: number;
   readonly decodeTokPerS: number;
   readonly runs: readonly { prefillTokPerS: number; decodeTokPerS: number }[];
@@ -61,6 +63,7 @@ export async function runBench(
     genTokens,
     repeat,
     loadMs: info.loadMs,
+    deviceMemoryUsed: engine.info().deviceMemoryUsed,
     prefillTokPerS: Math.max(...runs.map((r) => r.prefillTokPerS)),
     decodeTokPerS: Math.max(...runs.map((r) => r.decodeTokPerS)),
     runs,

@@ -27,10 +27,14 @@ export interface EngineOptions {
   readonly contextSize?: number;
   /** KV cache storage dtype; default the backend's. */
   readonly kvDType?: DType;
-  /** Most prompt tokens processed per step (prefill chunk); default 64. */
+  /** Most prompt tokens processed per step (prefill chunk); default: the backend's preference. */
   readonly maxStepTokens?: number;
   /** Worker threads for CPU backends. */
   readonly threads?: number;
+  /** Path of the CUDA shared library (cuda backend). */
+  readonly cudaLibrary?: string;
+  /** Quantize float weights while loading (weight-only int8 per channel or int4 g128; cuda backend). */
+  readonly weightQuant?: "int8" | "int4";
   /** Called as weights are uploaded to the backend (bytes done over bytes total). */
   readonly onProgress?: ProgressCallback;
   /** Aborts loading (the weight upload). */
@@ -107,6 +111,8 @@ export interface EngineInfo {
   readonly kvBytes: number;
   /** KV cache storage dtype. */
   readonly kvDType: DType;
+  /** Device memory in use by the whole process (bytes), where the backend can tell; else undefined. */
+  readonly deviceMemoryUsed?: number;
   /** Context length (KV capacity) in tokens. */
   readonly contextSize: number;
   /** Time {@link Engine.create} took (backend, weight upload, KV cache, graph), in milliseconds. */
@@ -163,7 +169,7 @@ export class Engine implements Disposable {
     this.#weights = weights;
     this.#kv = kv;
     this.#graph = graph;
-    this.#compiled = backend.compile(graph.ops);
+    this.#compiled = backend.compile(graph.ops, { outputs: [graph.logits] });
     this.contextSize = contextSize;
     this.#loadMs = loadMs;
   }
@@ -177,32 +183,36 @@ export class Engine implements Disposable {
     if (!Number.isInteger(ctx) || ctx < 1 || ctx > 1 << 20) {
       throw new LlmError("BAD_REQUEST", `context size ${ctx} is not a positive integer up to 1048576`);
     }
-    const stepTokens = options.maxStepTokens ?? 64;
-    if (!Number.isInteger(stepTokens) || stepTokens < 1 || stepTokens > 8192) {
-      throw new LlmError("BAD_REQUEST", `maxStepTokens ${stepTokens} must be an integer in 1..8192`);
+    if (options.maxStepTokens !== undefined) {
+      const n = options.maxStepTokens;
+      if (!Number.isInteger(n) || n < 1 || n > 8192) {
+        throw new LlmError("BAD_REQUEST", `maxStepTokens ${n} must be an integer in 1..8192`);
+      }
     }
-    const backend = typeof options.backend === "object"
-      ? options.backend
-      : await pickBackend(options.backend ?? "auto", { threads: options.threads });
-    const weights = await uploadWeights(backend, model, {
-      onProgress: options.onProgress,
-      signal: options.signal,
-    });
-    const kv = new KvCache(backend, c, { capacity: ctx, dtype: options.kvDType });
-    const graph = buildLlamaGraph(backend, weights, kv, {
-      maxTokens: Math.min(stepTokens, ctx),
-      maxLogitRows: 1,
-    });
-    return new Engine(
-      backend,
-      tokenizer,
-      weights,
-      kv,
-      graph,
-      ctx,
-      now() - t0,
-      typeof options.backend !== "object",
+    const backend = typeof options.backend === "object" ? options.backend : await pickBackend(
+      options.backend ?? "auto",
+      { threads: options.threads, cudaLibrary: options.cudaLibrary, weightQuant: options.weightQuant },
     );
+    const owns = typeof options.backend !== "object";
+    const stepTokens = options.maxStepTokens ?? backend.caps.preferredStepTokens;
+    let weights: LlamaWeights | undefined;
+    try {
+      weights = await uploadWeights(backend, model, {
+        onProgress: options.onProgress,
+        signal: options.signal,
+      });
+      const kv = new KvCache(backend, c, { capacity: ctx, dtype: options.kvDType });
+      const graph = buildLlamaGraph(backend, weights, kv, {
+        maxTokens: Math.min(stepTokens, ctx),
+        maxLogitRows: 1,
+      });
+      return new Engine(backend, tokenizer, weights, kv, graph, ctx, now() - t0, owns);
+    } catch (e) {
+      // free what was placed on the device; a backend we created goes with it
+      if (weights) { for (const t of weights.all) backend.free(t); }
+      if (owns) backend[Symbol.dispose]();
+      throw e;
+    }
   }
 
   /** What was loaded, where, and how much memory it takes. */
@@ -218,7 +228,13 @@ export class Engine implements Disposable {
       kvDType: this.#kv.dtype,
       contextSize: this.contextSize,
       loadMs: this.#loadMs,
+      deviceMemoryUsed: this.#deviceMemoryUsed(),
     };
+  }
+
+  #deviceMemoryUsed(): number | undefined {
+    const m = this.backend.memoryInfo?.();
+    return m ? m.total - m.free : undefined;
   }
 
   /** Generate and collect the whole result. */
@@ -274,14 +290,59 @@ export class Engine implements Disposable {
     stops: StopMatcher,
     options: GenerateOptions,
   ): AsyncGenerator<GenerateEvent> {
+    const release = await this.#acquire();
+    try {
+      yield* this.#run(promptIds, maxTokens, sampler, stops, options);
+    } finally {
+      release();
+    }
+  }
+
+  /** Wait for the sequence slot (one sequence runs at a time); call the result to give it back. */
+  async #acquire(): Promise<() => void> {
     let release!: () => void;
     const mine = new Promise<void>((r) => release = r);
     const before = this.#queue;
     this.#queue = before.then(() => mine);
     await before;
+    return release;
+  }
+
+  /**
+   * Teacher forcing: the logits after each prefix of `ids`. `result[i]` is the distribution predicting
+   * `ids[i + 1]` (the last predicts the token after the sequence). For evaluation (perplexity, KL
+   * divergence) and for comparing logits with other implementations.
+   */
+  async logitsFor(ids: readonly number[], options: { signal?: AbortSignal } = {}): Promise<Float32Array[]> {
+    if (ids.length === 0 || ids.length > this.contextSize) {
+      throw new LlmError(
+        ids.length ? "CONTEXT_OVERFLOW" : "BAD_REQUEST",
+        `logitsFor needs 1..${this.contextSize} tokens, got ${ids.length}`,
+      );
+    }
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+        throw new LlmError(
+          "BAD_REQUEST",
+          `token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`,
+        );
+      }
+    }
+    const release = await this.#acquire();
+    const seq = new SequenceSlots(this.#kv);
+    const vocab = this.config.vocabSize;
     try {
-      yield* this.#run(promptIds, maxTokens, sampler, stops, options);
+      const out: Float32Array[] = [];
+      for (let i = 0; i < ids.length; i++) {
+        options.signal?.throwIfAborted();
+        await this.#step(seq, [ids[i]], i, true);
+        out.push(
+          new Float32Array(await this.backend.download(this.#graph.logits, { byteLength: vocab * 4 })),
+        );
+      }
+      return out;
     } finally {
+      seq.release();
       release();
     }
   }

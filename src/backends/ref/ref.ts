@@ -3,7 +3,7 @@
  * the fallback that runs anywhere.
  * @module
  */
-import type { Backend, BackendCaps, BackendFactory, CompiledGraph } from "../../backend.ts";
+import type { Backend, BackendCaps, BackendFactory, BackendOptions, CompiledGraph } from "../../backend.ts";
 import type { Tensor, TensorUsage } from "../../tensor.ts";
 import type { DType, Shape } from "../../types.ts";
 import type { Op, OpName, StepParams } from "../../ops.ts";
@@ -69,6 +69,7 @@ class RefBackend implements Backend {
     maxTensorBytes: 2 ** 32,
     memoryBytes: 0,
     device: "CPU (plain TypeScript)",
+    preferredStepTokens: 64,
   };
   #scratch = new Float32Array(0);
 
@@ -141,5 +142,16 @@ export const refBackendFactory: BackendFactory = {
   name: "ref",
   apiVersion: BACKEND_API_VERSION,
   probe: () => Promise.resolve({ score: 1 }),
-  create: () => Promise.resolve(new RefBackend()),
+  create: (options?: BackendOptions) => {
+    if (options?.weightQuant) {
+      return Promise.reject(
+        new LlmError(
+          "BAD_REQUEST",
+          `the ref backend does not quantize weights at load (weightQuant ${options.weightQuant}); ` +
+            `use a quantized model file or the cuda backend`,
+        ),
+      );
+    }
+    return Promise.resolve(new RefBackend());
+  },
 };

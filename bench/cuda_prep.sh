@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Here, before a device call: put the shared test models and a Deno cache of every module the device
+# runs into .deno/ (ignored by git, carried by the device tool). Run after ../shared/tools/device-prep.sh.
+set -eu
+cd "$(git rev-parse --show-toplevel)"
+mkdir -p .deno/models
+cp ../shared/models/stories260K.bin ../shared/models/tok512.bin ../shared/models/stories260K.golden.json \
+  ../shared/models/llama-2-tiny-random.gguf .deno/models/
+DENO_DIR=.deno/cache deno cache mod.ts cli.ts tests/*.ts bench/*.ts tools/*.ts >/dev/null
+du -sh .deno .gl
