@@ -263,14 +263,7 @@ export class Engine implements Disposable {
     if (promptIds.length === 0) {
       throw new LlmError("BAD_REQUEST", "the prompt encodes to no tokens; give some text or enable BOS");
     }
-    for (const id of promptIds) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
-        throw new LlmError(
-          "BAD_REQUEST",
-          `prompt token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`,
-        );
-      }
-    }
+    this.#checkIds(promptIds);
     if (promptIds.length >= this.contextSize) {
       throw new LlmError(
         "CONTEXT_OVERFLOW",
@@ -279,22 +272,18 @@ export class Engine implements Disposable {
           `(this model was trained for ${this.config.seqLen})`,
       );
     }
-    return this.#queued(promptIds, maxTokens, new Sampler(this.config.vocabSize, sampling), stops, options);
+    return this.#run(promptIds, maxTokens, new Sampler(this.config.vocabSize, sampling), stops, options);
   }
 
-  /** One sequence at a time: wait for earlier generations, then run. */
-  async *#queued(
-    promptIds: number[],
-    maxTokens: number,
-    sampler: Sampler,
-    stops: StopMatcher,
-    options: GenerateOptions,
-  ): AsyncGenerator<GenerateEvent> {
-    const release = await this.#acquire();
-    try {
-      yield* this.#run(promptIds, maxTokens, sampler, stops, options);
-    } finally {
-      release();
+  /** Throw BAD_REQUEST for any id outside the vocabulary. */
+  #checkIds(ids: readonly number[]): void {
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+        throw new LlmError(
+          "BAD_REQUEST",
+          `token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`,
+        );
+      }
     }
   }
 
@@ -320,14 +309,7 @@ export class Engine implements Disposable {
         `logitsFor needs 1..${this.contextSize} tokens, got ${ids.length}`,
       );
     }
-    for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
-        throw new LlmError(
-          "BAD_REQUEST",
-          `token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`,
-        );
-      }
-    }
+    this.#checkIds(ids);
     const release = await this.#acquire();
     const seq = new SequenceSlots(this.#kv);
     const vocab = this.config.vocabSize;
@@ -370,6 +352,7 @@ export class Engine implements Disposable {
     stops: StopMatcher,
     options: GenerateOptions,
   ): AsyncGenerator<GenerateEvent> {
+    const release = await this.#acquire(); // one sequence at a time: wait for earlier generations
     const signal = options.signal;
     const seq = new SequenceSlots(this.#kv);
     const generated: number[] = [];
@@ -427,6 +410,7 @@ export class Engine implements Disposable {
       else throw e;
     } finally {
       seq.release();
+      release();
     }
     const decodeMs = now() - t0 - prefillMs;
     yield {
