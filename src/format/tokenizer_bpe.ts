@@ -6,14 +6,12 @@
  * @module
  */
 import { LlmError } from "../errors.ts";
-import { type StreamDecoder, type Tokenizer, type TokenizerData, TokenType } from "./tokenizer.ts";
+import { type Tokenizer, type TokenizerData, TokenType } from "./tokenizer.ts";
 import {
-  byteStreamDecoder,
   checkSpecialId,
-  checkTokenId,
-  concatBytes,
   type MergeCandidate,
   mergeSymbols,
+  PieceTokenizer,
   SpecialSplitter,
 } from "./tokenizer_spm.ts";
 
@@ -91,7 +89,7 @@ const utf8 = new TextEncoder();
  * tok.encode("hi"); // [2]
  * ```
  */
-export class BpeTokenizer implements Tokenizer {
+export class BpeTokenizer extends PieceTokenizer implements Tokenizer {
   /** Always "bpe". */
   readonly kind: "bpe" = "bpe";
   /** Number of tokens. */
@@ -115,6 +113,7 @@ export class BpeTokenizer implements Tokenizer {
 
   /** Build from tokenizer data; throws TOKENIZER_FORMAT when tokens or merges are inconsistent. */
   constructor(data: TokenizerData) {
+    super();
     const tokens = data.tokens;
     const n = tokens.length;
     if (n === 0) {
@@ -236,19 +235,8 @@ export class BpeTokenizer implements Tokenizer {
     return ids;
   }
 
-  /** Decode ids; see {@link Tokenizer.decode}. */
-  decode(ids: readonly number[], options: { keepSpecial?: boolean } = {}): string {
-    const keep = options.keepSpecial ?? false;
-    const parts: Uint8Array[] = [];
-    for (const id of ids) {
-      checkTokenId(id, this.vocabSize);
-      parts.push(this.#pieceBytes(id, keep));
-    }
-    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(concatBytes(parts));
-  }
-
   /** Special tokens are plain text (not byte-spelled); normal ones map back through the byte alphabet. */
-  #pieceBytes(id: number, keepSpecial: boolean): Uint8Array {
+  protected override pieceBytes(id: number, _prev: number, keepSpecial: boolean): Uint8Array {
     const type = this.#types[id];
     if (type === TokenType.CONTROL || type === TokenType.UNKNOWN) {
       return keepSpecial ? utf8.encode(this.#tokens[id]) : EMPTY;
@@ -271,24 +259,7 @@ export class BpeTokenizer implements Tokenizer {
     return bytes;
   }
 
-  /** Bytes of a token alone (special tokens as their text). */
-  tokenBytes(id: number): Uint8Array {
-    checkTokenId(id, this.vocabSize);
-    return this.#pieceBytes(id, true).slice();
-  }
-
-  /** A fresh incremental decoder that never splits a UTF-8 character across pushes. */
-  streamDecoder(options: { keepSpecial?: boolean } = {}): StreamDecoder {
-    const keep = options.keepSpecial ?? false;
-    return byteStreamDecoder((id) => {
-      checkTokenId(id, this.vocabSize);
-      return this.#pieceBytes(id, keep);
-    });
-  }
-
-  /** The token as stored in the vocabulary (byte-spelled, e.g. "Ġthe"). */
-  tokenText(id: number): string {
-    checkTokenId(id, this.vocabSize);
+  protected override storedText(id: number): string {
     return this.#tokens[id];
   }
 }

@@ -218,6 +218,57 @@ const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
 
 /**
+ * Decoding shared by the tokenizers: ids become piece bytes (in context of the previous id), then
+ * UTF-8 text. Subclasses say what a token's bytes are.
+ * @internal
+ */
+export abstract class PieceTokenizer {
+  /** Number of tokens. */
+  abstract readonly vocabSize: number;
+  /** A token's bytes after `prev` (-1 at the start); control/unknown tokens only with keepSpecial. */
+  protected abstract pieceBytes(id: number, prev: number, keepSpecial: boolean): Uint8Array;
+  /** The token as stored in the vocabulary. */
+  protected abstract storedText(id: number): string;
+
+  /** Decode ids; see {@link Tokenizer.decode}. */
+  decode(ids: readonly number[], options: { keepSpecial?: boolean } = {}): string {
+    const keep = options.keepSpecial ?? false;
+    const parts: Uint8Array[] = [];
+    let prev = -1;
+    for (const id of ids) {
+      checkTokenId(id, this.vocabSize);
+      parts.push(this.pieceBytes(id, prev, keep));
+      prev = id;
+    }
+    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(concatBytes(parts));
+  }
+
+  /** Bytes of a token alone (special tokens as their text). */
+  tokenBytes(id: number): Uint8Array {
+    checkTokenId(id, this.vocabSize);
+    return this.pieceBytes(id, -1, true).slice();
+  }
+
+  /**
+   * A fresh incremental decoder that never splits a UTF-8 character across pushes. Push the prompt's
+   * last token (or BOS) first when decoding a continuation so context rules see the right neighbour.
+   */
+  streamDecoder(options: { keepSpecial?: boolean } = {}): StreamDecoder {
+    const keep = options.keepSpecial ?? false;
+    return byteStreamDecoder((id, prev) => {
+      checkTokenId(id, this.vocabSize);
+      return this.pieceBytes(id, prev, keep);
+    });
+  }
+
+  /** The token as stored in the vocabulary. */
+  tokenText(id: number): string {
+    checkTokenId(id, this.vocabSize);
+    return this.storedText(id);
+  }
+}
+
+/**
  * SentencePiece-style tokenizer (scores + byte fallback).
  *
  * @example
@@ -227,7 +278,7 @@ const utf8 = new TextEncoder();
  * tok.encode("a"); // [1, 5]
  * ```
  */
-export class SpmTokenizer implements Tokenizer {
+export class SpmTokenizer extends PieceTokenizer implements Tokenizer {
   /** Always "spm". */
   readonly kind: "spm" = "spm";
   /** Number of tokens. */
@@ -254,6 +305,7 @@ export class SpmTokenizer implements Tokenizer {
 
   /** Build from tokenizer data; throws TOKENIZER_FORMAT when the arrays are inconsistent. */
   constructor(data: TokenizerData) {
+    super();
     const tokens = data.tokens;
     const n = tokens.length;
     if (n === 0) {
@@ -376,24 +428,11 @@ export class SpmTokenizer implements Tokenizer {
     return (this.#candidates[id] ??= { prio: -score, id });
   }
 
-  /** Decode ids; see {@link Tokenizer.decode}. */
-  decode(ids: readonly number[], options: { keepSpecial?: boolean } = {}): string {
-    const keep = options.keepSpecial ?? false;
-    const parts: Uint8Array[] = [];
-    let prev = -1;
-    for (const id of ids) {
-      checkTokenId(id, this.vocabSize);
-      parts.push(this.#pieceBytes(id, prev, keep));
-      prev = id;
-    }
-    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(concatBytes(parts));
-  }
-
   /**
    * A token's bytes in context. As llama2.c's `decode()`: a piece right after BOS loses its leading
    * space (the dummy prefix); elsewhere the space is real text and kept.
    */
-  #pieceBytes(id: number, prev: number, keepSpecial: boolean): Uint8Array {
+  protected override pieceBytes(id: number, prev: number, keepSpecial: boolean): Uint8Array {
     const type = this.#types[id];
     if (type === TokenType.CONTROL || type === TokenType.UNKNOWN) {
       return keepSpecial ? utf8.encode(this.#tokens[id]) : EMPTY;
@@ -404,27 +443,7 @@ export class SpmTokenizer implements Tokenizer {
     return prev === this.bosId && prev >= 0 && bytes[0] === 0x20 ? bytes.subarray(1) : bytes;
   }
 
-  /** Bytes of a token alone (special tokens as their text). */
-  tokenBytes(id: number): Uint8Array {
-    checkTokenId(id, this.vocabSize);
-    return this.#pieceBytes(id, -1, true).slice();
-  }
-
-  /**
-   * A fresh incremental decoder. Push the prompt's last token (or BOS) first when decoding a
-   * continuation so the leading-space rule sees the right context; pushing BOS yields no text.
-   */
-  streamDecoder(options: { keepSpecial?: boolean } = {}): StreamDecoder {
-    const keep = options.keepSpecial ?? false;
-    return byteStreamDecoder((id, prev) => {
-      checkTokenId(id, this.vocabSize);
-      return this.#pieceBytes(id, prev, keep);
-    });
-  }
-
-  /** The piece as stored in the vocabulary. */
-  tokenText(id: number): string {
-    checkTokenId(id, this.vocabSize);
+  protected override storedText(id: number): string {
     return this.#tokens[id];
   }
 }
