@@ -8,7 +8,7 @@
 import { LlmError } from "../errors.ts";
 import { type Tokenizer, type TokenizerData, TokenType } from "./tokenizer.ts";
 import {
-  checkSpecialId,
+  checkSpecials,
   type MergeCandidate,
   mergeSymbols,
   PieceTokenizer,
@@ -119,19 +119,9 @@ export class BpeTokenizer extends PieceTokenizer implements Tokenizer {
     if (n === 0) {
       throw new LlmError("TOKENIZER_FORMAT", "bpe tokenizer has no tokens; the tokenizer file is empty");
     }
-    if (data.tokenTypes !== undefined && data.tokenTypes.length !== n) {
-      throw new LlmError(
-        "TOKENIZER_FORMAT",
-        `bpe tokenizer has ${n} tokens but ${data.tokenTypes.length} token types; the tokenizer file is corrupt`,
-      );
-    }
-    checkSpecialId("BOS id", data.bosId, n);
-    checkSpecialId("EOS id", data.eosId, n);
-    checkSpecialId("UNK id", data.unkId, n);
-    for (const id of data.eotIds ?? []) checkSpecialId("EOT id", id, n);
+    this.eosIds = checkSpecials("bpe", data, n);
     this.vocabSize = n;
     this.bosId = data.bosId;
-    this.eosIds = [...new Set([...(data.eosId !== undefined ? [data.eosId] : []), ...(data.eotIds ?? [])])];
     this.#tokens = tokens;
     const llama3 = data.pre !== undefined && LLAMA3_PRES.has(data.pre);
     this.#re = preTokenizerRegex(data.pre);

@@ -218,6 +218,25 @@ const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
 
 /**
+ * Checks shared by the tokenizers: token types match the vocabulary, special ids lie inside it.
+ * Returns the end-of-generation ids (EOS, then EOT ids, without repeats).
+ * @internal
+ */
+export function checkSpecials(kind: "spm" | "bpe", data: TokenizerData, n: number): number[] {
+  if (data.tokenTypes !== undefined && data.tokenTypes.length !== n) {
+    throw new LlmError(
+      "TOKENIZER_FORMAT",
+      `${kind} tokenizer has ${n} tokens but ${data.tokenTypes.length} token types; the tokenizer file is corrupt`,
+    );
+  }
+  checkSpecialId("BOS id", data.bosId, n);
+  checkSpecialId("EOS id", data.eosId, n);
+  checkSpecialId("UNK id", data.unkId, n);
+  for (const id of data.eotIds ?? []) checkSpecialId("EOT id", id, n);
+  return [...new Set([...(data.eosId !== undefined ? [data.eosId] : []), ...(data.eotIds ?? [])])];
+}
+
+/**
  * Decoding shared by the tokenizers: ids become piece bytes (in context of the previous id), then
  * UTF-8 text. Subclasses say what a token's bytes are.
  * @internal
@@ -317,19 +336,9 @@ export class SpmTokenizer extends PieceTokenizer implements Tokenizer {
         `spm tokenizer has ${n} tokens but ${data.scores.length} scores; the tokenizer file is corrupt`,
       );
     }
-    if (data.tokenTypes !== undefined && data.tokenTypes.length !== n) {
-      throw new LlmError(
-        "TOKENIZER_FORMAT",
-        `spm tokenizer has ${n} tokens but ${data.tokenTypes.length} token types; the tokenizer file is corrupt`,
-      );
-    }
-    checkSpecialId("BOS id", data.bosId, n);
-    checkSpecialId("EOS id", data.eosId, n);
-    checkSpecialId("UNK id", data.unkId, n);
-    for (const id of data.eotIds ?? []) checkSpecialId("EOT id", id, n);
+    this.eosIds = checkSpecials("spm", data, n);
     this.vocabSize = n;
     this.bosId = data.bosId;
-    this.eosIds = [...new Set([...(data.eosId !== undefined ? [data.eosId] : []), ...(data.eotIds ?? [])])];
     this.#tokens = tokens;
     this.#space = data.spaceIsLiteral ? " " : "\u2581";
     this.#addBos = data.addBos ?? true;
