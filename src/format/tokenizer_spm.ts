@@ -196,7 +196,7 @@ export function checkTokenId(id: number, size: number): void {
 }
 
 /** Throw TOKENIZER_FORMAT unless an optional special id lies inside the vocabulary. */
-export function checkSpecialId(name: string, id: number | undefined, size: number): void {
+function checkSpecialId(name: string, id: number | undefined, size: number): void {
   if (id !== undefined && (!Number.isInteger(id) || id < 0 || id >= size)) {
     throw new LlmError(
       "TOKENIZER_FORMAT",
