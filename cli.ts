@@ -16,7 +16,7 @@ const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, o
   --tokenizer PATH     tokenizer when the model has none (llama2.c tokenizer.bin, tokenizer.json, GGUF)
   --backend NAME       auto | ref | wasm | webgpu | cuda (default auto)
   --ctx N              context size in tokens (default min(model's, 4096))
-  --kv-dtype T         KV cache dtype: f32 | f16 (default: the backend's)
+  --kv-dtype T         KV cache dtype: f32 | f16 | int8 (default: the backend's)
   --threads N          CPU threads for CPU backends
   --cuda-lib PATH      the CUDA library (default build/libllama_ts_cuda.so; env LLAMA_TS_CUDA_LIB)
   --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda
@@ -79,6 +79,15 @@ function num(v: string | undefined, flag: string, int = false): number | undefin
 function weightQuant(v: string | undefined): "int8" | "int4" | undefined {
   if (v === undefined || v === "int8" || v === "int4") return v;
   throw new LlmError("BAD_REQUEST", `--weight-quant must be int8 or int4, got "${v}"`);
+}
+
+const KV_DTYPES: Record<string, DType> = { f32: "f32", f16: "f16", int8: "i8", i8: "i8" };
+
+function kvDType(v: string | undefined): DType | undefined {
+  if (v === undefined) return undefined;
+  const d = KV_DTYPES[v];
+  if (!d) throw new LlmError("BAD_REQUEST", `--kv-dtype must be f32, f16 or int8, got "${v}"`);
+  return d;
 }
 
 function onProgress(): ((e: ProgressEvent) => void) | undefined {
@@ -160,7 +169,7 @@ async function main(argv: string[]): Promise<void> {
   const engineOptions = {
     backend: (f.backend ?? "auto") as BackendName | "auto",
     contextSize: num(f.ctx, "ctx", true),
-    kvDType: f["kv-dtype"] as DType | undefined,
+    kvDType: kvDType(f["kv-dtype"]),
     threads: num(f.threads, "threads", true),
     cudaLibrary: f["cuda-lib"] ?? env.LLAMA_TS_CUDA_LIB,
     weightQuant: weightQuant(f["weight-quant"]),

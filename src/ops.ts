@@ -21,6 +21,13 @@ export interface KvLayer {
   readonly k: Tensor;
   /** Cached values, `(nBlocks * blockSize, kvDim)`. */
   readonly v: Tensor;
+  /**
+   * int8 caches only: f32 scales of `k`, `(nBlocks * blockSize, nKvHeads)`, one per cache row and kv head
+   * (symmetric, `scale = max|x| / 127`, `x ≈ q * scale`).
+   */
+  readonly kScale?: Tensor;
+  /** int8 caches only: f32 scales of `v`, laid out like `kScale`. */
+  readonly vScale?: Tensor;
   /** Tokens per cache block (positions per physical block). */
   readonly blockSize: number;
 }
@@ -96,6 +103,21 @@ export type Op =
   /** out[i] = x[logitRows[i]]. */
   | { readonly op: "gather_rows"; readonly x: Tensor; readonly out: Tensor };
 
+/** An int8 cache needs f32 scales with one row per cache row; other caches have none. */
+function checkKvScales(c: KvLayer, fail: (why: string) => never): void {
+  const quantized = c.k.dtype === "i8";
+  if (quantized !== (c.kScale !== undefined && c.vScale !== undefined)) {
+    fail(`a ${c.k.dtype} cache ${quantized ? "needs" : "takes no"} kScale/vScale`);
+  }
+  if (c.kScale && c.vScale) {
+    for (const t of [c.kScale, c.vScale]) {
+      if (t.dtype !== "f32" || t.shape[0] !== c.k.shape[0] || c.k.shape[1] % t.shape[1] !== 0) {
+        fail(`scales ${t.dtype} ${shapeStr(t.shape)} for cache ${shapeStr(c.k.shape)}`);
+      }
+    }
+  }
+}
+
 /** Op names. */
 export type OpName = Op["op"];
 
@@ -130,12 +152,17 @@ export function checkOp(o: Op): void {
       if (width(o.k) !== width(o.cache.k) || width(o.v) !== width(o.cache.v)) {
         fail(`k ${shapeStr(o.k.shape)} into cache ${shapeStr(o.cache.k.shape)}`);
       }
+      checkKvScales(o.cache, fail);
       return;
     case "attention":
       if (o.nHeads % o.nKvHeads !== 0 || width(o.q) !== o.nHeads * o.headDim || width(o.out) !== width(o.q)) {
         fail(`q ${shapeStr(o.q.shape)}, ${o.nHeads}/${o.nKvHeads} heads of ${o.headDim}`);
       }
       if (width(o.cache.k) !== o.nKvHeads * o.headDim) fail(`cache ${shapeStr(o.cache.k.shape)}`);
+      checkKvScales(o.cache, fail);
+      if (o.cache.kScale && width(o.cache.kScale) !== o.nKvHeads) {
+        fail(`scales ${shapeStr(o.cache.kScale.shape)} for ${o.nKvHeads} kv heads`);
+      }
       return;
     case "add":
       if (width(o.a) !== width(o.b) || width(o.a) !== width(o.out)) fail("widths differ");

@@ -178,14 +178,31 @@ for (const style of ["interleaved", "half"] as const) {
   });
 }
 
-for (const kvDtype of ["f32", "f16"] as const) {
+/** Host model of the int8 KV cache: per (row, kv head) symmetric scale max|x|/127, round half away from zero. */
+function roundKvI8(x: Float32Array, hd: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let o = 0; o < x.length; o += hd) {
+    let amax = 0;
+    for (let i = 0; i < hd; i++) amax = Math.max(amax, Math.abs(x[o + i]));
+    const scale = Math.fround(amax / 127), inv = scale > 0 ? 1 / scale : 0;
+    for (let i = 0; i < hd; i++) {
+      const v = x[o + i] * inv;
+      out[o + i] = Math.sign(v) * Math.min(127, Math.round(Math.abs(v))) * scale;
+    }
+  }
+  return out;
+}
+
+for (const kvDtype of ["f32", "f16", "i8"] as const) {
   Deno.test(`kv_write + attention (GQA, paged, ${kvDtype} cache) match naive causal attention`, async () => {
     const nHeads = 4, nKvHeads = 2, hd = 8, kd = nKvHeads * hd, qd = nHeads * hd, blockSize = 4;
     // one sequence of 7 tokens over shuffled physical blocks; prefill 5 then decode 2 one at a time
     const blockTables = Int32Array.of(2, 0, 3, 1);
     const total = 7;
     const q = randn(total * qd, 51), k = randn(total * kd, 52), v = randn(total * kd, 53);
-    const kq = kvDtype === "f16" ? k.map(roundF16) : k, vq = kvDtype === "f16" ? v.map(roundF16) : v;
+    const round = (x: Float32Array): Float32Array =>
+      kvDtype === "f16" ? x.map(roundF16) : kvDtype === "i8" ? roundKvI8(x, hd) : x;
+    const kq = round(k), vq = round(v);
     const want = new Float32Array(total * qd);
     for (let p = 0; p < total; p++) {
       for (let h = 0; h < nHeads; h++) {
@@ -203,9 +220,16 @@ for (const kvDtype of ["f32", "f16"] as const) {
     }
     await forEachBackend(async (b) => {
       if (!b.caps.kvDTypes.includes(kvDtype)) return;
+      const scales = kvDtype === "i8"
+        ? {
+          kScale: b.alloc("f32", [16, nKvHeads], "kv", "ks"),
+          vScale: b.alloc("f32", [16, nKvHeads], "kv", "vs"),
+        }
+        : {};
       const cache: KvLayer = {
         k: b.alloc(kvDtype, [16, kd], "kv", "ck"),
         v: b.alloc(kvDtype, [16, kd], "kv", "cv"),
+        ...scales,
         blockSize,
       };
       const got = new Float32Array(total * qd);
@@ -225,7 +249,8 @@ for (const kvDtype of ["f32", "f16"] as const) {
       }
       finite(got, `${b.name} attention`);
       const e = nmse(got, want);
-      assert.ok(e < (kvDtype === "f16" ? 1e-6 : 1e-10), `${b.name} ${kvDtype} attention nmse ${e}`);
+      // i8: the expected values use the same quantized cache, so only rounding-order noise remains
+      assert.ok(e < (kvDtype === "f32" ? 1e-10 : 1e-6), `${b.name} ${kvDtype} attention nmse ${e}`);
     });
   });
 }

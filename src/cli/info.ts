@@ -18,7 +18,7 @@ export interface ModelSummary {
   readonly weightBytes: number;
   readonly contextSize: number;
   /** KV cache bytes at `contextSize` per cache dtype. */
-  readonly kvBytes: { f32: number; f16: number };
+  readonly kvBytes: { f32: number; f16: number; int8: number };
   readonly tokenizer?: { kind: string; vocabSize: number };
   readonly text: string;
 }
@@ -40,7 +40,9 @@ export function modelSummary(model: ModelFile, options: { contextSize?: number }
     weightBytes += t.byteLength;
   }
   const kvElems = 2 * c.nLayers * ctx * kvDim(c);
-  const kvBytes = { f32: byteLengthOf("f32", kvElems), f16: byteLengthOf("f16", kvElems) };
+  // int8 adds one f32 scale per cached row and kv head (see KvCache).
+  const int8 = byteLengthOf("i8", kvElems) + byteLengthOf("f32", 2 * c.nLayers * ctx * c.nKvHeads);
+  const kvBytes = { f32: byteLengthOf("f32", kvElems), f16: byteLengthOf("f16", kvElems), int8 };
   const params = parameterCount(c);
   const tok = model.tokenizer
     ? { kind: model.tokenizer.kind, vocabSize: model.tokenizer.tokens.length }
@@ -63,7 +65,7 @@ export function modelSummary(model: ModelFile, options: { contextSize?: number }
     }`,
     `memory        weights ${gib(weightBytes)}; KV cache at ${ctx} tokens: ${gib(kvBytes.f16)} f16, ${
       gib(kvBytes.f32)
-    } f32`,
+    } f32, ${gib(kvBytes.int8)} int8`,
     `tokenizer     ${tok ? `${tok.kind}, ${tok.vocabSize} tokens` : "none in the file (pass --tokenizer)"}`,
   ];
   return {

@@ -1,5 +1,6 @@
 /**
- * The paged KV cache. Each layer holds `k` and `v` as `(nBlocks * blockSize, kvDim)` in one dtype; a
+ * The paged KV cache. Each layer holds `k` and `v` as `(nBlocks * blockSize, kvDim)` in one dtype (int8
+ * caches add f32 scales per cache row and kv head, `(nBlocks * blockSize, nKvHeads)`); a
  * sequence owns a list of blocks (its block table), so sequences can grow, be freed, and share prefix
  * blocks without moving data. Storage dtype is a cache property: the graph does not change with it.
  * @module
@@ -43,14 +44,17 @@ export class KvCache implements Disposable {
     }
     this.nBlocks = Math.ceil(options.capacity / this.blockSize);
     const rows = this.nBlocks * this.blockSize;
-    const kd = kvDim(config);
-    this.byteLength = 2 * config.nLayers * byteLengthOf(this.dtype, rows * kd);
+    const kd = kvDim(config), quantized = this.dtype === "i8";
+    const scaleBytes = quantized ? byteLengthOf("f32", rows * config.nKvHeads) : 0;
+    this.byteLength = 2 * config.nLayers * (byteLengthOf(this.dtype, rows * kd) + scaleBytes);
     this.#backend = backend;
     const layers: KvLayer[] = [];
     for (let l = 0; l < config.nLayers; l++) {
+      const scales = (name: string) => backend.alloc("f32", [rows, config.nKvHeads], "kv", `kv.${l}.${name}`);
       layers.push({
         k: backend.alloc(this.dtype, [rows, kd], "kv", `kv.${l}.k`),
         v: backend.alloc(this.dtype, [rows, kd], "kv", `kv.${l}.v`),
+        ...(quantized ? { kScale: scales("k_scale"), vScale: scales("v_scale") } : {}),
         blockSize: this.blockSize,
       });
     }
@@ -94,8 +98,7 @@ export class KvCache implements Disposable {
 
   [Symbol.dispose](): void {
     for (const l of this.layers) {
-      this.#backend.free(l.k);
-      this.#backend.free(l.v);
+      for (const t of [l.k, l.v, l.kScale, l.vScale]) if (t) this.#backend.free(t);
     }
   }
 }

@@ -23,6 +23,7 @@ export class RefTensor implements Tensor {
   readonly bytes: Uint8Array;
   #f32?: Float32Array;
   #u16?: Uint16Array;
+  #i8?: Int8Array;
 
   constructor(dtype: DType, shape: Shape, usage: TensorUsage, label: string) {
     this.dtype = dtype;
@@ -37,6 +38,11 @@ export class RefTensor implements Tensor {
   get f32(): Float32Array {
     if (this.dtype !== "f32") throw new LlmError("INTERNAL", `${this.label} is ${this.dtype}, not f32`);
     return this.#f32 ??= new Float32Array(this.bytes.buffer, 0, this.byteLength / 4);
+  }
+
+  /** The data as signed bytes (i8 tensors). */
+  get i8(): Int8Array {
+    return this.#i8 ??= new Int8Array(this.bytes.buffer, 0, this.byteLength);
   }
 
   /** The data as raw 16-bit words (f16/bf16 tensors). */
@@ -63,7 +69,7 @@ class RefBackend implements Backend {
   readonly name = "ref" as const;
   readonly caps: BackendCaps = {
     weightDTypes: WEIGHT_DTYPES,
-    kvDTypes: ["f32", "f16"],
+    kvDTypes: ["f32", "f16", "i8"],
     defaultKvDType: "f32",
     ops: OPS,
     maxTensorBytes: 2 ** 32,

@@ -27,19 +27,43 @@ function slotOf(step: StepParams, seq: number, pos: number, blockSize: number): 
   return step.blockTables[seq * step.maxBlocksPerSeq + logical] * blockSize + (pos % blockSize);
 }
 
-function readKv(t: T, row: number, dim: number, out: Float32Array): void {
+function readKv(t: T, scale: T | undefined, row: number, dim: number, out: Float32Array): void {
   if (t.dtype === "f32") {
     out.set(t.f32.subarray(row * dim, (row + 1) * dim));
+  } else if (scale) {
+    const heads = width(scale), hd = dim / heads, q = t.i8;
+    for (let i = 0; i < dim; i++) out[i] = q[row * dim + i] * scale.f32[row * heads + Math.floor(i / hd)];
   } else {
     const h = t.u16;
     for (let i = 0; i < dim; i++) out[i] = f16ToF32(h[row * dim + i]);
   }
 }
 
-function writeKv(t: T, row: number, src: Float32Array): void {
+/**
+ * int8 KV: each (row, kv head) vector gets `scale = max|x| / 127` and `q = round(x / scale)`, rounding
+ * half away from zero (C's `roundf`), so every backend can match it exactly.
+ */
+function quantizeKvHead(src: Float32Array, q: Int8Array): number {
+  let amax = 0;
+  for (const x of src) amax = Math.max(amax, Math.abs(x));
+  const scale = amax / 127, inv = scale > 0 ? 1 / scale : 0;
+  for (let i = 0; i < src.length; i++) {
+    const v = src[i] * inv;
+    q[i] = Math.max(-127, Math.min(127, Math.sign(v) * Math.round(Math.abs(v))));
+  }
+  return scale;
+}
+
+function writeKv(t: T, scale: T | undefined, row: number, src: Float32Array): void {
   const dim = src.length;
   if (t.dtype === "f32") {
     t.f32.set(src, row * dim);
+  } else if (scale) {
+    const heads = width(scale), hd = dim / heads;
+    for (let h = 0; h < heads; h++) {
+      const q = t.i8.subarray(row * dim + h * hd, row * dim + (h + 1) * hd);
+      scale.f32[row * heads + h] = quantizeKvHead(src.subarray(h * hd, (h + 1) * hd), q);
+    }
   } else {
     const h = t.u16;
     for (let i = 0; i < dim; i++) h[row * dim + i] = f32ToF16(src[i]);
@@ -111,8 +135,8 @@ function kvWrite(k: T, v: T, cache: KvLayer, step: StepParams): void {
   const kd = width(k), ck = cache.k as T, cv = cache.v as T;
   for (let r = 0; r < step.nTokens; r++) {
     const slot = slotOf(step, step.seqIndex[r], step.positions[r], cache.blockSize);
-    writeKv(ck, slot, k.f32.subarray(r * kd, (r + 1) * kd));
-    writeKv(cv, slot, v.f32.subarray(r * kd, (r + 1) * kd));
+    writeKv(ck, cache.kScale as T | undefined, slot, k.f32.subarray(r * kd, (r + 1) * kd));
+    writeKv(cv, cache.vScale as T | undefined, slot, v.f32.subarray(r * kd, (r + 1) * kd));
   }
 }
 
@@ -124,7 +148,7 @@ function attention(o: Extract<Op, { op: "attention" }>, q: T, out: T, step: Step
     const seq = step.seqIndex[r], pos = step.positions[r];
     const scores = new Float64Array(o.nHeads * (pos + 1));
     for (let t = 0; t <= pos; t++) {
-      readKv(ck, slotOf(step, seq, t, o.cache.blockSize), kd, kRow);
+      readKv(ck, o.cache.kScale as T | undefined, slotOf(step, seq, t, o.cache.blockSize), kd, kRow);
       for (let h = 0; h < o.nHeads; h++) {
         const qo = r * qd + h * hd, ko = Math.floor(h / group) * hd;
         let s = 0;
@@ -142,7 +166,7 @@ function attention(o: Extract<Op, { op: "attention" }>, q: T, out: T, step: Step
     }
     const acc = new Float64Array(qd);
     for (let t = 0; t <= pos; t++) {
-      readKv(cv, slotOf(step, seq, t, o.cache.blockSize), kd, vRow);
+      readKv(cv, o.cache.vScale as T | undefined, slotOf(step, seq, t, o.cache.blockSize), kd, vRow);
       for (let h = 0; h < o.nHeads; h++) {
         const p = scores[h * (pos + 1) + t], vo = Math.floor(h / group) * hd;
         for (let i = 0; i < hd; i++) acc[h * hd + i] += p * vRow[vo + i];
