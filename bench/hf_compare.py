@@ -155,9 +155,20 @@ def main():
     deno = [a.deno, "run", "-A"]
     results = {}
     for variant in a.variants.split(","):
-        # variants: f16 | int8 | int4, optionally with "+kvf32" for an f32 KV cache (default f16)
-        base, _, kv = variant.partition("+")
-        extra = ([] if base == "f16" else ["--weight-quant", base]) + (["--kv-dtype", "f32"] if kv == "kvf32" else [])
+        # variants: f16 | int8 | int4, then any of "+kvf32" (f32 KV cache; default f16), "+kvi8" (int8 KV
+        # cache), "+nopdl" (small kernels launched without programmatic dependent launch: the A/B baseline
+        # of that change; decode only)
+        base, *flags = variant.split("+")
+        extra = ([] if base == "f16" else ["--weight-quant", base]) + (["--kv-dtype", "f32"] if "kvf32" in flags else []) \
+            + (["--kv-dtype", "int8"] if "kvi8" in flags else [])
+        env = dict(os.environ, LLAMA_TS_CUDA_NO_PDL="1") if "nopdl" in flags else None
+        if "nopdl" in flags:
+            decode = last_json(run(deno + ["cli.ts", "bench", "--model", ckpt, "--tokenizer", a.tokenizer, "--backend",
+                                           "cuda", "--prompt-tokens", "16", "--gen-tokens", "128", "--repeat", "3",
+                                           "--ctx", "1024"] + extra, env))
+            results[variant] = {"decode": {k: decode[k] for k in ("decodeTokPerS", "runs")}}
+            log(variant, json.dumps({"decode": decode["decodeTokPerS"]}))
+            continue
         dump = os.path.join(tempfile.gettempdir(), f"logits-{variant}.f32")
         info = last_json(run(deno + ["bench/logits_dump.ts", "--model", ckpt, "--tokenizer", a.tokenizer,
                                      "--ids", ids_path, "--out", dump, "--backend", "cuda"] + extra))
@@ -194,6 +205,9 @@ def main():
         print(f"HF transformers {report['transformers']} fp16 generate ({report.get('hf_attn_implementation')}), "
               f"{g['new_tokens']} new: {g['tok_per_s']:.1f} tok/s ({g['seconds']:.2f} s)")
     for v, e in results.items():
+        if "vs_hf_fp32" not in e:
+            print(f"llama.ts {v:5s} decode {e['decode']['decodeTokPerS']:7.1f} tok/s (runs {e['decode']['runs']})")
+            continue
         s = e["vs_hf_fp32"]
         if "decode" not in e:
             print(f"llama.ts {v}: vs HF fp32 cos mean {s['cosine_mean']:.6f} min {s['cosine_min']:.6f} "

@@ -101,7 +101,13 @@ export type Op =
   /** out = silu(gate) * up. */
   | { readonly op: "silu_mul"; readonly gate: Tensor; readonly up: Tensor; readonly out: Tensor }
   /** out[i] = x[logitRows[i]]. */
-  | { readonly op: "gather_rows"; readonly x: Tensor; readonly out: Tensor };
+  | { readonly op: "gather_rows"; readonly x: Tensor; readonly out: Tensor }
+  /**
+   * Greedy sampling on the device: out[r] (i32) = the index of the largest of x's row r, over the
+   * logit rows; ties go to the lowest index, and a row holding NaN gives -1. Optional: the engine
+   * appends it only when the backend supports it and the sampler is greedy without penalties.
+   */
+  | { readonly op: "argmax"; readonly x: Tensor; readonly out: Tensor };
 
 /** An int8 cache needs f32 scales with one row per cache row; other caches have none. */
 function checkKvScales(c: KvLayer, fail: (why: string) => never): void {
@@ -162,6 +168,11 @@ export function checkOp(o: Op): void {
       checkKvScales(o.cache, fail);
       if (o.cache.kScale && width(o.cache.kScale) !== o.nKvHeads) {
         fail(`scales ${shapeStr(o.cache.kScale.shape)} for ${o.nKvHeads} kv heads`);
+      }
+      return;
+    case "argmax":
+      if (o.out.dtype !== "i32" || o.x.dtype !== "f32" || o.out.shape[0] !== o.x.shape[0]) {
+        fail(`x ${o.x.dtype} ${shapeStr(o.x.shape)} -> out ${o.out.dtype} ${shapeStr(o.out.shape)}`);
       }
       return;
     case "add":

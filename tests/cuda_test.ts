@@ -157,3 +157,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cuda: int8 KV cache gives the logits and greedy tokens of ref's int8 cache (prefill chunks, long context)",
+  ignore: gpu.score === 0 || !modelPath || !tokPath,
+  fn: async () => {
+    // 300 teacher-forced positions cross many 32-position splits, so the combine kernel runs too
+    const text = "Once upon a time, there was a little girl named Lily. She loved to play outside. ".repeat(
+      12,
+    );
+    const run = async (backend: "ref" | "cuda", kvDType: "i8" | "f16") => {
+      const { model, tokenizer } = await loadModel(modelPath!, { tokenizer: tokPath });
+      using e = await Engine.create(model, tokenizer, {
+        backend,
+        kvDType,
+        contextSize: 512,
+        maxStepTokens: 64,
+      });
+      model.close();
+      const ids = tokenizer.encode(text, { addBos: true }).slice(0, 300);
+      const rows = await e.logitsFor(ids);
+      const gen = await e.complete(ids.slice(0, 200), { maxTokens: 48, temperature: 0 });
+      const flat = new Float32Array(rows.length * rows[0].length);
+      rows.forEach((r, i) => flat.set(r, i * r.length));
+      return { flat, gen: gen.generatedIds, kvBytes: e.info().kvBytes };
+    };
+    const ref = await run("ref", "i8"), cuda = await run("cuda", "i8"), f16 = await run("cuda", "f16");
+    const e = nmse(cuda.flat, ref.flat);
+    console.log(
+      `int8 KV: cuda vs ref logits nmse ${e.toExponential(2)}; vs cuda f16 KV ${
+        nmse(cuda.flat, f16.flat).toExponential(2)
+      }; KV bytes ${(cuda.kvBytes / f16.kvBytes).toFixed(3)}x f16`,
+    );
+    assert.ok(e < 1e-8, `nmse ${e}`);
+    assert.deepEqual(cuda.gen, ref.gen);
+  },
+});

@@ -184,9 +184,9 @@ function roundKvI8(x: Float32Array, hd: number): Float32Array {
   for (let o = 0; o < x.length; o += hd) {
     let amax = 0;
     for (let i = 0; i < hd; i++) amax = Math.max(amax, Math.abs(x[o + i]));
-    const scale = Math.fround(amax / 127), inv = scale > 0 ? 1 / scale : 0;
+    const scale = Math.fround(amax / 127), inv = scale > 0 ? Math.fround(1 / scale) : 0;
     for (let i = 0; i < hd; i++) {
-      const v = x[o + i] * inv;
+      const v = Math.fround(x[o + i] * inv);
       out[o + i] = Math.sign(v) * Math.min(127, Math.round(Math.abs(v))) * scale;
     }
   }
@@ -260,6 +260,29 @@ function padTo(a: Float32Array, n: number): Float32Array {
   out.set(a);
   return out;
 }
+
+Deno.test("argmax: lowest index on ties, -1 for a row with NaN, odd widths", async () => {
+  for (const n of [1, 7, 1000, 32003]) {
+    const rows = 3, x = randn(rows * n, 60 + n);
+    x[n + (n >> 1)] = 50; // row 1: a tie between two maxima
+    x[n + n - 1] = 50;
+    x[2 * n + (n >> 2)] = NaN; // row 2: NaN
+    const want = [0, 1, 2].map((r) => {
+      const row = x.subarray(r * n, (r + 1) * n);
+      if (row.some(Number.isNaN)) return -1;
+      return row.indexOf(Math.max(...row));
+    });
+    await forEachBackend(async (b) => {
+      const xt = await put(b, "f32", [rows, n], x);
+      const out = b.alloc("i32", [rows], "compute", "ids");
+      const op = { op: "argmax", x: xt, out } as const;
+      if (!b.supportsOp(op)) return;
+      const logitRows = Int32Array.of(0, 1, 2);
+      await run(b, [op], { ...step(1, [0]), logitRows });
+      assert.deepEqual([...new Int32Array(await b.download(out))], want, `${b.name} argmax n=${n}`);
+    });
+  }
+});
 
 Deno.test("add, silu_mul and gather_rows", async () => {
   const n = 33, rows = 3;

@@ -18,7 +18,9 @@ const { values: f } = parseArgs({
 });
 const root = new URL("..", import.meta.url).pathname;
 Deno.chdir(root);
-const src = ["runtime.cu", "gemv.cu", "gemm.cu", "ops.cu", "attention.cu"].map((f) => `kernels/cuda/${f}`);
+const src = ["runtime.cu", "gemv.cu", "gemm.cu", "ops.cu", "attention.cu", "kv_int8.cu"].map((f) =>
+  `kernels/cuda/${f}`
+);
 const gencode = f.arch ? [`-arch=${f.arch}`] : [
   "-gencode=arch=compute_80,code=sm_80",
   "-gencode=arch=compute_90,code=sm_90",
@@ -46,9 +48,12 @@ await nvcc([...common, "-shared", "-o", f.out!, ...src]);
 console.error(`built ${f.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 if (f.checks) {
   for (
-    const [name, deps] of [["gemv", ["gemv.cu"]], ["ops", ["ops.cu", "attention.cu"]], ["gemm", [
-      "gemm.cu",
-    ]]] as const
+    const [name, deps] of [["gemv", ["gemv.cu"]], ["ops", ["ops.cu", "attention.cu", "kv_int8.cu"]], [
+      "gemm",
+      [
+        "gemm.cu",
+      ],
+    ]] as const
   ) {
     await nvcc([
       ...common,

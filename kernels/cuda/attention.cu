@@ -137,6 +137,8 @@ template <> struct Vec<float> {
 // QPT: query vectors per thread in P*V (QPT * (128 / pieces) >= kQnMax).
 template <typename T, int DT, int QPT>
 __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const AttnParams p) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int ES = (int)sizeof(T);
   constexpr int VE = Vec<T>::VE;
@@ -429,6 +431,8 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const Att
 // grid (nHeads, nTokens), 128 threads; dynamic smem: round_up(nSplits, 4) + 4 floats.
 // Rows with pos < L were finished by the partial kernel; invalid rows are written NaN here.
 __global__ void __launch_bounds__(kAttnThreads) attn_combine_kernel(const AttnParams p) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   extern __shared__ float wS[];
   __shared__ float sh[33];
   const int h = blockIdx.x, r = blockIdx.y, hd = p.hd, tid = threadIdx.x;
@@ -523,11 +527,11 @@ cudaError_t launch_attn(AttnParams& p, int qnCap, cudaStream_t s) {
   }
   p.opart = p.ml + (size_t)p.nTokens * p.nHeads * p.nSplits * 2;
   const dim3 grid(p.nKvHeads * p.nSub, p.nTokens, p.nSplits);
-  kern<<<grid, kAttnThreads, smem, s>>>(p);
+  LAUNCH_PDL(kern, grid, kAttnThreads, smem, s, p);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   const size_t csmem = ((size_t)p.nSplits + 3) / 4 * 16 + 16;
-  attn_combine_kernel<<<dim3(p.nHeads, p.nTokens), kAttnThreads, csmem, s>>>(p);
+  LAUNCH_PDL(attn_combine_kernel, dim3(p.nHeads, p.nTokens), kAttnThreads, csmem, s, p);
   return cudaGetLastError();
 }
 
@@ -576,6 +580,8 @@ size_t attn_decode_smem() {
 
 template <typename T, int HD, int GBT>
 __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const AttnParams p) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   using Gm = DecGeom<T, HD>;
   constexpr int ES = Gm::ES, VE = Gm::VE, LPR = Gm::LPR, NG = Gm::NG;
   constexpr int U = GBT >= 4 ? 4 : 8;  // rows per lane per batch: U K and U V loads in flight together
@@ -765,11 +771,11 @@ cudaError_t launch_attn_decode(AttnParams& p, cudaStream_t s) {
   p.nSplits = std::max(1, std::min(maxChunks, std::max(1, sms * perSm) / headBlocks));
   p.L = (maxChunks + p.nSplits - 1) / p.nSplits * p.C;  // largest in-kernel split (informational)
   p.opart = p.ml + (size_t)p.nHeads * p.nSplits * 2;
-  kern<<<dim3(headBlocks, 1, p.nSplits), kAttnThreads, smem, s>>>(p);
+  LAUNCH_PDL(kern, dim3(headBlocks, 1, p.nSplits), kAttnThreads, smem, s, p);
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   const size_t csmem = ((size_t)p.nSplits + 3) / 4 * 16 + 16;
-  attn_combine_kernel<<<dim3(p.nHeads, 1), kAttnThreads, csmem, s>>>(p);
+  LAUNCH_PDL(attn_combine_kernel, dim3(p.nHeads, 1), kAttnThreads, csmem, s, p);
   return cudaGetLastError();
 }
 

@@ -1,7 +1,15 @@
-// Device helpers shared by ops.cu and attention.cu (warp/block reductions, NaN, alignment tests).
+// Device helpers shared by the kernel files (warp/block reductions, NaN, alignment tests, paged-cache
+// slots, RoPE tables) and the programmatic-dependent-launch (PDL) helpers.
+//
+// PDL (sm_90): kernels launched with launch_pdl may start while the previous kernel of the stream is
+// still running. Each such kernel calls pdl_wait() in every block before it reads or writes any memory
+// an earlier kernel touches (weights excepted), and before any early return, so the chain of "previous
+// kernel completed" stays transitive; then pdl_trigger() lets the next kernel launch early in turn.
 #pragma once
 #include "kernels.cuh"
 #include <cstdint>
+#include <cstdlib>
+#include <utility>
 
 namespace llama_ts {
 namespace {
@@ -36,6 +44,94 @@ __device__ float block_reduce(float v, float* sh) {
 }
 
 inline bool aligned(const void* p, size_t a) { return (reinterpret_cast<uintptr_t>(p) % a) == 0; }
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether to launch with PDL: the current device has it (compute capability 9.0+), and the benchmarking
+// switch LLAMA_TS_CUDA_NO_PDL (the A/B baseline for these launches; the GEMVs keep theirs) is unset.
+// Asked once per process.
+inline bool pdl_supported() {
+  static const bool ok = [] {
+    if (std::getenv("LLAMA_TS_CUDA_NO_PDL") != nullptr) return false;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+    return major >= 9;
+  }();
+  return ok;
+}
+
+// Launch `kernel` with programmatic stream serialization where the device has it (see the header note).
+template <typename... P, typename... A>
+cudaError_t launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_supported() ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+  const cudaError_t g = cudaGetLastError();
+  return e != cudaSuccess ? e : g;
+}
+
+// Statement form for launchers: launch with PDL, return the error from the enclosing launcher on failure.
+#define LAUNCH_PDL(kernel, grid, block, smem, stream, ...)                                                   \
+  do {                                                                                                     \
+    const cudaError_t e_pdl_ = launch_pdl(kernel, dim3(grid), dim3(block), (size_t)(smem), stream, __VA_ARGS__); \
+    if (e_pdl_ != cudaSuccess) return e_pdl_;                                                              \
+  } while (0)
+
+// ---- paged KV cache and RoPE (ops.cu, kv_int8.cu) ------------------------------------------------------
+// Cache row of row r, or -1 when the position/sequence/block-table entry is unusable.
+__device__ __forceinline__ long long kv_slot(const StepDev& st, int r, int blockSize) {
+  const int pos = st.positions[r], seq = st.seqIndex[r];
+  if (pos < 0 || seq < 0) return -1;
+  const int lb = pos / blockSize;
+  if (lb >= st.maxBlocksPerSeq) return -1;
+  const int phys = st.blockTables[(size_t)seq * st.maxBlocksPerSeq + lb];
+  if (phys < 0) return -1;
+  return (long long)phys * blockSize + (pos - lb * blockSize);
+}
+
+// cos/sin of pos*invFreq[j] for j < half, in double (as the reference): tab[j] = cos, tab[half + j] = sin.
+__device__ __forceinline__ void rope_table(double* tab, int half, int pos, const float* __restrict__ invFreq) {
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const double a = (double)pos * (double)invFreq[j];  // exact (24-bit x 31-bit < 53 bits)
+    double sn, cs;
+    sincospi(a * 0.31830988618379067154, &sn, &cs);     // a / pi: no large-argument reduction path
+    tab[j] = cs;
+    tab[half + j] = sn;
+  }
+}
+
+__device__ __forceinline__ void rope_index(int style, int j, int half, int& i0, int& i1) {
+  if (style == ROPE_INTERLEAVED) { i0 = 2 * j; i1 = 2 * j + 1; }
+  else { i0 = j; i1 = j + half; }
+}
+
+// Rotates (b[i0], b[i1]) in place exactly as the reference does (double products, one rounding to f32).
+__device__ __forceinline__ void rope_pair(float* b, int i0, int i1, double cs, double sn, float& o0, float& o1) {
+  const double v0 = b[i0], v1 = b[i1];
+  o0 = (float)__dadd_rn(__dmul_rn(v0, cs), -__dmul_rn(v1, sn));
+  o1 = (float)__dadd_rn(__dmul_rn(v0, sn), __dmul_rn(v1, cs));
+  b[i0] = o0;
+  b[i1] = o1;
+}
+
 
 }  // namespace
 }  // namespace llama_ts

@@ -88,7 +88,7 @@ cudaError_t silu_mul(const float* gate, const float* up, float* out, int64_t n, 
 cudaError_t gather_rows(const float* x, float* out, int nOut, int n, StepDev st, cudaStream_t s);
 
 // ---- RoPE, KV cache, attention ------------------------------------------------------------------------
-enum KvFormat : int { KV_F32 = 0, KV_F16 = 1 };
+enum KvFormat : int { KV_F32 = 0, KV_F16 = 1, KV_I8 = 2 };  // KV_I8: kv_int8.cu (kv8_*), not attention()
 enum RopeStyle : int { ROPE_INTERLEAVED = 0, ROPE_HALF = 1 };
 // In-place RoPE of nHeads heads in each of nTokens rows (row stride ldx) at positions[r].
 cudaError_t rope(float* x, int ldx, int nTokens, int nHeads, int headDim, int style, const float* invFreq,
@@ -108,5 +108,22 @@ cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, in
                       int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
                       StepDev st, cudaStream_t s);
 size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCtx);
+
+// ---- int8 KV cache (kv_int8.cu) -----------------------------------------------------------------------
+// Cache k/v int8 (nBlocks*blockSize, kvDim) with f32 scales (nBlocks*blockSize, nKvHeads):
+// scale = max|x| / 127 per (row, kv head), q = roundf(x / scale). With rope != 0 this is the fused
+// rope(q) + rope(k) + write (q, invFreq, style used); else a plain write of k and v (q may be null).
+cudaError_t kv8_write(float* q, float* k, const float* v, int nTokens, int nHeads, int nKvHeads, int headDim,
+                      int rope, int style, const float* invFreq, int8_t* cacheK, int8_t* cacheV, float* kScale,
+                      float* vScale, int blockSize, StepDev st, cudaStream_t s);
+// attention() over an int8 cache: same semantics, scratch, validation.
+cudaError_t kv8_attention(const float* q, const int8_t* cacheK, const int8_t* cacheV, const float* kScale,
+                          const float* vScale, float* out, int nTokens, int nHeads, int nKvHeads, int headDim,
+                          float scale, int blockSize, int maxCtx, float* scratch, StepDev st, cudaStream_t s);
+size_t kv8_attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCtx);
+
+// ---- greedy sampling ----------------------------------------------------------------------------------
+// out[r] = argmax of x's row r (n values; lowest index on ties), -1 when the row holds NaN.
+cudaError_t argmax_rows(const float* x, int* out, int nRows, int n, cudaStream_t s);
 
 }  // namespace llama_ts

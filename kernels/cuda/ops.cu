@@ -28,6 +28,8 @@ namespace {
 // embed
 // =====================================================================================================
 __global__ void embed_kernel(WeightRef t, float* __restrict__ out, StepDev st) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   const int r = blockIdx.x, k = t.k;
   float* o = out + (size_t)r * k;
   const int id = st.tokens[r];
@@ -73,6 +75,8 @@ __global__ void embed_kernel(WeightRef t, float* __restrict__ out, StepDev st) {
 template <bool kVec4>
 __global__ void __launch_bounds__(256) rms_norm_kernel(const float* x, const float* __restrict__ w, float* out,
                                                        int n, float eps) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   __shared__ float sh[33];
   const size_t r = blockIdx.x;
   const float* xr = x + r * n;
@@ -109,6 +113,8 @@ __device__ __forceinline__ float silu_mul1(float g, float u) { return g / (1.0f 
 
 template <int kOp>  // 0 add, 1 silu_mul
 __global__ void ew_vec4_kernel(const float4* a, const float4* b, float4* o, int64_t n4) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
     const float4 x = a[i], y = b[i];
     float4 z;
@@ -122,6 +128,8 @@ __global__ void ew_vec4_kernel(const float4* a, const float4* b, float4* o, int6
 }
 template <int kOp>
 __global__ void ew_kernel(const float* a, const float* b, float* o, int64_t n) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     o[i] = kOp == 0 ? a[i] + b[i] : silu_mul1(a[i], b[i]);
   }
@@ -135,12 +143,12 @@ cudaError_t launch_ew(const float* a, const float* b, float* out, int64_t n, cud
   if (n % 4 == 0 && aligned(a, 16) && aligned(b, 16) && aligned(out, 16)) {
     const int64_t n4 = n / 4;
     const int blocks = (int)std::min<int64_t>((n4 + threads - 1) / threads, 132 * 16);
-    ew_vec4_kernel<kOp><<<blocks, threads, 0, s>>>(reinterpret_cast<const float4*>(a),
+    LAUNCH_PDL(ew_vec4_kernel<kOp>, blocks, threads, 0, s, reinterpret_cast<const float4*>(a),
                                                    reinterpret_cast<const float4*>(b),
                                                    reinterpret_cast<float4*>(out), n4);
   } else {
     const int blocks = (int)std::min<int64_t>((n + threads - 1) / threads, 132 * 16);
-    ew_kernel<kOp><<<blocks, threads, 0, s>>>(a, b, out, n);
+    LAUNCH_PDL(ew_kernel<kOp>, blocks, threads, 0, s, a, b, out, n);
   }
   return cudaGetLastError();
 }
@@ -149,6 +157,8 @@ cudaError_t launch_ew(const float* a, const float* b, float* out, int64_t n, cud
 // gather_rows
 // =====================================================================================================
 __global__ void gather_rows_kernel(const float* __restrict__ x, float* __restrict__ out, int n, StepDev st) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   const int i = blockIdx.x;
   const int row = st.logitRows[i];
   float* o = out + (size_t)i * n;
@@ -164,42 +174,6 @@ __global__ void gather_rows_kernel(const float* __restrict__ x, float* __restric
 // =====================================================================================================
 // RoPE and KV-cache writes
 // =====================================================================================================
-// Cache row of row r, or -1 when the position/sequence/block-table entry is unusable.
-__device__ __forceinline__ long long kv_slot(const StepDev& st, int r, int blockSize) {
-  const int pos = st.positions[r], seq = st.seqIndex[r];
-  if (pos < 0 || seq < 0) return -1;
-  const int lb = pos / blockSize;
-  if (lb >= st.maxBlocksPerSeq) return -1;
-  const int phys = st.blockTables[(size_t)seq * st.maxBlocksPerSeq + lb];
-  if (phys < 0) return -1;
-  return (long long)phys * blockSize + (pos - lb * blockSize);
-}
-
-// cos/sin of pos*invFreq[j] for j < half, in double (as the reference): tab[j] = cos, tab[half + j] = sin.
-__device__ __forceinline__ void rope_table(double* tab, int half, int pos, const float* __restrict__ invFreq) {
-  for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const double a = (double)pos * (double)invFreq[j];  // exact (24-bit x 31-bit < 53 bits)
-    double sn, cs;
-    sincospi(a * 0.31830988618379067154, &sn, &cs);     // a / pi: no large-argument reduction path
-    tab[j] = cs;
-    tab[half + j] = sn;
-  }
-}
-
-__device__ __forceinline__ void rope_index(int style, int j, int half, int& i0, int& i1) {
-  if (style == ROPE_INTERLEAVED) { i0 = 2 * j; i1 = 2 * j + 1; }
-  else { i0 = j; i1 = j + half; }
-}
-
-// Rotates (b[i0], b[i1]) in place exactly as the reference does (double products, one rounding to f32).
-__device__ __forceinline__ void rope_pair(float* b, int i0, int i1, double cs, double sn, float& o0, float& o1) {
-  const double v0 = b[i0], v1 = b[i1];
-  o0 = (float)__dadd_rn(__dmul_rn(v0, cs), -__dmul_rn(v1, sn));
-  o1 = (float)__dadd_rn(__dmul_rn(v0, sn), __dmul_rn(v1, cs));
-  b[i0] = o0;
-  b[i1] = o1;
-}
-
 template <typename T> __device__ __forceinline__ T to_cache(float x);
 template <> __device__ __forceinline__ float to_cache<float>(float x) { return x; }
 template <> __device__ __forceinline__ __half to_cache<__half>(float x) { return __float2half_rn(x); }
@@ -207,6 +181,8 @@ template <> __device__ __forceinline__ __half to_cache<__half>(float x) { return
 // grid (nTokens, ceil(nHeads / hpb)); dynamic smem: headDim doubles.
 __global__ void rope_kernel(float* x, int ldx, int nHeads, int headDim, int style, const float* __restrict__ invFreq,
                             StepDev st, int hpb) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   extern __shared__ double tab[];
   const int r = blockIdx.x, half = headDim / 2;
   rope_table(tab, half, st.positions[r], invFreq);
@@ -226,6 +202,8 @@ __global__ void rope_kernel(float* x, int ldx, int nHeads, int headDim, int styl
 template <typename T>
 __global__ void kv_write_kernel(const float* __restrict__ k, const float* __restrict__ v, int kvDim, T* cacheK,
                                 T* cacheV, int blockSize, StepDev st) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   const int r = blockIdx.x;
   const long long slot = kv_slot(st, r, blockSize);
   if (slot < 0) return;
@@ -245,6 +223,8 @@ template <typename T>
 __global__ void rope_kv_kernel(float* q, float* k, const float* __restrict__ v, int nHeads, int nKvHeads,
                                int headDim, int style, const float* __restrict__ invFreq, T* cacheK, T* cacheV,
                                int blockSize, StepDev st, int upb) {
+  pdl_wait();  // see device_util.cuh: before any read or early return
+  pdl_trigger();
   extern __shared__ double tab[];
   const int r = blockIdx.x, half = headDim / 2, kvDim = nKvHeads * headDim;
   const int units = nHeads + 2 * nKvHeads;
@@ -300,7 +280,7 @@ cudaError_t embed(WeightRef t, float* out, int nTokens, StepDev st, cudaStream_t
   if (nTokens == 0) return cudaSuccess;
   const int threads = 256;
   const int gy = std::max(1, std::min(16, t.k / 1024));
-  embed_kernel<<<dim3(nTokens, gy), threads, 0, s>>>(t, out, st);
+  LAUNCH_PDL(embed_kernel, dim3(nTokens, gy), threads, 0, s, t, out, st);
   return cudaGetLastError();
 }
 
@@ -308,9 +288,9 @@ cudaError_t rms_norm(const float* x, const float* w, float* out, int nRows, int 
   if (nRows < 0 || n <= 0 || !x || !w || !out) return cudaErrorInvalidValue;
   if (nRows == 0) return cudaSuccess;
   if (n % 4 == 0 && aligned(x, 16) && aligned(w, 16) && aligned(out, 16))
-    rms_norm_kernel<true><<<nRows, 256, 0, s>>>(x, w, out, n, eps);
+    LAUNCH_PDL(rms_norm_kernel<true>, nRows, 256, 0, s, x, w, out, n, eps);
   else
-    rms_norm_kernel<false><<<nRows, 256, 0, s>>>(x, w, out, n, eps);
+    LAUNCH_PDL(rms_norm_kernel<false>, nRows, 256, 0, s, x, w, out, n, eps);
   return cudaGetLastError();
 }
 
@@ -326,7 +306,7 @@ cudaError_t gather_rows(const float* x, float* out, int nOut, int n, StepDev st,
   if (nOut < 0 || n <= 0 || !x || !out) return cudaErrorInvalidValue;
   if (nOut == 0) return cudaSuccess;
   const int gy = std::max(1, std::min(64, n / 2048));
-  gather_rows_kernel<<<dim3(nOut, gy), 256, 0, s>>>(x, out, n, st);
+  LAUNCH_PDL(gather_rows_kernel, dim3(nOut, gy), 256, 0, s, x, out, n, st);
   return cudaGetLastError();
 }
 
@@ -340,7 +320,7 @@ cudaError_t rope(float* x, int ldx, int nTokens, int nHeads, int headDim, int st
   const int half = headDim / 2;
   const int hpb = std::max(1, 512 / half);  // ~512 pairs per block
   const int gy = (nHeads + hpb - 1) / hpb;
-  rope_kernel<<<dim3(nTokens, gy), 256, headDim * sizeof(double), s>>>(x, ldx, nHeads, headDim, style, invFreq,
+  LAUNCH_PDL(rope_kernel, dim3(nTokens, gy), 256, headDim * sizeof(double), s, x, ldx, nHeads, headDim, style, invFreq,
                                                                         st, hpb);
   return cudaGetLastError();
 }
@@ -353,10 +333,10 @@ cudaError_t kv_write(const float* k, const float* v, int nTokens, int kvDim, voi
   const int threads = 256;
   const int gy = std::max(1, std::min(16, kvDim / (threads * 4)));
   if (kvFmt == KV_F32)
-    kv_write_kernel<float><<<dim3(nTokens, gy), threads, 0, s>>>(k, v, kvDim, static_cast<float*>(cacheK),
+    LAUNCH_PDL(kv_write_kernel<float>, dim3(nTokens, gy), threads, 0, s, k, v, kvDim, static_cast<float*>(cacheK),
                                                                  static_cast<float*>(cacheV), blockSize, st);
   else
-    kv_write_kernel<__half><<<dim3(nTokens, gy), threads, 0, s>>>(k, v, kvDim, static_cast<__half*>(cacheK),
+    LAUNCH_PDL(kv_write_kernel<__half>, dim3(nTokens, gy), threads, 0, s, k, v, kvDim, static_cast<__half*>(cacheK),
                                                                   static_cast<__half*>(cacheV), blockSize, st);
   return cudaGetLastError();
 }
@@ -377,11 +357,11 @@ cudaError_t rope_kv_write(float* q, float* k, const float* v, int nTokens, int n
   const dim3 grid(nTokens, (units + upb - 1) / upb);
   const size_t smem = headDim * sizeof(double);
   if (kvFmt == KV_F32)
-    rope_kv_kernel<float><<<grid, 128, smem, s>>>(q, k, v, nHeads, nKvHeads, headDim, style, invFreq,
+    LAUNCH_PDL(rope_kv_kernel<float>, grid, 128, smem, s, q, k, v, nHeads, nKvHeads, headDim, style, invFreq,
                                                   static_cast<float*>(cacheK), static_cast<float*>(cacheV),
                                                   blockSize, st, upb);
   else
-    rope_kv_kernel<__half><<<grid, 128, smem, s>>>(q, k, v, nHeads, nKvHeads, headDim, style, invFreq,
+    LAUNCH_PDL(rope_kv_kernel<__half>, grid, 128, smem, s, q, k, v, nHeads, nKvHeads, headDim, style, invFreq,
                                                    static_cast<__half*>(cacheK), static_cast<__half*>(cacheV),
                                                    blockSize, st, upb);
   return cudaGetLastError();

@@ -57,12 +57,15 @@ enum Op : int64_t {
   OP_MATMUL_MULTI = 4,  // x, ldx, normW, eps, normOut, rows, nW, (W, y) * nW
   OP_GATEUP = 5,        // x, ldx, normW, eps, normOut, W1, W3, y, tmp, rows
   OP_ROPE = 6,          // x, ldx, nHeads, headDim, style, invFreq
-  OP_KV_WRITE = 7,      // k, v, kvDim, cacheK, cacheV, kvFmt, blockSize
-  OP_ROPE_KV = 8,       // q, k, v, nHeads, nKvHeads, headDim, style, invFreq, cacheK, cacheV, kvFmt, blockSize
-  OP_ATTENTION = 9,     // q, cacheK, cacheV, kvFmt, out, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx
+  OP_KV_WRITE = 7,      // k, v, kvDim, cacheK, cacheV, kvFmt, blockSize, kScale, vScale, nKvHeads
+  OP_ROPE_KV = 8,       // q, k, v, nHeads, nKvHeads, headDim, style, invFreq, cacheK, cacheV, kvFmt, blockSize,
+                        // kScale, vScale
+  OP_ATTENTION = 9,     // q, cacheK, cacheV, kvFmt, out, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx,
+                        // kScale, vScale   (scales: int8 caches only, else 0)
   OP_ADD = 10,          // a, b, out, n, rows
   OP_SILU_MUL = 11,     // gate, up, out, n
   OP_GATHER = 12,       // x, out, n
+  OP_ARGMAX = 13,       // x, out (int), n; over the logit rows
 };
 
 struct Reader {
@@ -218,7 +221,17 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
         void* ck = r.ptr<void>();
         void* cv = r.ptr<void>();
         int kvFmt = r.i32(), blockSize = r.i32();
-        e = kv_write(k, v, nT, kvDim, ck, cv, kvFmt, blockSize, st, g_stream);
+        float* ks = r.ptr<float>();
+        float* vs = r.ptr<float>();
+        int nKvHeads = r.i32();
+        if (kvFmt == KV_I8) {
+          e = nKvHeads > 0 && kvDim % nKvHeads == 0
+                  ? kv8_write(nullptr, const_cast<float*>(k), v, nT, 0, nKvHeads, kvDim / nKvHeads, 0, 0, nullptr,
+                              static_cast<int8_t*>(ck), static_cast<int8_t*>(cv), ks, vs, blockSize, st, g_stream)
+                  : cudaErrorInvalidValue;
+        } else {
+          e = kv_write(k, v, nT, kvDim, ck, cv, kvFmt, blockSize, st, g_stream);
+        }
         break;
       }
       case OP_ROPE_KV: {
@@ -230,8 +243,14 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
         void* ck = r.ptr<void>();
         void* cv = r.ptr<void>();
         int kvFmt = r.i32(), blockSize = r.i32();
-        e = rope_kv_write(q, k, v, nT, nHeads, nKvHeads, headDim, style, invFreq, ck, cv, kvFmt, blockSize, st,
-                          g_stream);
+        float* ks = r.ptr<float>();
+        float* vs = r.ptr<float>();
+        if (kvFmt == KV_I8)
+          e = kv8_write(q, k, v, nT, nHeads, nKvHeads, headDim, 1, style, invFreq, static_cast<int8_t*>(ck),
+                        static_cast<int8_t*>(cv), ks, vs, blockSize, st, g_stream);
+        else
+          e = rope_kv_write(q, k, v, nT, nHeads, nKvHeads, headDim, style, invFreq, ck, cv, kvFmt, blockSize, st,
+                            g_stream);
         break;
       }
       case OP_ATTENTION: {
@@ -243,8 +262,14 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
         int nHeads = r.i32(), nKvHeads = r.i32(), headDim = r.i32();
         float scale = r.f();
         int blockSize = r.i32(), maxCtx = r.i32();
-        e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch, st,
-                      g_stream);
+        const float* ks = r.ptr<const float>();
+        const float* vs = r.ptr<const float>();
+        if (kvFmt == KV_I8)
+          e = kv8_attention(q, static_cast<const int8_t*>(ck), static_cast<const int8_t*>(cv), ks, vs, out, nT, nHeads,
+                            nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch, st, g_stream);
+        else
+          e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch,
+                        st, g_stream);
         break;
       }
       case OP_ADD: {
@@ -271,6 +296,13 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
         if (nL) e = gather_rows(x, out, nL, n, st, g_stream);
         break;
       }
+      case OP_ARGMAX: {
+        const float* x = r.ptr<const float>();
+        int* out = r.ptr<int>();
+        int n = r.i32();
+        if (nL) e = argmax_rows(x, out, nL, n, g_stream);
+        break;
+      }
       default:
         return cudaErrorInvalidValue;
     }
@@ -285,7 +317,7 @@ int32_t validate(Program& p) {
   while (i < p.words.size()) {
     if (i + 2 > p.words.size()) return fail(LLAMA_TS_E_ARGUMENT, "program: truncated record header");
     int64_t op = p.words[i], len = p.words[i + 1];
-    if (op < OP_EMBED || op > OP_GATHER) return fail(LLAMA_TS_E_ARGUMENT, "program: unknown opcode " + std::to_string(op));
+    if (op < OP_EMBED || op > OP_ARGMAX) return fail(LLAMA_TS_E_ARGUMENT, "program: unknown opcode " + std::to_string(op));
     if (len < 2 || i + (size_t)len > p.words.size()) return fail(LLAMA_TS_E_ARGUMENT, "program: bad record length");
     if (op == OP_MATMUL_MULTI && (p.words[i + 8] < 1 || p.words[i + 8] > 3)) {
       return fail(LLAMA_TS_E_ARGUMENT, "program: MATMUL_MULTI takes 1 to 3 weights");
@@ -319,13 +351,16 @@ void size_scratch(Program& p, size_t& ws, size_t& attn) {
       weight_ws(r.weight());
       weight_ws(r.weight());
     } else if (op == OP_ATTENTION) {
-      for (int k = 0; k < 5; k++) r.i64();
+      for (int k = 0; k < 3; k++) r.i64();
+      int kvFmt = r.i32();
+      r.i64();
       int nHeads = r.i32();
       r.i64();
       int headDim = r.i32();
       r.i64(); r.i64();
       int maxCtx = r.i32();
-      attn = std::max(attn, attention_scratch_bytes(p.maxTokens, nHeads, headDim, maxCtx));
+      attn = std::max(attn, kvFmt == KV_I8 ? kv8_attention_scratch_bytes(p.maxTokens, nHeads, headDim, maxCtx)
+                                           : attention_scratch_bytes(p.maxTokens, nHeads, headDim, maxCtx));
     }
   }
 }

@@ -148,6 +148,8 @@ export class Engine implements Disposable {
   #kv: KvCache;
   #graph: LlamaGraph;
   #compiled: CompiledGraph;
+  /** The graph with a device argmax, compiled on first greedy use (backends that support it). */
+  #greedy?: CompiledGraph;
   #loadMs: number;
   #ownsBackend: boolean;
   #queue: Promise<unknown> = Promise.resolve();
@@ -329,7 +331,39 @@ export class Engine implements Disposable {
     }
   }
 
-  async #step(seq: SequenceSlots, ids: readonly number[], start: number, wantLogits: boolean): Promise<void> {
+  /** The compiled greedy graph, when the backend can take argmax on the device. */
+  #greedyGraph(): CompiledGraph | undefined {
+    const g = this.#graph.greedy;
+    if (!g) return undefined;
+    return this.#greedy ??= this.backend.compile(g.ops, { outputs: [g.ids] });
+  }
+
+  /** Read the next token: a device argmax (4 bytes) when `greedy`, else the logits through the sampler. */
+  async #next(sampler: Sampler, history: readonly number[], greedy: boolean): Promise<number> {
+    if (greedy) {
+      const id = new Int32Array(await this.backend.download(this.#graph.greedy!.ids, { byteLength: 4 }))[0];
+      if (id < 0 || id >= this.config.vocabSize) {
+        throw new LlmError(
+          "INTERNAL",
+          `device argmax returned ${id}: the logits hold NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
+        );
+      }
+      return id;
+    }
+    const vocab = this.config.vocabSize;
+    const logits = new Float32Array(
+      await this.backend.download(this.#graph.logits, { byteLength: vocab * 4 }),
+    );
+    return sampler.sample(logits, history);
+  }
+
+  async #step(
+    seq: SequenceSlots,
+    ids: readonly number[],
+    start: number,
+    wantLogits: boolean,
+    graph: CompiledGraph = this.#compiled,
+  ): Promise<void> {
     const n = ids.length;
     seq.reserve(start + n);
     const step: StepParams = {
@@ -341,7 +375,7 @@ export class Engine implements Disposable {
       maxBlocksPerSeq: seq.blocks.length,
       logitRows: wantLogits ? Int32Array.of(n - 1) : new Int32Array(0),
     };
-    await this.#compiled.run(step);
+    await graph.run(step);
     seq.length = start + n;
   }
 
@@ -360,15 +394,17 @@ export class Engine implements Disposable {
     for (const id of promptIds) decoder.push(id); // primes decoder state (e.g. the space after BOS)
     let text = "";
     let finish: FinishReason = "length";
-    const vocab = this.config.vocabSize;
     const t0 = now();
     let prefillMs = 0;
     try {
+      const greedyGraph = sampler.isPlainGreedy ? this.#greedyGraph() : undefined;
+      const last = greedyGraph ?? this.#compiled; // the graph of steps that produce the next token
       const T = this.#graph.maxTokens;
       for (let s = 0; s < promptIds.length; s += T) {
         signal?.throwIfAborted();
         const chunk = promptIds.slice(s, s + T);
-        await this.#step(seq, chunk, s, s + chunk.length === promptIds.length);
+        const final = s + chunk.length === promptIds.length;
+        await this.#step(seq, chunk, s, final, final ? last : this.#compiled);
       }
       prefillMs = now() - t0;
       const history = [...promptIds];
@@ -377,10 +413,7 @@ export class Engine implements Disposable {
           finish = "abort";
           break;
         }
-        const logits = new Float32Array(
-          await this.backend.download(this.#graph.logits, { byteLength: vocab * 4 }),
-        );
-        const id = sampler.sample(logits, history);
+        const id = await this.#next(sampler, history, greedyGraph !== undefined);
         if (!options.ignoreEos && this.tokenizer.eosIds.includes(id)) {
           finish = "stop";
           break;
@@ -395,7 +428,7 @@ export class Engine implements Disposable {
           break;
         }
         if (generated.length < maxTokens && seq.length < this.contextSize) {
-          await this.#step(seq, [id], seq.length, true);
+          await this.#step(seq, [id], seq.length, true, last);
         }
       }
       if (finish !== "stop") {
@@ -437,6 +470,7 @@ export class Engine implements Disposable {
   /** Free device memory, and the backend when the engine created it. */
   [Symbol.dispose](): void {
     this.#compiled[Symbol.dispose]();
+    this.#greedy?.[Symbol.dispose]();
     this.#graph.free();
     this.#kv[Symbol.dispose]();
     for (const t of this.#weights.all) this.backend.free(t);

@@ -20,6 +20,11 @@ export interface LlamaGraph {
   readonly logits: Tensor;
   readonly maxTokens: number;
   readonly maxLogitRows: number;
+  /**
+   * Where the backend can sample greedily on the device: the same ops plus an argmax of the logits into
+   * `ids` ((R) i32), so a greedy step reads back R token ids instead of R x vocabSize logits.
+   */
+  readonly greedy?: { readonly ops: readonly Op[]; readonly ids: Tensor };
   /** Free the graph's activations. */
   free(): void;
 }
@@ -99,5 +104,8 @@ export function buildLlamaGraph(
   g.push({ op: "rms_norm", x: xl, weight: w.norm, out: xlNorm, eps: c.normEps, rows: "logits" }); // (R, dim)
   g.push({ op: "matmul", x: xlNorm, w: w.output, out: logits, rows: "logits" }); //          (R, vocabSize)
 
-  return { ops: g.ops, logits, maxTokens: T, maxLogitRows: R, free: () => g.free() };
+  const ops = [...g.ops];
+  const argmax = { op: "argmax", x: logits, out: g.act("ids", [R], "i32") } as const;
+  const greedy = backend.supportsOp(argmax) ? { ops: [...ops, argmax], ids: argmax.out } : undefined;
+  return { ops, logits, maxTokens: T, maxLogitRows: R, greedy, free: () => g.free() };
 }

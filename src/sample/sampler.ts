@@ -218,6 +218,16 @@ export class Sampler {
   }
 
   /**
+   * True when the choice is the plain argmax of the logits (temperature 0, no penalties), so a backend
+   * may pick the token on the device without reading the logits back.
+   */
+  get isPlainGreedy(): boolean {
+    const o = this.options;
+    return o.temperature === 0 && o.repetitionPenalty === 1 && o.frequencyPenalty === 0 &&
+      o.presencePenalty === 0;
+  }
+
+  /**
    * Choose the next token id. `logits` (length `vocabSize`) is never modified; `history` holds the tokens so
    * far (prompt and generated), of which the last `penaltyLastN` feed the penalties.
    * Throws `INTERNAL` for NaN logits or when every logit is -Infinity (nothing can be chosen).

@@ -72,6 +72,7 @@ const OPS: readonly OpName[] = [
   "add",
   "silu_mul",
   "gather_rows",
+  "argmax",
 ];
 const WEIGHT_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
 
@@ -82,6 +83,8 @@ class CudaBackend implements Backend {
   #quant?: "int8" | "int4";
   #live = new Set<CudaTensor>();
   #programs = new Set<bigint>();
+  /** Outputs with a host copy: every step makes all of them stale before refreshing its own. */
+  #hostCopies = new Set<CudaTensor>();
   #disposed = false;
 
   constructor(lib: CudaLib, device: string, memory: number, quant?: "int8" | "int4") {
@@ -89,7 +92,7 @@ class CudaBackend implements Backend {
     this.#quant = quant;
     this.caps = {
       weightDTypes: WEIGHT_DTYPES,
-      kvDTypes: ["f16", "f32"],
+      kvDTypes: ["f16", "f32", "i8"],
       defaultKvDType: "f16",
       ops: OPS,
       maxTensorBytes: memory,
@@ -237,7 +240,7 @@ class CudaBackend implements Backend {
       Object.values(o).filter((v): v is Tensor => typeof v === "object" && "usage" in v)
     );
     const maxTokens = Math.max(1, ...acts.map(rowsOf));
-    const gathers = graph.flatMap((o) => o.op === "gather_rows" ? [o.out.shape[0]] : []);
+    const gathers = graph.flatMap((o) => o.op === "gather_rows" || o.op === "argmax" ? [o.out.shape[0]] : []);
     const maxLogitRows = Math.max(output ? output.shape[0] : 0, ...gathers);
     const cache = graph.find((o) => o.op === "attention" || o.op === "kv_write");
     const kvCache = cache && (cache.op === "attention" || cache.op === "kv_write") ? cache.cache : undefined;
@@ -260,7 +263,11 @@ class CudaBackend implements Backend {
     );
     const program = handle[0];
     this.#programs.add(program);
-    if (output) output.hostCopy = new Uint8Array(output.byteLength);
+    if (output) {
+      output.hostCopy = new Uint8Array(output.byteLength);
+      this.#hostCopies.add(output);
+    }
+    const hostCopies = this.#hostCopies;
     const lib = this.#lib;
     const programs = this.#programs;
     return {
@@ -294,7 +301,7 @@ class CudaBackend implements Backend {
             4 + 3 * nT + nL + s * maxBlocksPerSeq,
           );
         }
-        if (output) output.hostFresh = false;
+        for (const t of hostCopies) t.hostFresh = false;
         const out = output?.hostCopy ?? new Uint8Array(0);
         check(
           lib,
@@ -321,6 +328,7 @@ class CudaBackend implements Backend {
   free(t: Tensor): void {
     const c = t as CudaTensor;
     if (!this.#live.delete(c)) return;
+    this.#hostCopies.delete(c);
     this.#freeAll(c);
   }
 

@@ -5,10 +5,11 @@
  * - matmul(w1) + matmul(w3) + silu_mul (optionally after a norm) → one gate-up GEMV;
  * - matmul + residual add → one GEMV with a residual epilogue;
  * - rope(q) + rope(k) + kv_write → one launch.
+ * KV records end with the int8 cache's scale pointers (0 for float caches).
  * A fusion that skips writing an intermediate applies only when no later op reads it.
  * @module
  */
-import type { Op, Rows } from "../../ops.ts";
+import type { KvLayer, Op, Rows } from "../../ops.ts";
 import type { Tensor } from "../../tensor.ts";
 import { LlmError } from "../../errors.ts";
 
@@ -44,6 +45,7 @@ export const OP = {
   ADD: 10,
   SILU_MUL: 11,
   GATHER: 12,
+  ARGMAX: 13,
 } as const;
 
 /** Tensors an op reads and writes (rope reads and writes its x). */
@@ -58,9 +60,11 @@ function access(o: Op): { reads: Tensor[]; writes: Tensor[] } {
     case "rope":
       return { reads: [o.x, o.invFreq], writes: [o.x] };
     case "kv_write":
-      return { reads: [o.k, o.v], writes: [o.cache.k, o.cache.v] };
+      return { reads: [o.k, o.v], writes: kvTensors(o.cache) };
     case "attention":
-      return { reads: [o.q, o.cache.k, o.cache.v], writes: [o.out] };
+      return { reads: [o.q, ...kvTensors(o.cache)], writes: [o.out] };
+    case "argmax":
+      return { reads: [o.x], writes: [o.out] };
     case "add":
       return { reads: [o.a, o.b], writes: [o.out] };
     case "silu_mul":
@@ -68,6 +72,15 @@ function access(o: Op): { reads: Tensor[]; writes: Tensor[] } {
     case "gather_rows":
       return { reads: [o.x], writes: [o.out] };
   }
+}
+
+function kvTensors(c: KvLayer): Tensor[] {
+  return [c.k, c.v, ...(c.kScale && c.vScale ? [c.kScale, c.vScale] : [])];
+}
+
+/** Scale pointers of an int8 cache (0 for float caches), appended to every KV record. */
+function kvScaleWords(c: KvLayer): Word[] {
+  return [dev(c.kScale), dev(c.vScale)];
 }
 
 /** Whether any op from `from` on reads `t` before writing it. */
@@ -243,6 +256,7 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
           dev(kw.cache.v),
           kvFormat(kw.cache.k),
           kw.cache.blockSize,
+          ...kvScaleWords(kw.cache),
         ]);
         i += 2;
         continue;
@@ -270,6 +284,8 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
           dev(o.cache.v),
           kvFormat(o.cache.k),
           o.cache.blockSize,
+          ...kvScaleWords(o.cache),
+          o.cache.kScale ? width(o.cache.kScale) : 0,
         ]);
         break;
       case "attention":
@@ -285,6 +301,7 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
           floatBits(o.scale),
           o.cache.blockSize,
           o.cache.k.shape[0],
+          ...kvScaleWords(o.cache),
         ]);
         break;
       case "add":
@@ -295,6 +312,9 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
         break;
       case "gather_rows":
         emit(OP.GATHER, [dev(o.x), dev(o.out), width(o.out)]);
+        break;
+      case "argmax":
+        emit(OP.ARGMAX, [dev(o.x), dev(o.out), width(o.x)]);
         break;
     }
   }
@@ -314,5 +334,6 @@ function residualOf(ops: readonly Op[], at: number, m: MatmulOp): Tensor | undef
 function kvFormat(t: Tensor): number {
   if (t.dtype === "f32") return 0;
   if (t.dtype === "f16") return 1;
-  throw new LlmError("UNSUPPORTED_DTYPE", `cuda: KV cache dtype ${t.dtype} is not supported (f32, f16)`);
+  if (t.dtype === "i8") return 2;
+  throw new LlmError("UNSUPPORTED_DTYPE", `cuda: KV cache dtype ${t.dtype} is not supported (f32, f16, i8)`);
 }

@@ -24,6 +24,7 @@ export class RefTensor implements Tensor {
   #f32?: Float32Array;
   #u16?: Uint16Array;
   #i8?: Int8Array;
+  #i32?: Int32Array;
 
   constructor(dtype: DType, shape: Shape, usage: TensorUsage, label: string) {
     this.dtype = dtype;
@@ -38,6 +39,11 @@ export class RefTensor implements Tensor {
   get f32(): Float32Array {
     if (this.dtype !== "f32") throw new LlmError("INTERNAL", `${this.label} is ${this.dtype}, not f32`);
     return this.#f32 ??= new Float32Array(this.bytes.buffer, 0, this.byteLength / 4);
+  }
+
+  /** The data as int32 (i32 tensors). */
+  get i32(): Int32Array {
+    return this.#i32 ??= new Int32Array(this.bytes.buffer, 0, this.byteLength >> 2);
   }
 
   /** The data as signed bytes (i8 tensors). */
@@ -61,6 +67,7 @@ const OPS: readonly OpName[] = [
   "add",
   "silu_mul",
   "gather_rows",
+  "argmax",
 ];
 
 const WEIGHT_DTYPES: readonly DType[] = DTYPES.filter((d) => d !== "i8" && d !== "i32");

@@ -40,15 +40,16 @@ function readKv(t: T, scale: T | undefined, row: number, dim: number, out: Float
 }
 
 /**
- * int8 KV: each (row, kv head) vector gets `scale = max|x| / 127` and `q = round(x / scale)`, rounding
- * half away from zero (C's `roundf`), so every backend can match it exactly.
+ * int8 KV: each (row, kv head) vector gets `scale = max|x| / 127` and `q = round(x * (1 / scale))`,
+ * rounding half away from zero (C's `roundf`), every step in f32 (`Math.fround`) so that device kernels
+ * doing the same f32 arithmetic store the same bytes.
  */
 function quantizeKvHead(src: Float32Array, q: Int8Array): number {
   let amax = 0;
   for (const x of src) amax = Math.max(amax, Math.abs(x));
-  const scale = amax / 127, inv = scale > 0 ? 1 / scale : 0;
+  const scale = Math.fround(amax / 127), inv = scale > 0 ? Math.fround(1 / scale) : 0;
   for (let i = 0; i < src.length; i++) {
-    const v = src[i] * inv;
+    const v = Math.fround(src[i] * inv);
     q[i] = Math.max(-127, Math.min(127, Math.sign(v) * Math.round(Math.abs(v))));
   }
   return scale;
@@ -176,6 +177,16 @@ function attention(o: Extract<Op, { op: "attention" }>, q: T, out: T, step: Step
   }
 }
 
+/** Index of the largest value, lowest index on ties; -1 when the row holds NaN. */
+function argmaxRow(x: Float32Array): number {
+  let best = 0;
+  for (let i = 0; i < x.length; i++) {
+    if (Number.isNaN(x[i])) return -1;
+    if (x[i] > x[best]) best = i;
+  }
+  return best;
+}
+
 /** Run one op over a step's live rows. */
 export function runRefOp(o: Op, step: StepParams, scratch: (n: number) => Float32Array): void {
   switch (o.op) {
@@ -205,6 +216,11 @@ export function runRefOp(o: Op, step: StepParams, scratch: (n: number) => Float3
         u = (o.up as T).f32,
         c = (o.out as T).f32;
       for (let i = 0; i < n; i++) c[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
+      return;
+    }
+    case "argmax": {
+      const n = width(o.x as T), xs = (o.x as T).f32, ids = (o.out as T).i32;
+      for (let r = 0; r < step.logitRows.length; r++) ids[r] = argmaxRow(xs.subarray(r * n, (r + 1) * n));
       return;
     }
     case "gather_rows": {
