@@ -37,6 +37,17 @@ export interface CompileOptions {
    * `run`, so the following `download` needs no further device call.
    */
   readonly outputs?: readonly Tensor[];
+  /**
+   * Most sequences (block-table rows) one step carries; default: the graph's most rows. A backend may
+   * size per-step buffers by it.
+   */
+  readonly maxSeqs?: number;
+  /**
+   * Widest block table a step passes (`StepParams.maxBlocksPerSeq`); default: every block of the cache.
+   * A cache shared by many sequences is far larger than one sequence's context, so passing the context's
+   * block count keeps per-step uploads small.
+   */
+  readonly maxBlocksPerSeq?: number;
 }
 
 /** A whole decode/prefill step, compiled once and run per step. */

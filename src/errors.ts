@@ -18,6 +18,7 @@ export type LlmErrorCode =
   | "NETWORK"
   | "NOT_FOUND"
   | "ABORTED"
+  | "OVERLOADED"
   | "INTERNAL";
 
 /**

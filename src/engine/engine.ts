@@ -1,23 +1,30 @@
 /**
- * The engine: weights on a backend, a KV cache, the compiled decoder graph, a tokenizer, and the
- * generate loop (prefill in chunks, then one token per step). One sequence runs at a time here;
- * concurrent generate() calls queue. In-flight batching of many sequences lives in the scheduler.
+ * The engine: weights on a backend, a paged KV cache, the compiled decoder graph, a tokenizer, and the
+ * scheduler that runs every generation: concurrent generate() calls share steps (in-flight batching, up
+ * to `maxBatch` sequences); a single one runs alone, prompt chunks then one token per step.
  * @module
  */
 import type { Backend, CompiledGraph } from "../backend.ts";
 import type { BackendName, DType, ProgressCallback } from "../types.ts";
 import type { ModelFile } from "../format/model_file.ts";
 import type { Tokenizer } from "../format/tokenizer.ts";
-import type { StepParams } from "../ops.ts";
 import { LlmError } from "../errors.ts";
 import { pickBackend } from "../registry.ts";
 import { type LlamaWeights, uploadWeights } from "../model/weights.ts";
-import { KvCache, SequenceSlots } from "../model/kv_cache.ts";
+import { KvCache } from "../model/kv_cache.ts";
 import { buildLlamaGraph, type LlamaGraph } from "../model/llama.ts";
 import { type LlamaConfig, parameterCount } from "../model/config.ts";
 import { checkTokenizerMatchesModel } from "../format/tokenizer_load.ts";
-import { Sampler, type SamplingOptions, validateSamplingOptions } from "../sample/sampler.ts";
+import { Sampler, validateSamplingOptions } from "../sample/sampler.ts";
 import { StopMatcher } from "../sample/stop.ts";
+import { Scheduler, type SchedulerStats, type StepInfo } from "./scheduler.ts";
+import type {
+  GenerateEvent,
+  GenerateOptions,
+  GenerationHandle,
+  GenerationResult,
+  SequenceSpec,
+} from "./generation.ts";
 
 /** Options for {@link Engine.create}. */
 export interface EngineOptions {
@@ -39,59 +46,27 @@ export interface EngineOptions {
   readonly onProgress?: ProgressCallback;
   /** Aborts loading (the weight upload). */
   readonly signal?: AbortSignal;
+  /** Most sequences generating at once (in-flight batching); default 4. */
+  readonly maxBatch?: number;
+  /**
+   * KV cache capacity in tokens over all sequences; default the context size (one full-length sequence,
+   * or several shorter ones). At least the context size.
+   */
+  readonly kvCapacity?: number;
+  /** Most generations waiting for a batch slot; more are refused with OVERLOADED. Default unbounded. */
+  readonly maxQueue?: number;
+  /** Reuse the KV blocks of identical prompt prefixes across generations. Default false. */
+  readonly prefixCache?: boolean;
 }
 
-/** Options for {@link Engine.generate}. */
-export interface GenerateOptions extends SamplingOptions {
-  /** Most new tokens (default 256). Generation also ends at the context size. */
-  readonly maxTokens?: number;
-  /** Stop strings: the text ends before the first one. */
-  readonly stop?: readonly string[];
-  /** Stops generation between tokens. */
-  readonly signal?: AbortSignal;
-  /** Prepend BOS to a text prompt (default: the tokenizer's setting). */
-  readonly addBos?: boolean;
-  /** Keep generating past end-of-sequence tokens. */
-  readonly ignoreEos?: boolean;
-}
-
-/** Why generation ended. */
-export type FinishReason = "stop" | "length" | "abort";
-
-/** Timings of one generation. */
-export interface GenerationTimings {
-  /** Tokens in the prompt. */
-  readonly promptTokens: number;
-  /** Time spent processing the prompt, in milliseconds. */
-  readonly prefillMs: number;
-  /** Prompt tokens processed per second (0 when not measurable). */
-  readonly prefillTokPerS: number;
-  /** Tokens generated (not counting a final end-of-sequence token). */
-  readonly generatedTokens: number;
-  /** Time from the end of prefill to the end of generation, in milliseconds. */
-  readonly decodeMs: number;
-  /** Tokens per second after the first generated token (0 when fewer than two were generated). */
-  readonly decodeTokPerS: number;
-}
-
-/** The outcome of one generation. */
-export interface GenerationResult {
-  /** The prompt's token ids, as given or as encoded from text. */
-  readonly promptIds: number[];
-  /** Ids of the generated tokens, in order. */
-  readonly generatedIds: number[];
-  /** The generated text (stop strings removed). */
-  readonly text: string;
-  /** Why generation ended. */
-  readonly finishReason: FinishReason;
-  /** How long prefill and decode took. */
-  readonly timings: GenerationTimings;
-}
-
-/** A streamed event: each new token's text, then one `done` with the result. */
-export type GenerateEvent =
-  | { readonly type: "token"; readonly id: number; readonly text: string }
-  | { readonly type: "done"; readonly result: GenerationResult };
+export type {
+  FinishReason,
+  GenerateEvent,
+  GenerateOptions,
+  GenerationHandle,
+  GenerationResult,
+  GenerationTimings,
+} from "./generation.ts";
 
 /** Static facts about a loaded engine. */
 export interface EngineInfo {
@@ -113,14 +88,25 @@ export interface EngineInfo {
   readonly kvDType: DType;
   /** Device memory in use by the whole process (bytes), where the backend can tell; else undefined. */
   readonly deviceMemoryUsed?: number;
-  /** Context length (KV capacity) in tokens. */
+  /** Context length in tokens (per sequence). */
   readonly contextSize: number;
+  /** KV cache capacity in tokens over all sequences. */
+  readonly kvCapacity: number;
+  /** Most sequences generating at once. */
+  readonly maxBatch: number;
   /** Time {@link Engine.create} took (backend, weight upload, KV cache, graph), in milliseconds. */
   readonly loadMs: number;
 }
 
 function now(): number {
   return performance.now();
+}
+
+function intOption(name: string, v: number | undefined, lo: number, hi: number): number | undefined {
+  if (v !== undefined && (!Number.isInteger(v) || v < lo || v > hi)) {
+    throw new LlmError("BAD_REQUEST", `${name} ${v} must be an integer in ${lo}..${hi}`);
+  }
+  return v;
 }
 
 /**
@@ -142,37 +128,46 @@ export class Engine implements Disposable {
   readonly backend: Backend;
   /** The model's configuration. */
   readonly config: LlamaConfig;
-  /** Context length (KV capacity) in tokens: prompt plus generated tokens must fit in it. */
+  /** Context length in tokens: one sequence's prompt plus generated tokens must fit in it. */
   readonly contextSize: number;
+  /** Most sequences generating at once. */
+  readonly maxBatch: number;
   #weights: LlamaWeights;
   #kv: KvCache;
   #graph: LlamaGraph;
   #compiled: CompiledGraph;
-  /** The graph with a device argmax, compiled on first greedy use (backends that support it). */
-  #greedy?: CompiledGraph;
+  #scheduler: Scheduler;
   #loadMs: number;
   #ownsBackend: boolean;
-  #queue: Promise<unknown> = Promise.resolve();
+  #disposed = false;
 
   private constructor(
     backend: Backend,
     tokenizer: Tokenizer,
-    weights: LlamaWeights,
-    kv: KvCache,
-    graph: LlamaGraph,
-    contextSize: number,
+    parts: { weights: LlamaWeights; kv: KvCache; graph: LlamaGraph },
+    options: { contextSize: number; maxBatch: number; prefillChunk: number; maxQueue?: number; prefixCache?: boolean },
     loadMs: number,
     ownsBackend: boolean,
   ) {
     this.#ownsBackend = ownsBackend;
     this.backend = backend;
     this.tokenizer = tokenizer;
-    this.config = weights.config;
-    this.#weights = weights;
-    this.#kv = kv;
-    this.#graph = graph;
-    this.#compiled = backend.compile(graph.ops, { outputs: [graph.logits] });
-    this.contextSize = contextSize;
+    this.config = parts.weights.config;
+    this.#weights = parts.weights;
+    this.#kv = parts.kv;
+    this.#graph = parts.graph;
+    this.contextSize = options.contextSize;
+    this.maxBatch = options.maxBatch;
+    const maxBlocksPerSeq = Math.ceil(options.contextSize / parts.kv.blockSize);
+    this.#compiled = backend.compile(parts.graph.ops, {
+      outputs: [parts.graph.logits],
+      maxSeqs: options.maxBatch,
+      maxBlocksPerSeq,
+    });
+    this.#scheduler = new Scheduler(
+      { backend, kv: parts.kv, graph: parts.graph, compiled: this.#compiled, vocabSize: this.config.vocabSize },
+      options,
+    );
     this.#loadMs = loadMs;
   }
 
@@ -185,30 +180,38 @@ export class Engine implements Disposable {
     if (!Number.isInteger(ctx) || ctx < 1 || ctx > 1 << 20) {
       throw new LlmError("BAD_REQUEST", `context size ${ctx} is not a positive integer up to 1048576`);
     }
-    if (options.maxStepTokens !== undefined) {
-      const n = options.maxStepTokens;
-      if (!Number.isInteger(n) || n < 1 || n > 8192) {
-        throw new LlmError("BAD_REQUEST", `maxStepTokens ${n} must be an integer in 1..8192`);
-      }
+    intOption("maxStepTokens", options.maxStepTokens, 1, 8192);
+    const maxBatch = intOption("maxBatch", options.maxBatch, 1, 1024) ?? 4;
+    const kvCapacity = intOption("kvCapacity", options.kvCapacity, ctx, 1 << 24) ?? ctx;
+    if (options.maxQueue !== undefined && !(options.maxQueue >= 0)) {
+      throw new LlmError("BAD_REQUEST", `maxQueue ${options.maxQueue} must be >= 0`);
     }
     const backend = typeof options.backend === "object" ? options.backend : await pickBackend(
       options.backend ?? "auto",
       { threads: options.threads, cudaLibrary: options.cudaLibrary, weightQuant: options.weightQuant },
     );
     const owns = typeof options.backend !== "object";
-    const stepTokens = options.maxStepTokens ?? backend.caps.preferredStepTokens;
+    const prefillChunk = Math.min(options.maxStepTokens ?? backend.caps.preferredStepTokens, ctx);
     let weights: LlamaWeights | undefined;
     try {
       weights = await uploadWeights(backend, model, {
         onProgress: options.onProgress,
         signal: options.signal,
       });
-      const kv = new KvCache(backend, c, { capacity: ctx, dtype: options.kvDType });
+      const kv = new KvCache(backend, c, { capacity: kvCapacity, dtype: options.kvDType });
+      // a step carries a prompt chunk, or a decode row for every sequence in the batch, or a mix
       const graph = buildLlamaGraph(backend, weights, kv, {
-        maxTokens: Math.min(stepTokens, ctx),
-        maxLogitRows: 1,
+        maxTokens: Math.max(prefillChunk, maxBatch),
+        maxLogitRows: maxBatch,
       });
-      return new Engine(backend, tokenizer, weights, kv, graph, ctx, now() - t0, owns);
+      return new Engine(
+        backend,
+        tokenizer,
+        { weights, kv, graph },
+        { contextSize: ctx, maxBatch, prefillChunk, maxQueue: options.maxQueue, prefixCache: options.prefixCache },
+        now() - t0,
+        owns,
+      );
     } catch (e) {
       // free what was placed on the device; a backend we created goes with it
       if (weights) { for (const t of weights.all) backend.free(t); }
@@ -229,9 +232,21 @@ export class Engine implements Disposable {
       kvBytes: this.#kv.byteLength,
       kvDType: this.#kv.dtype,
       contextSize: this.contextSize,
+      kvCapacity: this.#kv.nBlocks * this.#kv.blockSize,
+      maxBatch: this.maxBatch,
       loadMs: this.#loadMs,
       deviceMemoryUsed: this.#deviceMemoryUsed(),
     };
+  }
+
+  /** Queue depth, batch and KV block use of the scheduler right now. */
+  stats(): SchedulerStats {
+    return this.#scheduler.stats();
+  }
+
+  /** Called after every step with its row and sequence counts (for metrics); one listener. */
+  set onStep(f: ((info: StepInfo) => void) | undefined) {
+    this.#scheduler.onStep = f;
   }
 
   #deviceMemoryUsed(): number | undefined {
@@ -250,9 +265,43 @@ export class Engine implements Disposable {
 
   /**
    * Stream a generation. Text prompts are tokenized; id prompts are used as given. Throws
-   * CONTEXT_OVERFLOW when the prompt does not fit the context, BAD_REQUEST for bad options.
+   * CONTEXT_OVERFLOW when the prompt does not fit the context, BAD_REQUEST for bad options. The request
+   * is queued when iteration starts; leaving the loop early cancels it.
    */
   generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncIterable<GenerateEvent> {
+    const spec = this.#prepare(prompt, options);
+    const scheduler = this.#scheduler;
+    return (async function* (): AsyncGenerator<GenerateEvent> {
+      const h = scheduler.submit(spec);
+      const onAbort = (): void => h.cancel();
+      options.signal?.addEventListener("abort", onAbort);
+      try {
+        if (options.signal?.aborted) h.cancel();
+        yield* h.events;
+      } finally {
+        options.signal?.removeEventListener("abort", onAbort);
+        h.cancel();
+      }
+    })();
+  }
+
+  /**
+   * Queue a generation now and return its handle: like {@link Engine.generate}, but the request enters
+   * the queue at once, so a full queue throws OVERLOADED here (servers answer 429), and `cancel()` stops it.
+   */
+  submit(prompt: string | readonly number[], options: GenerateOptions = {}): GenerationHandle {
+    const h = this.#scheduler.submit(this.#prepare(prompt, options));
+    const signal = options.signal;
+    if (signal) {
+      if (signal.aborted) h.cancel();
+      else signal.addEventListener("abort", () => h.cancel(), { once: true });
+    }
+    return h;
+  }
+
+  /** Tokenize, validate and build the scheduler's request (throws before anything is queued). */
+  #prepare(prompt: string | readonly number[], options: GenerateOptions): SequenceSpec {
+    if (this.#disposed) throw new LlmError("ABORTED", "the engine was disposed; create a new one");
     const sampling = validateSamplingOptions(options);
     const maxTokens = options.maxTokens ?? 256;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) {
@@ -274,7 +323,17 @@ export class Engine implements Disposable {
           `(this model was trained for ${this.config.seqLen})`,
       );
     }
-    return this.#run(promptIds, maxTokens, new Sampler(this.config.vocabSize, sampling), stops, options);
+    const decoder = this.tokenizer.streamDecoder();
+    for (const id of promptIds) decoder.push(id); // primes decoder state (e.g. the space after BOS)
+    return {
+      promptIds,
+      maxTokens,
+      sampler: new Sampler(this.config.vocabSize, sampling),
+      stops,
+      decoder,
+      eosIds: this.tokenizer.eosIds,
+      ignoreEos: options.ignoreEos,
+    };
   }
 
   /** Throw BAD_REQUEST for any id outside the vocabulary. */
@@ -289,20 +348,11 @@ export class Engine implements Disposable {
     }
   }
 
-  /** Wait for the sequence slot (one sequence runs at a time); call the result to give it back. */
-  async #acquire(): Promise<() => void> {
-    let release!: () => void;
-    const mine = new Promise<void>((r) => release = r);
-    const before = this.#queue;
-    this.#queue = before.then(() => mine);
-    await before;
-    return release;
-  }
-
   /**
    * Teacher forcing: the logits after each prefix of `ids`. `result[i]` is the distribution predicting
    * `ids[i + 1]` (the last predicts the token after the sequence). For evaluation (perplexity, KL
-   * divergence) and for comparing logits with other implementations.
+   * divergence) and for comparing logits with other implementations. Each position runs as its own row
+   * of a step, as decoding does.
    */
   async logitsFor(ids: readonly number[], options: { signal?: AbortSignal } = {}): Promise<Float32Array[]> {
     if (ids.length === 0 || ids.length > this.contextSize) {
@@ -312,168 +362,38 @@ export class Engine implements Disposable {
       );
     }
     this.#checkIds(ids);
-    const release = await this.#acquire();
-    const seq = new SequenceSlots(this.#kv);
-    const vocab = this.config.vocabSize;
+    options.signal?.throwIfAborted();
+    const out: Float32Array[] = new Array(ids.length);
+    const h = this.#scheduler.submit({
+      promptIds: [...ids],
+      maxTokens: 0,
+      eosIds: [],
+      chunk: 1,
+      onLogits: (pos, row) => out[pos] = row,
+    });
+    const onAbort = (): void => h.cancel();
+    options.signal?.addEventListener("abort", onAbort);
     try {
-      const out: Float32Array[] = [];
-      for (let i = 0; i < ids.length; i++) {
-        options.signal?.throwIfAborted();
-        await this.#step(seq, [ids[i]], i, true);
-        out.push(
-          new Float32Array(await this.backend.download(this.#graph.logits, { byteLength: vocab * 4 })),
-        );
+      for await (const ev of h.events) {
+        if (ev.type === "done" && ev.result.finishReason === "abort") options.signal?.throwIfAborted();
       }
-      return out;
     } finally {
-      seq.release();
-      release();
+      options.signal?.removeEventListener("abort", onAbort);
     }
+    return out;
   }
 
-  /** The compiled greedy graph, when the backend can take argmax on the device. */
-  #greedyGraph(): CompiledGraph | undefined {
-    const g = this.#graph.greedy;
-    if (!g) return undefined;
-    return this.#greedy ??= this.backend.compile(g.ops, { outputs: [g.ids] });
-  }
-
-  /** Read the next token: a device argmax (4 bytes) when `greedy`, else the logits through the sampler. */
-  async #next(sampler: Sampler, history: readonly number[], greedy: boolean): Promise<number> {
-    if (greedy) {
-      const id = new Int32Array(await this.backend.download(this.#graph.greedy!.ids, { byteLength: 4 }))[0];
-      if (id < 0 || id >= this.config.vocabSize) {
-        throw new LlmError(
-          "INTERNAL",
-          `device argmax returned ${id}: the logits hold NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
-        );
-      }
-      return id;
-    }
-    const vocab = this.config.vocabSize;
-    const logits = new Float32Array(
-      await this.backend.download(this.#graph.logits, { byteLength: vocab * 4 }),
-    );
-    return sampler.sample(logits, history);
-  }
-
-  async #step(
-    seq: SequenceSlots,
-    ids: readonly number[],
-    start: number,
-    wantLogits: boolean,
-    graph: CompiledGraph = this.#compiled,
-  ): Promise<void> {
-    const n = ids.length;
-    seq.reserve(start + n);
-    const step: StepParams = {
-      nTokens: n,
-      tokens: Int32Array.from(ids),
-      positions: Int32Array.from({ length: n }, (_, i) => start + i),
-      seqIndex: new Int32Array(n),
-      blockTables: Int32Array.from(seq.blocks),
-      maxBlocksPerSeq: seq.blocks.length,
-      logitRows: wantLogits ? Int32Array.of(n - 1) : new Int32Array(0),
-    };
-    await graph.run(step);
-    seq.length = start + n;
-  }
-
-  async *#run(
-    promptIds: number[],
-    maxTokens: number,
-    sampler: Sampler,
-    stops: StopMatcher,
-    options: GenerateOptions,
-  ): AsyncGenerator<GenerateEvent> {
-    const release = await this.#acquire(); // one sequence at a time: wait for earlier generations
-    const signal = options.signal;
-    const seq = new SequenceSlots(this.#kv);
-    const generated: number[] = [];
-    const decoder = this.tokenizer.streamDecoder();
-    for (const id of promptIds) decoder.push(id); // primes decoder state (e.g. the space after BOS)
-    let text = "";
-    let finish: FinishReason = "length";
-    const t0 = now();
-    let prefillMs = 0;
-    try {
-      const greedyGraph = sampler.isPlainGreedy ? this.#greedyGraph() : undefined;
-      const last = greedyGraph ?? this.#compiled; // the graph of steps that produce the next token
-      const T = this.#graph.maxTokens;
-      for (let s = 0; s < promptIds.length; s += T) {
-        signal?.throwIfAborted();
-        const chunk = promptIds.slice(s, s + T);
-        const final = s + chunk.length === promptIds.length;
-        await this.#step(seq, chunk, s, final, final ? last : this.#compiled);
-      }
-      prefillMs = now() - t0;
-      const history = [...promptIds];
-      while (generated.length < maxTokens && seq.length < this.contextSize) {
-        if (signal?.aborted) {
-          finish = "abort";
-          break;
-        }
-        const id = await this.#next(sampler, history, greedyGraph !== undefined);
-        if (!options.ignoreEos && this.tokenizer.eosIds.includes(id)) {
-          finish = "stop";
-          break;
-        }
-        generated.push(id);
-        history.push(id);
-        const { emit, stopped } = stops.push(decoder.push(id));
-        text += emit;
-        if (emit || !stopped) yield { type: "token", id, text: emit };
-        if (stopped) {
-          finish = "stop";
-          break;
-        }
-        if (generated.length < maxTokens && seq.length < this.contextSize) {
-          await this.#step(seq, [id], seq.length, true, last);
-        }
-      }
-      if (finish !== "stop") {
-        const tail = stops.push(decoder.flush());
-        const rest = tail.emit + (tail.stopped ? "" : stops.flush());
-        if (tail.stopped) finish = "stop";
-        text += rest;
-        if (rest) yield { type: "token", id: -1, text: rest };
-      }
-    } catch (e) {
-      if (signal?.aborted && (e as Error)?.name === "AbortError") finish = "abort";
-      else throw e;
-    } finally {
-      seq.release();
-      release();
-    }
-    const decodeMs = now() - t0 - prefillMs;
-    yield {
-      type: "done",
-      result: {
-        promptIds,
-        generatedIds: generated,
-        text,
-        finishReason: finish,
-        timings: {
-          promptTokens: promptIds.length,
-          prefillMs,
-          prefillTokPerS: prefillMs > 0 ? (promptIds.length / prefillMs) * 1000 : 0,
-          generatedTokens: generated.length,
-          decodeMs,
-          decodeTokPerS: decodeMs > 0 && generated.length > 1
-            ? ((generated.length - 1) / decodeMs) * 1000
-            : 0,
-        },
-      },
-    };
-  }
-
-  /** Free device memory, and the backend when the engine created it. */
+  /** Stop every generation and free device memory (and the backend when the engine created it). */
   [Symbol.dispose](): void {
-    this.#compiled[Symbol.dispose]();
-    this.#greedy?.[Symbol.dispose]();
-    this.#graph.free();
-    this.#kv[Symbol.dispose]();
-    for (const t of this.#weights.all) this.backend.free(t);
-    if (this.#ownsBackend) this.backend[Symbol.dispose]();
+    if (this.#disposed) return;
+    this.#disposed = true;
+    // a step in flight still uses the buffers: free them once it has returned
+    this.#scheduler.close(() => {
+      this.#compiled[Symbol.dispose]();
+      this.#graph.free();
+      this.#kv[Symbol.dispose]();
+      for (const t of this.#weights.all) this.backend.free(t);
+      if (this.#ownsBackend) this.backend[Symbol.dispose]();
+    });
   }
 }

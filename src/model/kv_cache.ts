@@ -82,6 +82,11 @@ export class KvCache implements Disposable {
     return out;
   }
 
+  /** Owners of a block (0 = free). */
+  refCount(block: number): number {
+    return this.#refs[block];
+  }
+
   /** Share an owned block with another sequence (prefix reuse). */
   retain(block: number): void {
     if (this.#refs[block] === 0) throw new LlmError("INTERNAL", `retain of free KV block ${block}`);

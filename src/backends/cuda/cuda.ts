@@ -244,13 +244,14 @@ class CudaBackend implements Backend {
     const maxLogitRows = Math.max(output ? output.shape[0] : 0, ...gathers);
     const cache = graph.find((o) => o.op === "attention" || o.op === "kv_write");
     const kvCache = cache && (cache.op === "attention" || cache.op === "kv_write") ? cache.cache : undefined;
-    const maxBlocksPerSeq = kvCache ? Math.ceil(kvCache.k.shape[0] / kvCache.blockSize) : 1;
+    const cacheBlocks = kvCache ? Math.ceil(kvCache.k.shape[0] / kvCache.blockSize) : 1;
+    const maxBlocksPerSeq = Math.max(1, Math.min(options?.maxBlocksPerSeq ?? cacheBlocks, cacheBlocks));
     const rowBytes = output ? output.byteLength / output.shape[0] : 0;
     const vocab = embed && embed.op === "embed" ? embed.table.shape[0] : Infinity;
     const config = BigInt64Array.of(
       BigInt(maxTokens),
       BigInt(maxLogitRows),
-      BigInt(maxTokens),
+      BigInt(Math.max(1, Math.min(options?.maxSeqs ?? maxTokens, maxTokens))),
       BigInt(maxBlocksPerSeq),
       output ? output.ptr : 0n,
       BigInt(rowBytes),

@@ -1,0 +1,372 @@
+/**
+ * In-flight batching. Many sequences share one compiled decoder step: between steps the scheduler retires
+ * finished and cancelled sequences, admits waiting ones (FIFO, while batch slots and KV blocks allow), then
+ * packs one step with a decode row for every generating sequence and fills the rest of the step's rows with
+ * prompt chunks (chunked prefill, so a long prompt never starves the decode rows). Each sequence has its own
+ * block table into the shared paged KV cache; full prompt blocks are offered to a prefix cache so a later
+ * prompt with the same prefix skips their prefill.
+ *
+ * KV admission is by reservation: a sequence is admitted only when the blocks its prompt plus `maxTokens`
+ * can need are free (or held only by the prefix cache), so a running sequence never waits for memory and
+ * nothing is ever preempted; blocks are taken as the sequence grows and given back when it ends.
+ * @module
+ */
+import type { Backend, CompiledGraph } from "../backend.ts";
+import type { StepParams } from "../ops.ts";
+import type { KvCache } from "../model/kv_cache.ts";
+import type { LlamaGraph } from "../model/llama.ts";
+import { LlmError } from "../errors.ts";
+import { PrefixCache } from "./prefix_cache.ts";
+import { type FinishReason, type GenerationHandle, Sequence, type SequenceSpec } from "./generation.ts";
+
+/** Scheduler limits. */
+export interface SchedulerOptions {
+  /** Most sequences in flight at once (and logit rows per step). */
+  readonly maxBatch: number;
+  /** Most prompt tokens one sequence adds per step. */
+  readonly prefillChunk: number;
+  /** Context length of one sequence, in tokens. */
+  readonly contextSize: number;
+  /** Most sequences waiting for a slot; more are refused with OVERLOADED. Default: unbounded. */
+  readonly maxQueue?: number;
+  /** Reuse full prompt blocks across sequences with the same prefix. Default false. */
+  readonly prefixCache?: boolean;
+}
+
+/** One step as the scheduler saw it (for metrics). */
+export interface StepInfo {
+  /** Rows in the step. */
+  readonly rows: number;
+  /** Sequences in the step. */
+  readonly seqs: number;
+  /** Decode rows (one per generating sequence). */
+  readonly decodeRows: number;
+  /** Prompt rows. */
+  readonly prefillRows: number;
+  /** Wall time of the step, sampling included, in milliseconds. */
+  readonly ms: number;
+}
+
+/** A snapshot of the scheduler's state. */
+export interface SchedulerStats {
+  /** Sequences waiting for admission. */
+  readonly waiting: number;
+  /** Sequences admitted and not finished. */
+  readonly running: number;
+  /** KV blocks in all. */
+  readonly kvBlocksTotal: number;
+  /** KV blocks held by running sequences. */
+  readonly kvBlocksUsed: number;
+  /** KV blocks held only by the prefix cache (reusable, evicted when needed). */
+  readonly kvBlocksCached: number;
+  /** Steps run so far. */
+  readonly steps: number;
+  /** Prompt blocks reused from the prefix cache so far. */
+  readonly prefixHits: number;
+}
+
+/** What the scheduler runs on. */
+export interface SchedulerParts {
+  readonly backend: Backend;
+  readonly kv: KvCache;
+  readonly graph: LlamaGraph;
+  readonly compiled: CompiledGraph;
+  readonly vocabSize: number;
+}
+
+const now = (): number => performance.now();
+
+/** Runs many sequences through one compiled step. */
+export class Scheduler {
+  readonly options: Required<SchedulerOptions>;
+  /** Called after every step (metrics). */
+  onStep: ((info: StepInfo) => void) | undefined;
+  readonly #p: SchedulerParts;
+  readonly #prefix: PrefixCache;
+  readonly #waiting: Sequence[] = [];
+  readonly #running: Sequence[] = [];
+  readonly #maxBlocksPerSeq: number;
+  #busy = false;
+  #closed = false;
+  #steps = 0;
+  #idle: (() => void)[] = [];
+
+  constructor(parts: SchedulerParts, options: SchedulerOptions) {
+    this.#p = parts;
+    this.options = { maxQueue: Infinity, prefixCache: false, ...options };
+    this.#prefix = new PrefixCache(parts.kv);
+    this.#maxBlocksPerSeq = Math.ceil(options.contextSize / parts.kv.blockSize);
+    if (parts.graph.maxLogitRows < options.maxBatch || parts.graph.maxTokens < options.maxBatch) {
+      throw new LlmError("INTERNAL", `graph rows ${parts.graph.maxTokens} below the batch ${options.maxBatch}`);
+    }
+  }
+
+  /** Block-table width every step passes (the context's blocks). */
+  get maxBlocksPerSeq(): number {
+    return this.#maxBlocksPerSeq;
+  }
+
+  /** Current queue, batch and KV use. */
+  stats(): SchedulerStats {
+    const total = this.#p.kv.nBlocks, cached = this.#prefix.evictable;
+    return {
+      waiting: this.#waiting.length,
+      running: this.#running.length,
+      kvBlocksTotal: total,
+      kvBlocksUsed: total - this.#p.kv.freeBlocks - cached,
+      kvBlocksCached: cached,
+      steps: this.#steps,
+      prefixHits: this.#prefix.hits,
+    };
+  }
+
+  /**
+   * Queue a sequence. Throws OVERLOADED when the queue is full and CONTEXT_OVERFLOW when the sequence could
+   * never fit the KV cache. The sequence starts at the next step boundary.
+   */
+  submit(spec: SequenceSpec): GenerationHandle {
+    if (this.#closed) throw new LlmError("ABORTED", "the engine was disposed; create a new one");
+    if (this.#waiting.length >= this.options.maxQueue) {
+      throw new LlmError(
+        "OVERLOADED",
+        `${this.#waiting.length} requests are already waiting (queue limit ${this.options.maxQueue}); retry shortly`,
+      );
+    }
+    const need = this.#blocksFor(spec);
+    if (need > this.#p.kv.nBlocks) {
+      throw new LlmError(
+        "CONTEXT_OVERFLOW",
+        `the request needs ${need} KV blocks but the cache has ${this.#p.kv.nBlocks}; lower max tokens or raise the KV capacity`,
+      );
+    }
+    const seq = new Sequence(spec, now());
+    seq.events.onReturn = () => this.#cancel(seq);
+    this.#waiting.push(seq);
+    this.#kick();
+    return {
+      events: seq.events,
+      promptTokens: seq.promptLen,
+      cancel: () => this.#cancel(seq),
+    };
+  }
+
+  /** Stop every sequence and refuse new ones; `then` runs once no step is in flight. */
+  close(then: () => void): void {
+    this.#closed = true;
+    for (const s of [...this.#waiting, ...this.#running]) s.cancelled = true;
+    if (!this.#busy) {
+      this.#reap();
+      then();
+    } else this.#idle.push(then);
+  }
+
+  #blocksFor(spec: SequenceSpec): number {
+    const total = spec.onLogits
+      ? spec.promptIds.length
+      : Math.min(spec.promptIds.length + spec.maxTokens, this.options.contextSize);
+    return Math.ceil(total / this.#p.kv.blockSize);
+  }
+
+  #cancel(seq: Sequence): void {
+    if (seq.state === "done" || seq.cancelled) return;
+    seq.cancelled = true;
+    seq.dropUndelivered();
+    if (seq.state === "waiting") {
+      this.#waiting.splice(this.#waiting.indexOf(seq), 1);
+      seq.finish("abort", now());
+    }
+    // a running sequence is retired at the next step boundary
+  }
+
+  #kick(): void {
+    if (this.#busy || this.#closed) return;
+    this.#busy = true;
+    // start on a fresh task so submit() returns first and several submissions share the first step
+    setTimeout(() => this.#loop(), 0);
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        this.#reap();
+        this.#admit();
+        if (this.#running.length === 0) break;
+        await this.#step();
+      }
+    } finally {
+      this.#reap();
+      this.#busy = false;
+      for (const f of this.#idle.splice(0)) f();
+      if (!this.#closed && this.#waiting.length) this.#kick();
+    }
+  }
+
+  /** Retire cancelled sequences: free their blocks, end their streams. */
+  #reap(): void {
+    for (const s of this.#running.filter((s) => s.cancelled)) this.#retire(s, "abort");
+    if (this.#closed) {
+      for (const s of this.#waiting.splice(0)) s.finish("abort", now());
+    }
+  }
+
+  #retire(s: Sequence, reason: FinishReason | Error): void {
+    this.#running.splice(this.#running.indexOf(s), 1);
+    this.#p.kv.release(s.blocks);
+    s.blocks.length = 0;
+    s.reserveLeft = 0;
+    if (reason instanceof Error) s.fail(reason);
+    else s.finish(reason, now());
+  }
+
+  /** Admit waiting sequences in order while a batch slot and their reserved blocks are available. */
+  #admit(): void {
+    const kv = this.#p.kv, bs = kv.blockSize;
+    while (this.#waiting.length && this.#running.length < this.options.maxBatch) {
+      const s = this.#waiting[0];
+      const usePrefix = this.options.prefixCache && s.spec.prefixCache !== false && !s.spec.onLogits;
+      // reuse only blocks wholly before the last prompt token: that token's row must run to give logits
+      const shared = usePrefix ? this.#prefix.match(s.spec.promptIds, Math.floor((s.promptLen - 1) / bs)) : [];
+      const need = this.#blocksFor(s.spec) - shared.length;
+      let promised = 0;
+      for (const r of this.#running) promised += r.reserveLeft;
+      if (kv.freeBlocks + this.#prefix.evictable - promised < need) {
+        kv.release(shared);
+        return; // FIFO: wait for blocks rather than let later, smaller requests overtake forever
+      }
+      this.#waiting.shift();
+      s.blocks.push(...shared);
+      s.computed = s.cachedTokens = shared.length * bs;
+      s.prefixParent = shared.length ? shared[shared.length - 1] : -1;
+      s.prefixOffered = shared.length;
+      s.reserveLeft = need;
+      s.state = "running";
+      s.admittedAt = now();
+      this.#running.push(s);
+    }
+  }
+
+  /** Take blocks so `s` can hold `total` tokens (within its reservation). */
+  #grow(s: Sequence, total: number): void {
+    const kv = this.#p.kv;
+    const n = Math.ceil(total / kv.blockSize) - s.blocks.length;
+    if (n <= 0) return;
+    if (kv.freeBlocks < n) this.#prefix.evict(n - kv.freeBlocks);
+    s.blocks.push(...kv.allocBlocks(n));
+    s.reserveLeft = Math.max(0, s.reserveLeft - n);
+  }
+
+  /** Plan, run and sample one step. */
+  async #step(): Promise<void> {
+    const t0 = now();
+    const T = this.#p.graph.maxTokens, V = this.#p.vocabSize;
+    const tokens: number[] = [], positions: number[] = [], rowSeq: number[] = [];
+    const seqs: Sequence[] = [];
+    const logitRows: number[] = [], logitOf: { seq: Sequence; pos: number }[] = [];
+    let decodeRows = 0;
+    const add = (s: Sequence, from: number, n: number, logits: "last" | "all" | "none"): void => {
+      let idx = seqs.indexOf(s);
+      if (idx < 0) idx = seqs.push(s) - 1;
+      for (let i = 0; i < n; i++) {
+        const pos = from + i;
+        if (logits === "all" || (logits === "last" && i === n - 1)) {
+          logitRows.push(tokens.length);
+          logitOf.push({ seq: s, pos });
+        }
+        tokens.push(s.tokens[pos]);
+        positions.push(pos);
+        rowSeq.push(idx);
+      }
+    };
+    // decode rows first: one per generating sequence
+    for (const s of this.#running) {
+      if (s.prefilled && !s.spec.onLogits) {
+        add(s, s.computed, 1, "last");
+        decodeRows++;
+      }
+    }
+    // then prompt chunks in admission order, within the step's rows (and logit rows for teacher forcing)
+    for (const s of this.#running) {
+      if (s.prefilled) continue;
+      let n = Math.min(T - tokens.length, s.promptLen - s.computed, s.spec.chunk ?? this.options.prefillChunk);
+      if (s.spec.onLogits) n = Math.min(n, this.#p.graph.maxLogitRows - logitRows.length);
+      if (n <= 0) continue;
+      add(s, s.computed, n, s.spec.onLogits ? "all" : s.computed + n === s.promptLen ? "last" : "none");
+    }
+    if (tokens.length === 0) return;
+    const W = this.#maxBlocksPerSeq;
+    const tables = new Int32Array(seqs.length * W).fill(-1);
+    const upto = new Map<Sequence, number>();
+    for (let r = 0; r < tokens.length; r++) upto.set(seqs[rowSeq[r]], positions[r] + 1);
+    seqs.forEach((s, i) => {
+      this.#grow(s, upto.get(s)!);
+      tables.set(s.blocks, i * W);
+    });
+    const step: StepParams = {
+      nTokens: tokens.length,
+      tokens: Int32Array.from(tokens),
+      positions: Int32Array.from(positions),
+      seqIndex: Int32Array.from(rowSeq),
+      blockTables: tables,
+      maxBlocksPerSeq: W,
+      logitRows: Int32Array.from(logitRows),
+    };
+    let logits: Float32Array | undefined;
+    try {
+      await this.#p.compiled.run(step);
+      if (logitRows.length) {
+        logits = new Float32Array(
+          await this.#p.backend.download(this.#p.graph.logits, { byteLength: logitRows.length * V * 4 }),
+        );
+      }
+    } catch (e) {
+      // a failed step fails the sequences in it; the others go on
+      for (const s of seqs) this.#retire(s, e instanceof Error ? e : new Error(String(e)));
+      return;
+    }
+    this.#steps++;
+    const tDone = now();
+    for (const s of seqs) s.computed = upto.get(s)!;
+    const finished = new Map<Sequence, FinishReason | Error>();
+    for (let i = 0; i < logitOf.length; i++) {
+      const { seq: s, pos } = logitOf[i];
+      if (s.cancelled || finished.has(s)) continue;
+      const row = logits!.subarray(i * V, (i + 1) * V);
+      try {
+        if (s.spec.onLogits) {
+          s.spec.onLogits(pos, row.slice());
+          if (pos === s.promptLen - 1) finished.set(s, "length");
+          continue;
+        }
+        if (!s.prefillEndAt) s.prefillEndAt = tDone;
+        if (s.spec.maxTokens === 0) {
+          finished.set(s, "length");
+          continue;
+        }
+        const reason = s.accept(s.spec.sampler!.sample(row, s.tokens), this.options.contextSize);
+        if (reason) finished.set(s, reason);
+      } catch (e) {
+        finished.set(s, e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+    if (this.options.prefixCache) for (const s of seqs) this.#offerPrefix(s);
+    for (const [s, reason] of finished) if (s.state === "running") this.#retire(s, reason);
+    this.onStep?.({
+      rows: tokens.length,
+      seqs: seqs.length,
+      decodeRows,
+      prefillRows: tokens.length - decodeRows,
+      ms: now() - t0,
+    });
+  }
+
+  /** Offer the sequence's computed full prompt blocks to the prefix cache, in order. */
+  #offerPrefix(s: Sequence): void {
+    if (s.spec.prefixCache === false || s.spec.onLogits) return;
+    const bs = this.#p.kv.blockSize;
+    const full = Math.floor(Math.min(s.computed, s.promptLen) / bs);
+    for (let b = s.prefixOffered; b < full; b++) {
+      s.prefixParent = this.#prefix.insert(s.prefixParent, s.spec.promptIds.slice(b * bs, (b + 1) * bs), s.blocks[b]);
+    }
+    s.prefixOffered = Math.max(s.prefixOffered, full);
+  }
+}
