@@ -1,10 +1,10 @@
 /**
- * The llama.ts command line: `generate`, `info`, `bench`. The only place that reads flags and
+ * The llama.ts command line: `generate`, `info`, `bench`, `serve`. The only place that reads flags and
  * environment variables.
  * @module
  */
 import { parseArgs } from "node:util";
-import { Engine, LlmError, type LoadedModel, loadModel } from "./mod.ts";
+import { createServeHandler, Engine, LlmError, type LoadedModel, loadModel } from "./mod.ts";
 import type { BackendName, DType, ProgressEvent } from "./src/types.ts";
 import { defaultCacheDir } from "./src/io/hf_hub.ts";
 import { createRateMeter, progressBar } from "./src/cli/progress.ts";
@@ -31,9 +31,11 @@ Commands:
   generate   generate text from a prompt, streaming to stdout
   info       describe a model: architecture, parameters, dtypes, memory
   bench      measure prefill and decode tokens per second
+  serve      an OpenAI-compatible HTTP server with in-flight batching
 
 Run 'cli.ts <command> --help' for a command's flags.
-Environment: HF_TOKEN (gated hf: models), HF_ENDPOINT (hub mirror), LLAMA_TS_CACHE (download cache directory).`,
+Environment: HF_TOKEN (gated hf: models), HF_ENDPOINT (hub mirror), LLAMA_TS_CACHE (download cache directory),
+LLAMA_TS_API_KEY (serve: the API key when --api-key is not given).`,
   generate: `Usage: cli.ts generate --model PATH [flags]
 
 ${COMMON}
@@ -60,6 +62,20 @@ ${COMMON}
   --repeat N           runs; the best is reported (default 3)
 
 Prints JSON naming the device, backend, model and tokens per second.`,
+  serve: `Usage: cli.ts serve --model PATH [flags]
+
+${COMMON}
+  --host H             address to listen on (default 127.0.0.1)
+  --port N             port (default 8080; 0 picks a free one)
+  --max-batch N        most sequences generating at once (default 64)
+  --kv-tokens N        KV cache capacity over all sequences (default: max-batch x ctx, capped to free memory)
+  --max-queue N        most requests waiting for a slot; more get 429 (default 256)
+  --model-name NAME    the model id clients send (default: the model file's name)
+  --chat-template FILE a Jinja chat template to use instead of the model's
+  --api-key KEY        require 'Authorization: Bearer KEY' (env LLAMA_TS_API_KEY)
+  --no-prefix-cache    do not reuse KV blocks of identical prompt prefixes
+
+Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health, GET /metrics.`,
 };
 
 function fail(code: number, message: string): never {
@@ -145,6 +161,15 @@ async function main(argv: string[]): Promise<void> {
         "prompt-tokens": { type: "string" },
         "gen-tokens": { type: "string" },
         repeat: { type: "string" },
+        host: { type: "string" },
+        port: { type: "string" },
+        "max-batch": { type: "string" },
+        "kv-tokens": { type: "string" },
+        "max-queue": { type: "string" },
+        "model-name": { type: "string" },
+        "chat-template": { type: "string" },
+        "api-key": { type: "string" },
+        "no-prefix-cache": { type: "boolean" },
       },
     });
   } catch (e) {
@@ -184,6 +209,21 @@ async function main(argv: string[]): Promise<void> {
     } finally {
       model.close();
     }
+    return;
+  }
+
+  if (cmd === "serve") {
+    await serve(f.model, loadOptions, engineOptions, {
+      host: f.host ?? "127.0.0.1",
+      port: num(f.port, "port", true) ?? 8080,
+      maxBatch: num(f["max-batch"], "max-batch", true) ?? 64,
+      kvTokens: num(f["kv-tokens"], "kv-tokens", true),
+      maxQueue: num(f["max-queue"], "max-queue", true) ?? 256,
+      modelName: f["model-name"] ?? f.model.replace(/\/+$/, "").split("/").pop()!,
+      chatTemplate: f["chat-template"] ? await Deno.readTextFile(f["chat-template"]) : undefined,
+      apiKey: f["api-key"] ?? env.LLAMA_TS_API_KEY,
+      prefixCache: !f["no-prefix-cache"],
+    });
     return;
   }
 
@@ -257,6 +297,72 @@ async function main(argv: string[]): Promise<void> {
   } finally {
     Deno.removeSignalListener("SIGINT", onSig);
   }
+}
+
+/**
+ * `serve`: listen first (so /health answers 503 while the model loads), then load the engine. SIGINT and
+ * SIGTERM stop accepting, end the streams in flight and free the engine.
+ */
+async function serve(
+  model: string,
+  loadOptions: Parameters<typeof loadModel>[1],
+  engineOptions: Parameters<typeof Engine.create>[2],
+  o: {
+    host: string;
+    port: number;
+    maxBatch: number;
+    kvTokens?: number;
+    maxQueue: number;
+    modelName: string;
+    chatTemplate?: string;
+    apiKey?: string;
+    prefixCache: boolean;
+  },
+): Promise<void> {
+  let chatTemplate = o.chatTemplate;
+  const engine = (async () => {
+    const loaded = await loadModel(model, loadOptions);
+    chatTemplate ??= loaded.model.tokenizer?.chatTemplate;
+    return await Engine.create(loaded.model, loaded.tokenizer, {
+      ...engineOptions,
+      maxBatch: o.maxBatch,
+      kvCapacity: o.kvTokens ?? "auto",
+      maxQueue: o.maxQueue,
+      prefixCache: o.prefixCache,
+    }).finally(() => loaded.model.close());
+  })();
+  const handler = createServeHandler({
+    engine,
+    modelName: o.modelName,
+    apiKey: o.apiKey === "" ? undefined : o.apiKey,
+    chatTemplate: () => chatTemplate,
+  });
+  const server = Deno.serve({
+    hostname: o.host,
+    port: o.port,
+    onListen: ({ hostname, port }) =>
+      console.error(`llama.ts serving ${o.modelName} on http://${hostname}:${port}`),
+  }, handler.fetch);
+  const stop = (): void => void server.shutdown();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  let loaded: Engine | undefined;
+  try {
+    loaded = await engine;
+    const i = loaded.info();
+    console.error(
+      `[${i.backend}] ${i.device}: loaded in ${
+        i.loadMs.toFixed(0)
+      } ms; ctx ${i.contextSize}, max batch ${i.maxBatch}, ` +
+        `KV ${i.kvCapacity} tokens (${(i.kvBytes / 2 ** 20).toFixed(0)} MiB ${i.kvDType})`,
+    );
+  } catch (e) {
+    console.error(`error: the model failed to load: ${(e as Error).message}; /health reports it`);
+  }
+  await server.finished;
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  loaded?.[Symbol.dispose]();
 }
 
 if (import.meta.main) {

@@ -45,8 +45,12 @@ export {
   type FinishReason,
   type GenerateEvent,
   type GenerateOptions,
+  type GenerationHandle,
   type GenerationResult,
   type GenerationTimings,
 } from "./src/engine/engine.ts";
 export { type LoadedModel, loadModel, type LoadModelOptions } from "./src/io/load.ts";
 export { createEngine, type CreateEngineOptions } from "./src/io/create_engine.ts";
+export { createServeHandler, type ServeHandler, type ServeOptions } from "./src/server/handler.ts";
+export type { SchedulerStats, StepInfo } from "./src/engine/scheduler.ts";
+export type { ServerMetrics } from "./src/server/metrics.ts";

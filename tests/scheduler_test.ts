@@ -35,7 +35,8 @@ const PROMPTS = [
 ];
 
 Deno.test({
-  name: "batched greedy outputs equal unbatched ones (chunked prefill mixed with decode, queueing, prefix reuse)",
+  name:
+    "batched greedy outputs equal unbatched ones (chunked prefill mixed with decode, queueing, prefix reuse)",
   ignore,
   fn: async () => {
     using one = await engine({ maxBatch: 1 });
@@ -69,7 +70,13 @@ Deno.test({
     const config = { ...TINY_CONFIG, vocabSize: 64, seqLen: 96 };
     const bytes = writeLlama2c(config, synthWeights(config, 7));
     const tokens = Array.from({ length: 64 }, (_, i) => `t${i}`);
-    const tokenizer = createTokenizer({ kind: "spm", tokens, scores: tokens.map(() => 0), bosId: 1, eosId: 2 });
+    const tokenizer = createTokenizer({
+      kind: "spm",
+      tokens,
+      scores: tokens.map(() => 0),
+      bosId: 1,
+      eosId: 2,
+    });
     const seqs = [
       Array.from({ length: 40 }, (_, i) => (i * 7 + 3) % 64),
       Array.from({ length: 23 }, (_, i) => (i * 5 + 1) % 64),
@@ -77,7 +84,8 @@ Deno.test({
     ];
     await forEachBackend(async (backend) => {
       const model = await parseLlama2c(bytesSource(bytes));
-      const create = (o: EngineOptions) => Engine.create(model, tokenizer, { backend, contextSize: 96, ...o });
+      const create = (o: EngineOptions) =>
+        Engine.create(model, tokenizer, { backend, contextSize: 96, ...o });
       using alone = await create({ maxBatch: 1 });
       const want = [];
       for (const ids of seqs) want.push(await alone.logitsFor(ids));
@@ -152,10 +160,13 @@ Deno.test({
   fn: async () => {
     using e = await engine({ maxBatch: 4, maxQueue: 3, kvCapacity: 512 });
     // each request reserves ceil((prompt + 300) / 16) blocks of 32: only one fits at a time
-    const hs = [0, 1, 2].map(() => e.submit("Once upon a time", { maxTokens: 300, temperature: 0, ignoreEos: true }));
+    const hs = [0, 1, 2].map(() =>
+      e.submit("Once upon a time", { maxTokens: 300, temperature: 0, ignoreEos: true })
+    );
     assert.throws(
       () => e.submit("x", { maxTokens: 4 }),
-      (err: unknown) => err instanceof LlmError && err.code === "OVERLOADED" && /queue limit 3/.test(err.message),
+      (err: unknown) =>
+        err instanceof LlmError && err.code === "OVERLOADED" && /queue limit 3/.test(err.message),
     );
     let peak = 0;
     e.onStep = () => peak = Math.max(peak, e.stats().running);

@@ -13,7 +13,8 @@ import { pickBackend } from "../registry.ts";
 import { type LlamaWeights, uploadWeights } from "../model/weights.ts";
 import { KvCache } from "../model/kv_cache.ts";
 import { buildLlamaGraph, type LlamaGraph } from "../model/llama.ts";
-import { type LlamaConfig, parameterCount } from "../model/config.ts";
+import { kvDim, type LlamaConfig, parameterCount } from "../model/config.ts";
+import { byteLengthOf } from "../dtype.ts";
 import { checkTokenizerMatchesModel } from "../format/tokenizer_load.ts";
 import { Sampler, validateSamplingOptions } from "../sample/sampler.ts";
 import { StopMatcher } from "../sample/stop.ts";
@@ -50,9 +51,10 @@ export interface EngineOptions {
   readonly maxBatch?: number;
   /**
    * KV cache capacity in tokens over all sequences; default the context size (one full-length sequence,
-   * or several shorter ones). At least the context size.
+   * or several shorter ones). At least the context size. `"auto"`: room for `maxBatch` full contexts,
+   * capped to 90% of the device memory left after the weights where the backend reports it.
    */
-  readonly kvCapacity?: number;
+  readonly kvCapacity?: number | "auto";
   /** Most generations waiting for a batch slot; more are refused with OVERLOADED. Default unbounded. */
   readonly maxQueue?: number;
   /** Reuse the KV blocks of identical prompt prefixes across generations. Default false. */
@@ -145,7 +147,13 @@ export class Engine implements Disposable {
     backend: Backend,
     tokenizer: Tokenizer,
     parts: { weights: LlamaWeights; kv: KvCache; graph: LlamaGraph },
-    options: { contextSize: number; maxBatch: number; prefillChunk: number; maxQueue?: number; prefixCache?: boolean },
+    options: {
+      contextSize: number;
+      maxBatch: number;
+      prefillChunk: number;
+      maxQueue?: number;
+      prefixCache?: boolean;
+    },
     loadMs: number,
     ownsBackend: boolean,
   ) {
@@ -165,7 +173,13 @@ export class Engine implements Disposable {
       maxBlocksPerSeq,
     });
     this.#scheduler = new Scheduler(
-      { backend, kv: parts.kv, graph: parts.graph, compiled: this.#compiled, vocabSize: this.config.vocabSize },
+      {
+        backend,
+        kv: parts.kv,
+        graph: parts.graph,
+        compiled: this.#compiled,
+        vocabSize: this.config.vocabSize,
+      },
       options,
     );
     this.#loadMs = loadMs;
@@ -182,7 +196,10 @@ export class Engine implements Disposable {
     }
     intOption("maxStepTokens", options.maxStepTokens, 1, 8192);
     const maxBatch = intOption("maxBatch", options.maxBatch, 1, 1024) ?? 4;
-    const kvCapacity = intOption("kvCapacity", options.kvCapacity, ctx, 1 << 24) ?? ctx;
+    const auto = options.kvCapacity === "auto";
+    let kvCapacity = auto
+      ? ctx * maxBatch
+      : intOption("kvCapacity", options.kvCapacity as number, ctx, 1 << 24) ?? ctx;
     if (options.maxQueue !== undefined && !(options.maxQueue >= 0)) {
       throw new LlmError("BAD_REQUEST", `maxQueue ${options.maxQueue} must be >= 0`);
     }
@@ -198,6 +215,13 @@ export class Engine implements Disposable {
         onProgress: options.onProgress,
         signal: options.signal,
       });
+      const mem = auto ? backend.memoryInfo?.() : undefined;
+      if (mem) {
+        const kvDType = options.kvDType ?? backend.caps.defaultKvDType;
+        const perToken = 2 * c.nLayers *
+          (byteLengthOf(kvDType, kvDim(c)) + (kvDType === "i8" ? 4 * c.nKvHeads : 0));
+        kvCapacity = Math.max(ctx, Math.min(kvCapacity, Math.floor((0.9 * mem.free) / perToken)));
+      }
       const kv = new KvCache(backend, c, { capacity: kvCapacity, dtype: options.kvDType });
       // a step carries a prompt chunk, or a decode row for every sequence in the batch, or a mix
       const graph = buildLlamaGraph(backend, weights, kv, {
@@ -208,7 +232,13 @@ export class Engine implements Disposable {
         backend,
         tokenizer,
         { weights, kv, graph },
-        { contextSize: ctx, maxBatch, prefillChunk, maxQueue: options.maxQueue, prefixCache: options.prefixCache },
+        {
+          contextSize: ctx,
+          maxBatch,
+          prefillChunk,
+          maxQueue: options.maxQueue,
+          prefixCache: options.prefixCache,
+        },
         now() - t0,
         owns,
       );

@@ -97,7 +97,10 @@ export class Scheduler {
     this.#prefix = new PrefixCache(parts.kv);
     this.#maxBlocksPerSeq = Math.ceil(options.contextSize / parts.kv.blockSize);
     if (parts.graph.maxLogitRows < options.maxBatch || parts.graph.maxTokens < options.maxBatch) {
-      throw new LlmError("INTERNAL", `graph rows ${parts.graph.maxTokens} below the batch ${options.maxBatch}`);
+      throw new LlmError(
+        "INTERNAL",
+        `graph rows ${parts.graph.maxTokens} below the batch ${options.maxBatch}`,
+      );
     }
   }
 
@@ -186,14 +189,28 @@ export class Scheduler {
   }
 
   async #loop(): Promise<void> {
+    // A backend that computes on the calling thread (ref) resolves every step at once, so the loop would
+    // be one long chain of microtasks that starves I/O (HTTP streams, new requests) until all sequences
+    // end. One message-port round trip per step is a full event-loop turn (timers are clamped to ~1 ms+).
+    const channel = new MessageChannel();
+    let wake: (() => void) | undefined;
+    channel.port1.onmessage = () => wake?.();
+    const yieldToEvents = (): Promise<void> =>
+      new Promise<void>((r) => {
+        wake = r;
+        channel.port2.postMessage(0);
+      });
     try {
       while (!this.#closed) {
         this.#reap();
         this.#admit();
         if (this.#running.length === 0) break;
         await this.#step();
+        await yieldToEvents();
       }
     } finally {
+      channel.port1.close();
+      channel.port2.close();
       this.#reap();
       this.#busy = false;
       for (const f of this.#idle.splice(0)) f();
@@ -225,7 +242,9 @@ export class Scheduler {
       const s = this.#waiting[0];
       const usePrefix = this.options.prefixCache && s.spec.prefixCache !== false && !s.spec.onLogits;
       // reuse only blocks wholly before the last prompt token: that token's row must run to give logits
-      const shared = usePrefix ? this.#prefix.match(s.spec.promptIds, Math.floor((s.promptLen - 1) / bs)) : [];
+      const shared = usePrefix
+        ? this.#prefix.match(s.spec.promptIds, Math.floor((s.promptLen - 1) / bs))
+        : [];
       const need = this.#blocksFor(s.spec) - shared.length;
       let promised = 0;
       for (const r of this.#running) promised += r.reserveLeft;
@@ -287,7 +306,11 @@ export class Scheduler {
     // then prompt chunks in admission order, within the step's rows (and logit rows for teacher forcing)
     for (const s of this.#running) {
       if (s.prefilled) continue;
-      let n = Math.min(T - tokens.length, s.promptLen - s.computed, s.spec.chunk ?? this.options.prefillChunk);
+      let n = Math.min(
+        T - tokens.length,
+        s.promptLen - s.computed,
+        s.spec.chunk ?? this.options.prefillChunk,
+      );
       if (s.spec.onLogits) n = Math.min(n, this.#p.graph.maxLogitRows - logitRows.length);
       if (n <= 0) continue;
       add(s, s.computed, n, s.spec.onLogits ? "all" : s.computed + n === s.promptLen ? "last" : "none");
@@ -348,7 +371,7 @@ export class Scheduler {
         finished.set(s, e instanceof Error ? e : new Error(String(e)));
       }
     }
-    if (this.options.prefixCache) for (const s of seqs) this.#offerPrefix(s);
+    if (this.options.prefixCache) { for (const s of seqs) this.#offerPrefix(s); }
     for (const [s, reason] of finished) if (s.state === "running") this.#retire(s, reason);
     this.onStep?.({
       rows: tokens.length,
@@ -365,7 +388,11 @@ export class Scheduler {
     const bs = this.#p.kv.blockSize;
     const full = Math.floor(Math.min(s.computed, s.promptLen) / bs);
     for (let b = s.prefixOffered; b < full; b++) {
-      s.prefixParent = this.#prefix.insert(s.prefixParent, s.spec.promptIds.slice(b * bs, (b + 1) * bs), s.blocks[b]);
+      s.prefixParent = this.#prefix.insert(
+        s.prefixParent,
+        s.spec.promptIds.slice(b * bs, (b + 1) * bs),
+        s.blocks[b],
+      );
     }
     s.prefixOffered = Math.max(s.prefixOffered, full);
   }
