@@ -4,7 +4,7 @@
  * API keys, and KV blocks given back when clients disconnect mid-stream.
  */
 import assert from "node:assert/strict";
-import { Engine } from "../mod.ts";
+import type { Engine } from "../mod.ts";
 import { constantTimeEqual } from "../src/server/handler.ts";
 import { ChatTemplate, FALLBACK_CHAT_TEMPLATE } from "../src/server/chat_template.ts";
 import { metric, MODEL, modelPath, post, readSse, serveHandler, storiesEngine, tokPath } from "./_serve.ts";

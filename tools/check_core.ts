@@ -49,7 +49,11 @@ if (problems.length) {
 const config = await Deno.makeTempFile({ suffix: ".json" });
 await Deno.writeTextFile(
   config,
-  JSON.stringify({ compilerOptions: { strict: true, lib: ["esnext", "dom", "dom.iterable"] } }),
+  JSON.stringify({
+    compilerOptions: { strict: true, lib: ["esnext", "dom", "dom.iterable"] },
+    // the package's npm dependencies, so core files can import them by bare name
+    imports: JSON.parse(await Deno.readTextFile("deno.json")).imports ?? {},
+  }),
 );
 const out = await new Deno.Command(Deno.execPath(), {
   args: ["check", "--quiet", "--config", config, ...core],

@@ -5,7 +5,7 @@
  * write the user's next turn.
  * @module
  */
-import { Template } from "npm:@huggingface/jinja@0.5.11";
+import { Template } from "@huggingface/jinja";
 import { LlmError } from "../errors.ts";
 import type { ChatMessage } from "./openai_request.ts";
 

@@ -229,7 +229,6 @@ export function createServeHandler(options: ServeOptions): ServeHandler {
       maxTokens,
       stop: stops,
       ignoreEos: p.ignoreEos,
-      signal: req.signal,
     });
     metrics.inFlight(1);
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID().replaceAll("-", "")}`;
@@ -239,6 +238,9 @@ export function createServeHandler(options: ServeOptions): ServeHandler {
     if (!p.stream) {
       let result: GenerationResult | undefined;
       let text = "";
+      // a client that goes away before the answer cancels the generation (streams see it as a cancel)
+      const onAbort = (): void => h.cancel();
+      req.signal.addEventListener("abort", onAbort);
       try {
         for await (const ev of h.events) {
           track.event(ev);
@@ -246,6 +248,7 @@ export function createServeHandler(options: ServeOptions): ServeHandler {
           else result = ev.result;
         }
       } finally {
+        req.signal.removeEventListener("abort", onAbort);
         track.end(result);
       }
       const r = result!;
