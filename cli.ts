@@ -336,6 +336,10 @@ async function serve(
     modelName: o.modelName,
     apiKey: o.apiKey === "" ? undefined : o.apiKey,
     chatTemplate: () => chatTemplate,
+    processMetrics: () => {
+      const m = Deno.memoryUsage();
+      return { llama_process_resident_bytes: m.rss, llama_process_heap_used_bytes: m.heapUsed };
+    },
   });
   const server = Deno.serve({
     hostname: o.host,

@@ -28,6 +28,8 @@ export interface ServeOptions {
   readonly chatTemplate?: string | (() => string | undefined);
   /** Largest request body in bytes (default 8 MiB); larger bodies get 413. */
   readonly maxBodyBytes?: number;
+  /** Extra gauges for /metrics from the host runtime (e.g. process memory), name to value. */
+  readonly processMetrics?: () => Record<string, number>;
 }
 
 /** A fetch handler with its metrics. */
@@ -426,9 +428,12 @@ export function createServeHandler(options: ServeOptions): ServeHandler {
     switch (path) {
       case "/metrics":
         method("GET");
-        return new Response(metrics.render(engine?.stats(), engine !== undefined), {
-          headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-        });
+        return new Response(
+          metrics.render(engine?.stats(), engine !== undefined, options.processMetrics?.()),
+          {
+            headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+          },
+        );
       case "/v1/models":
         method("GET");
         return jsonResponse(200, {

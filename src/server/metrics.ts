@@ -97,8 +97,11 @@ export class ServerMetrics {
     this.#stepTime.observe(info.ms / 1000);
   }
 
-  /** The exposition text. `stats` is the scheduler's state now (absent while the model loads). */
-  render(stats: SchedulerStats | undefined, ready: boolean): string {
+  /**
+   * The exposition text. `stats` is the scheduler's state now (absent while the model loads); `extra`
+   * adds gauges from the host (process memory).
+   */
+  render(stats: SchedulerStats | undefined, ready: boolean, extra: Record<string, number> = {}): string {
     const out: string[] = [];
     const scalar = (name: string, type: "counter" | "gauge", help: string, value: number): void => {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`);
@@ -158,6 +161,7 @@ export class ServerMetrics {
         stats.prefixHits,
       );
     }
+    for (const [name, v] of Object.entries(extra)) scalar(name, "gauge", "Host runtime gauge.", v);
     out.push(this.#batch.render("llama_batch_size", "Sequences per decoder step."));
     out.push(this.#stepRows.render("llama_step_tokens", "Token rows per decoder step."));
     out.push(this.#stepTime.render("llama_step_seconds", "Wall time of a decoder step, sampling included."));

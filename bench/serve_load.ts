@@ -1,0 +1,224 @@
+/**
+ * Load test of `cli.ts serve` over loopback: starts the server as a child process, waits for /health,
+ * then measures one streaming client alone (the baseline) and N concurrent streaming clients, in the same
+ * run. Every stream must end with `[DONE]` and report usage with the requested number of tokens; failed or
+ * lost streams are counted and make the exit status 1. Bounded: a fixed number of requests, every request
+ * and the whole run under a time limit.
+ *
+ *   deno run -A bench/serve_load.ts [--clients 64] [--max-tokens 64] [--prompt-tokens 16] [--rounds 1]
+ *     [--timeout-s 600] [--out result.json] -- <cli.ts serve flags: --model ... --backend ... --max-batch 64>
+ *
+ * Prompts are token ids (the completions API takes them), so any vocabulary works, synthetic ones too;
+ * generation is greedy with ignore_eos so every stream does the same work.
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+const sep = Deno.args.indexOf("--");
+const own = sep < 0 ? Deno.args : Deno.args.slice(0, sep);
+const serverArgs = sep < 0 ? [] : Deno.args.slice(sep + 1);
+const { values: f } = parseArgs({
+  args: own,
+  options: {
+    clients: { type: "string", default: "64" },
+    "max-tokens": { type: "string", default: "64" },
+    "prompt-tokens": { type: "string", default: "16" },
+    rounds: { type: "string", default: "1" },
+    "timeout-s": { type: "string", default: "600" },
+    out: { type: "string" },
+  },
+});
+const clients = Number(f.clients),
+  maxTokens = Number(f["max-tokens"]),
+  promptTokens = Number(f["prompt-tokens"]);
+const rounds = Number(f.rounds), timeoutMs = Number(f["timeout-s"]) * 1000;
+if (![clients, maxTokens, promptTokens, rounds].every((n) => Number.isInteger(n) && n > 0)) {
+  console.error("--clients, --max-tokens, --prompt-tokens and --rounds must be positive integers");
+  Deno.exit(2);
+}
+if (serverArgs.length === 0) {
+  const models = new URL("../../shared/models/", import.meta.url).pathname;
+  serverArgs.push(
+    "--model",
+    `${models}stories260K.bin`,
+    "--tokenizer",
+    `${models}tok512.bin`,
+    "--backend",
+    "ref",
+  );
+}
+const deadline = Date.now() + timeoutMs;
+
+// ---- the server ----------------------------------------------------------------------------------------
+const cli = new URL("../cli.ts", import.meta.url).pathname;
+const child = new Deno.Command(Deno.execPath(), {
+  args: ["run", "-A", cli, "serve", "--host", "127.0.0.1", "--port", "0", ...serverArgs],
+  stdout: "null",
+  stderr: "piped",
+}).spawn();
+let log = "";
+const logDone = (async () => {
+  for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+    log += chunk;
+    Deno.stderr.writeSync(new TextEncoder().encode(chunk));
+  }
+})();
+
+async function until<T>(
+  what: string,
+  f: () => T | undefined | Promise<T | undefined>,
+  ms: number,
+): Promise<T> {
+  const end = Math.min(Date.now() + ms, deadline);
+  while (Date.now() < end) {
+    const v = await f();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}; server log:\n${log}`);
+}
+
+let exitCode = 0;
+try {
+  const url = await until("the server to listen", () => /on (http:\/\/[\d.]+:\d+)/.exec(log)?.[1], 120_000);
+  await until("/health 200", async () => {
+    const r = await fetch(`${url}/health`).catch(() => undefined);
+    await r?.body?.cancel();
+    return r?.status === 200 ? true : undefined;
+  }, timeoutMs);
+  const device = /\[(\w+)\] ([^:]+):/.exec(log);
+  const model = (await (await fetch(`${url}/v1/models`)).json()).data[0].id as string;
+
+  interface StreamResult {
+    ok: boolean;
+    why?: string;
+    tokens: number;
+    ttftMs: number;
+    ms: number;
+  }
+
+  /** One streaming completion; checks [DONE] and usage. */
+  async function stream(i: number): Promise<StreamResult> {
+    const prompt = [1, ...Array.from({ length: promptTokens - 1 }, (_, j) => 3 + ((i * 131 + j * 17) % 400))];
+    const t0 = performance.now();
+    let ttft = 0;
+    try {
+      const res = await fetch(`${url}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model,
+          prompt,
+          max_tokens: maxTokens,
+          temperature: 0,
+          ignore_eos: true,
+          stream: true,
+          stream_options: { include_usage: true },
+        }),
+        signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())),
+      });
+      if (res.status !== 200) {
+        return { ok: false, why: `HTTP ${res.status}: ${await res.text()}`, tokens: 0, ttftMs: 0, ms: 0 };
+      }
+      let buf = "", done = false, usage: { completion_tokens: number } | undefined;
+      for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
+        if (!ttft) ttft = performance.now() - t0;
+        buf += chunk;
+        let k;
+        while ((k = buf.indexOf("\n\n")) >= 0) {
+          const ev = buf.slice(0, k);
+          buf = buf.slice(k + 2);
+          if (!ev.startsWith("data: ")) {
+            return { ok: false, why: `bad SSE line ${ev}`, tokens: 0, ttftMs: 0, ms: 0 };
+          }
+          const data = ev.slice(6);
+          if (data === "[DONE]") done = true;
+          else {
+            const j = JSON.parse(data);
+            if (j.error) return { ok: false, why: JSON.stringify(j.error), tokens: 0, ttftMs: 0, ms: 0 };
+            if (j.usage) usage = j.usage;
+          }
+        }
+      }
+      const ms = performance.now() - t0;
+      if (!done) return { ok: false, why: "stream ended without [DONE]", tokens: 0, ttftMs: ttft, ms };
+      if (usage?.completion_tokens !== maxTokens) {
+        return {
+          ok: false,
+          why: `usage ${JSON.stringify(usage)}`,
+          tokens: usage?.completion_tokens ?? 0,
+          ttftMs: ttft,
+          ms,
+        };
+      }
+      return { ok: true, tokens: usage.completion_tokens, ttftMs: ttft, ms };
+    } catch (e) {
+      return { ok: false, why: (e as Error).message, tokens: 0, ttftMs: ttft, ms: performance.now() - t0 };
+    }
+  }
+
+  const pct = (xs: number[], p: number): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))] : 0;
+  };
+  async function phase(n: number): Promise<Record<string, unknown>> {
+    const t0 = performance.now();
+    const rs = await Promise.all(Array.from({ length: n }, (_, i) => stream(i)));
+    const s = (performance.now() - t0) / 1000;
+    const tokens = rs.reduce((a, r) => a + r.tokens, 0);
+    const failed = rs.filter((r) => !r.ok);
+    for (const r of failed.slice(0, 5)) console.error(`failed stream: ${r.why}`);
+    const ok = rs.filter((r) => r.ok);
+    return {
+      clients: n,
+      seconds: Number(s.toFixed(3)),
+      tokens,
+      tokPerS: Number((tokens / s).toFixed(1)),
+      perStreamTokPerS: Number(pct(ok.map((r) => (r.tokens / r.ms) * 1000), 0.5).toFixed(1)),
+      ttftMsP50: Number(pct(ok.map((r) => r.ttftMs), 0.5).toFixed(1)),
+      ttftMsP99: Number(pct(ok.map((r) => r.ttftMs), 0.99).toFixed(1)),
+      failed: failed.length,
+    };
+  }
+
+  await phase(1); // warm-up: compiles shapes, fills caches
+  const single = [], batched = [];
+  for (let r = 0; r < rounds; r++) {
+    single.push(await phase(1));
+    batched.push(await phase(clients));
+  }
+  const best = (xs: Record<string, unknown>[]) =>
+    xs.reduce((a, b) => (b.tokPerS as number) > (a.tokPerS as number) ? b : a);
+  const metrics = await (await fetch(`${url}/metrics`)).text();
+  const gauge = (name: string): number =>
+    Number(/^(\S+) (\S+)$/m.exec(metrics.split("\n").find((l) => l.startsWith(name + " ")) ?? "")?.[2]);
+  const failed = [...single, ...batched].reduce((a, p) => a + (p.failed as number), 0);
+  const report = {
+    date: new Date().toISOString(),
+    backend: device?.[1],
+    device: device?.[2],
+    server: serverArgs.join(" "),
+    promptTokens,
+    maxTokens,
+    single: best(single),
+    concurrent: best(batched),
+    ratio: Number(((best(batched).tokPerS as number) / (best(single).tokPerS as number)).toFixed(2)),
+    rounds: { single, concurrent: batched },
+    failed,
+    kvBlocksInUseAfter: gauge("llama_kv_blocks_in_use"),
+    requestsInFlightAfter: gauge("llama_requests_in_flight"),
+  };
+  console.log(JSON.stringify(report, null, 2));
+  if (f.out) await Deno.writeTextFile(f.out, JSON.stringify(report, null, 2));
+  if (failed > 0 || report.kvBlocksInUseAfter !== 0) exitCode = 1;
+} catch (e) {
+  console.error((e as Error).message);
+  exitCode = 1;
+} finally {
+  child.kill("SIGTERM");
+  const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+  await child.status;
+  clearTimeout(killer);
+  await logDone.catch(() => {});
+}
+Deno.exit(exitCode);
