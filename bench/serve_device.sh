@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Serving on the GPU machine, in one call (device tool), from the repo root, carrying .deno and .gl:
+#   source .deno/device-env.sh; bash bench/serve_device.sh
+# 1. builds the CUDA library; 2. checks multi-sequence steps and batched-vs-unbatched outputs on the GPU
+# (tests/scheduler_test.ts, tests/serve_openai_test.ts; the first runs every backend, cuda included);
+# 3. writes a random-weight LLaMA-7B-shape HF checkpoint (fp16, torch on the GPU, as bench/hf_compare.py
+# does); 4. runs bench/serve_load.ts against `cli.ts serve --backend cuda --weight-quant int8`: one stream
+# alone (baseline) then CLIENTS concurrent streams, same server, same run. Every stream must end with [DONE].
+# Results: $OUT/serve_load.json and logs. Prepare here first: bash ../shared/tools/device-prep.sh;
+# bash bench/cuda_prep.sh (models and the Deno cache with the npm packages).
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+CLIENTS=${CLIENTS:-64}
+MAX_TOKENS=${MAX_TOKENS:-128}
+CTX=${CTX:-1024}
+mkdir -p "$OUT"
+export LLAMA_TS_MODELS=$PWD/.deno/models NO_COLOR=1
+status=0
+nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem --format=csv,noheader
+t=$(date +%s)
+deno run -A tools/build_cuda.ts --arch sm_90 >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+echo "build: $(($(date +%s) - t)) s"
+timeout 300 deno test -A tests/scheduler_test.ts tests/serve_openai_test.ts >"$OUT/serve_tests.log" 2>&1 || status=1
+grep -E "FAILED|passed|SKIP|error:|nmse" "$OUT/serve_tests.log" | tail -15
+ckpt=/tmp/llama7b-hf
+if [ ! -f "$ckpt/config.json" ]; then
+  t=$(date +%s)
+  python3 - "$ckpt" <<'EOF' || exit 1
+import sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+torch.manual_seed(0)
+cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                  rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                  torch_dtype="float16")
+with torch.device("cuda"):
+    model = LlamaForCausalLM(cfg).to(torch.float16)
+model.save_pretrained(sys.argv[1], safe_serialization=True)
+EOF
+  echo "checkpoint: $(($(date +%s) - t)) s"
+fi
+# KV: CLIENTS sequences of prompt 16 + MAX_TOKENS tokens fit in CLIENTS * 256 tokens (f16: 0.5 MiB/token)
+timeout 560 deno run -A bench/serve_load.ts --clients "$CLIENTS" --max-tokens "$MAX_TOKENS" --prompt-tokens 16 \
+  --rounds 2 --timeout-s 540 --out "$OUT/serve_load.json" -- \
+  --model "$ckpt" --tokenizer .deno/models/llama-2-tiny-random.gguf --backend cuda --weight-quant int8 \
+  --max-batch "$CLIENTS" --ctx "$CTX" --kv-tokens $((CLIENTS * 256 > CTX ? CLIENTS * 256 : CTX)) \
+  >"$OUT/serve_load.log" 2>&1 || status=1
+tail -5 "$OUT/serve_load.log"
+python3 -c "
+import json; r = json.load(open('$OUT/serve_load.json'))
+print('device', r['device'], '| single', r['single']['tokPerS'], 'tok/s | concurrent', r['concurrent']['clients'],
+      'streams', r['concurrent']['tokPerS'], 'tok/s | ratio', r['ratio'], '| failed', r['failed'])" || status=1
+exit $status
