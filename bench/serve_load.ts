@@ -98,7 +98,7 @@ try {
   }
 
   /** One streaming completion; checks [DONE] and usage. */
-  async function stream(i: number): Promise<StreamResult> {
+  const stream = async (i: number): Promise<StreamResult> => {
     const prompt = [1, ...Array.from({ length: promptTokens - 1 }, (_, j) => 3 + ((i * 131 + j * 17) % 400))];
     const t0 = performance.now();
     let ttft = 0;
@@ -155,13 +155,13 @@ try {
     } catch (e) {
       return { ok: false, why: (e as Error).message, tokens: 0, ttftMs: ttft, ms: performance.now() - t0 };
     }
-  }
+  };
 
   const pct = (xs: number[], p: number): number => {
     const s = [...xs].sort((a, b) => a - b);
     return s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))] : 0;
   };
-  async function phase(n: number): Promise<Record<string, unknown>> {
+  const phase = async (n: number): Promise<Record<string, unknown>> => {
     const t0 = performance.now();
     const rs = await Promise.all(Array.from({ length: n }, (_, i) => stream(i)));
     const s = (performance.now() - t0) / 1000;
@@ -179,7 +179,7 @@ try {
       ttftMsP99: Number(pct(ok.map((r) => r.ttftMs), 0.99).toFixed(1)),
       failed: failed.length,
     };
-  }
+  };
 
   await phase(1); // warm-up: compiles shapes, fills caches
   const single = [], batched = [];

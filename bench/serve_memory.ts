@@ -76,7 +76,7 @@ try {
   };
 
   let next = 0, failed = 0, done = 0;
-  async function one(i: number): Promise<void> {
+  const one = async (i: number): Promise<void> => {
     const kind = i % 4;
     const body = kind === 3
       ? { model, messages: [{ role: "user", content: `story ${i}` }], max_tokens: 6, stream: true }
@@ -101,8 +101,8 @@ try {
     }
     const text = await res.text();
     if (body.stream && !text.endsWith("data: [DONE]\n\n")) failed++;
-  }
-  async function worker(): Promise<void> {
+  };
+  const worker = async (): Promise<void> => {
     while (next < total && Date.now() < deadline) {
       const i = next++;
       try {
@@ -112,7 +112,7 @@ try {
       }
       done++;
     }
-  }
+  };
   const samples: { requests: number; rssMiB: number; heapMiB: number }[] = [];
   const sample = async (): Promise<void> => {
     const m = await metrics();
