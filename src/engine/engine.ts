@@ -138,6 +138,8 @@ export class Engine implements Disposable {
   #kv: KvCache;
   #graph: LlamaGraph;
   #compiled: CompiledGraph;
+  /** The graph with a device argmax, compiled on first greedy use (backends that support it). */
+  #greedy?: CompiledGraph;
   #scheduler: Scheduler;
   #loadMs: number;
   #ownsBackend: boolean;
@@ -172,6 +174,19 @@ export class Engine implements Disposable {
       maxSeqs: options.maxBatch,
       maxBlocksPerSeq,
     });
+    const g = parts.graph.greedy;
+    // compiled on first greedy use: a cuda program allocates its own scratch
+    const greedy = g
+      ? {
+        ids: g.ids,
+        compiled: (): CompiledGraph =>
+          this.#greedy ??= backend.compile(g.ops, {
+            outputs: [g.ids],
+            maxSeqs: options.maxBatch,
+            maxBlocksPerSeq,
+          }),
+      }
+      : undefined;
     this.#scheduler = new Scheduler(
       {
         backend,
@@ -179,6 +194,7 @@ export class Engine implements Disposable {
         graph: parts.graph,
         compiled: this.#compiled,
         vocabSize: this.config.vocabSize,
+        greedy,
       },
       options,
     );
@@ -420,6 +436,7 @@ export class Engine implements Disposable {
     // a step in flight still uses the buffers: free them once it has returned
     this.#scheduler.close(() => {
       this.#compiled[Symbol.dispose]();
+      this.#greedy?.[Symbol.dispose]();
       this.#graph.free();
       this.#kv[Symbol.dispose]();
       for (const t of this.#weights.all) this.backend.free(t);

@@ -13,6 +13,7 @@
  */
 import type { Backend, CompiledGraph } from "../backend.ts";
 import type { StepParams } from "../ops.ts";
+import type { Tensor } from "../tensor.ts";
 import type { KvCache } from "../model/kv_cache.ts";
 import type { LlamaGraph } from "../model/llama.ts";
 import { LlmError } from "../errors.ts";
@@ -72,6 +73,11 @@ export interface SchedulerParts {
   readonly graph: LlamaGraph;
   readonly compiled: CompiledGraph;
   readonly vocabSize: number;
+  /**
+   * The same step with a device argmax over the logit rows (backends that have it): steps whose logit rows
+   * all sample greedily without penalties read back one id per row instead of the logits.
+   */
+  readonly greedy?: { readonly ids: Tensor; compiled(): CompiledGraph };
 }
 
 const now = (): number => performance.now();
@@ -333,13 +339,25 @@ export class Scheduler {
       maxBlocksPerSeq: W,
       logitRows: Int32Array.from(logitRows),
     };
-    let logits: Float32Array | undefined;
+    const nL = logitRows.length;
+    const greedy = nL > 0 && this.#p.greedy &&
+        logitOf.every(({ seq }) =>
+          !seq.spec.onLogits && seq.spec.maxTokens > 0 && seq.spec.sampler?.isPlainGreedy
+        )
+      ? this.#p.greedy
+      : undefined;
+    let logits: Float32Array | undefined, ids: Int32Array | undefined;
     try {
-      await this.#p.compiled.run(step);
-      if (logitRows.length) {
-        logits = new Float32Array(
-          await this.#p.backend.download(this.#p.graph.logits, { byteLength: logitRows.length * V * 4 }),
-        );
+      if (greedy) {
+        await greedy.compiled().run(step);
+        ids = new Int32Array(await this.#p.backend.download(greedy.ids, { byteLength: nL * 4 }));
+      } else {
+        await this.#p.compiled.run(step);
+        if (nL) {
+          logits = new Float32Array(
+            await this.#p.backend.download(this.#p.graph.logits, { byteLength: nL * V * 4 }),
+          );
+        }
       }
     } catch (e) {
       // a failed step fails the sequences in it; the others go on
@@ -353,8 +371,21 @@ export class Scheduler {
     for (let i = 0; i < logitOf.length; i++) {
       const { seq: s, pos } = logitOf[i];
       if (s.cancelled || finished.has(s)) continue;
-      const row = logits!.subarray(i * V, (i + 1) * V);
       try {
+        if (ids) {
+          const id = ids[i];
+          if (!(id >= 0 && id < V)) {
+            throw new LlmError(
+              "INTERNAL",
+              `device argmax returned ${id}: the logits hold NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
+            );
+          }
+          if (!s.prefillEndAt) s.prefillEndAt = tDone;
+          const reason = s.accept(id, this.options.contextSize);
+          if (reason) finished.set(s, reason);
+          continue;
+        }
+        const row = logits!.subarray(i * V, (i + 1) * V);
         if (s.spec.onLogits) {
           s.spec.onLogits(pos, row.slice());
           if (pos === s.promptLen - 1) finished.set(s, "length");
