@@ -5,12 +5,13 @@
  */
 import { parseArgs } from "node:util";
 import { createServeHandler, Engine, LlmError, type LoadedModel, loadModel } from "./mod.ts";
-import type { BackendName, DType, ProgressEvent } from "./src/types.ts";
+import type { BackendName, ProgressEvent } from "./src/types.ts";
 import { defaultCacheDir } from "./src/io/hf_hub.ts";
 import { createRateMeter, progressBar } from "./src/cli/progress.ts";
 import { openModelFile } from "./src/io/load.ts";
 import { modelSummary } from "./src/cli/info.ts";
 import { runBench } from "./src/cli/bench.ts";
+import { kvDTypeFlag, weightQuantFlag } from "./src/cli/flags.ts";
 
 const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, or hf:owner/repo[/file]
   --tokenizer PATH     tokenizer when the model has none (llama2.c tokenizer.bin, tokenizer.json, GGUF)
@@ -90,20 +91,6 @@ function num(v: string | undefined, flag: string, int = false): number | undefin
     throw new LlmError("BAD_REQUEST", `--${flag} expects ${int ? "an integer" : "a number"}, got "${v}"`);
   }
   return n;
-}
-
-function weightQuant(v: string | undefined): "int8" | "int4" | undefined {
-  if (v === undefined || v === "int8" || v === "int4") return v;
-  throw new LlmError("BAD_REQUEST", `--weight-quant must be int8 or int4, got "${v}"`);
-}
-
-const KV_DTYPES: Record<string, DType> = { f32: "f32", f16: "f16", int8: "i8", i8: "i8" };
-
-function kvDType(v: string | undefined): DType | undefined {
-  if (v === undefined) return undefined;
-  const d = KV_DTYPES[v];
-  if (!d) throw new LlmError("BAD_REQUEST", `--kv-dtype must be f32, f16 or int8, got "${v}"`);
-  return d;
 }
 
 function onProgress(): ((e: ProgressEvent) => void) | undefined {
@@ -194,10 +181,10 @@ async function main(argv: string[]): Promise<void> {
   const engineOptions = {
     backend: (f.backend ?? "auto") as BackendName | "auto",
     contextSize: num(f.ctx, "ctx", true),
-    kvDType: kvDType(f["kv-dtype"]),
+    kvDType: kvDTypeFlag(f["kv-dtype"]),
     threads: num(f.threads, "threads", true),
     cudaLibrary: f["cuda-lib"] ?? env.LLAMA_TS_CUDA_LIB,
-    weightQuant: weightQuant(f["weight-quant"]),
+    weightQuant: weightQuantFlag(f["weight-quant"]),
     onProgress: loadOptions.onProgress,
   };
 

@@ -154,7 +154,7 @@ def main():
 
     deno = [a.deno, "run", "-A"]
     results = {}
-    for variant in a.variants.split(","):
+    for variant in filter(None, a.variants.split(",")):
         # variants: f16 | int8 | int4, then any of "+kvf32" (f32 KV cache; default f16), "+kvi8" (int8 KV
         # cache), "+nopdl" (small kernels launched without programmatic dependent launch: the A/B baseline
         # of that change; decode only)

@@ -2,11 +2,11 @@
  * Teacher-forced logits of a token sequence, written as raw float32 (positions x vocab), for comparing
  * against another implementation (bench/hf_compare.py). Prints load time and device memory as JSON.
  *   deno run -A bench/logits_dump.ts --model DIR --tokenizer T --ids ids.json --out logits.f32
- *                                    [--backend cuda] [--weight-quant int8|int4] [--kv-dtype f16]
+ *                                    [--backend cuda] [--weight-quant int8|int4] [--kv-dtype f16|int8]
  */
 import { parseArgs } from "node:util";
 import { createEngine } from "../mod.ts";
-import type { DType } from "../src/types.ts";
+import { kvDTypeFlag, weightQuantFlag } from "../src/cli/flags.ts";
 
 const { values: f } = parseArgs({
   args: Deno.args,
@@ -26,8 +26,8 @@ const ids = JSON.parse(await Deno.readTextFile(f.ids)) as number[];
 using engine = await createEngine(f.model, {
   tokenizer: f.tokenizer,
   backend: f.backend as "cuda",
-  weightQuant: f["weight-quant"] as "int8" | undefined,
-  kvDType: f["kv-dtype"] as DType | undefined,
+  weightQuant: weightQuantFlag(f["weight-quant"]),
+  kvDType: kvDTypeFlag(f["kv-dtype"]),
   cudaLibrary: f["cuda-lib"],
   contextSize: Math.max(ids.length, 16),
 });

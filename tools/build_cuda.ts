@@ -1,9 +1,10 @@
 /**
  * Builds the CUDA library: build/libllama_ts_cuda.so from kernels/cuda/*.cu with nvcc, with sm_80 and
  * sm_90 machine code plus compute_90 PTX (so newer GPUs JIT it).
- *   deno task build:cuda [--arch sm_90] [--out build/libllama_ts_cuda.so] [--checks]
+ *   deno task build:cuda [--arch sm_90] [--out build/libllama_ts_cuda.so] [--checks] [--define NAME=VALUE]...
  * --arch builds one target (faster, for the GPU machine); --checks also builds the standalone kernel
- * checks (kernels/cuda/checks/*_check.cu) into build/.
+ * checks (kernels/cuda/checks/*_check.cu) into build/. --define sets a kernel tuning macro (e.g.
+ * LLAMA_TS_GEMV_THREADS=256) for A/B builds.
  */
 import { parseArgs } from "node:util";
 
@@ -14,6 +15,7 @@ const { values: f } = parseArgs({
     out: { type: "string", default: "build/libllama_ts_cuda.so" },
     checks: { type: "boolean", default: false },
     nvcc: { type: "string", default: "nvcc" },
+    define: { type: "string", multiple: true, default: [] },
   },
 });
 const root = new URL("..", import.meta.url).pathname;
@@ -26,7 +28,8 @@ const gencode = f.arch ? [`-arch=${f.arch}`] : [
   "-gencode=arch=compute_90,code=sm_90",
   "-gencode=arch=compute_90,code=compute_90",
 ];
-const common = ["-O3", "-std=c++17", "-lineinfo", "-Xcompiler", "-fPIC,-Wall", ...gencode];
+const defines = (f.define ?? []).map((d) => `-D${d}`);
+const common = ["-O3", "-std=c++17", "-lineinfo", "-Xcompiler", "-fPIC,-Wall", ...gencode, ...defines];
 
 async function nvcc(args: string[]): Promise<void> {
   console.error(`${f.nvcc} ${args.join(" ")}`);

@@ -48,7 +48,13 @@ namespace {
 
 constexpr int kRW = 2;               // weight rows per warp
 constexpr int kMaxNR = 8;            // most activation rows per GEMV call
-constexpr int kThreads = 512;        // threads per GEMV block (16 warps)
+#ifndef LLAMA_TS_GEMV_THREADS
+// Threads per GEMV block. At 512 (16 warps, ~100 registers each) one block fills an SM's register file,
+// so the next GEMV's blocks cannot become resident (and start their PDL weight prefetch) until this one's
+// block on that SM exits; 256 leaves room for them. Benchmarked with bench/cuda_ab.sh.
+#define LLAMA_TS_GEMV_THREADS 512
+#endif
+constexpr int kThreads = LLAMA_TS_GEMV_THREADS;  // threads per GEMV block
 constexpr int kMaxWarps = kThreads / 32;
 constexpr int kSmemBudget = 220 * 1024;  // dynamic shared memory the GEMV may use at most (H100: 227 KB
                                          // opt-in per block; the device's own limit applies when lower)
