@@ -6,9 +6,7 @@
 # 128 new tokens, best of 3) for fp16 / int8 / int4 weights with A and with B, interleaved, and runs the
 # GPU tests with B. Output: $OUT/ab.txt.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export LLAMA_TS_MODELS=$PWD/.deno/models NO_COLOR=1
+source "$(dirname "$0")/_device_common.sh"
 def=${AB_DEFINE:?set AB_DEFINE=NAME=VALUE}
 tok=.deno/models/llama-2-tiny-random.gguf
 ck=/tmp/ab-ckpt

@@ -6,9 +6,7 @@
 # Logs go to $OUT. Prepare here first: bash ../shared/tools/device-prep.sh; bash bench/cuda_prep.sh
 set -uo pipefail
 mode=${1:-check}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export LLAMA_TS_MODELS=$PWD/.deno/models NO_COLOR=1
+source "$(dirname "$0")/_device_common.sh"
 status=0
 nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem --format=csv,noheader
 if [ "$mode" = check ] || [ "$mode" = all ]; then
