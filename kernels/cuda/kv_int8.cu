@@ -250,6 +250,19 @@ int splits_for(int blocksPerSplit, int maxCtx) {
 }
 
 // ---- argmax ---------------------------------------------------------------------------------------------
+// (best, bi) of the warp: the largest value, lowest index on ties; every lane gets it.
+__device__ __forceinline__ void warp_argmax(float& best, int& bi) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(kFull, best, o);
+    const int oi = __shfl_xor_sync(kFull, bi, o);
+    if (ov > best || (ov == best && oi < bi)) {
+      best = ov;
+      bi = oi;
+    }
+  }
+}
+
 // grid (nRows), 1024 threads: out[r] = index of the max of row r (lowest on ties), -1 when it holds NaN.
 __global__ void __launch_bounds__(1024) argmax_kernel(const float* __restrict__ x, int* out, int n) {
   pdl_wait();  // see device_util.cuh: before any read or early return
@@ -271,15 +284,7 @@ __global__ void __launch_bounds__(1024) argmax_kernel(const float* __restrict__ 
     }
   }
   if (nan) sNan = 1;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(kFull, best, o);
-    const int oi = __shfl_xor_sync(kFull, bi, o);
-    if (ov > best || (ov == best && oi < bi)) {
-      best = ov;
-      bi = oi;
-    }
-  }
+  warp_argmax(best, bi);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) {
     sv[warp] = best;
@@ -290,15 +295,7 @@ __global__ void __launch_bounds__(1024) argmax_kernel(const float* __restrict__ 
     const int nw = (blockDim.x + 31) / 32;
     best = lane < nw ? sv[lane] : -INFINITY;
     bi = lane < nw ? si[lane] : INT_MAX;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(kFull, best, o);
-      const int oi = __shfl_xor_sync(kFull, bi, o);
-      if (ov > best || (ov == best && oi < bi)) {
-        best = ov;
-        bi = oi;
-      }
-    }
+    warp_argmax(best, bi);
     if (lane == 0) out[blockIdx.x] = (sNan || bi == INT_MAX) ? -1 : bi;
   }
 }
