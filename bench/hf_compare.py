@@ -111,7 +111,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--shape", default="7B", choices=sorted(SHAPES))
-    ap.add_argument("--tokenizer", required=True, help="a 32000-token tokenizer for llama.ts (e.g. a Llama-2 GGUF)")
+    ap.add_argument("--tokenizer", help="a 32000-token tokenizer for llama.ts (e.g. a Llama-2 GGUF)")
     ap.add_argument("--deno", default="deno")
     ap.add_argument("--ckpt", default=None, help="checkpoint directory (default: a temp dir)")
     ap.add_argument("--positions", type=int, default=64, help="teacher-forced positions compared")
@@ -119,7 +119,18 @@ def main():
     ap.add_argument("--skip-hf-generate", action="store_true")
     ap.add_argument("--skip-bench", action="store_true", help="logit comparison only")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint-only", action="store_true",
+                    help="write the random-weight checkpoint to --ckpt and stop (for the other device scripts)")
     a = ap.parse_args()
+    if a.checkpoint_only:
+        if not a.ckpt:
+            ap.error("--checkpoint-only needs --ckpt DIR")
+        t = time.perf_counter()
+        make_checkpoint(a.ckpt, a.shape, a.seed)
+        log(f"checkpoint written to {a.ckpt} in {time.perf_counter() - t:.1f} s")
+        return
+    if not a.tokenizer:
+        ap.error("--tokenizer is required")
     os.makedirs(a.out, exist_ok=True)
     ckpt = a.ckpt or tempfile.mkdtemp(prefix="hf-llama-")
     report = {"shape": a.shape, "device": torch.cuda.get_device_name(0), "torch": torch.__version__}

@@ -24,18 +24,7 @@ grep -E "FAILED|passed|SKIP|error:|nmse" "$OUT/serve_tests.log" | tail -15
 ckpt=/tmp/llama7b-hf
 if [ ! -f "$ckpt/config.json" ]; then
   t=$(date +%s)
-  python3 - "$ckpt" <<'EOF' || exit 1
-import sys, torch
-from transformers import LlamaConfig, LlamaForCausalLM
-torch.manual_seed(0)
-cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                  rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
-                  torch_dtype="float16")
-with torch.device("cuda"):
-    model = LlamaForCausalLM(cfg).to(torch.float16)
-model.save_pretrained(sys.argv[1], safe_serialization=True)
-EOF
+  python3 bench/hf_compare.py --checkpoint-only --ckpt "$ckpt" 2>&1 | tail -1 || exit 1
   echo "checkpoint: $(($(date +%s) - t)) s"
 fi
 # KV: CLIENTS sequences of prompt 16 + MAX_TOKENS tokens fit in CLIENTS * 256 tokens (f16: 0.5 MiB/token)
