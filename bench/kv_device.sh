@@ -3,8 +3,8 @@
 #   source .deno/device-env.sh; bash bench/kv_device.sh
 # A random-weight LLaMA-7B-shape fp16 HF checkpoint (bench/hf_compare.py --checkpoint-only; reused when a
 # script before it in the same call made one), then `cli.ts bench` on cuda at a 4,096-token context:
-# decode of 128 tokens after a 16-token and after a 3,072-token prompt, f16 and int8 KV cache, fp16 and
-# int8 weights; GPU memory in use after each. Output: $OUT/kv.txt.
+# decode of 128 tokens after a 16-token and after a 3,072-token prompt, f16 and int8 KV cache, fp16
+# weights; GPU memory in use after each. Output: $OUT/kv.txt.
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
 [ -f build/libllama_ts_cuda.so ] || deno run -A tools/build_cuda.ts --arch sm_90 >"$OUT/build.log" 2>&1 ||
@@ -20,7 +20,7 @@ bench() {  # weights kv prompt
 }
 {
   echo "$(nvidia-smi --query-gpu=name --format=csv,noheader), ctx 4096, 128 new tokens, best of 3"
-  for w in f16 int8; do
+  for w in f16; do
     for p in 16 3072; do
       for kv in f16 int8; do echo "weights $w, prompt $p, KV $kv: $(bench $w $kv $p)"; done
     done
