@@ -127,6 +127,20 @@ function checkKvScales(c: KvLayer, fail: (why: string) => never): void {
 /** Op names. */
 export type OpName = Op["op"];
 
+/** Every op name, in graph order of first use (a backend that runs them all can list this). */
+export const OP_NAMES: readonly OpName[] = [
+  "embed",
+  "rms_norm",
+  "matmul",
+  "rope",
+  "kv_write",
+  "attention",
+  "add",
+  "silu_mul",
+  "gather_rows",
+  "argmax",
+];
+
 /** Check an op's tensor shapes against each other; throws INTERNAL naming the op and shapes. */
 export function checkOp(o: Op): void {
   const fail = (why: string): never => {

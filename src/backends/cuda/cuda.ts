@@ -15,7 +15,8 @@ import type {
 } from "../../backend.ts";
 import type { Tensor, TensorUsage } from "../../tensor.ts";
 import type { DType, Shape } from "../../types.ts";
-import type { Op, OpName, StepParams } from "../../ops.ts";
+import type { Op, StepParams } from "../../ops.ts";
+import { OP_NAMES } from "../../ops.ts";
 import { BACKEND_API_VERSION } from "../../backend.ts";
 import { byteLengthOf } from "../../dtype.ts";
 import { numel } from "../../tensor.ts";
@@ -62,18 +63,7 @@ class CudaTensor implements DeviceTensor {
   }
 }
 
-const OPS: readonly OpName[] = [
-  "embed",
-  "rms_norm",
-  "matmul",
-  "rope",
-  "kv_write",
-  "attention",
-  "add",
-  "silu_mul",
-  "gather_rows",
-  "argmax",
-];
+const OPS = OP_NAMES;
 const WEIGHT_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
 
 class CudaBackend implements Backend {

@@ -6,7 +6,8 @@
 import type { Backend, BackendCaps, BackendFactory, BackendOptions, CompiledGraph } from "../../backend.ts";
 import type { Tensor, TensorUsage } from "../../tensor.ts";
 import type { DType, Shape } from "../../types.ts";
-import type { Op, OpName, StepParams } from "../../ops.ts";
+import type { Op, StepParams } from "../../ops.ts";
+import { OP_NAMES } from "../../ops.ts";
 import { BACKEND_API_VERSION } from "../../backend.ts";
 import { byteLengthOf, DTYPES } from "../../dtype.ts";
 import { numel } from "../../tensor.ts";
@@ -57,18 +58,7 @@ export class RefTensor implements Tensor {
   }
 }
 
-const OPS: readonly OpName[] = [
-  "embed",
-  "rms_norm",
-  "matmul",
-  "rope",
-  "kv_write",
-  "attention",
-  "add",
-  "silu_mul",
-  "gather_rows",
-  "argmax",
-];
+const OPS = OP_NAMES;
 
 const WEIGHT_DTYPES: readonly DType[] = DTYPES.filter((d) => d !== "i8" && d !== "i32");
 
