@@ -7,6 +7,10 @@
 # 3. writes a random-weight LLaMA-7B-shape HF checkpoint (fp16, torch on the GPU, as bench/hf_compare.py
 # does); 4. runs bench/serve_load.ts against `cli.ts serve --backend cuda --weight-quant int8`: one stream
 # alone (baseline) then CLIENTS concurrent streams, same server, same run. Every stream must end with [DONE].
+# It prints where a step's time goes (from /metrics): inside the backend (program run + read-back, i.e.
+# device time plus launches) against host time in the step (plan, sample) and between steps (streaming,
+# HTTP), and the server main thread's top functions by self time during the concurrent rounds (a V8
+# sampling profile over the inspector: $OUT/serve_concurrent.cpuprofile, opens in Chrome DevTools).
 # Results: $OUT/serve_load.json and logs. Prepare here first: bash ../shared/tools/device-prep.sh;
 # bash bench/cuda_prep.sh (models and the Deno cache with the npm packages).
 set -uo pipefail
@@ -29,7 +33,7 @@ if [ ! -f "$ckpt/config.json" ]; then
 fi
 # KV: CLIENTS sequences of prompt 16 + MAX_TOKENS tokens fit in CLIENTS * 256 tokens (f16: 0.5 MiB/token)
 timeout 560 deno run -A bench/serve_load.ts --clients "$CLIENTS" --max-tokens "$MAX_TOKENS" --prompt-tokens 16 \
-  --rounds 2 --timeout-s 540 --out "$OUT/serve_load.json" -- \
+  --rounds 2 --timeout-s 540 --out "$OUT/serve_load.json" --cpu-profile "$OUT/serve_concurrent.cpuprofile" -- \
   --model "$ckpt" --tokenizer .deno/models/llama-2-tiny-random.gguf --backend cuda --weight-quant int8 \
   --max-batch "$CLIENTS" --ctx "$CTX" --kv-tokens $((CLIENTS * 256 > CTX ? CLIENTS * 256 : CTX)) \
   >"$OUT/serve_load.log" 2>&1 || status=1
@@ -37,5 +41,17 @@ tail -5 "$OUT/serve_load.log"
 python3 -c "
 import json; r = json.load(open('$OUT/serve_load.json'))
 print('device', r['device'], '| single', r['single']['tokPerS'], 'tok/s | concurrent', r['concurrent']['clients'],
-      'streams', r['concurrent']['tokPerS'], 'tok/s | ratio', r['ratio'], '| failed', r['failed'])" || status=1
+      'streams', r['concurrent']['tokPerS'], 'tok/s | ratio', r['ratio'], '| failed', r['failed'])
+for k in ('single', 'concurrent'):
+    s = r[k].get('split')
+    if not s: print(k, ': no split (server without the phase counters)'); continue
+    m = s['msPerStep']
+    print(f\"{k}: {s['steps']} steps; ms per step: backend {m['backend']} | host: plan {m['plan']} sample {m['sample']} \"
+          f\"gap {m['gap']} | backend share {s['backendShare']}; us per token: backend {s['usPerToken']['backend']} \"
+          f\"host {s['usPerToken']['host']}\")
+p = r.get('cpuProfile')
+if p:
+    print(f\"server main thread, concurrent round: {p['totalMs']:.0f} ms profiled, {p['idleMs']:.0f} ms idle; top by owner:\")
+    for e in p['byOwner'][:15]: print(f\"  {e['ms']:9.1f} ms {e['pct']:5.1f}%  {e['name']}\")
+" || status=1
 exit $status

@@ -6,13 +6,22 @@
  * and the whole run under a time limit.
  *
  *   deno run -A bench/serve_load.ts [--clients 64] [--max-tokens 64] [--prompt-tokens 16] [--rounds 1]
- *     [--timeout-s 600] [--out result.json] -- <cli.ts serve flags: --model ... --backend ... --max-batch 64>
+ *     [--timeout-s 600] [--out result.json] [--cpu-profile prof.cpuprofile] [--cli path/to/cli.ts]
+ *     -- <cli.ts serve flags: --model ... --backend ... --max-batch 64>
+ *
+ * The report's `split` says where the server's step cycle went during the best concurrent round, from the
+ * /metrics phase counters: per step, time inside the backend (run + read-back) against host time in the
+ * step (plan, sample) and between steps (streaming, HTTP). `--cpu-profile` also samples the server's main
+ * thread over the inspector during the concurrent rounds, writes the profile (Chrome DevTools opens it)
+ * and adds the top functions and files by self time to the report. `--cli` runs another checkout's server
+ * (A/B against a baseline commit).
  *
  * Prompts are token ids (the completions API takes them), so any vocabulary works, synthetic ones too;
  * generation is greedy with ignore_eos so every stream does the same work.
  * @module
  */
 import { parseArgs } from "node:util";
+import { type CpuProfile, Profiler, summarize } from "./_cpu_profile.ts";
 
 const sep = Deno.args.indexOf("--");
 const own = sep < 0 ? Deno.args : Deno.args.slice(0, sep);
@@ -26,6 +35,8 @@ const { values: f } = parseArgs({
     rounds: { type: "string", default: "1" },
     "timeout-s": { type: "string", default: "600" },
     out: { type: "string" },
+    "cpu-profile": { type: "string" },
+    cli: { type: "string" },
   },
 });
 const clients = Number(f.clients),
@@ -50,9 +61,10 @@ if (serverArgs.length === 0) {
 const deadline = Date.now() + timeoutMs;
 
 // ---- the server ----------------------------------------------------------------------------------------
-const cli = new URL("../cli.ts", import.meta.url).pathname;
+const cli = f.cli ?? new URL("../cli.ts", import.meta.url).pathname;
+const inspect = f["cpu-profile"] ? ["--inspect=127.0.0.1:0"] : [];
 const child = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", cli, "serve", "--host", "127.0.0.1", "--port", "0", ...serverArgs],
+  args: ["run", "-A", ...inspect, cli, "serve", "--host", "127.0.0.1", "--port", "0", ...serverArgs],
   stdout: "null",
   stderr: "piped",
 }).spawn();
@@ -181,17 +193,62 @@ try {
     };
   };
 
+  /** Values of /metrics lines by their full name (labels included). */
+  const scrape = async (): Promise<Map<string, number>> => {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const m = new Map<string, number>();
+    for (const line of text.split("\n")) {
+      const k = line.lastIndexOf(" ");
+      if (!line.startsWith("#") && k > 0) m.set(line.slice(0, k), Number(line.slice(k + 1)));
+    }
+    return m;
+  };
+  /** Where the step cycle went between two scrapes (undefined when the server lacks the counters). */
+  const splitOf = (a: Map<string, number>, b: Map<string, number>, tokens: number) => {
+    const d = (k: string): number => (b.get(k) ?? NaN) - (a.get(k) ?? NaN);
+    const steps = d("llama_steps_total");
+    const ph = (p: string): number => d(`llama_step_phase_seconds_total{phase="${p}"}`) * 1000;
+    const [plan, backend, sample, gap] = ["plan", "backend", "sample", "gap"].map(ph);
+    if (!(steps > 0) || Number.isNaN(backend)) return undefined;
+    const host = plan + sample + gap, all = host + backend;
+    const r = (x: number, n = 3): number => Number(x.toFixed(n));
+    return {
+      steps,
+      msPerStep: {
+        backend: r(backend / steps),
+        plan: r(plan / steps),
+        sample: r(sample / steps),
+        gap: r(gap / steps),
+      },
+      usPerToken: { backend: r((backend / tokens) * 1000, 1), host: r((host / tokens) * 1000, 1) },
+      backendShare: r(backend / all),
+      hostShare: r(host / all),
+    };
+  };
+
   await phase(1); // warm-up: compiles shapes, fills caches
+  const profiler = f["cpu-profile"]
+    ? await Profiler.connect(/Debugger listening on (ws:\S+)/.exec(log)![1])
+    : undefined;
+  const profiles: CpuProfile[] = [];
   const single = [], batched = [];
   for (let r = 0; r < rounds; r++) {
-    single.push(await phase(1));
-    batched.push(await phase(clients));
+    let m0 = await scrape();
+    const one = await phase(1);
+    one.split = splitOf(m0, await scrape(), one.tokens as number);
+    single.push(one);
+    m0 = await scrape();
+    await profiler?.start();
+    const many = await phase(clients);
+    if (profiler) profiles.push(await profiler.stop());
+    many.split = splitOf(m0, await scrape(), many.tokens as number);
+    batched.push(many);
   }
+  profiler?.close();
   const best = (xs: Record<string, unknown>[]) =>
     xs.reduce((a, b) => (b.tokPerS as number) > (a.tokPerS as number) ? b : a);
-  const metrics = await (await fetch(`${url}/metrics`)).text();
-  const gauge = (name: string): number =>
-    Number(/^(\S+) (\S+)$/m.exec(metrics.split("\n").find((l) => l.startsWith(name + " ")) ?? "")?.[2]);
+  const metrics = await scrape();
+  const gauge = (name: string): number => metrics.get(name) ?? NaN;
   const failed = [...single, ...batched].reduce((a, p) => a + (p.failed as number), 0);
   const report = {
     date: new Date().toISOString(),
@@ -207,7 +264,11 @@ try {
     failed,
     kvBlocksInUseAfter: gauge("llama_kv_blocks_in_use"),
     requestsInFlightAfter: gauge("llama_requests_in_flight"),
+    ...(profiles.length ? { cpuProfile: summarize(profiles[batched.indexOf(best(batched))], 20) } : {}),
   };
+  if (f["cpu-profile"] && profiles.length) {
+    await Deno.writeTextFile(f["cpu-profile"], JSON.stringify(profiles[batched.indexOf(best(batched))]));
+  }
   console.log(JSON.stringify(report, null, 2));
   if (f.out) await Deno.writeTextFile(f.out, JSON.stringify(report, null, 2));
   if (failed > 0 || report.kvBlocksInUseAfter !== 0) exitCode = 1;

@@ -45,10 +45,14 @@ Deno.test({
     // 4 slots for 6 requests (two wait), 5-token prompt chunks so prefill rows share steps with decode
     // rows, and the prefix cache on (the first prompt is a prefix of the fifth)
     using many = await engine({ maxBatch: 4, maxStepTokens: 5, kvCapacity: 2048, prefixCache: true });
-    let maxRows = 0, mixed = 0;
+    let maxRows = 0, mixed = 0, gaps = 0;
     many.onStep = (s) => {
       maxRows = Math.max(maxRows, s.seqs);
       if (s.decodeRows > 0 && s.prefillRows > 0) mixed++;
+      // the step's parts add up to its wall time; the gap before it is host time outside it
+      assert.ok(s.backendMs > 0 && s.planMs >= 0 && s.sampleMs >= 0 && s.gapMs >= 0, JSON.stringify(s));
+      assert.ok(Math.abs(s.backendMs + s.planMs + s.sampleMs - s.ms) < 1e-6, JSON.stringify(s));
+      if (s.gapMs > 0) gaps++;
     };
     const got = await Promise.all(PROMPTS.map((p) => many.complete(p, { maxTokens: 40, temperature: 0 })));
     for (let i = 0; i < PROMPTS.length; i++) {
@@ -58,6 +62,7 @@ Deno.test({
     }
     assert.equal(maxRows, 4, "four sequences shared a step");
     assert.ok(mixed > 0, "some steps mixed prompt and decode rows");
+    assert.ok(gaps > 0, "steps after the first of a busy period report the host time since the last");
     const s = many.stats();
     assert.equal(s.kvBlocksUsed, 0);
     assert.equal(s.running + s.waiting, 0);

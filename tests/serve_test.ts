@@ -75,6 +75,13 @@ Deno.test({
     assert.equal(cc[0].choices[0].delta.role, "assistant");
     assert.equal(cc.map((x) => x.choices[0].delta.content ?? "").join(""), direct.text);
     assert.ok(["stop", "length"].includes(cc.at(-1).choices[0].finish_reason));
+
+    // the step cycle split into backend time and host time (in and between steps)
+    const phase = (p: string) => metric(s.url, `llama_step_phase_seconds_total{phase="${p}"}`);
+    assert.ok(await phase("backend") > 0);
+    for (const p of ["plan", "sample", "gap"]) assert.ok(await phase(p) >= 0, p);
+    assert.ok(await metric(s.url, "llama_step_backend_seconds_count") > 0);
+    assert.ok(await metric(s.url, "llama_step_gap_seconds_count") > 0);
   },
 });
 

@@ -46,6 +46,21 @@ export interface StepInfo {
   readonly prefillRows: number;
   /** Wall time of the step, sampling included, in milliseconds. */
   readonly ms: number;
+  /**
+   * Of `ms`, the time inside the backend: the compiled step's run and the read-back of its logits or ids
+   * (on a GPU backend, device time plus launch and copy overheads).
+   */
+  readonly backendMs: number;
+  /** Of `ms`, host time before the backend run: planning rows, block tables, step arrays. */
+  readonly planMs: number;
+  /** Of `ms`, host time after the backend run: sampling, detokenizing, stop strings, queuing events. */
+  readonly sampleMs: number;
+  /**
+   * Host time between the end of the previous step and the start of this one while sequences were running
+   * (event-loop work: streaming the tokens to clients, HTTP, admissions); 0 for the first step of a busy
+   * period.
+   */
+  readonly gapMs: number;
 }
 
 /** A snapshot of the scheduler's state. */
@@ -95,6 +110,8 @@ export class Scheduler {
   #busy = false;
   #closed = false;
   #steps = 0;
+  /** When the last step of the current busy period ended (0: none yet). */
+  #lastStepEnd = 0;
   #idle: (() => void)[] = [];
 
   constructor(parts: SchedulerParts, options: SchedulerOptions) {
@@ -217,6 +234,7 @@ export class Scheduler {
     } finally {
       channel.port1.close();
       channel.port2.close();
+      this.#lastStepEnd = 0;
       this.#reap();
       this.#busy = false;
       for (const f of this.#idle.splice(0)) f();
@@ -322,6 +340,7 @@ export class Scheduler {
       add(s, s.computed, n, s.spec.onLogits ? "all" : s.computed + n === s.promptLen ? "last" : "none");
     }
     if (tokens.length === 0) return;
+    const gapMs = this.#lastStepEnd ? t0 - this.#lastStepEnd : 0;
     const W = this.#maxBlocksPerSeq;
     const tables = new Int32Array(seqs.length * W).fill(-1);
     const upto = new Map<Sequence, number>();
@@ -347,6 +366,7 @@ export class Scheduler {
       ? this.#p.greedy
       : undefined;
     let logits: Float32Array | undefined, ids: Int32Array | undefined;
+    const tRun = now();
     try {
       if (greedy) {
         await greedy.compiled().run(step);
@@ -361,6 +381,7 @@ export class Scheduler {
       }
     } catch (e) {
       // a failed step fails the sequences in it; the others go on
+      this.#lastStepEnd = now();
       for (const s of seqs) this.#retire(s, e instanceof Error ? e : new Error(String(e)));
       return;
     }
@@ -404,12 +425,18 @@ export class Scheduler {
     }
     if (this.options.prefixCache) { for (const s of seqs) this.#offerPrefix(s); }
     for (const [s, reason] of finished) if (s.state === "running") this.#retire(s, reason);
+    const tEnd = now();
+    this.#lastStepEnd = tEnd;
     this.onStep?.({
       rows: tokens.length,
       seqs: seqs.length,
       decodeRows,
       prefillRows: tokens.length - decodeRows,
-      ms: now() - t0,
+      ms: tEnd - t0,
+      backendMs: tDone - tRun,
+      planMs: tRun - t0,
+      sampleMs: tEnd - tDone,
+      gapMs,
     });
   }
 

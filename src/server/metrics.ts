@@ -35,6 +35,8 @@ class Histogram {
 }
 
 const LATENCY = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** Finer buckets for the parts of one step (100 µs up). */
+const STEP = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 
 /** Counters, gauges and histograms of one server. */
@@ -51,6 +53,11 @@ export class ServerMetrics {
   readonly #batch = new Histogram(BATCH);
   readonly #stepRows = new Histogram(BATCH);
   readonly #stepTime = new Histogram(LATENCY);
+  readonly #stepBackend = new Histogram(STEP);
+  readonly #stepHost = new Histogram(STEP);
+  readonly #stepGap = new Histogram(STEP);
+  /** Seconds by part of the step cycle: plan, backend, sample (inside a step), gap (between steps). */
+  readonly #phase = { plan: 0, backend: 0, sample: 0, gap: 0 };
 
   /** Count a finished HTTP request. */
   request(endpoint: string, status: number): void {
@@ -95,6 +102,14 @@ export class ServerMetrics {
     this.#batch.observe(info.seqs);
     this.#stepRows.observe(info.rows);
     this.#stepTime.observe(info.ms / 1000);
+    this.#stepBackend.observe(info.backendMs / 1000);
+    this.#stepHost.observe((info.planMs + info.sampleMs) / 1000);
+    if (info.gapMs > 0) this.#stepGap.observe(info.gapMs / 1000);
+    const ph = this.#phase;
+    ph.plan += info.planMs / 1000;
+    ph.backend += info.backendMs / 1000;
+    ph.sample += info.sampleMs / 1000;
+    ph.gap += info.gapMs / 1000;
   }
 
   /**
@@ -165,6 +180,32 @@ export class ServerMetrics {
     out.push(this.#batch.render("llama_batch_size", "Sequences per decoder step."));
     out.push(this.#stepRows.render("llama_step_tokens", "Token rows per decoder step."));
     out.push(this.#stepTime.render("llama_step_seconds", "Wall time of a decoder step, sampling included."));
+    out.push(
+      this.#stepBackend.render(
+        "llama_step_backend_seconds",
+        "Time of a decoder step inside the backend: the compiled step's run and its read-back.",
+      ),
+    );
+    out.push(
+      this.#stepHost.render(
+        "llama_step_host_seconds",
+        "Host time of a decoder step outside the backend: planning, sampling, detokenizing, queuing events.",
+      ),
+    );
+    out.push(
+      this.#stepGap.render(
+        "llama_step_gap_seconds",
+        "Host time between consecutive steps of a busy period: streaming to clients, HTTP, admissions.",
+      ),
+    );
+    out.push(
+      "# HELP llama_step_phase_seconds_total Time of the step cycle by phase: plan, backend, sample " +
+        "(inside a step), gap (between steps while sequences run).",
+      "# TYPE llama_step_phase_seconds_total counter",
+    );
+    for (const [k, v] of Object.entries(this.#phase)) {
+      out.push(`llama_step_phase_seconds_total{phase="${k}"} ${v}`);
+    }
     out.push(this.#ttft.render("llama_time_to_first_token_seconds", "Request arrival to first token."));
     out.push(this.#tpot.render("llama_time_per_output_token_seconds", "Time between consecutive tokens."));
     out.push(this.#e2e.render("llama_request_duration_seconds", "Request arrival to last token."));
