@@ -99,6 +99,12 @@ export function summarize(p: CpuProfile, top = 25): {
   byFunction: ProfileEntry[];
   byFile: ProfileEntry[];
   byOwner: ProfileEntry[];
+  /**
+   * Milliseconds by section: `backend` (samples owned by src/backends/ or src/dtype.ts: model compute or,
+   * on a GPU backend, its host side), `idle`, `gc`, and `host` (everything else: scheduling, sampling,
+   * detokenizing, streaming, HTTP).
+   */
+  sections: { backend: number; host: number; gc: number; idle: number };
 } {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -115,6 +121,7 @@ export function summarize(p: CpuProfile, top = 25): {
   const keyOf = (f: CallFrame): string =>
     `${f.functionName || "(anonymous)"} ${short(f)}${f.url ? `:${f.lineNumber + 1}` : ""}`;
   let idle = 0;
+  const sections = { backend: 0, host: 0, gc: 0, idle: 0 };
   for (const [id, us] of self) {
     const f = byId.get(id)!.callFrame;
     if (f.functionName === "(idle)") idle += us;
@@ -122,7 +129,12 @@ export function summarize(p: CpuProfile, top = 25): {
     add(file, f.url ? short(f) : f.functionName, us);
     let o: number | undefined = id;
     while (o !== undefined && !own(byId.get(o)!.callFrame.url)) o = parent.get(o);
-    add(owner, keyOf(byId.get(o ?? id)!.callFrame), us);
+    const of = byId.get(o ?? id)!.callFrame;
+    add(owner, keyOf(of), us);
+    if (f.functionName === "(idle)") sections.idle += us;
+    else if (f.functionName === "(garbage collector)") sections.gc += us;
+    else if (/\/src\/(backends\/|dtype\.ts)/.test(of.url)) sections.backend += us;
+    else sections.host += us;
   }
   const list = (m: Map<string, number>): ProfileEntry[] =>
     [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([name, us]) => ({
@@ -136,5 +148,11 @@ export function summarize(p: CpuProfile, top = 25): {
     byFunction: list(fn),
     byFile: list(file),
     byOwner: list(owner),
+    sections: {
+      backend: Number((sections.backend / 1000).toFixed(1)),
+      host: Number((sections.host / 1000).toFixed(1)),
+      gc: Number((sections.gc / 1000).toFixed(1)),
+      idle: Number((sections.idle / 1000).toFixed(1)),
+    },
   };
 }

@@ -10,7 +10,9 @@
 # It prints where a step's time goes (from /metrics): inside the backend (program run + read-back, i.e.
 # device time plus launches) against host time in the step (plan, sample) and between steps (streaming,
 # HTTP), and the server main thread's top functions by self time during the concurrent rounds (a V8
-# sampling profile over the inspector: $OUT/serve_concurrent.cpuprofile, opens in Chrome DevTools).
+# sampling profile over the inspector: $OUT/serve_concurrent.cpuprofile, opens in Chrome DevTools), the
+# server main thread's CPU time per token (all host work: the device runs on other threads), and, from one
+# more round each at 4, 8, 9, 16 and 32 streams, how the backend's step time grows with the rows per step.
 # Results: $OUT/serve_load.json and logs. Prepare here first: bash ../shared/tools/device-prep.sh;
 # bash bench/cuda_prep.sh (models and the Deno cache with the npm packages).
 set -uo pipefail
@@ -33,7 +35,8 @@ if [ ! -f "$ckpt/config.json" ]; then
 fi
 # KV: CLIENTS sequences of prompt 16 + MAX_TOKENS tokens fit in CLIENTS * 256 tokens (f16: 0.5 MiB/token)
 timeout 560 deno run -A bench/serve_load.ts --clients "$CLIENTS" --max-tokens "$MAX_TOKENS" --prompt-tokens 16 \
-  --rounds 2 --timeout-s 540 --out "$OUT/serve_load.json" --cpu-profile "$OUT/serve_concurrent.cpuprofile" -- \
+  --rounds 2 --timeout-s 540 --out "$OUT/serve_load.json" --cpu-profile "$OUT/serve_concurrent.cpuprofile" \
+  --sweep 4,8,9,16,32 -- \
   --model "$ckpt" --tokenizer .deno/models/llama-2-tiny-random.gguf --backend cuda --weight-quant int8 \
   --max-batch "$CLIENTS" --ctx "$CTX" --kv-tokens $((CLIENTS * 256 > CTX ? CLIENTS * 256 : CTX)) \
   >"$OUT/serve_load.log" 2>&1 || status=1
@@ -49,9 +52,18 @@ for k in ('single', 'concurrent'):
     print(f\"{k}: {s['steps']} steps; ms per step: backend {m['backend']} | host: plan {m['plan']} sample {m['sample']} \"
           f\"gap {m['gap']} | backend share {s['backendShare']}; us per token: backend {s['usPerToken']['backend']} \"
           f\"host {s['usPerToken']['host']}\")
+    c = r[k].get('serverCpuUsPerToken')
+    if c: print(f\"{k}: server CPU per token: main (JS) thread {c['mainThread']} us (\"
+                f\"{c['mainThread'] * r[k]['tokens'] / s['steps'] / 1000:.2f} ms per step; on cuda all of it is host work), \"
+                f\"whole process {c['process']} us\")
+for w in r.get('sweep', []):
+    m = w['msPerStep'] or {}
+    print(f\"sweep {w['clients']:3d} streams: {w['tokPerS']} tok/s; ms per step: backend {m.get('backend')} plan \"
+          f\"{m.get('plan')} sample {m.get('sample')} gap {m.get('gap')}; main-thread CPU \"
+          f\"{(w.get('serverCpuUsPerToken') or {}).get('mainThread')} us/token\")
 p = r.get('cpuProfile')
 if p:
-    print(f\"server main thread, concurrent round: {p['totalMs']:.0f} ms profiled, {p['idleMs']:.0f} ms idle; top by owner:\")
+    print(f\"server main thread, concurrent round: {p['totalMs']:.0f} ms profiled; ms by section: {p['sections']}; top by owner:\")
     for e in p['byOwner'][:15]: print(f\"  {e['ms']:9.1f} ms {e['pct']:5.1f}%  {e['name']}\")
 " || status=1
 exit $status

@@ -7,6 +7,7 @@
  *
  *   deno run -A bench/serve_load.ts [--clients 64] [--max-tokens 64] [--prompt-tokens 16] [--rounds 1]
  *     [--timeout-s 600] [--out result.json] [--cpu-profile prof.cpuprofile] [--cli path/to/cli.ts]
+ *     [--sweep 8,9,16,32]
  *     -- <cli.ts serve flags: --model ... --backend ... --max-batch 64>
  *
  * The report's `split` says where the server's step cycle went during the best concurrent round, from the
@@ -14,7 +15,10 @@
  * step (plan, sample) and between steps (streaming, HTTP). `--cpu-profile` also samples the server's main
  * thread over the inspector during the concurrent rounds, writes the profile (Chrome DevTools opens it)
  * and adds the top functions and files by self time to the report. `--cli` runs another checkout's server
- * (A/B against a baseline commit).
+ * (A/B against a baseline commit). `--sweep` runs one more round per listed client count after the others
+ * and reports each one's split: how the backend's step time grows with the rows in a step. On Linux each phase also reports the server's CPU time per token: its
+ * main (JS) thread's, which on a GPU backend is all the host work (the device runs on other threads), and
+ * the whole process's.
  *
  * Prompts are token ids (the completions API takes them), so any vocabulary works, synthetic ones too;
  * generation is greedy with ignore_eos so every stream does the same work.
@@ -37,6 +41,7 @@ const { values: f } = parseArgs({
     out: { type: "string" },
     "cpu-profile": { type: "string" },
     cli: { type: "string" },
+    sweep: { type: "string" },
   },
 });
 const clients = Number(f.clients),
@@ -173,11 +178,29 @@ try {
     const s = [...xs].sort((a, b) => a - b);
     return s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))] : 0;
   };
+  /**
+   * The server's CPU time in ms (Linux): its main thread's (the JS thread: scheduler, streaming, HTTP;
+   * ns resolution, from schedstat, with the time it waited for a core) and the whole process's (all
+   * threads, 10 ms ticks).
+   */
+  const cpu = (): { main: number; wait: number; all: number } | undefined => {
+    try {
+      const [run, wait] = Deno.readTextFileSync(`/proc/${child.pid}/schedstat`).split(" ").map(Number);
+      const stat = Deno.readTextFileSync(`/proc/${child.pid}/stat`);
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return { main: run / 1e6, wait: wait / 1e6, all: (Number(f[11]) + Number(f[12])) * 10 };
+    } catch {
+      return undefined;
+    }
+  };
   const phase = async (n: number): Promise<Record<string, unknown>> => {
+    const c0 = cpu();
     const t0 = performance.now();
     const rs = await Promise.all(Array.from({ length: n }, (_, i) => stream(i)));
     const s = (performance.now() - t0) / 1000;
+    const c1 = cpu();
     const tokens = rs.reduce((a, r) => a + r.tokens, 0);
+    const perTok = (ms: number): number => Number(((ms / tokens) * 1000).toFixed(1));
     const failed = rs.filter((r) => !r.ok);
     for (const r of failed.slice(0, 5)) console.error(`failed stream: ${r.why}`);
     const ok = rs.filter((r) => r.ok);
@@ -190,6 +213,15 @@ try {
       ttftMsP50: Number(pct(ok.map((r) => r.ttftMs), 0.5).toFixed(1)),
       ttftMsP99: Number(pct(ok.map((r) => r.ttftMs), 0.99).toFixed(1)),
       failed: failed.length,
+      ...(c0 && c1 && tokens
+        ? {
+          serverCpuUsPerToken: {
+            mainThread: perTok(c1.main - c0.main),
+            mainThreadWaitingForCore: perTok(c1.wait - c0.wait),
+            process: perTok(c1.all - c0.all),
+          },
+        }
+        : {}),
     };
   };
 
@@ -245,11 +277,24 @@ try {
     batched.push(many);
   }
   profiler?.close();
+  const sweep = [];
+  for (const n of (f.sweep ?? "").split(",").filter((x) => x.trim()).map(Number)) {
+    const m0 = await scrape();
+    const p = await phase(n);
+    const sp = splitOf(m0, await scrape(), p.tokens as number);
+    sweep.push({
+      clients: n,
+      tokPerS: p.tokPerS,
+      failed: p.failed,
+      msPerStep: sp?.msPerStep,
+      serverCpuUsPerToken: p.serverCpuUsPerToken,
+    });
+  }
   const best = (xs: Record<string, unknown>[]) =>
     xs.reduce((a, b) => (b.tokPerS as number) > (a.tokPerS as number) ? b : a);
   const metrics = await scrape();
   const gauge = (name: string): number => metrics.get(name) ?? NaN;
-  const failed = [...single, ...batched].reduce((a, p) => a + (p.failed as number), 0);
+  const failed = [...single, ...batched, ...sweep].reduce((a, p) => a + (p.failed as number), 0);
   const report = {
     date: new Date().toISOString(),
     backend: device?.[1],
@@ -261,6 +306,7 @@ try {
     concurrent: best(batched),
     ratio: Number(((best(batched).tokPerS as number) / (best(single).tokPerS as number)).toFixed(2)),
     rounds: { single, concurrent: batched },
+    ...(sweep.length ? { sweep } : {}),
     failed,
     kvBlocksInUseAfter: gauge("llama_kv_blocks_in_use"),
     requestsInFlightAfter: gauge("llama_requests_in_flight"),
