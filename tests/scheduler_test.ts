@@ -4,7 +4,7 @@
  * blocks back, the queue is bounded, and KV reservation makes requests wait rather than fail.
  */
 import assert from "node:assert/strict";
-import { Engine, type EngineOptions, LlmError, loadModel } from "../mod.ts";
+import { type Backend, Engine, type EngineOptions, LlmError, loadModel } from "../mod.ts";
 import { bytesSource } from "../src/io/byte_source.ts";
 import { parseLlama2c } from "../src/format/llama2c.ts";
 import { createTokenizer } from "../src/format/tokenizer_load.ts";
@@ -182,5 +182,116 @@ Deno.test({
     for (const r of results) assert.equal(r.generatedIds.length, 300);
     assert.equal(peak, 1, "KV reservation kept one sequence running at a time");
     assert.deepEqual(results[1].generatedIds, results[0].generatedIds);
+  },
+});
+
+/** Count the bytes each step reads back from the backend (one entry per step, via onStep). */
+function countReadback(
+  backend: Backend,
+  e: Engine,
+): { perStep: { bytes: number; seqs: number }[]; restore(): void } {
+  const perStep: { bytes: number; seqs: number }[] = [];
+  let bytes = 0;
+  const download = backend.download;
+  backend.download = (t, o) => {
+    bytes += o?.byteLength ?? t.byteLength;
+    return download.call(backend, t, o);
+  };
+  e.onStep = (s) => {
+    perStep.push({ bytes, seqs: s.seqs });
+    bytes = 0;
+  };
+  return { perStep, restore: () => void (backend.download = download) };
+}
+
+Deno.test({
+  name:
+    "greedy rows take the device argmax next to sampled rows: same tokens as alone, only sampled logits read back",
+  fn: async () => {
+    const config = { ...TINY_CONFIG, vocabSize: 64, seqLen: 96 };
+    const bytes = writeLlama2c(config, synthWeights(config, 3));
+    const tokens = Array.from({ length: 64 }, (_, i) => `t${i}`);
+    const tokenizer = createTokenizer({
+      kind: "spm",
+      tokens,
+      scores: tokens.map(() => 0),
+      bosId: 1,
+      eosId: 2,
+    });
+    const prompts = [[1, 5, 9], [1, 17, 4, 33], [1, 40], [1, 8, 8, 8, 21], [1, 60, 2, 7]];
+    const options = [
+      { temperature: 0 },
+      { temperature: 0 },
+      { temperature: 0, repetitionPenalty: 1.3 }, // greedy with a penalty: sampled on the host
+      { temperature: 0.9, seed: 5 },
+      { temperature: 0 },
+    ];
+    await forEachBackend(async (backend) => {
+      const model = await parseLlama2c(bytesSource(bytes));
+      const create = (o: EngineOptions) =>
+        Engine.create(model, tokenizer, { backend, contextSize: 96, ...o });
+      using alone = await create({ maxBatch: 1 });
+      const want = [];
+      for (let i = 0; i < prompts.length; i++) {
+        want.push(await alone.complete(prompts[i], { maxTokens: 12, ignoreEos: true, ...options[i] }));
+      }
+      using batched = await create({ maxBatch: 5, kvCapacity: 480 });
+      const seen = countReadback(backend, batched);
+      try {
+        const got = await Promise.all(
+          prompts.map((p, i) => batched.complete(p, { maxTokens: 12, ignoreEos: true, ...options[i] })),
+        );
+        for (let i = 0; i < prompts.length; i++) {
+          assert.deepEqual(got[i].generatedIds, want[i].generatedIds, `${backend.name}: sequence ${i}`);
+        }
+      } finally {
+        seen.restore();
+      }
+      // with all five decoding: 5 ids plus the logits of the 2 sampled rows
+      const V = config.vocabSize;
+      const full = seen.perStep.filter((s) => s.seqs === 5);
+      assert.ok(full.length >= 8, `${full.length} five-sequence steps`);
+      // backends without a device argmax (none yet) read back every row's logits
+      const lean = 5 * 4 + 2 * V * 4, argmax = ["ref", "cuda"].includes(backend.name);
+      for (const s of full) {
+        assert.ok(
+          s.bytes === lean || (!argmax && s.bytes === 5 * V * 4),
+          `${backend.name}: ${JSON.stringify(s)}`,
+        );
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "a 64-row all-greedy step reads back 64 token ids, not 64 rows of logits",
+  fn: async () => {
+    const config = { ...TINY_CONFIG, vocabSize: 512, seqLen: 64 };
+    const model = await parseLlama2c(bytesSource(writeLlama2c(config, synthWeights(config, 9))));
+    const tokens = Array.from({ length: 512 }, (_, i) => `t${i}`);
+    const tokenizer = createTokenizer({
+      kind: "spm",
+      tokens,
+      scores: tokens.map(() => 0),
+      bosId: 1,
+      eosId: 2,
+    });
+    using e = await Engine.create(model, tokenizer, {
+      backend: "ref",
+      contextSize: 64,
+      maxBatch: 64,
+      kvCapacity: 64 * 32,
+    });
+    const seen = countReadback(e.backend, e);
+    await Promise.all(
+      Array.from(
+        { length: 64 },
+        (_, i) => e.complete([3 + i], { maxTokens: 4, temperature: 0, ignoreEos: true }),
+      ),
+    );
+    seen.restore();
+    const full = seen.perStep.filter((s) => s.seqs === 64);
+    assert.ok(full.length >= 3, JSON.stringify(seen.perStep));
+    for (const s of full) assert.equal(s.bytes, 64 * 4);
   },
 });

@@ -53,6 +53,16 @@ Deno.test({
     assert.ok(chunks.slice(0, -1).every((c) => c.usage === null && c.id === chunks[0].id));
     const plain = await readSse(await post(`${s.url}/v1/completions`, { ...body, stream: true }));
     assert.ok(plain.slice(0, -1).every((e) => !("usage" in JSON.parse(e))));
+    // every token event is exactly the JSON of OpenAI's chunk object, keys in this order
+    const exact = (object: string, e: string, choice: unknown, usage: boolean): void => {
+      const { id, created } = JSON.parse(e);
+      const obj = { id, object, created, model: MODEL, system_fingerprint: null, choices: [choice] };
+      assert.equal(e, JSON.stringify(usage ? { ...obj, usage: null } : obj));
+    };
+    const text = (e: string): string => JSON.parse(e).choices[0].text;
+    const tokenChoice = (t: string) => ({ index: 0, text: t, logprobs: null, finish_reason: null });
+    for (const e of events.slice(0, -3)) exact("text_completion", e, tokenChoice(text(e)), true);
+    for (const e of plain.slice(0, -2)) exact("text_completion", e, tokenChoice(text(e)), false);
 
     // chat: stories260K has no template, so the fallback renders "User: ...\nAssistant:"
     const chatBody = {
@@ -74,6 +84,11 @@ Deno.test({
     assert.equal(cc[0].object, "chat.completion.chunk");
     assert.equal(cc[0].choices[0].delta.role, "assistant");
     assert.equal(cc.map((x) => x.choices[0].delta.content ?? "").join(""), direct.text);
+    cs.slice(0, -2).forEach((e, i) => {
+      const content = JSON.parse(e).choices[0].delta.content;
+      const delta = i === 0 ? { role: "assistant", content } : { content };
+      exact("chat.completion.chunk", e, { index: 0, delta, logprobs: null, finish_reason: null }, false);
+    });
     assert.ok(["stop", "length"].includes(cc.at(-1).choices[0].finish_reason));
 
     // the step cycle split into backend time and host time (in and between steps)

@@ -496,3 +496,36 @@ Deno.test("hf: malformed tokenizer.json names the JSON path", () => {
   (noFamily.model as Record<string, unknown>).byte_fallback = false;
   throwsCode(() => tokenizerDataFromHfJson(noFamily), "TOKENIZER_FORMAT", /not supported/);
 });
+
+Deno.test("the stream decoder's ASCII fast path gives TextDecoder's streaming output, chunk by chunk", async () => {
+  const { byteStreamDecoder } = await import("../src/format/tokenizer_spm.ts");
+  const r = rng(11);
+  // pieces: ASCII runs, whole and split multi-byte characters, stray continuation and lead bytes
+  const alphabet = [
+    [0x41],
+    [0x20, 0x62],
+    [0xe2, 0x82, 0xac],
+    [0xe2],
+    [0x82, 0xac],
+    [0xf0, 0x9f],
+    [0x98, 0x80],
+    [
+      0x80,
+    ],
+    [0xc3],
+    [0xa9, 0x21],
+    [],
+    [0xef, 0xbb, 0xbf],
+    [0x0a],
+  ];
+  for (let trial = 0; trial < 300; trial++) {
+    const pieces = Array.from(
+      { length: 1 + Math.floor(r() * 12) },
+      () => Uint8Array.from(alphabet[Math.floor(r() * alphabet.length)]),
+    );
+    const fast = byteStreamDecoder((id) => pieces[id]);
+    const plain = new TextDecoder("utf-8", { ignoreBOM: true });
+    pieces.forEach((p, i) => assert.equal(fast.push(i), plain.decode(p, { stream: true }), `trial ${trial}`));
+    assert.equal(fast.flush(), plain.decode(), `trial ${trial} flush`);
+  }
+});

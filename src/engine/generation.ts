@@ -70,6 +70,12 @@ export interface GenerationHandle {
   readonly events: AsyncIterable<GenerateEvent>;
   /** Tokens in the prompt. */
   readonly promptTokens: number;
+  /**
+   * Take the events already produced and not yet taken, without waiting (empty when there are none).
+   * For consumers that batch their output, e.g. a server writing all of a step's tokens at once: wait on
+   * `events` for one event, then drain the rest. Each event is delivered once, by either.
+   */
+  drain(): GenerateEvent[];
   /** Stop the generation: it ends with finish reason `abort` and its KV blocks are freed within one step. */
   cancel(): void;
 }
@@ -113,7 +119,7 @@ class EventQueue<T> implements AsyncIterable<T> {
 
   /** Remove and return the items not yet taken by the consumer. */
   dropPending(): T[] {
-    return this.#items.splice(0);
+    return this.#items.length ? this.#items.splice(0) : [];
   }
 
   fail(e: unknown): void {
@@ -162,6 +168,9 @@ export class Sequence {
   /** The cached block standing for this prompt's prefix so far (-1: none), and blocks offered. */
   prefixParent = -1;
   prefixOffered = 0;
+  /** Scratch of the step being planned: this sequence's index among its sequences, and its end position. */
+  stepSlot = -1;
+  stepUpto = 0;
   state: "waiting" | "running" | "done" = "waiting";
   cancelled = false;
   text = "";

@@ -89,8 +89,9 @@ export interface SchedulerParts {
   readonly compiled: CompiledGraph;
   readonly vocabSize: number;
   /**
-   * The same step with a device argmax over the logit rows (backends that have it): steps whose logit rows
-   * all sample greedily without penalties read back one id per row instead of the logits.
+   * The same step with a device argmax over the logit rows (backends that have it): rows that sample
+   * greedily without penalties take their id from it, so an all-greedy step reads back one id per row
+   * instead of the logits, and a mixed step reads back the ids and only the sampled rows' logits.
    */
   readonly greedy?: { readonly ids: Tensor; compiled(): CompiledGraph };
 }
@@ -113,12 +114,23 @@ export class Scheduler {
   /** When the last step of the current busy period ended (0: none yet). */
   #lastStepEnd = 0;
   #idle: (() => void)[] = [];
+  // Step inputs, allocated once (block tables grow to the most sequences a step has had).
+  readonly #tokens: Int32Array;
+  readonly #positions: Int32Array;
+  readonly #rowSeq: Int32Array;
+  readonly #logitRows: Int32Array;
+  #tables = new Int32Array(0);
 
   constructor(parts: SchedulerParts, options: SchedulerOptions) {
     this.#p = parts;
     this.options = { maxQueue: Infinity, prefixCache: false, ...options };
     this.#prefix = new PrefixCache(parts.kv);
     this.#maxBlocksPerSeq = Math.ceil(options.contextSize / parts.kv.blockSize);
+    const T = parts.graph.maxTokens;
+    this.#tokens = new Int32Array(T);
+    this.#positions = new Int32Array(T);
+    this.#rowSeq = new Int32Array(T);
+    this.#logitRows = new Int32Array(parts.graph.maxLogitRows);
     if (parts.graph.maxLogitRows < options.maxBatch || parts.graph.maxTokens < options.maxBatch) {
       throw new LlmError(
         "INTERNAL",
@@ -172,6 +184,7 @@ export class Scheduler {
     return {
       events: seq.events,
       promptTokens: seq.promptLen,
+      drain: () => seq.events.dropPending(),
       cancel: () => this.#cancel(seq),
     };
   }
@@ -218,8 +231,10 @@ export class Scheduler {
     const channel = new MessageChannel();
     let wake: (() => void) | undefined;
     channel.port1.onmessage = () => wake?.();
+    const immediate = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
     const yieldToEvents = (): Promise<void> =>
       new Promise<void>((r) => {
+        if (immediate) return void immediate(r);
         wake = r;
         channel.port2.postMessage(0);
       });
@@ -298,27 +313,45 @@ export class Scheduler {
     s.reserveLeft = Math.max(0, s.reserveLeft - n);
   }
 
+  /**
+   * Whether a logit row of `s` needs only its argmax id (plain greedy, or no token wanted), so a backend
+   * with a device argmax can skip reading its logits back.
+   */
+  #idOnly(s: Sequence): boolean {
+    return !s.spec.onLogits && (s.spec.maxTokens === 0 || s.spec.sampler?.isPlainGreedy === true);
+  }
+
   /** Plan, run and sample one step. */
   async #step(): Promise<void> {
     const t0 = now();
-    const T = this.#p.graph.maxTokens, V = this.#p.vocabSize;
-    const tokens: number[] = [], positions: number[] = [], rowSeq: number[] = [];
+    const T = this.#p.graph.maxTokens, V = this.#p.vocabSize, W = this.#maxBlocksPerSeq;
+    const tokens = this.#tokens, positions = this.#positions, rowSeq = this.#rowSeq;
     const seqs: Sequence[] = [];
-    const logitRows: number[] = [], logitOf: { seq: Sequence; pos: number }[] = [];
-    let decodeRows = 0;
+    // Logit rows that need their logits on the host (sampled, teacher-forced) come first and id-only rows
+    // after them, so a step with a device argmax reads back the ids and only the leading logit rows.
+    const hostRows: number[] = [], hostOf: Sequence[] = [], hostPos: number[] = [];
+    const idRows: number[] = [], idOf: Sequence[] = [];
+    const hasArgmax = this.#p.greedy !== undefined;
+    let nT = 0, decodeRows = 0;
     const add = (s: Sequence, from: number, n: number, logits: "last" | "all" | "none"): void => {
-      let idx = seqs.indexOf(s);
-      if (idx < 0) idx = seqs.push(s) - 1;
+      if (s.stepSlot < 0) s.stepSlot = seqs.push(s) - 1;
       for (let i = 0; i < n; i++) {
         const pos = from + i;
         if (logits === "all" || (logits === "last" && i === n - 1)) {
-          logitRows.push(tokens.length);
-          logitOf.push({ seq: s, pos });
+          if (hasArgmax && this.#idOnly(s)) {
+            idRows.push(nT);
+            idOf.push(s);
+          } else {
+            hostRows.push(nT);
+            hostOf.push(s);
+            hostPos.push(pos);
+          }
         }
-        tokens.push(s.tokens[pos]);
-        positions.push(pos);
-        rowSeq.push(idx);
+        tokens[nT] = s.tokens[pos];
+        positions[nT] = pos;
+        rowSeq[nT++] = s.stepSlot;
       }
+      s.stepUpto = from + n;
     };
     // decode rows first: one per generating sequence
     for (const s of this.#running) {
@@ -330,55 +363,46 @@ export class Scheduler {
     // then prompt chunks in admission order, within the step's rows (and logit rows for teacher forcing)
     for (const s of this.#running) {
       if (s.prefilled) continue;
-      let n = Math.min(
-        T - tokens.length,
-        s.promptLen - s.computed,
-        s.spec.chunk ?? this.options.prefillChunk,
-      );
-      if (s.spec.onLogits) n = Math.min(n, this.#p.graph.maxLogitRows - logitRows.length);
+      let n = Math.min(T - nT, s.promptLen - s.computed, s.spec.chunk ?? this.options.prefillChunk);
+      if (s.spec.onLogits) {
+        n = Math.min(n, this.#p.graph.maxLogitRows - hostRows.length - idRows.length);
+      }
       if (n <= 0) continue;
       add(s, s.computed, n, s.spec.onLogits ? "all" : s.computed + n === s.promptLen ? "last" : "none");
     }
-    if (tokens.length === 0) return;
+    if (nT === 0) return;
     const gapMs = this.#lastStepEnd ? t0 - this.#lastStepEnd : 0;
-    const W = this.#maxBlocksPerSeq;
-    const tables = new Int32Array(seqs.length * W).fill(-1);
-    const upto = new Map<Sequence, number>();
-    for (let r = 0; r < tokens.length; r++) upto.set(seqs[rowSeq[r]], positions[r] + 1);
-    seqs.forEach((s, i) => {
-      this.#grow(s, upto.get(s)!);
+    if (this.#tables.length < seqs.length * W) this.#tables = new Int32Array(seqs.length * W);
+    const tables = this.#tables.subarray(0, seqs.length * W).fill(-1);
+    for (let i = 0; i < seqs.length; i++) {
+      const s = seqs[i];
+      s.stepSlot = -1;
+      this.#grow(s, s.stepUpto);
       tables.set(s.blocks, i * W);
-    });
+    }
+    const nS = hostRows.length, nL = nS + idRows.length;
+    const logitRows = this.#logitRows.subarray(0, nL);
+    logitRows.set(hostRows);
+    logitRows.set(idRows, nS);
     const step: StepParams = {
-      nTokens: tokens.length,
-      tokens: Int32Array.from(tokens),
-      positions: Int32Array.from(positions),
-      seqIndex: Int32Array.from(rowSeq),
+      nTokens: nT,
+      tokens: tokens.subarray(0, nT),
+      positions: positions.subarray(0, nT),
+      seqIndex: rowSeq.subarray(0, nT),
       blockTables: tables,
       maxBlocksPerSeq: W,
-      logitRows: Int32Array.from(logitRows),
+      logitRows,
     };
-    const nL = logitRows.length;
-    const greedy = nL > 0 && this.#p.greedy &&
-        logitOf.every(({ seq }) =>
-          !seq.spec.onLogits && seq.spec.maxTokens > 0 && seq.spec.sampler?.isPlainGreedy
-        )
-      ? this.#p.greedy
-      : undefined;
+    // id-only rows present: the graph with the device argmax; it leaves the logits of every row in the
+    // logits tensor too, so sampled rows read theirs back after it
+    const greedy = idRows.length ? this.#p.greedy : undefined;
     let logits: Float32Array | undefined, ids: Int32Array | undefined;
     const tRun = now();
     try {
-      if (greedy) {
-        await greedy.compiled().run(step);
-        ids = new Int32Array(await this.#p.backend.download(greedy.ids, { byteLength: nL * 4 }));
-      } else {
-        await this.#p.compiled.run(step);
-        if (nL) {
-          logits = new Float32Array(
-            await this.#p.backend.download(this.#p.graph.logits, { byteLength: nL * V * 4 }),
-          );
-        }
-      }
+      const b = this.#p.backend;
+      await (greedy ? greedy.compiled() : this.#p.compiled).run(step);
+      if (greedy) ids = new Int32Array(await b.download(greedy.ids, { byteLength: nL * 4 }));
+      if (nS) logits = new Float32Array(await b.download(this.#p.graph.logits, { byteLength: nS * V * 4 }));
     } catch (e) {
       // a failed step fails the sequences in it; the others go on
       this.#lastStepEnd = now();
@@ -387,28 +411,15 @@ export class Scheduler {
     }
     this.#steps++;
     const tDone = now();
-    for (const s of seqs) s.computed = upto.get(s)!;
+    for (const s of seqs) s.computed = s.stepUpto;
     const finished = new Map<Sequence, FinishReason | Error>();
-    for (let i = 0; i < logitOf.length; i++) {
-      const { seq: s, pos } = logitOf[i];
+    for (let i = 0; i < nL; i++) {
+      const s = i < nS ? hostOf[i] : idOf[i - nS];
       if (s.cancelled || finished.has(s)) continue;
       try {
-        if (ids) {
-          const id = ids[i];
-          if (!(id >= 0 && id < V)) {
-            throw new LlmError(
-              "INTERNAL",
-              `device argmax returned ${id}: the logits hold NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
-            );
-          }
-          if (!s.prefillEndAt) s.prefillEndAt = tDone;
-          const reason = s.accept(id, this.options.contextSize);
-          if (reason) finished.set(s, reason);
-          continue;
-        }
-        const row = logits!.subarray(i * V, (i + 1) * V);
         if (s.spec.onLogits) {
-          s.spec.onLogits(pos, row.slice());
+          const pos = hostPos[i];
+          s.spec.onLogits(pos, logits!.slice(i * V, (i + 1) * V));
           if (pos === s.promptLen - 1) finished.set(s, "length");
           continue;
         }
@@ -417,7 +428,18 @@ export class Scheduler {
           finished.set(s, "length");
           continue;
         }
-        const reason = s.accept(s.spec.sampler!.sample(row, s.tokens), this.options.contextSize);
+        let id: number;
+        if (i < nS) id = s.spec.sampler!.sample(logits!.subarray(i * V, (i + 1) * V), s.tokens);
+        else {
+          id = ids![i];
+          if (!(id >= 0 && id < V)) {
+            throw new LlmError(
+              "INTERNAL",
+              `device argmax returned ${id}: the logits hold NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
+            );
+          }
+        }
+        const reason = s.accept(id, this.options.contextSize);
         if (reason) finished.set(s, reason);
       } catch (e) {
         finished.set(s, e instanceof Error ? e : new Error(String(e)));
@@ -428,10 +450,10 @@ export class Scheduler {
     const tEnd = now();
     this.#lastStepEnd = tEnd;
     this.onStep?.({
-      rows: tokens.length,
+      rows: nT,
       seqs: seqs.length,
       decodeRows,
-      prefillRows: tokens.length - decodeRows,
+      prefillRows: nT - decodeRows,
       ms: tEnd - t0,
       backendMs: tDone - tRun,
       planMs: tRun - t0,

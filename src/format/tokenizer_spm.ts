@@ -157,14 +157,34 @@ export class SpecialSplitter {
 export function byteStreamDecoder(pieceBytes: (id: number, prevId: number) => Uint8Array): StreamDecoder {
   const dec = new TextDecoder("utf-8", { ignoreBOM: true });
   let prev = -1;
+  // Whether the decoder holds no bytes of an unfinished character. After a chunk that ends in an ASCII
+  // byte it holds none (an ASCII byte ends or breaks any pending sequence), so an all-ASCII piece can
+  // then be turned into text here, without a TextDecoder call per token.
+  let clean = true;
   return {
     push(id: number): string {
       const b = pieceBytes(id, prev);
       prev = id;
-      return dec.decode(b, { stream: true });
+      if (clean) {
+        let text = "";
+        for (let i = 0; i < b.length; i++) {
+          const c = b[i];
+          if (c >= 0x80) {
+            text = "";
+            break;
+          }
+          text += String.fromCharCode(c);
+          if (i === b.length - 1) return text;
+        }
+        if (b.length === 0) return "";
+      }
+      const out = dec.decode(b, { stream: true });
+      if (b.length) clean = b[b.length - 1] < 0x80;
+      return out;
     },
     flush(): string {
       prev = -1;
+      clean = true;
       return dec.decode();
     },
   };

@@ -97,8 +97,8 @@ async function readJson(req: Request, limit: number): Promise<unknown> {
   }
 }
 
-function sse(data: unknown): Uint8Array {
-  return enc.encode(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
+function sseText(data: unknown): string {
+  return `data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`;
 }
 
 interface Usage {
@@ -316,8 +316,8 @@ export function createServeHandler(options: ServeOptions): ServeHandler {
     },
   ): Response {
     const object = s.kind === "chat" ? "chat.completion.chunk" : "text_completion";
-    const chunk = (choice: Record<string, unknown> | undefined, usage?: Usage | null): Uint8Array =>
-      sse({
+    const chunk = (choice: Record<string, unknown> | undefined, usage?: Usage | null): string =>
+      sseText({
         id: s.id,
         object,
         created: s.created,
@@ -326,21 +326,23 @@ export function createServeHandler(options: ServeOptions): ServeHandler {
         choices: choice ? [choice] : [],
         ...(s.includeUsage ? { usage: usage ?? null } : {}),
       });
-    const delta = (text: string, first: boolean): Record<string, unknown> =>
-      s.kind === "chat"
-        ? {
-          index: 0,
-          delta: first ? { role: "assistant", content: text } : { content: text },
-          logprobs: null,
-          finish_reason: null,
-        }
-        : { index: 0, text, logprobs: null, finish_reason: null };
+    // A token's event is the JSON of `chunk(delta(text))` built from fixed parts (the same bytes, without
+    // stringifying the whole object for every token).
+    const head = `data: {"id":${JSON.stringify(s.id)},"object":"${object}","created":${s.created},` +
+      `"model":${JSON.stringify(modelName)},"system_fingerprint":null,"choices":[{"index":0,`;
+    const tail = `,"logprobs":null,"finish_reason":null}]${s.includeUsage ? ',"usage":null' : ""}}\n\n`;
+    const tokenEvent = (text: string, first: boolean): string =>
+      head + (s.kind === "chat"
+        ? (first ? '"delta":{"role":"assistant","content":' : '"delta":{"content":') + JSON.stringify(text) +
+          "}"
+        : '"text":' + JSON.stringify(text)) +
+      tail;
     const it = h.events[Symbol.asyncIterator]();
     let first = true, done = false;
     const stream = new ReadableStream<Uint8Array>({
       start(controller) {
         if (s.kind === "chat" || s.echo) {
-          controller.enqueue(chunk(delta(s.echo, true)));
+          controller.enqueue(enc.encode(tokenEvent(s.echo, true)));
           first = false;
         }
       },
@@ -353,27 +355,34 @@ export function createServeHandler(options: ServeOptions): ServeHandler {
               controller.close();
               return;
             }
-            s.track.event(ev);
-            if (ev.type === "token") {
-              if (ev.text === "") continue;
-              controller.enqueue(chunk(delta(ev.text, first)));
-              first = false;
-              return;
+            // with the first event, every event already queued (a step's token, or several when this
+            // client reads slower than steps run): one write for all of them
+            let out = "";
+            for (const e of [ev, ...h.drain()]) {
+              s.track.event(e);
+              if (e.type === "token") {
+                if (e.text === "") continue;
+                out += tokenEvent(e.text, first);
+                first = false;
+                continue;
+              }
+              done = true;
+              s.track.end(e.result);
+              const fin = s.kind === "chat"
+                ? { index: 0, delta: {}, logprobs: null, finish_reason: finishOf(e.result) }
+                : { index: 0, text: "", logprobs: null, finish_reason: finishOf(e.result) };
+              out += chunk(fin);
+              if (s.includeUsage) out += chunk(undefined, usageOf(e.result));
+              out += sseText("[DONE]");
             }
-            done = true;
-            s.track.end(ev.result);
-            const fin = s.kind === "chat"
-              ? { index: 0, delta: {}, logprobs: null, finish_reason: finishOf(ev.result) }
-              : { index: 0, text: "", logprobs: null, finish_reason: finishOf(ev.result) };
-            controller.enqueue(chunk(fin));
-            if (s.includeUsage) controller.enqueue(chunk(undefined, usageOf(ev.result)));
-            controller.enqueue(sse("[DONE]"));
+            if (out === "") continue;
+            controller.enqueue(enc.encode(out));
+            return;
           }
         } catch (e) {
           s.track.end(undefined);
           const err = toApiError(e);
-          controller.enqueue(sse(err.body()));
-          controller.enqueue(sse("[DONE]"));
+          controller.enqueue(enc.encode(sseText(err.body()) + sseText("[DONE]")));
           controller.close();
         }
       },

@@ -7,6 +7,7 @@ import type { SchedulerStats, StepInfo } from "../engine/scheduler.ts";
 
 class Histogram {
   readonly bounds: readonly number[];
+  /** Observations per bucket (not cumulative; the exposition sums them). */
   readonly counts: number[];
   sum = 0;
   count = 0;
@@ -19,12 +20,19 @@ class Histogram {
   observe(v: number): void {
     this.sum += v;
     this.count++;
-    for (let i = 0; i < this.bounds.length; i++) if (v <= this.bounds[i]) this.counts[i]++;
+    const b = this.bounds;
+    for (let i = 0; i < b.length; i++) {
+      if (v <= b[i]) {
+        this.counts[i]++;
+        return;
+      }
+    }
   }
 
   render(name: string, help: string): string {
     const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} histogram`];
-    this.bounds.forEach((b, i) => lines.push(`${name}_bucket{le="${b}"} ${this.counts[i]}`));
+    let cum = 0;
+    this.bounds.forEach((b, i) => lines.push(`${name}_bucket{le="${b}"} ${cum += this.counts[i]}`));
     lines.push(
       `${name}_bucket{le="+Inf"} ${this.count}`,
       `${name}_sum ${this.sum}`,
