@@ -9,10 +9,11 @@
  * split from /metrics, host and GC time per token from a CPU profile of the server's concurrent round,
  * and the server main thread's CPU time per token (Linux schedstat; the least noisy on a shared machine).
  *
- *   deno run -A bench/serve_ab.ts [--base <git ref>] [--clients 64] [--max-tokens 64] [--repeat 3]
+ *   deno run -A bench/serve_ab.ts --base <git ref> [--clients 64] [--max-tokens 64] [--repeat 3]
  *
  * The baseline tree is exported with `git archive` into a temporary folder (removed afterwards). The
- * baseline must have the /metrics phase counters (commit 5c21d8f or later) for its split to show.
+ * baseline must have the /metrics phase counters (the commit that added llama_step_phase_seconds_total,
+ * or later) for its split to show.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -20,12 +21,18 @@ import { parseArgs } from "node:util";
 const { values: f } = parseArgs({
   args: Deno.args,
   options: {
-    base: { type: "string", default: "5c21d8f" },
+    base: { type: "string" },
     clients: { type: "string", default: "64" },
     "max-tokens": { type: "string", default: "64" },
     repeat: { type: "string", default: "3" },
   },
 });
+if (!f.base) {
+  console.error(
+    "--base <git ref> is required: the baseline commit (it must have the /metrics phase counters)",
+  );
+  Deno.exit(2);
+}
 const root = new URL("..", import.meta.url).pathname;
 const models = new URL("../../shared/models/", import.meta.url).pathname;
 
