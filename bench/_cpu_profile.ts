@@ -31,6 +31,20 @@ export interface ProfileEntry {
   pct: number;
 }
 
+/** Areas of the serving path by source file, first match wins. */
+export const AREAS: readonly [string, RegExp][] = [
+  ["backend", /\/src\/(backends\/|dtype\.ts)/],
+  ["scheduler", /\/src\/(engine\/(scheduler|prefix_cache)|model\/kv_cache)\.ts/],
+  ["sequence+events", /\/src\/engine\/generation\.ts/],
+  ["sampler", /\/src\/sample\/sampler\.ts/],
+  ["stop strings", /\/src\/sample\/stop\.ts/],
+  ["detokenize", /\/src\/format\/tokenizer/],
+  ["metrics", /\/src\/server\/metrics\.ts/],
+  ["http handler+SSE", /\/src\/server\//],
+  ["engine", /\/src\/engine\//],
+  ["other project code", /./],
+];
+
 /** A profiling session on one inspector WebSocket. */
 export class Profiler {
   readonly #ws: WebSocket;
@@ -105,6 +119,8 @@ export function summarize(p: CpuProfile, top = 25): {
    * detokenizing, streaming, HTTP).
    */
   sections: { backend: number; host: number; gc: number; idle: number };
+  /** Milliseconds by area of the code that owns the sample (see {@link AREAS}); `runtime`: no project frame. */
+  byArea: Record<string, number>;
 } {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -122,6 +138,7 @@ export function summarize(p: CpuProfile, top = 25): {
     `${f.functionName || "(anonymous)"} ${short(f)}${f.url ? `:${f.lineNumber + 1}` : ""}`;
   let idle = 0;
   const sections = { backend: 0, host: 0, gc: 0, idle: 0 };
+  const area = new Map<string, number>();
   for (const [id, us] of self) {
     const f = byId.get(id)!.callFrame;
     if (f.functionName === "(idle)") idle += us;
@@ -135,6 +152,12 @@ export function summarize(p: CpuProfile, top = 25): {
     else if (f.functionName === "(garbage collector)") sections.gc += us;
     else if (/\/src\/(backends\/|dtype\.ts)/.test(of.url)) sections.backend += us;
     else sections.host += us;
+    const a = f.functionName === "(idle)" || f.functionName === "(garbage collector)"
+      ? f.functionName
+      : o === undefined
+      ? "runtime (HTTP, streams, event loop)"
+      : AREAS.find(([, re]) => re.test(of.url))![0];
+    add(area, a, us);
   }
   const list = (m: Map<string, number>): ProfileEntry[] =>
     [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([name, us]) => ({
@@ -148,6 +171,9 @@ export function summarize(p: CpuProfile, top = 25): {
     byFunction: list(fn),
     byFile: list(file),
     byOwner: list(owner),
+    byArea: Object.fromEntries(
+      [...area].sort((a, b) => b[1] - a[1]).map(([k, us]) => [k, Number((us / 1000).toFixed(1))]),
+    ),
     sections: {
       backend: Number((sections.backend / 1000).toFixed(1)),
       host: Number((sections.host / 1000).toFixed(1)),

@@ -77,6 +77,8 @@ interface Row {
   /** Server main-thread CPU time per token in the concurrent round (Linux schedstat). */
   cpuUsPerToken: number;
   cpuUsPerTokenSingle: number;
+  /** Profile time per token by area of the code (bench/_cpu_profile.ts AREAS), µs. */
+  areas: Record<string, number>;
 }
 
 try {
@@ -146,6 +148,11 @@ try {
           profileGcUsPerToken: Number(((r.cpuProfile.sections.gc / r.concurrent.tokens) * 1000).toFixed(1)),
           cpuUsPerToken: r.concurrent.serverCpuUsPerToken?.mainThread,
           cpuUsPerTokenSingle: r.single.serverCpuUsPerToken?.mainThread,
+          areas: Object.fromEntries(
+            Object.entries(r.cpuProfile.byArea as Record<string, number>).map((
+              [k, ms],
+            ) => [k, Number(((ms / r.concurrent.tokens) * 1000).toFixed(2))]),
+          ),
         };
         console.log(JSON.stringify(row));
         rows.push(row);
@@ -177,6 +184,17 @@ try {
         } | ${m("profileGcUsPerToken")} | ${m("cpuUsPerToken")} / ${m("cpuUsPerTokenSingle")} |`,
       );
     }
+  }
+  console.log("\nServer main thread by area, µs per token in the N-stream round (CPU profile; medians):\n");
+  console.log("| server | area | base | ours |");
+  console.log("| --- | --- | --- | --- |");
+  for (const model of Object.keys(MODELS)) {
+    const rs = rows.filter((r) => r.model === model);
+    const names = [...new Set(rs.flatMap((r) => Object.keys(r.areas)))];
+    const of = (side: string, k: string): number =>
+      med(rs.filter((r) => r.side === side).map((r) => r.areas[k] ?? 0));
+    names.sort((a, b) => of("base", b) - of("base", a));
+    for (const k of names) console.log(`| ${model} | ${k} | ${of("base", k)} | ${of("ours", k)} |`);
   }
   const failed = rows.reduce((a, r) => a + r.failed, 0);
   if (failed) {

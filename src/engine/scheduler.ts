@@ -374,11 +374,10 @@ export class Scheduler {
     const gapMs = this.#lastStepEnd ? t0 - this.#lastStepEnd : 0;
     if (this.#tables.length < seqs.length * W) this.#tables = new Int32Array(seqs.length * W);
     const tables = this.#tables.subarray(0, seqs.length * W).fill(-1);
+    for (const s of seqs) s.stepSlot = -1;
     for (let i = 0; i < seqs.length; i++) {
-      const s = seqs[i];
-      s.stepSlot = -1;
-      this.#grow(s, s.stepUpto);
-      tables.set(s.blocks, i * W);
+      this.#grow(seqs[i], seqs[i].stepUpto);
+      tables.set(seqs[i].blocks, i * W);
     }
     const nS = hostRows.length, nL = nS + idRows.length;
     const logitRows = this.#logitRows.subarray(0, nL);
