@@ -124,7 +124,7 @@ try {
           "--ctx",
           "512",
           "--kv-tokens",
-          String(Number(f.clients) * 128),
+          String(Number(f.clients) * (Number(f["max-tokens"]) + 32)), // every stream fits at once
         ]);
         const r = JSON.parse(await Deno.readTextFile(out));
         const s = r.concurrent.split;
