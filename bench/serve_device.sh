@@ -65,5 +65,7 @@ p = r.get('cpuProfile')
 if p:
     print(f\"server main thread, concurrent round: {p['totalMs']:.0f} ms profiled; ms by section: {p['sections']}; top by owner:\")
     for e in p['byOwner'][:15]: print(f\"  {e['ms']:9.1f} ms {e['pct']:5.1f}%  {e['name']}\")
+    t = r['concurrent']['tokens']
+    print('  by area, us per token:', ', '.join(f'{k} {v * 1000 / t:.1f}' for k, v in p['byArea'].items()))
 " || status=1
 exit $status
