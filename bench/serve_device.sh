@@ -23,7 +23,9 @@ CTX=${CTX:-1024}
 status=0
 nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem --format=csv,noheader
 t=$(date +%s)
-deno run -A tools/build_cuda.ts --arch sm_90 >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+# SKIP_BUILD=1: a command before this one in the same call built build/libllama_ts_cuda.so
+[ -n "${SKIP_BUILD:-}" ] && [ -f build/libllama_ts_cuda.so ] ||
+  deno run -A tools/build_cuda.ts --arch sm_90 >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build: $(($(date +%s) - t)) s"
 timeout 300 deno test -A tests/scheduler_test.ts >"$OUT/serve_tests.log" 2>&1 || status=1
 grep -E "FAILED|passed|SKIP|error:|nmse" "$OUT/serve_tests.log" | tail -15

@@ -127,6 +127,8 @@ struct TcArgs {
   int ldy;
   const float* res;
   int vec2;  // y (and res) 8-byte aligned and ldy even: float2 epilogue stores
+  int splits;   // split-K: blockIdx.z takes k-tiles [T*z/splits, T*(z+1)/splits)
+  float* part;  // splits > 1: partial sums [splits][nRows][m], summed by splitk_reduce_kernel
 };
 
 template <int FMT, int S, int MINB, bool AH>
@@ -148,6 +150,9 @@ __global__ void __launch_bounds__(NT, MINB) gemm_tc_kernel(const TcArgs p) {
   const int nBase = blockIdx.y * BN;
   const int k = p.k, m = p.m;
   const int T = (k + BK - 1) / BK;
+  // split-K: this block's k-tiles are tb .. tb + Tl - 1 (tile indices below are local, 0 .. Tl - 1)
+  const int tb = (int)((long long)T * blockIdx.z / p.splits);
+  const int Tl = (int)((long long)T * (blockIdx.z + 1) / p.splits) - tb;
 
   // ---- loader precomputation -------------------------------------------------------------------------
   // f32 A: 128 rows x 8 chunks of 4 floats; thread loads chunk column ac of rows ar + 32*i (i < 4).
@@ -314,19 +319,19 @@ __global__ void __launch_bounds__(NT, MINB) gemm_tc_kernel(const TcArgs p) {
   // (tile t+S-1, possibly empty), so at the top of iteration t tiles 0..t+S-2 have been committed.
 #pragma unroll
   for (int s = 0; s < S - 1; s++) {
-    if (s < T) load_tile(s, s);
+    if (s < Tl) load_tile(tb + s, s);
     cp_async_commit();
   }
   __half scCur = __ushort_as_half((unsigned short)0), scNxt = scCur;
   if constexpr (CONV) {
-    scCur = scale_of(0);
+    scCur = scale_of(tb);
     cp_async_wait<S - 2>();  // tile 0 landed (this thread's copies)
     __syncthreads();         // ... and everyone's
-    if (T > 0) convert_tile(0, scCur, 0);
-    scCur = scale_of(1);
-    scNxt = scale_of(2);
+    if (Tl > 0) convert_tile(0, scCur, 0);
+    scCur = scale_of(tb + 1);
+    scNxt = scale_of(tb + 2);
   }
-  for (int t = 0; t < T; t++) {
+  for (int t = 0; t < Tl; t++) {
     if constexpr (CONV) {
       cp_async_wait<S - 3>();  // tiles <= t+1 landed: tile t+1 is converted in this iteration
     } else {
@@ -335,7 +340,7 @@ __global__ void __launch_bounds__(NT, MINB) gemm_tc_kernel(const TcArgs p) {
     __syncthreads();  // copies visible to all; everyone is done with iteration t-1 (its stage is free)
     {
       const int tn = t + S - 1;
-      if (tn < T) load_tile(tn, tn % S);  // into stage (t-1) % S, released by the barrier above
+      if (tn < Tl) load_tile(tb + tn, tn % S);  // into stage (t-1) % S, released by the barrier above
       cp_async_commit();
     }
     const int st = t % S;
@@ -343,9 +348,9 @@ __global__ void __launch_bounds__(NT, MINB) gemm_tc_kernel(const TcArgs p) {
     if constexpr (CONV) {
       // Convert tile t+1 into Bh[(t+1)&1] (last read by compute(t-1), before the barrier) while
       // computing tile t from Bh[t&1] (written in iteration t-1 / the prologue, before the barrier).
-      if (t + 1 < T) convert_tile((t + 1) % S, scCur, (t + 1) & 1);
+      if (t + 1 < Tl) convert_tile((t + 1) % S, scCur, (t + 1) & 1);
       scCur = scNxt;
-      scNxt = scale_of(t + 3);
+      scNxt = scale_of(tb + t + 3);
       compute(as, smem_u32(Bh) + (uint32_t)((t & 1) * B_STAGE));
     } else {
       compute(as, smem_u32(Rs) + (uint32_t)(st * RAW));
@@ -360,6 +365,16 @@ __global__ void __launch_bounds__(NT, MINB) gemm_tc_kernel(const TcArgs p) {
     for (int hr = 0; hr < 2; hr++) {
       const int r = rowBase + wm * 32 + mi * 16 + hr * 8 + g;
       if (r >= p.nRows) continue;
+      if (p.splits > 1) {  // partial sums; the reduce kernel adds res and writes y
+        float* pr = p.part + ((size_t)blockIdx.z * p.nRows + r) * m;
+#pragma unroll
+        for (int ni = 0; ni < 8; ni++) {
+          const int c = nBase + wn * 64 + ni * 8 + 2 * q;
+          if (c < m) pr[c] = acc[mi][ni][2 * hr];
+          if (c + 1 < m) pr[c + 1] = acc[mi][ni][2 * hr + 1];
+        }
+        continue;
+      }
       float* yr = p.y + (size_t)r * p.ldy;
       const float* rr = p.res ? p.res + (size_t)r * p.ldy : nullptr;
 #pragma unroll
@@ -590,7 +605,7 @@ cudaError_t launch_tc(const TcArgs& a, cudaStream_t s) {
   static unsigned done = 0;
   cudaError_t e = prepare_kernel(gemm_tc_kernel<FMT, S, MINB, AH>, smem, done);
   if (e != cudaSuccess) return e;
-  const dim3 grid((unsigned)((a.nRows + BM - 1) / BM), (unsigned)((a.m + BN - 1) / BN));
+  const dim3 grid((unsigned)((a.nRows + BM - 1) / BM), (unsigned)((a.m + BN - 1) / BN), (unsigned)a.splits);
   gemm_tc_kernel<FMT, S, MINB, AH><<<grid, NT, smem, s>>>(a);
   return cudaGetLastError();
 }
@@ -630,6 +645,37 @@ __global__ void __launch_bounds__(256) x_to_f16_kernel(const float* __restrict__
   }
 }
 
+// y[r*ldy + c] = (res ? res[r*ldy + c] : 0) + sum_z part[z][r][c], z in order (deterministic).
+__global__ void __launch_bounds__(256) splitk_reduce_kernel(const float* __restrict__ part, int splits, int nRows,
+                                                            int m, float* y, int ldy, const float* res) {
+  const size_t n = (size_t)nRows * m;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = i / m, c = i - r * m;
+    float acc = res ? res[r * ldy + c] : 0.f;
+    for (int z = 0; z < splits; z++) acc += part[(size_t)z * n + i];
+    y[r * ldy + c] = acc;
+  }
+}
+
+// Split-K for decode-sized batches: with at most kSplitMaxRows rows a GEMM has one row of 128 x 128 tiles,
+// e.g. 32 blocks for a 4096-wide weight on 132 SMs; splitting k fills the GPU. Used on the f16-x path
+// (it needs the workspace for the partial sums) when a grid has fewer blocks than SMs.
+constexpr int kSplitMaxRows = BM;
+constexpr int kMaxSplits = 4;
+constexpr int kMinTilesPerSplit = 8;
+
+int splits_for(int nRows, const WeightRef& w) {
+  const long blocks = (long)((w.m + BN - 1) / BN);
+  const int sms = dev_info().sms;
+  if (nRows > kSplitMaxRows || blocks >= sms) return 1;
+  const int T = (w.k + BK - 1) / BK;
+  int sp = 1;
+  while (sp < kMaxSplits && blocks * (sp + 1) <= 2L * sms && T / (sp + 1) >= kMinTilesPerSplit) sp++;
+  return sp;
+}
+
+size_t xh_bytes(int rows, int k) { return ((size_t)rows * (size_t)((k + 7) / 8 * 8) * sizeof(__half) + 255) / 256 * 256; }
+
 cudaError_t launch_simple(const float* x, int ldx, int nRows, const WeightRef& w, float* y, int ldy,
                           const float* res, cudaStream_t s) {
   const dim3 grid((unsigned)((nRows + SB_M - 1) / SB_M), (unsigned)((w.m + SB_N - 1) / SB_N));
@@ -654,9 +700,14 @@ int gemm_path_for(const float* x, int ldx, int nRows, const WeightRef& w, const 
 }
 
 // f16 copy of x (maxRows x k) for the tensor-core path; float weights (f32) need none.
+// plus, where split-K can apply (fewer 128-wide column blocks than SMs), room for kMaxSplits partial sums of
+// up to kSplitMaxRows rows.
 size_t gemm_workspace_bytes(const WeightRef& w, int maxRows) {
   if (w.fmt == WF_F32 || w.k <= 0 || maxRows <= 0) return 0;
-  return (size_t)maxRows * (size_t)((w.k + 7) / 8 * 8) * sizeof(__half);
+  size_t bytes = xh_bytes(maxRows, w.k);
+  if ((w.m + BN - 1) / BN < dev_info().sms)
+    bytes += (size_t)kMaxSplits * (size_t)std::min(maxRows, kSplitMaxRows) * (size_t)w.m * sizeof(float);
+  return bytes;
 }
 
 cudaError_t gemm(const float* x, int ldx, int nRows, WeightRef w, float* y, int ldy, const float* res,
@@ -679,6 +730,8 @@ cudaError_t gemm(const float* x, int ldx, int nRows, WeightRef w, float* y, int 
   a.ldy = ldy;
   a.res = res;
   a.vec2 = (ldy % 2 == 0) && aligned(y, 8) && (!res || aligned(res, 8));
+  a.splits = kVariants[path].ah ? splits_for(nRows, w) : 1;
+  a.part = a.splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + xh_bytes(nRows, w.k)) : nullptr;
   if (kVariants[path].ah) {
     const size_t chunks = (size_t)nRows * (w.k / 8);
     const unsigned blocks = (unsigned)std::min<size_t>((chunks + 255) / 256, 8192);
@@ -687,12 +740,18 @@ cudaError_t gemm(const float* x, int ldx, int nRows, WeightRef w, float* y, int 
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
+  cudaError_t e;
   switch (path) {
-    case 2: return launch_tc_fmt<3, 2, false>(a, w.fmt, s);
-    case 3: return launch_tc_fmt<4, 1, false>(a, w.fmt, s);
-    case 4: return launch_tc_fmt<3, 2, true>(a, w.fmt, s);
-    default: return launch_tc_fmt<4, 2, true>(a, w.fmt, s);
+    case 2: e = launch_tc_fmt<3, 2, false>(a, w.fmt, s); break;
+    case 3: e = launch_tc_fmt<4, 1, false>(a, w.fmt, s); break;
+    case 4: e = launch_tc_fmt<3, 2, true>(a, w.fmt, s); break;
+    default: e = launch_tc_fmt<4, 2, true>(a, w.fmt, s); break;
   }
+  if (e != cudaSuccess || a.splits == 1) return e;
+  const size_t n = (size_t)nRows * w.m;
+  const unsigned blocks = (unsigned)std::min<size_t>((n + 255) / 256, 4096);
+  splitk_reduce_kernel<<<blocks, 256, 0, s>>>(a.part, a.splits, nRows, w.m, y, ldy, res);
+  return cudaGetLastError();
 }
 
 }  // namespace llama_ts

@@ -361,6 +361,8 @@ int main(int argc, char** argv) {
       {130, 513, 256, 4, 3, 0},   // padded ldx, odd ldy (scalar epilogue)
       {259, 300, 512, 0, 2, 0},   // 3 row tiles, padded even ldy
       {1029, 260, 128, 0, 0, 0},  // many rows
+      {64, 4096, 4096, 0, 0, 0},  // decode batch: 32 column blocks < SMs -> split-K (4 splits)
+      {100, 1000, 1056, 0, 3, 0}, // split-K with 33 k tiles (uneven splits), odd ldy
   };
   const Shape floatOnly[] = {
       {33, 100, 104, 0, 0, 0},  // k % 8 == 0 but not % 32: partial last k tile on tensor cores
