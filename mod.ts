@@ -16,9 +16,11 @@
 import { registerBackend } from "./src/registry.ts";
 import { refBackendFactory } from "./src/backends/ref/ref.ts";
 import { cudaBackendFactory } from "./src/backends/cuda/cuda.ts";
+import { wasmBackendFactory } from "./src/backends/wasm/wasm.ts";
 
 registerBackend(refBackendFactory);
 registerBackend(cudaBackendFactory);
+registerBackend(wasmBackendFactory);
 
 export { LlmError, type LlmErrorCode } from "./src/errors.ts";
 export type { BackendName, DType, ProgressCallback, ProgressEvent, Shape } from "./src/types.ts";

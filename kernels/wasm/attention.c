@@ -1,0 +1,83 @@
+/*
+ * attention: causal grouped-query attention of each row's q over its sequence's cache rows 0..pos,
+ * (row, head) pairs split over threads. Scores go to a per-thread scratch row; softmax with e^x from
+ * exp4; the output accumulates p * v in the output row and is divided by the sum at the end. KV rows are
+ * f32, f16 or int8 with per (row, kv head) scales (dequantized in registers: dot(q, k_q) * scale).
+ * Args: 0 q, 1 out, 2 nHeads, 3 nKvHeads, 4 headDim, 5 scale (f32 bits), 6 cache k, 7 cache v, 8 k scales,
+ * 9 v scales, 10 format (KV_*), 11 blockSize, 12 scratch, 13 scratch floats per thread.
+ */
+#include "llama_ts_wasm.h"
+
+/* Four cache values starting at element i of a row, as floats. */
+INLINE v128_t load4(const uint8_t* row, int32_t fmt, int32_t i) {
+  switch (fmt) {
+    case KV_F16: return half4_to_float(wasm_u32x4_load16x4((const uint16_t*)row + i));
+    case KV_I8: return wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(wasm_i16x8_load8x8((const int8_t*)row + i)));
+    default: return wasm_v128_load((const float*)row + i);
+  }
+}
+
+INLINE float load1(const uint8_t* row, int32_t fmt, int32_t i) {
+  switch (fmt) {
+    case KV_F16: return half_to_float(((const uint16_t*)row)[i]);
+    case KV_I8: return (float)((const int8_t*)row)[i];
+    default: return ((const float*)row)[i];
+  }
+}
+
+void op_attention(Ctx* c, const OpRec* o) {
+  const float* q = (const float*)o->a[0];
+  float* out = (float*)o->a[1];
+  int32_t heads = (int32_t)o->a[2], kv_heads = (int32_t)o->a[3], hd = (int32_t)o->a[4];
+  float scale = f32_of(o->a[5]);
+  const uint8_t *ck = (const uint8_t*)o->a[6], *cv = (const uint8_t*)o->a[7];
+  const float *ks = (const float*)o->a[8], *vs = (const float*)o->a[9];
+  int32_t fmt = (int32_t)o->a[10], bs = (int32_t)o->a[11];
+  float* scores = (float*)o->a[12] + (size_t)c->tid * o->a[13];
+  int32_t esize = fmt == KV_F32 ? 4 : fmt == KV_F16 ? 2 : 1, kd = kv_heads * hd, group = heads / kv_heads;
+  const Step* s = c->step;
+  int32_t lo, hi;
+  slice(c, s->n_tokens * heads, 1, &lo, &hi);
+  for (int32_t t = lo; t < hi; t++) {
+    int32_t r = t / heads, h = t % heads, kvh = h / group, seq = s->seq_index[r], pos = s->positions[r];
+    const float* qv = q + (size_t)r * heads * hd + (size_t)h * hd;
+    float* y = out + (size_t)r * heads * hd + (size_t)h * hd;
+    size_t koff = (size_t)kvh * hd;
+    float max = -__builtin_inff();
+    for (int32_t p = 0; p <= pos; p++) {
+      int32_t row = cache_row(s, seq, p, bs);
+      const uint8_t* kr = ck + ((size_t)row * kd + koff) * esize;
+      v128_t acc = wasm_f32x4_splat(0);
+      int32_t i = 0;
+      for (; i + 4 <= hd; i += 4) acc = madd(wasm_v128_load(qv + i), load4(kr, fmt, i), acc);
+      float d = hsum(acc);
+      for (; i < hd; i++) d += qv[i] * load1(kr, fmt, i);
+      if (fmt == KV_I8) d *= ks[(size_t)row * kv_heads + kvh];
+      d *= scale;
+      scores[p] = d;
+      max = d > max ? d : max;
+    }
+    int32_t n = pos + 1, p = 0;
+    v128_t vsum = wasm_f32x4_splat(0), vmax = wasm_f32x4_splat(max);
+    for (; p + 4 <= n; p += 4) {
+      v128_t e = exp4(wasm_f32x4_sub(wasm_v128_load(scores + p), vmax));
+      wasm_v128_store(scores + p, e);
+      vsum = wasm_f32x4_add(vsum, e);
+    }
+    float sum = hsum(vsum);
+    for (; p < n; p++) sum += scores[p] = expf_(scores[p] - max);
+    for (int32_t i = 0; i < hd; i++) y[i] = 0;
+    for (p = 0; p < n; p++) {
+      int32_t row = cache_row(s, seq, p, bs);
+      const uint8_t* vr = cv + ((size_t)row * kd + koff) * esize;
+      float w = scores[p];
+      if (fmt == KV_I8) w *= vs[(size_t)row * kv_heads + kvh];
+      v128_t wv = wasm_f32x4_splat(w);
+      int32_t i = 0;
+      for (; i + 4 <= hd; i += 4) wasm_v128_store(y + i, madd(wv, load4(vr, fmt, i), wasm_v128_load(y + i)));
+      for (; i < hd; i++) y[i] += w * load1(vr, fmt, i);
+    }
+    float inv = 1.0f / sum;
+    for (int32_t i = 0; i < hd; i++) y[i] *= inv;
+  }
+}

@@ -1,0 +1,36 @@
+/*
+ * matmul shared parts: argument indices, the quantized-activation buffer, the tiling helpers.
+ * Args: 0 x (f32, rows x k), 1 out (f32, rows x m), 2 k, 3 m, 4 weight format (WF_*), 5 weight data,
+ * 6 weight scales (f32, per row per group), 7 weight block biases (q8: i32 per row per 32-block),
+ * 8 scale group (elements, multiple of 32), 9 activation buffer, 10 reuse (1: the buffer already
+ * holds x in this format), 11 activation buffer rows.
+ */
+#pragma once
+#include "llama_ts_wasm.h"
+
+/* Quantized activations of one row: k bytes, then (in separate arrays) per 32-block scale and bias. */
+typedef struct {
+  const uint8_t* q;
+  const float* scale;
+  const int32_t* bias;
+} ActRow;
+
+INLINE ActRow act_row(const OpRec* o, int32_t r) {
+  int32_t k = (int32_t)o->a[2], rows = (int32_t)o->a[11], nb = k / 32;
+  uint8_t* base = (uint8_t*)o->a[9];
+  ActRow a = {base + (size_t)r * k, (const float*)(base + (size_t)rows * k) + (size_t)r * nb,
+              (const int32_t*)(base + (size_t)rows * k + (size_t)rows * nb * 4) + (size_t)r * nb};
+  return a;
+}
+
+/*
+ * Quantize the live rows of x per 32-block. Signed (for q4 weights, whose nibbles are the unsigned
+ * operand): q = round(x / s) in -127..127, s = max|x| / 127, bias = -2 * sum(q) (four lanes of the
+ * nibble offset -8). Offset (for q8 weights, the signed operand): q = round(x / s) + 64 in 1..127,
+ * s = max|x| / 63; the weights carry the matching bias.
+ */
+void quantize_act(Ctx* c, const OpRec* o, int32_t offset);
+
+void matmul_float(Ctx* c, const OpRec* o);
+void matmul_q8(Ctx* c, const OpRec* o);
+void matmul_q4(Ctx* c, const OpRec* o);

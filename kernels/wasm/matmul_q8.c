@@ -1,0 +1,71 @@
+/*
+ * matmul with int8 weights (GGUF q8_0 repacked, or int8 per output channel quantized at load): k bytes
+ * per row, value q * scale with one f32 scale per group, plus per 32-block a bias of -16 * sum(q).
+ * Activations are 7-bit, offset to 1..127 (quantize_act, offset) so they can be the unsigned operand of
+ * the int8 dot; the weight bias removes the offset (4 lanes x -16 sum(q) = -64 sum(q)). Each int32 block
+ * sum becomes float once, times weight scale * activation scale.
+ *
+ * Tiles of WR weight rows x TR token rows reuse every load; each output's arithmetic is the same in every
+ * tile, so results do not depend on tiling or thread count. Output columns are split over threads.
+ */
+#include "matmul.h"
+
+INLINE void q8_tile(const OpRec* o, int32_t j0, int32_t r0, const int WR, const int TR) {
+  int32_t k = (int32_t)o->a[2], m = (int32_t)o->a[3], nb = k / 32, bpg = (int32_t)o->a[8] / 32;
+  const int8_t* wq = (const int8_t*)o->a[5];
+  const float* wsc = (const float*)o->a[6];
+  const int32_t* wb = (const int32_t*)o->a[7];
+  float* out = (float*)o->a[1];
+  const int8_t* w[4];
+  const float* ws[4];
+  const int32_t* bias[4];
+  ActRow a[4];
+  v128_t acc[4][4];
+  for (int jj = 0; jj < WR; jj++) {
+    w[jj] = wq + (size_t)(j0 + jj) * k;
+    ws[jj] = wsc + (size_t)(j0 + jj) * (k / (bpg * 32));
+    bias[jj] = wb + (size_t)(j0 + jj) * nb;
+    for (int rr = 0; rr < TR; rr++) acc[jj][rr] = wasm_f32x4_splat(0);
+  }
+  for (int rr = 0; rr < TR; rr++) a[rr] = act_row(o, r0 + rr);
+  int32_t g = 0, gc = 0;
+  for (int32_t b = 0; b < nb; b++) {
+    v128_t xl[4], xh[4];
+    float sx[4];
+    for (int rr = 0; rr < TR; rr++) {
+      xl[rr] = wasm_v128_load(a[rr].q + b * 32);
+      xh[rr] = wasm_v128_load(a[rr].q + b * 32 + 16);
+      sx[rr] = a[rr].scale[b];
+    }
+    for (int jj = 0; jj < WR; jj++) {
+      v128_t wl = wasm_v128_load(w[jj] + b * 32), wh = wasm_v128_load(w[jj] + b * 32 + 16);
+      v128_t b0 = wasm_v128_load32_splat(bias[jj] + b);
+      float s = ws[jj][g];
+      for (int rr = 0; rr < TR; rr++) {
+        v128_t isum = dot_i8_u7(wh, xh[rr], dot_i8_u7(wl, xl[rr], b0));
+        acc[jj][rr] = madd(wasm_f32x4_convert_i32x4(isum), wasm_f32x4_splat(s * sx[rr]), acc[jj][rr]);
+      }
+    }
+    if (++gc == bpg) {
+      gc = 0;
+      g++;
+    }
+  }
+  for (int jj = 0; jj < WR; jj++) {
+    for (int rr = 0; rr < TR; rr++) out[(size_t)(r0 + rr) * m + j0 + jj] = hsum(acc[jj][rr]);
+  }
+}
+
+void matmul_q8(Ctx* c, const OpRec* o) {
+  int32_t m = (int32_t)o->a[3], rows = live_rows(o, c->step), lo, hi;
+  slice(c, m, 4, &lo, &hi);
+  int32_t j = lo;
+  for (; j + 4 <= hi; j += 4) {
+    int32_t r = 0;
+    for (; r + 2 <= rows; r += 2) q8_tile(o, j, r, 4, 2);
+    for (; r < rows; r++) q8_tile(o, j, r, 4, 1);
+  }
+  for (; j < hi; j++) {
+    for (int32_t r = 0; r < rows; r++) q8_tile(o, j, r, 1, 1);
+  }
+}
