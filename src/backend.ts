@@ -78,6 +78,12 @@ export interface Backend extends Disposable {
   free(t: Tensor): void;
   /** Device memory in bytes (total and free), where the backend can tell. */
   memoryInfo?(): { total: number; free: number };
+  /**
+   * Before a model is loaded: throw OUT_OF_MEMORY, with the numbers, when weights of these dtypes and
+   * shapes (stored as this backend stores them) plus `extraBytes` (KV cache, activations) cannot fit.
+   * Backends with a hard address-space limit (wasm32's 4 GiB) implement it.
+   */
+  checkFits?(tensors: readonly { dtype: DType; shape: Shape; name: string }[], extraBytes: number): void;
 }
 
 /** Creates backends of one kind. */

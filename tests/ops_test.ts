@@ -122,6 +122,35 @@ for (const dtype of WEIGHT_DTYPES) {
   });
 }
 
+// Sizes that are not multiples of the SIMD width or of kernel tiles: k % 4 != 0 for float weights,
+// m % 4 != 0 (column tails), an odd row count (row-tile tails).
+for (const [dtype, k] of [["f32", 37], ["f16", 61], ["bf16", 5], ["q8_0", 160], ["q4_0", 96]] as const) {
+  Deno.test(`matmul ${dtype} on odd shapes (k ${k}, m 13, 7 rows)`, async () => {
+    const m = 13, rows = 7;
+    const { bytes, values } = weightBytes(dtype, m * k, 71);
+    const x = randn(rows * k, 72);
+    const want = new Float32Array(rows * m);
+    for (let r = 0; r < rows; r++) {
+      for (let j = 0; j < m; j++) {
+        let s = 0;
+        for (let i = 0; i < k; i++) s += x[r * k + i] * values[j * k + i];
+        want[r * m + j] = s;
+      }
+    }
+    await forEachBackend(async (b) => {
+      const w = b.alloc(dtype, [m, k], "weights", "w");
+      await b.upload(w, bytes);
+      const xt = await put(b, "f32", [rows, k], x);
+      const out = b.alloc("f32", [rows, m], "compute", "out");
+      await run(b, [{ op: "matmul", x: xt, w, out, rows: "tokens" }], step(rows, [0, 1, 2, 3, 4, 5, 6]));
+      const got = await get(b, out);
+      finite(got, `${b.name} matmul ${dtype}`);
+      const e = nmse(got, want);
+      assert.ok(e < (b.name === "ref" ? 1e-12 : NMSE_TOLERANCE[dtype]), `${b.name} ${dtype} nmse ${e}`);
+    });
+  });
+}
+
 Deno.test("embed rejects token ids outside the vocabulary", async () => {
   await forEachBackend(async (b) => {
     const table = await put(b, "f32", [4, 8], randn(32, 1), "w");

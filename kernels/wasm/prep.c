@@ -94,7 +94,7 @@ API void llama_ts_prep_int4(const uint8_t* src, int32_t fmt, int32_t m, int32_t 
     float s = round_to_half((double)amax / 7.0);
     scales[g / 128] = s;
     for (int32_t i = 0; i < 128; i++) {
-      float v = s == 0 ? 0 : round_away((float)((double)load_float(src, fmt, g + i) / s)) + 8;
+      float v = (s == 0 ? 0 : round_away((float)((double)load_float(src, fmt, g + i) / s))) + 8;
       uint8_t nib = (uint8_t)(v > 15 ? 15 : v < 0 ? 0 : v);
       size_t e = g + i, at = (e / 32) * 16 + (e % 16);
       q[at] = (e % 32) < 16 ? (uint8_t)((q[at] & 0xf0) | nib) : (uint8_t)((q[at] & 0x0f) | nib << 4);

@@ -14,6 +14,7 @@ import { type LlamaWeights, uploadWeights } from "../model/weights.ts";
 import { KvCache } from "../model/kv_cache.ts";
 import { buildLlamaGraph, type LlamaGraph } from "../model/llama.ts";
 import { kvDim, type LlamaConfig, parameterCount } from "../model/config.ts";
+import { requiredTensors } from "../format/model_file.ts";
 import { byteLengthOf } from "../dtype.ts";
 import { checkTokenizerMatchesModel } from "../format/tokenizer_load.ts";
 import { Sampler, validateSamplingOptions } from "../sample/sampler.ts";
@@ -98,6 +99,16 @@ export interface EngineInfo {
   readonly maxBatch: number;
   /** Time {@link Engine.create} took (backend, weight upload, KV cache, graph), in milliseconds. */
   readonly loadMs: number;
+}
+
+/** Bytes of KV cache (with int8 scales) and activations an engine allocates besides the weights. */
+function runtimeBytes(c: LlamaConfig, kvTokens: number, kvDType: DType, stepTokens: number): number {
+  const rows = Math.ceil(kvTokens / 16) * 16, kd = kvDim(c), T = stepTokens;
+  const kv = 2 * c.nLayers *
+    (byteLengthOf(kvDType, rows * kd) + (kvDType === "i8" ? rows * c.nKvHeads * 4 : 0));
+  const acts = 4 * T * (4 * c.dim + 2 * c.nHeads * c.headDim + 2 * kd + 2 * c.hiddenDim) +
+    4 * (2 * c.dim + c.vocabSize);
+  return kv + acts;
 }
 
 function now(): number {
@@ -227,6 +238,18 @@ export class Engine implements Disposable {
     const prefillChunk = Math.min(options.maxStepTokens ?? backend.caps.preferredStepTokens, ctx);
     let weights: LlamaWeights | undefined;
     try {
+      if (backend.checkFits) {
+        const tensors = requiredTensors(c).map((name) => ({ ...model.tensors.get(name)!, name }));
+        backend.checkFits(
+          tensors,
+          runtimeBytes(
+            c,
+            kvCapacity,
+            options.kvDType ?? backend.caps.defaultKvDType,
+            Math.max(prefillChunk, maxBatch),
+          ),
+        );
+      }
       weights = await uploadWeights(backend, model, {
         onProgress: options.onProgress,
         signal: options.signal,

@@ -26,11 +26,11 @@ function bytesOf(v: KernelVariant): Uint8Array<ArrayBuffer> {
 
 /** The kernel module and a fresh memory for it (shared when `threads`). */
 export async function loadKernels(
-  options: { threads: boolean },
+  options: { threads: boolean; relaxed?: boolean },
 ): Promise<{ module: WebAssembly.Module; memory: WebAssembly.Memory; variant: KernelVariant }> {
   const mode = options.threads ? "mt" : "st";
   let variant: KernelVariant = `${mode}_relaxed`;
-  if (!WebAssembly.validate(bytesOf(variant))) variant = `${mode}_simd`;
+  if (options.relaxed === false || !WebAssembly.validate(bytesOf(variant))) variant = `${mode}_simd`;
   const bytes = bytesOf(variant);
   if (!WebAssembly.validate(bytes)) {
     throw new LlmError(

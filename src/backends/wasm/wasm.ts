@@ -301,7 +301,14 @@ function wasmSupport(): string | undefined {
   return undefined;
 }
 
-async function createWasmBackend(options: BackendOptions = {}): Promise<Backend> {
+/**
+ * Create a wasm backend. `relaxed: false` forces the plain-SIMD128 kernel build (tests compare the two
+ * builds; hosts without relaxed SIMD get it automatically).
+ */
+export async function createWasmBackend(
+  options: BackendOptions = {},
+  internal: { relaxed?: boolean } = {},
+): Promise<Backend> {
   const hw = typeof navigator !== "undefined" && navigator.hardwareConcurrency
     ? navigator.hardwareConcurrency
     : 1;
@@ -318,7 +325,7 @@ async function createWasmBackend(options: BackendOptions = {}): Promise<Backend>
     console.warn(`wasm: running single-threaded (${noThreads})`);
     threads = 1;
   }
-  const k = await loadKernels({ threads: threads > 1 });
+  const k = await loadKernels({ threads: threads > 1, relaxed: internal.relaxed });
   const memory = k.memory;
   const instance = await WebAssembly.instantiate(k.module, { env: { memory } });
   const x = instance.exports as unknown as Exports;
@@ -338,7 +345,7 @@ async function createWasmBackend(options: BackendOptions = {}): Promise<Backend>
       pool = await ThreadPool.start(k.module, memory, { threads, ctrlPtr: ctrl, stacks });
     } catch (e) {
       console.warn(`wasm: running single-threaded (${(e as Error).message})`);
-      return await createWasmBackend({ ...options, threads: 1 });
+      return await createWasmBackend({ ...options, threads: 1 }, internal);
     }
   }
   return new WasmBackend(heap, x, {
@@ -363,5 +370,5 @@ export const wasmBackendFactory: BackendFactory = {
       return { score: 0, reason: (e as Error).message };
     }
   },
-  create: createWasmBackend,
+  create: (options?: BackendOptions) => createWasmBackend(options),
 };
