@@ -50,8 +50,13 @@ export const SHAPES: Record<string, LlamaConfig> = {
   },
 };
 
+/** Llama-2's layout: 3 specials, the 256 byte tokens (llama.cpp needs `<0x0A>`), then placeholder words. */
 function placeholderVocab(n: number): TokenizerData {
-  const tokens = Array.from({ length: n }, (_, i) => i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁w${i}`);
+  const byte = (i: number): string => `<0x${(i - 3).toString(16).toUpperCase().padStart(2, "0")}>`;
+  const tokens = Array.from(
+    { length: n },
+    (_, i) => i < 3 ? ["<unk>", "<s>", "</s>"][i] : i < 259 ? byte(i) : `▁w${i}`,
+  );
   return { kind: "spm", tokens, scores: tokens.map((_, i) => -i), bosId: 1, eosId: 2, unkId: 0 };
 }
 
@@ -61,7 +66,7 @@ export async function synthGguf(shape: string, dtype: DType): Promise<string> {
   if (!config) throw new Error(`unknown shape ${shape}; known: ${Object.keys(SHAPES).join(", ")}`);
   const dir = `${Deno.env.get("TMPDIR") ?? "/tmp"}/llama-ts-bench`;
   await Deno.mkdir(dir, { recursive: true });
-  const path = `${dir}/${shape}-${dtype}.gguf`;
+  const path = `${dir}/${shape}-${dtype}-v2.gguf`; // v2: byte tokens in the vocabulary
   try {
     await Deno.stat(path);
     return path;

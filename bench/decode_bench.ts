@@ -4,7 +4,7 @@
  *
  *   deno run -A bench/decode_bench.ts [--backend ref,wasm] [--model PATH --tokenizer PATH]
  *                                     [--synth stories15M|stories110M|llama7B --dtype f32|q8_0|q4_0]
- *                                     [--prompt-tokens 64] [--gen-tokens 128] [--repeat 5]
+ *                                     [--prompt-tokens 64] [--gen-tokens 128] [--repeat 5] [--threads N]
  */
 import { parseArgs } from "node:util";
 import { createEngine } from "../mod.ts";
@@ -23,6 +23,7 @@ const { values: f } = parseArgs({
     "prompt-tokens": { type: "string", default: "64" },
     "gen-tokens": { type: "string", default: "128" },
     repeat: { type: "string", default: "5" },
+    threads: { type: "string" },
   },
 });
 function cpuName(): string {
@@ -37,7 +38,8 @@ const models = new URL("../../shared/models/", import.meta.url).pathname;
 const model = f.synth ? await synthGguf(f.synth, f.dtype as DType) : f.model ?? `${models}stories260K.bin`;
 const tokenizer = f.tokenizer ?? (f.model || f.synth ? undefined : `${models}tok512.bin`);
 for (const backend of f.backend!.split(",")) {
-  using engine = await createEngine(model, { tokenizer, backend: backend as "ref" });
+  const threads = f.threads ? Number(f.threads) : undefined;
+  using engine = await createEngine(model, { tokenizer, backend: backend as "ref", threads });
   const report = await runBench(engine, {
     model: f.synth ? `synthetic ${f.synth} ${f.dtype}` : model,
     promptTokens: Number(f["prompt-tokens"]),

@@ -1,5 +1,5 @@
 /*
- * embed: out[r] = dequant(table[tokens[r]]), rows split over threads. Token ids are checked by the
+ * embed: out[r] = dequant(table[tokens[r]]), computed by every thread (dup). Token ids are checked by the
  * host before the run. Dequantization matches src/dtype.ts bit for bit (scale * q in float).
  * Args: 0 table quants, 1 table scales, 2 format (WF_*), 3 scale group, 4 dim, 5 out.
  */
@@ -10,9 +10,8 @@ void op_embed(Ctx* c, const OpRec* o) {
   const float* scales = (const float*)o->a[1];
   int32_t fmt = (int32_t)o->a[2], group = (int32_t)o->a[3], dim = (int32_t)o->a[4];
   float* out = (float*)o->a[5];
-  int32_t lo, hi;
-  slice(c, c->step->n_tokens, 1, &lo, &hi);
-  for (int32_t r = lo; r < hi; r++) {
+  /* dup: every thread gathers every row (one row in decode), so readers need no barrier */
+  for (int32_t r = 0; r < c->step->n_tokens; r++) {
     int32_t id = c->step->tokens[r];
     float* y = out + (size_t)r * dim;
     size_t base = (size_t)id * dim;

@@ -21,7 +21,16 @@ typedef struct {
   const int32_t *tokens, *positions, *seq_index, *block_tables, *logit_rows;
 } Step;
 
-/* One op of the program: opcode, row kind (0 = step tokens, 1 = logit rows), then arguments. */
+/*
+ * One op of the program: opcode (bit 8 set: wait at a barrier first), row kind (0 = step tokens,
+ * 1 = logit rows), then arguments. The compiler (program.ts) sets the barrier bit only where an op reads
+ * or overwrites data another thread produced or still reads since the last barrier. Ops split work one of
+ * four ways, and producer/consumer pairs split the same way need no barrier:
+ *   rows  - step rows (rope, kv_write)
+ *   cols  - output columns, slice(width, 4), the same for every row (matmul, add, silu_mul)
+ *   heads - (row, head) pairs (attention)
+ *   dup   - every thread computes the whole op (embed, rms_norm, gather_rows: tiny in decode)
+ */
 #define REC_WORDS 24
 typedef struct {
   int32_t op, rows;

@@ -1,20 +1,19 @@
 /*
  * matmul: out(r, j) = sum_i x(r, i) * w(j, i). Dispatches on the weight format; quantized formats first
- * quantize the activations (unless the previous matmul already did for the same x), then every thread
- * takes a slice of the output columns.
+ * quantize the activations into the thread's own buffer (unless the previous matmul already did for the
+ * same x), then every thread takes a slice of the output columns.
  */
 #include "matmul.h"
 
 void quantize_act(Ctx* c, const OpRec* o, int32_t offset) {
   const float* x = (const float*)o->a[0];
-  int32_t k = (int32_t)o->a[2], nb = k / 32, lo, hi;
-  uint8_t* base = (uint8_t*)o->a[9];
+  int32_t k = (int32_t)o->a[2], nb = k / 32;
+  uint8_t* base = (uint8_t*)act_base(c, o);
   int32_t rows = (int32_t)o->a[11];
   float* scales = (float*)(base + (size_t)rows * k);
   int32_t* bias = (int32_t*)(base + (size_t)rows * k + (size_t)rows * nb * 4);
   float qmax = offset ? 63.0f : 127.0f;
-  slice(c, live_rows(o, c->step) * nb, 1, &lo, &hi);
-  for (int32_t t = lo; t < hi; t++) {
+  for (int32_t t = 0; t < live_rows(o, c->step) * nb; t++) {
     const float* xb = x + (size_t)t * 32; /* rows are k wide, so block t of the flattened rows */
     v128_t m = wasm_f32x4_splat(0);
     for (int32_t i = 0; i < 32; i += 4) m = wasm_f32x4_max(m, wasm_f32x4_abs(wasm_v128_load(xb + i)));
@@ -45,17 +44,11 @@ void quantize_act(Ctx* c, const OpRec* o, int32_t offset) {
 void op_matmul(Ctx* c, const OpRec* o) {
   switch (o->a[4]) {
     case WF_Q8:
-      if (!o->a[10]) {
-        quantize_act(c, o, 1);
-        barrier(c);
-      }
+      if (!o->a[10]) quantize_act(c, o, 1);
       matmul_q8(c, o);
       break;
     case WF_Q4:
-      if (!o->a[10]) {
-        quantize_act(c, o, 0);
-        barrier(c);
-      }
+      if (!o->a[10]) quantize_act(c, o, 0);
       matmul_q4(c, o);
       break;
     default: matmul_float(c, o);

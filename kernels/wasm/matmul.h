@@ -2,8 +2,11 @@
  * matmul shared parts: argument indices, the quantized-activation buffer, the tiling helpers.
  * Args: 0 x (f32, rows x k), 1 out (f32, rows x m), 2 k, 3 m, 4 weight format (WF_*), 5 weight data,
  * 6 weight scales (f32, per row per group), 7 weight block biases (q8: i32 per row per 32-block),
- * 8 scale group (elements, multiple of 32), 9 activation buffer, 10 reuse (1: the buffer already
- * holds x in this format), 11 activation buffer rows.
+ * 8 scale group (elements, multiple of 32), 9 activation buffers, 10 reuse (1: the buffer already
+ * holds x in this format), 11 activation buffer rows, 12 activation buffer bytes per thread.
+ *
+ * Every thread quantizes the whole x into its own buffer (k values per row, cheap next to the m x k
+ * products), so no barrier separates quantization from the products.
  */
 #pragma once
 #include "llama_ts_wasm.h"
@@ -15,9 +18,13 @@ typedef struct {
   const int32_t* bias;
 } ActRow;
 
-INLINE ActRow act_row(const OpRec* o, int32_t r) {
+/* This thread's activation buffer. */
+INLINE const uint8_t* act_base(const Ctx* c, const OpRec* o) {
+  return (const uint8_t*)o->a[9] + (size_t)c->tid * o->a[12];
+}
+
+INLINE ActRow act_row(const OpRec* o, const uint8_t* base, int32_t r) {
   int32_t k = (int32_t)o->a[2], rows = (int32_t)o->a[11], nb = k / 32;
-  uint8_t* base = (uint8_t*)o->a[9];
   ActRow a = {base + (size_t)r * k, (const float*)(base + (size_t)rows * k) + (size_t)r * nb,
               (const int32_t*)(base + (size_t)rows * k + (size_t)rows * nb * 4) + (size_t)r * nb};
   return a;

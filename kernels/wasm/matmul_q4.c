@@ -10,7 +10,7 @@
  */
 #include "matmul.h"
 
-INLINE void q4_tile(const OpRec* o, int32_t j0, int32_t r0, const int WR, const int TR) {
+INLINE void q4_tile(const OpRec* o, const uint8_t* act, int32_t j0, int32_t r0, const int WR, const int TR) {
   int32_t k = (int32_t)o->a[2], m = (int32_t)o->a[3], nb = k / 32, bpg = (int32_t)o->a[8] / 32;
   const uint8_t* wq = (const uint8_t*)o->a[5];
   const float* wsc = (const float*)o->a[6];
@@ -24,7 +24,7 @@ INLINE void q4_tile(const OpRec* o, int32_t j0, int32_t r0, const int WR, const 
     ws[jj] = wsc + (size_t)(j0 + jj) * (k / (bpg * 32));
     for (int rr = 0; rr < TR; rr++) acc[jj][rr] = wasm_f32x4_splat(0);
   }
-  for (int rr = 0; rr < TR; rr++) a[rr] = act_row(o, r0 + rr);
+  for (int rr = 0; rr < TR; rr++) a[rr] = act_row(o, act, r0 + rr);
   const v128_t low = wasm_i8x16_splat(0x0f);
   int32_t g = 0, gc = 0;
   for (int32_t b = 0; b < nb; b++) {
@@ -57,14 +57,15 @@ INLINE void q4_tile(const OpRec* o, int32_t j0, int32_t r0, const int WR, const 
 
 void matmul_q4(Ctx* c, const OpRec* o) {
   int32_t m = (int32_t)o->a[3], rows = live_rows(o, c->step), lo, hi;
+  const uint8_t* act = act_base(c, o);
   slice(c, m, 4, &lo, &hi);
   int32_t j = lo;
   for (; j + 4 <= hi; j += 4) {
     int32_t r = 0;
-    for (; r + 2 <= rows; r += 2) q4_tile(o, j, r, 4, 2);
-    for (; r < rows; r++) q4_tile(o, j, r, 4, 1);
+    for (; r + 2 <= rows; r += 2) q4_tile(o, act, j, r, 4, 2);
+    for (; r < rows; r++) q4_tile(o, act, j, r, 4, 1);
   }
   for (; j < hi; j++) {
-    for (int32_t r = 0; r < rows; r++) q4_tile(o, j, r, 1, 1);
+    for (int32_t r = 0; r < rows; r++) q4_tile(o, act, j, r, 1, 1);
   }
 }

@@ -18,6 +18,10 @@ void* memset(void* dst, int v, size_t n) {
   return dst;
 }
 
+/* Spins before sleeping: long enough to catch a partner finishing its slice, short enough not to burn a
+ * core that another thread (or process) needs. */
+#define SPIN 2000
+
 /*
  * Generation barrier over shared words ([0] arrivals, [1] generation, [2] abort). The last thread to arrive resets the count and bumps
  * the generation; the others spin briefly, then sleep (memory.atomic.wait32) where the thread may block.
@@ -34,7 +38,7 @@ void barrier(Ctx* c) {
     return;
   }
   /* sync[2] is the abort flag: a thread that trapped (or the host) sets it so nobody waits forever */
-  for (int spin = 0; spin < 20000; spin++) {
+  for (int spin = 0; spin < SPIN; spin++) {
     if (__atomic_load_n(&sync[1], __ATOMIC_ACQUIRE) != gen || __atomic_load_n(&sync[2], __ATOMIC_RELAXED)) return;
   }
   while (__atomic_load_n(&sync[1], __ATOMIC_ACQUIRE) == gen && !__atomic_load_n(&sync[2], __ATOMIC_RELAXED)) {
@@ -91,7 +95,8 @@ API int32_t llama_ts_run(const OpRec* prog, const Step* step, int32_t* sync, int
                          int32_t can_wait) {
   Ctx c = {step, sync, tid, nth, can_wait};
   for (const OpRec* o = prog; o->op != OP_END; o++) {
-    switch (o->op) {
+    if (o->op & 0x100) barrier(&c);
+    switch (o->op & 0xff) {
       case OP_EMBED: op_embed(&c, o); break;
       case OP_RMS_NORM: op_rms_norm(&c, o); break;
       case OP_MATMUL: op_matmul(&c, o); break;
@@ -103,7 +108,7 @@ API int32_t llama_ts_run(const OpRec* prog, const Step* step, int32_t* sync, int
       case OP_GATHER: op_gather(&c, o); break;
       default: return -1;
     }
-    barrier(&c);
   }
+  barrier(&c); /* every thread is done before the host reads results */
   return 0;
 }

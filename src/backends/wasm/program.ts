@@ -5,7 +5,7 @@
  * run. Every index a kernel will use is checked here first, so a bad step is an LlmError, never a trap.
  * @module
  */
-import type { Op, StepParams } from "../../ops.ts";
+import type { KvLayer, Op, StepParams } from "../../ops.ts";
 import type { Tensor } from "../../tensor.ts";
 import { LlmError } from "../../errors.ts";
 
@@ -123,7 +123,9 @@ function build(
         break;
     }
   }
-  const act = actBytes ? alloc(actRows * actBytes + 64, "activation quants") : 0;
+  // one activation buffer per thread: each quantizes x itself, so no barrier follows quantization
+  const actPerThread = Math.ceil((actRows * actBytes + 64) / 64) * 64;
+  const act = actBytes ? alloc(actPerThread * threads, "activation quants") : 0;
   const scores = scratch ? alloc(scratch * 4 * threads + 64, "attention scratch") : 0;
 
   // records
@@ -149,7 +151,21 @@ function build(
         const quant = w.fmt === WF.q8 || w.fmt === WF.q4;
         const reuse = quant && prev !== undefined && prev.x === o.x && prev.fmt === w.fmt &&
           prev.rows === o.rows;
-        [p(o.x), p(o.out), k, m, w.fmt, w.ptr, w.scales, w.bias, w.group, act, reuse ? 1 : 0, actRows]
+        [
+          p(o.x),
+          p(o.out),
+          k,
+          m,
+          w.fmt,
+          w.ptr,
+          w.scales,
+          w.bias,
+          w.group,
+          act,
+          reuse ? 1 : 0,
+          actRows,
+          actPerThread,
+        ]
           .forEach((v, j) => a(j, v));
         if (quant) quantMatmul = { x: o.x, fmt: w.fmt, rows: o.rows };
         break;
@@ -206,6 +222,8 @@ function build(
     }
     prev = quantMatmul;
   });
+
+  barriers(graph).forEach((b, i) => void (words[i * REC_WORDS] |= b ? 0x100 : 0));
 
   // RoPE tables: one per (invFreq, headDim), (rows, headDim/2, cos|sin) in f64
   const tables = new Map<string, { ptr: number; invFreq: WasmTensorRef; headDim: number; rows: number }>();
@@ -269,6 +287,62 @@ function build(
       stepPtr = 0;
     },
   };
+}
+
+/** How an op splits its work over threads (kernels/wasm/llama_ts_wasm.h); "all" reads everything. */
+type Part = "rows" | "cols" | "heads" | "dup" | "all";
+
+function access(o: Op): { reads: [Tensor, Part][]; writes: [Tensor, Part][] } {
+  const cache = (
+    c: KvLayer,
+  ): Tensor[] => [c.k, c.v, ...(c.kScale ? [c.kScale] : []), ...(c.vScale ? [c.vScale] : [])];
+  switch (o.op) {
+    case "embed":
+      return { reads: [], writes: [[o.out, "dup"]] };
+    case "rms_norm":
+      return { reads: [[o.x, "all"]], writes: [[o.out, "dup"]] };
+    case "matmul":
+      return { reads: [[o.x, "all"]], writes: [[o.out, "cols"]] };
+    case "rope":
+      return { reads: [[o.x, "rows"]], writes: [[o.x, "rows"]] };
+    case "kv_write":
+      return { reads: [[o.k, "rows"], [o.v, "rows"]], writes: cache(o.cache).map((t) => [t, "rows"]) };
+    case "attention":
+      return {
+        reads: [[o.q, "all"], ...cache(o.cache).map((t): [Tensor, Part] => [t, "all"])],
+        writes: [[o.out, "heads"]],
+      };
+    case "add":
+      return { reads: [[o.a, "cols"], [o.b, "cols"]], writes: [[o.out, "cols"]] };
+    case "silu_mul":
+      return { reads: [[o.gate, "cols"], [o.up, "cols"]], writes: [[o.out, "cols"]] };
+    case "gather_rows":
+      return { reads: [[o.x, "all"]], writes: [[o.out, "dup"]] };
+  }
+}
+
+/**
+ * Which ops must wait at a barrier first: those that read data another thread wrote since the last
+ * barrier, or overwrite data another thread wrote or may still be reading. Work split the same way on
+ * both sides (rows, cols, heads) stays on one thread; "dup" data is complete on every thread.
+ */
+export function barriers(graph: readonly Op[]): boolean[] {
+  let written = new Map<Tensor, Set<Part>>(), read = new Map<Tensor, Set<Part>>();
+  const local = (a: Part, b: Part): boolean => a === b && a !== "dup" && a !== "all";
+  return graph.map((o) => {
+    const { reads, writes } = access(o);
+    const conflict = reads.some(([t, p]) =>
+      [...(written.get(t) ?? [])].some((w) => w !== "dup" && !local(w, p))
+    ) ||
+      writes.some(([t, p]) => [...(read.get(t) ?? []), ...(written.get(t) ?? [])].some((x) => !local(x, p)));
+    if (conflict) {
+      written = new Map();
+      read = new Map();
+    }
+    for (const [t, p] of reads) read.set(t, (read.get(t) ?? new Set()).add(p));
+    for (const [t, p] of writes) written.set(t, (written.get(t) ?? new Set()).add(p));
+    return conflict;
+  });
 }
 
 /** Everything a kernel will index, checked against what the program was compiled for. */

@@ -19,6 +19,16 @@ export function threadsAvailable(): string | undefined {
   return undefined;
 }
 
+/** Whether this thread may block in Atomics.wait (Deno's main thread may; a browser's may not). */
+export function mainCanWait(): boolean {
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 let workerUrl: string | undefined;
 
 function workerSource(): string {

@@ -16,7 +16,7 @@ import { LlmError } from "../../errors.ts";
 import { WASM_MAX_BYTES, WasmHeap } from "./heap.ts";
 import { compileProgram, type WasmTensorRef } from "./program.ts";
 import { type Layout, layoutBytes, planLayout } from "./layout.ts";
-import { ThreadPool, threadsAvailable } from "./threads.ts";
+import { mainCanWait, ThreadPool, threadsAvailable } from "./threads.ts";
 import { type KernelVariant, loadKernels } from "./kernels.ts";
 
 const OPS: readonly OpName[] = [
@@ -258,6 +258,7 @@ class WasmBackend implements Backend {
       },
     }, this.#threads);
     const x = this.#x, pool = this.#pool, sync = this.#syncPtr, nth = this.#threads;
+    const canWait = pool && mainCanWait() ? 1 : 0;
     let live = true;
     return {
       run(step: StepParams): Promise<void> {
@@ -265,7 +266,11 @@ class WasmBackend implements Backend {
         const stepPtr = program.prepare(step);
         let rc = 0;
         if (pool) {
-          pool.run(program.ptr, stepPtr, () => rc = x.llama_ts_run(program.ptr, stepPtr, sync, 0, nth, 0));
+          pool.run(
+            program.ptr,
+            stepPtr,
+            () => rc = x.llama_ts_run(program.ptr, stepPtr, sync, 0, nth, canWait),
+          );
         } else rc = x.llama_ts_run(program.ptr, stepPtr, sync, 0, 1, 0);
         if (rc !== 0) throw new LlmError("INTERNAL", `wasm: runtime returned ${rc}`);
         return Promise.resolve();
