@@ -1,14 +1,13 @@
 /*
  * embed: out[r] = dequant(table[tokens[r]]), computed by every thread (dup). Token ids are checked by the
  * host before the run. Dequantization matches src/dtype.ts bit for bit (scale * q in float).
- * Args: 0 table quants, 1 table scales, 2 format (WF_*), 3 scale group, 4 dim, 5 out.
+ * Args: 0 table data, 1 unused, 2 format (WF_*), 3 unused, 4 dim, 5 out.
  */
 #include "llama_ts_wasm.h"
 
 void op_embed(Ctx* c, const OpRec* o) {
   const uint8_t* q = (const uint8_t*)o->a[0];
-  const float* scales = (const float*)o->a[1];
-  int32_t fmt = (int32_t)o->a[2], group = (int32_t)o->a[3], dim = (int32_t)o->a[4];
+  int32_t fmt = (int32_t)o->a[2], dim = (int32_t)o->a[4], nb = dim / 32;
   float* out = (float*)o->a[5];
   /* dup: every thread gathers every row (one row in decode), so readers need no barrier */
   for (int32_t r = 0; r < c->step->n_tokens; r++) {
@@ -26,15 +25,17 @@ void op_embed(Ctx* c, const OpRec* o) {
         for (int32_t i = 0; i < dim; i++) y[i] = f32_of((uint32_t)((const uint16_t*)q)[base + i] << 16);
         break;
       case WF_Q8:
-        for (int32_t i = 0; i < dim; i++) y[i] = scales[(base + i) / group] * (float)((const int8_t*)q)[base + i];
+        for (int32_t i = 0; i < dim; i++) {
+          const uint8_t* blk = q + ((size_t)(id / 4) * nb + i / 32) * Q8_BLOCK;
+          y[i] = ((const float*)blk)[id % 4] * (float)(int8_t)blk[32 + (id % 4) * 32 + i % 32];
+        }
         break;
       case WF_Q4:
-        /* blocks of 32: byte j holds element j (low nibble) and j + 16 (high nibble) */
         for (int32_t i = 0; i < dim; i++) {
-          size_t e = base + i, blk = e / 32, j = e % 32;
-          uint8_t b = q[blk * 16 + (j & 15)];
-          int32_t v = (j < 16 ? (b & 15) : (b >> 4)) - 8;
-          y[i] = scales[e / group] * (float)v;
+          const uint8_t* blk = q + ((size_t)(id / 4) * nb + i / 32) * Q4_BLOCK;
+          uint8_t b = blk[16 + (id % 4) * 16 + (i % 16)];
+          int32_t v = (i % 32 < 16 ? (b & 15) : (b >> 4)) - 8;
+          y[i] = ((const float*)blk)[id % 4] * (float)v;
         }
         break;
     }

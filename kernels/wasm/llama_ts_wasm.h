@@ -39,8 +39,15 @@ typedef struct {
 
 enum { OP_END = 0, OP_EMBED, OP_RMS_NORM, OP_MATMUL, OP_ROPE, OP_KV_WRITE, OP_ATTENTION, OP_ADD, OP_SILU_MUL, OP_GATHER };
 
-/* Weight formats (src/backends/wasm/layout.ts WF). */
+/*
+ * Weight formats (src/backends/wasm/layout.ts WF). f32/f16/bf16 are row-major. q8 and q4 are
+ * interleaved in groups of 4 rows (prep.c): per group and 32-block, Q8_BLOCK bytes = f32 scale[4],
+ * i32 bias[4] (-64 * sum(q)), int8 q[4][32]; Q4_BLOCK bytes = f32 scale[4], u8 nibbles[4][16] (byte i:
+ * element i low, element i + 16 high; value nibble - 8).
+ */
 enum { WF_F32 = 0, WF_F16 = 1, WF_BF16 = 2, WF_Q8 = 3, WF_Q4 = 4 };
+#define Q8_BLOCK 160
+#define Q4_BLOCK 80
 /* KV cache formats. */
 enum { KV_F32 = 0, KV_F16 = 1, KV_I8 = 2 };
 

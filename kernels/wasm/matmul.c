@@ -36,7 +36,7 @@ void quantize_act(Ctx* c, const OpRec* o, int32_t offset) {
       wasm_v128_store(q + i, q16);
     }
     scales[t] = s;
-    bias[t] = -2 * (wasm_i32x4_extract_lane(sum, 0) + wasm_i32x4_extract_lane(sum, 1) +
+    bias[t] = -8 * (wasm_i32x4_extract_lane(sum, 0) + wasm_i32x4_extract_lane(sum, 1) +
                     wasm_i32x4_extract_lane(sum, 2) + wasm_i32x4_extract_lane(sum, 3));
   }
 }

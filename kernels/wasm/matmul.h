@@ -1,8 +1,7 @@
 /*
  * matmul shared parts: argument indices, the quantized-activation buffer, the tiling helpers.
  * Args: 0 x (f32, rows x k), 1 out (f32, rows x m), 2 k, 3 m, 4 weight format (WF_*), 5 weight data,
- * 6 weight scales (f32, per row per group), 7 weight block biases (q8: i32 per row per 32-block),
- * 8 scale group (elements, multiple of 32), 9 activation buffers, 10 reuse (1: the buffer already
+ * 6-8 unused, 9 activation buffers, 10 reuse (1: the buffer already
  * holds x in this format), 11 activation buffer rows, 12 activation buffer bytes per thread.
  *
  * Every thread quantizes the whole x into its own buffer (k values per row, cheap next to the m x k
@@ -32,11 +31,28 @@ INLINE ActRow act_row(const OpRec* o, const uint8_t* base, int32_t r) {
 
 /*
  * Quantize the live rows of x per 32-block. Signed (for q4 weights, whose nibbles are the unsigned
- * operand): q = round(x / s) in -127..127, s = max|x| / 127, bias = -2 * sum(q) (four lanes of the
- * nibble offset -8). Offset (for q8 weights, the signed operand): q = round(x / s) + 64 in 1..127,
+ * operand): q = round(x / s) in -127..127, s = max|x| / 127, bias = -8 * sum(q) (the nibble offset). Offset (for q8 weights, the signed operand): q = round(x / s) + 64 in 1..127,
  * s = max|x| / 63; the weights carry the matching bias.
  */
 void quantize_act(Ctx* c, const OpRec* o, int32_t offset);
+
+/* The four row sums of a, b, c, d (each four lanes) as one vector: [sum(a), sum(b), sum(c), sum(d)]. */
+INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
+  v128_t t0 = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+  v128_t t1 = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5), wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
+}
+
+/* Store the first `n` (<= 4) lanes of v at y. */
+INLINE void store_lanes(float* y, v128_t v, int32_t n) {
+  if (n == 4) {
+    wasm_v128_store(y, v);
+    return;
+  }
+  float t[4];
+  wasm_v128_store(t, v);
+  for (int32_t i = 0; i < n; i++) y[i] = t[i];
+}
 
 void matmul_float(Ctx* c, const OpRec* o);
 void matmul_q8(Ctx* c, const OpRec* o);

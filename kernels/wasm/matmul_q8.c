@@ -1,72 +1,54 @@
 /*
- * matmul with int8 weights (GGUF q8_0 repacked, or int8 per output channel quantized at load): k bytes
- * per row, value q * scale with one f32 scale per group, plus per 32-block a bias of -16 * sum(q).
+ * matmul with int8 weights (GGUF q8_0 repacked, or int8 per output channel quantized at load), in the
+ * q8x4 layout (llama_ts_wasm.h): a group of 4 rows is one linear stream of 160-byte blocks.
  * Activations are 7-bit, offset to 1..127 (quantize_act, offset) so they can be the unsigned operand of
- * the int8 dot; the weight bias removes the offset (4 lanes x -16 sum(q) = -64 sum(q)). Each int32 block
- * sum becomes float once, times weight scale * activation scale.
+ * the int8 dot; each row's block bias (-64 * sum(q)) removes the offset. Per block the four rows' int32
+ * sums are reduced into one vector (lane = row), biased, converted once and scaled by the four weight
+ * scales times the activation scale: the accumulator's lanes are the four outputs.
  *
- * Tiles of WR weight rows x TR token rows reuse every load; each output's arithmetic is the same in every
- * tile, so results do not depend on tiling or thread count. Output columns are split over threads.
+ * Tiles: 4 weight rows x TR token rows. Every output's arithmetic is the same in every tile, so results
+ * do not depend on tiling or thread count. Groups of 4 output columns are split over threads.
  */
 #include "matmul.h"
 
-INLINE void q8_tile(const OpRec* o, const uint8_t* act, int32_t j0, int32_t r0, const int WR, const int TR) {
-  int32_t k = (int32_t)o->a[2], m = (int32_t)o->a[3], nb = k / 32, bpg = (int32_t)o->a[8] / 32;
-  const int8_t* wq = (const int8_t*)o->a[5];
-  const float* wsc = (const float*)o->a[6];
-  const int32_t* wb = (const int32_t*)o->a[7];
+INLINE void q8_tile(const OpRec* o, const uint8_t* act, int32_t g, int32_t r0, const int TR) {
+  int32_t k = (int32_t)o->a[2], m = (int32_t)o->a[3], nb = k / 32;
+  const uint8_t* w = (const uint8_t*)o->a[5] + (size_t)g * nb * Q8_BLOCK;
   float* out = (float*)o->a[1];
-  const int8_t* w[4];
-  const float* ws[4];
-  const int32_t* bias[4];
   ActRow a[4];
-  v128_t acc[4][4];
-  for (int jj = 0; jj < WR; jj++) {
-    w[jj] = wq + (size_t)(j0 + jj) * k;
-    ws[jj] = wsc + (size_t)(j0 + jj) * (k / (bpg * 32));
-    bias[jj] = wb + (size_t)(j0 + jj) * nb;
-    for (int rr = 0; rr < TR; rr++) acc[jj][rr] = wasm_f32x4_splat(0);
+  v128_t acc[4];
+  for (int rr = 0; rr < TR; rr++) {
+    a[rr] = act_row(o, act, r0 + rr);
+    acc[rr] = wasm_f32x4_splat(0);
   }
-  for (int rr = 0; rr < TR; rr++) a[rr] = act_row(o, act, r0 + rr);
-  int32_t g = 0, gc = 0;
-  for (int32_t b = 0; b < nb; b++) {
-    v128_t xl[4], xh[4];
-    float sx[4];
+  for (int32_t b = 0; b < nb; b++, w += Q8_BLOCK) {
+    v128_t sc = wasm_v128_load(w), bias = wasm_v128_load(w + 16);
+    v128_t w0l = wasm_v128_load(w + 32), w0h = wasm_v128_load(w + 48);
+    v128_t w1l = wasm_v128_load(w + 64), w1h = wasm_v128_load(w + 80);
+    v128_t w2l = wasm_v128_load(w + 96), w2h = wasm_v128_load(w + 112);
+    v128_t w3l = wasm_v128_load(w + 128), w3h = wasm_v128_load(w + 144);
     for (int rr = 0; rr < TR; rr++) {
-      xl[rr] = wasm_v128_load(a[rr].q + b * 32);
-      xh[rr] = wasm_v128_load(a[rr].q + b * 32 + 16);
-      sx[rr] = a[rr].scale[b];
-    }
-    for (int jj = 0; jj < WR; jj++) {
-      v128_t wl = wasm_v128_load(w[jj] + b * 32), wh = wasm_v128_load(w[jj] + b * 32 + 16);
-      v128_t b0 = wasm_v128_load32_splat(bias[jj] + b);
-      float s = ws[jj][g];
-      for (int rr = 0; rr < TR; rr++) {
-        v128_t isum = dot_i8_u7(wh, xh[rr], dot_i8_u7(wl, xl[rr], b0));
-        acc[jj][rr] = madd(wasm_f32x4_convert_i32x4(isum), wasm_f32x4_splat(s * sx[rr]), acc[jj][rr]);
-      }
-    }
-    if (++gc == bpg) {
-      gc = 0;
-      g++;
+      v128_t xl = wasm_v128_load(a[rr].q + b * 32), xh = wasm_v128_load(a[rr].q + b * 32 + 16);
+      v128_t z = wasm_i32x4_splat(0);
+      v128_t i0 = dot_i8_u7(w0h, xh, dot_i8_u7(w0l, xl, z));
+      v128_t i1 = dot_i8_u7(w1h, xh, dot_i8_u7(w1l, xl, z));
+      v128_t i2 = dot_i8_u7(w2h, xh, dot_i8_u7(w2l, xl, z));
+      v128_t i3 = dot_i8_u7(w3h, xh, dot_i8_u7(w3l, xl, z));
+      v128_t r = wasm_i32x4_add(reduce4(i0, i1, i2, i3), bias);
+      acc[rr] = madd(wasm_f32x4_convert_i32x4(r), wasm_f32x4_mul(sc, wasm_f32x4_splat(a[rr].scale[b])), acc[rr]);
     }
   }
-  for (int jj = 0; jj < WR; jj++) {
-    for (int rr = 0; rr < TR; rr++) out[(size_t)(r0 + rr) * m + j0 + jj] = hsum(acc[jj][rr]);
-  }
+  int32_t n = m - g * 4 < 4 ? m - g * 4 : 4;
+  for (int rr = 0; rr < TR; rr++) store_lanes(out + (size_t)(r0 + rr) * m + g * 4, acc[rr], n);
 }
 
 void matmul_q8(Ctx* c, const OpRec* o) {
   int32_t m = (int32_t)o->a[3], rows = live_rows(o, c->step), lo, hi;
   const uint8_t* act = act_base(c, o);
   slice(c, m, 4, &lo, &hi);
-  int32_t j = lo;
-  for (; j + 4 <= hi; j += 4) {
+  for (int32_t g = lo / 4; g * 4 < hi; g++) {
     int32_t r = 0;
-    for (; r + 2 <= rows; r += 2) q8_tile(o, act, j, r, 4, 2);
-    for (; r < rows; r++) q8_tile(o, act, j, r, 4, 1);
-  }
-  for (; j < hi; j++) {
-    for (int32_t r = 0; r < rows; r++) q8_tile(o, act, j, r, 1, 1);
+    for (; r + 2 <= rows; r += 2) q8_tile(o, act, g, r, 2);
+    for (; r < rows; r++) q8_tile(o, act, g, r, 1);
   }
 }

@@ -3,7 +3,7 @@
  * scale arrays (every row's quants 16-byte aligned for vector loads), and float weights quantized to
  * int8 per output channel or int4 in groups of 128 with f16-rounded scales, exactly like the CUDA
  * backend's weight_prepare (host model: simulateQuant in tests/cuda_test.ts).
- * q8 layouts also get a bias per 32-block, -16 * sum(q), for the offset activations (matmul_q8.c).
+ * q8 layouts also get a bias per 32-block, -64 * sum(q), for the offset activations (matmul_q8.c).
  */
 #include "llama_ts_wasm.h"
 
@@ -35,36 +35,56 @@ static float round_to_half(double x) {
   return (float)(__builtin_rint(x / q.d) * q.d);
 }
 
-static void block_bias(const int8_t* q, int32_t* bias, int32_t n) {
-  for (int32_t b = 0; b < n / 32; b++) {
-    int32_t s = 0;
-    for (int32_t i = 0; i < 32; i++) s += q[b * 32 + i];
-    bias[b] = -16 * s;
+/*
+ * Interleaved layouts (llama_ts_wasm.h): rows in groups of 4; per group and 32-block, the four rows'
+ * f32 scales, (q8 only) i32 biases -64 * sum(q), then the four rows' quants. A tile of 4 rows is read
+ * as one linear stream. Rows past m in the last group are zero.
+ */
+static void put_q8(uint8_t* dst, int32_t nb, int32_t j, int32_t b, float scale, const int8_t* q) {
+  uint8_t* blk = dst + ((size_t)(j / 4) * nb + b) * Q8_BLOCK;
+  int32_t l = j % 4, s = 0;
+  for (int32_t i = 0; i < 32; i++) {
+    blk[32 + l * 32 + i] = (uint8_t)q[i];
+    s += q[i];
+  }
+  ((float*)blk)[l] = scale;
+  ((int32_t*)(blk + 16))[l] = -64 * s;
+}
+
+/* `nib[i]` holds element i (low nibble) and i + 16 (high nibble), as in ggml's q4_0. */
+static void put_q4(uint8_t* dst, int32_t nb, int32_t j, int32_t b, float scale, const uint8_t* nib) {
+  uint8_t* blk = dst + ((size_t)(j / 4) * nb + b) * Q4_BLOCK;
+  int32_t l = j % 4;
+  for (int32_t i = 0; i < 16; i++) blk[16 + l * 16 + i] = nib[i];
+  ((float*)blk)[l] = scale;
+}
+
+/* q8_0 rows (f16 d, int8 q[32] per block) -> q8x4. */
+API void llama_ts_prep_q8_0(const uint8_t* src, int32_t m, int32_t k, uint8_t* dst) {
+  int32_t nb = k / 32;
+  for (int32_t j = 0; j < m; j++) {
+    for (int32_t b = 0; b < nb; b++) {
+      const uint8_t* blk = src + ((size_t)j * nb + b) * 34;
+      put_q8(dst, nb, j, b, half_to_float((uint16_t)(blk[0] | blk[1] << 8)), (const int8_t*)blk + 2);
+    }
   }
 }
 
-/* q8_0: blocks of (f16 d, int8 q[32]) -> quants, f32 scales, biases. */
-API void llama_ts_prep_q8_0(const uint8_t* src, int32_t nblocks, int8_t* q, float* scales, int32_t* bias) {
-  for (int32_t b = 0; b < nblocks; b++) {
-    const uint8_t* blk = src + (size_t)b * 34;
-    scales[b] = half_to_float((uint16_t)(blk[0] | blk[1] << 8));
-    for (int32_t i = 0; i < 32; i++) q[(size_t)b * 32 + i] = (int8_t)blk[2 + i];
-    block_bias(q + (size_t)b * 32, bias + b, 32);
-  }
-}
-
-/* q4_0: blocks of (f16 d, u8 qs[16]) -> nibbles (same order), f32 scales. */
-API void llama_ts_prep_q4_0(const uint8_t* src, int32_t nblocks, uint8_t* q, float* scales) {
-  for (int32_t b = 0; b < nblocks; b++) {
-    const uint8_t* blk = src + (size_t)b * 18;
-    scales[b] = half_to_float((uint16_t)(blk[0] | blk[1] << 8));
-    for (int32_t i = 0; i < 16; i++) q[(size_t)b * 16 + i] = blk[2 + i];
+/* q4_0 rows (f16 d, u8 qs[16] per block) -> q4x4. */
+API void llama_ts_prep_q4_0(const uint8_t* src, int32_t m, int32_t k, uint8_t* dst) {
+  int32_t nb = k / 32;
+  for (int32_t j = 0; j < m; j++) {
+    for (int32_t b = 0; b < nb; b++) {
+      const uint8_t* blk = src + ((size_t)j * nb + b) * 18;
+      put_q4(dst, nb, j, b, half_to_float((uint16_t)(blk[0] | blk[1] << 8)), blk + 2);
+    }
   }
 }
 
 /* Float rows (fmt WF_F32/F16/BF16) -> int8 per row: scale = f16(max|w| / 127), q = round(w / scale). */
-API void llama_ts_prep_int8(const uint8_t* src, int32_t fmt, int32_t m, int32_t k, int8_t* q, float* scales,
-                            int32_t* bias) {
+API void llama_ts_prep_int8(const uint8_t* src, int32_t fmt, int32_t m, int32_t k, uint8_t* dst) {
+  int32_t nb = k / 32;
+  int8_t q[32];
   for (int32_t j = 0; j < m; j++) {
     size_t base = (size_t)j * k;
     float amax = 0;
@@ -73,31 +93,37 @@ API void llama_ts_prep_int8(const uint8_t* src, int32_t fmt, int32_t m, int32_t 
       amax = a > amax ? a : amax;
     }
     float s = round_to_half((double)amax / 127.0);
-    for (int32_t i = 0; i < k; i++) {
-      float v = s == 0 ? 0 : round_away((float)((double)load_float(src, fmt, base + i) / s));
-      q[base + i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    for (int32_t b = 0; b < nb; b++) {
+      for (int32_t i = 0; i < 32; i++) {
+        float v = s == 0 ? 0 : round_away((float)((double)load_float(src, fmt, base + b * 32 + i) / s));
+        q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+      }
+      put_q8(dst, nb, j, b, s, q);
     }
-    scales[j] = s;
-    block_bias(q + base, bias + (size_t)j * (k / 32), k);
   }
 }
 
 /* Float rows -> int4 in groups of 128: scale = f16(max|w| / 7), nibble = clamp(round(w / scale) + 8, 0, 15). */
-API void llama_ts_prep_int4(const uint8_t* src, int32_t fmt, int32_t m, int32_t k, uint8_t* q, float* scales) {
-  size_t n = (size_t)m * k;
-  for (size_t g = 0; g < n; g += 128) {
-    float amax = 0;
-    for (int32_t i = 0; i < 128; i++) {
-      float a = __builtin_fabsf(load_float(src, fmt, g + i));
-      amax = a > amax ? a : amax;
-    }
-    float s = round_to_half((double)amax / 7.0);
-    scales[g / 128] = s;
-    for (int32_t i = 0; i < 128; i++) {
-      float v = (s == 0 ? 0 : round_away((float)((double)load_float(src, fmt, g + i) / s))) + 8;
-      uint8_t nib = (uint8_t)(v > 15 ? 15 : v < 0 ? 0 : v);
-      size_t e = g + i, at = (e / 32) * 16 + (e % 16);
-      q[at] = (e % 32) < 16 ? (uint8_t)((q[at] & 0xf0) | nib) : (uint8_t)((q[at] & 0x0f) | nib << 4);
+API void llama_ts_prep_int4(const uint8_t* src, int32_t fmt, int32_t m, int32_t k, uint8_t* dst) {
+  int32_t nb = k / 32;
+  uint8_t nib[16];
+  for (int32_t j = 0; j < m; j++) {
+    for (int32_t g = 0; g < k; g += 128) {
+      size_t base = (size_t)j * k + g;
+      float amax = 0;
+      for (int32_t i = 0; i < 128; i++) {
+        float a = __builtin_fabsf(load_float(src, fmt, base + i));
+        amax = a > amax ? a : amax;
+      }
+      float s = round_to_half((double)amax / 7.0);
+      for (int32_t b = 0; b < 4; b++) {
+        for (int32_t i = 0; i < 32; i++) {
+          float v = (s == 0 ? 0 : round_away((float)((double)load_float(src, fmt, base + b * 32 + i) / s))) + 8;
+          uint8_t n = (uint8_t)(v > 15 ? 15 : v < 0 ? 0 : v);
+          nib[i % 16] = i < 16 ? n : (uint8_t)(nib[i % 16] | n << 4);
+        }
+        put_q4(dst, nb, j, g / 32 + b, s, nib);
+      }
     }
   }
 }

@@ -36,10 +36,10 @@ const STACK_BYTES = 64 * 1024;
 interface Exports {
   llama_ts_abi(): number;
   llama_ts_run(prog: number, step: number, sync: number, tid: number, nth: number, canWait: number): number;
-  llama_ts_prep_q8_0(src: number, nblocks: number, q: number, scales: number, bias: number): void;
-  llama_ts_prep_q4_0(src: number, nblocks: number, q: number, scales: number): void;
-  llama_ts_prep_int8(src: number, fmt: number, m: number, k: number, q: number, s: number, b: number): void;
-  llama_ts_prep_int4(src: number, fmt: number, m: number, k: number, q: number, s: number): void;
+  llama_ts_prep_q8_0(src: number, m: number, k: number, dst: number): void;
+  llama_ts_prep_q4_0(src: number, m: number, k: number, dst: number): void;
+  llama_ts_prep_int8(src: number, fmt: number, m: number, k: number, dst: number): void;
+  llama_ts_prep_int4(src: number, fmt: number, m: number, k: number, dst: number): void;
 }
 
 class WasmTensor implements WasmTensorRef {
@@ -161,8 +161,6 @@ class WasmBackend implements Backend {
         return p;
       };
       t.ptr = take(layout.dataBytes, "data");
-      if (layout.scaleBytes) t.scales = take(layout.scaleBytes, "scales");
-      if (layout.biasBytes) t.bias = take(layout.biasBytes, "biases");
       if (layout.prepare === "dequant") {
         t.staging = { ptr: 0, host: new Uint8Array(t.byteLength), received: 0 };
       } else if (layout.prepare !== "none") t.staging = { ptr: take(t.byteLength, "staging"), received: 0 };
@@ -196,19 +194,19 @@ class WasmBackend implements Backend {
   #prepare(t: WasmTensor): void {
     const s = t.staging!, [m, k] = t.shape, x = this.#x, n = m * k;
     const srcFmt = t.dtype === "f16" ? 1 : t.dtype === "bf16" ? 2 : 0;
+    if (t.layout.prepare !== "dequant") this.#heap.u8.fill(0, t.ptr, t.ptr + t.layout.dataBytes); // pad rows
     switch (t.layout.prepare) {
       case "q8_0":
-        x.llama_ts_prep_q8_0(s.ptr, n / 32, t.ptr, t.scales, t.bias);
+        x.llama_ts_prep_q8_0(s.ptr, m, k, t.ptr);
         break;
       case "q4_0":
-        x.llama_ts_prep_q4_0(s.ptr, n / 32, t.ptr, t.scales);
+        x.llama_ts_prep_q4_0(s.ptr, m, k, t.ptr);
         break;
       case "int8":
-        x.llama_ts_prep_int8(s.ptr, srcFmt, m, k, t.ptr, t.scales, t.bias);
+        x.llama_ts_prep_int8(s.ptr, srcFmt, m, k, t.ptr);
         break;
       case "int4":
-        this.#heap.u8.fill(0, t.ptr, t.ptr + t.layout.dataBytes);
-        x.llama_ts_prep_int4(s.ptr, srcFmt, m, k, t.ptr, t.scales);
+        x.llama_ts_prep_int4(s.ptr, srcFmt, m, k, t.ptr);
         break;
       case "dequant":
         dequantize(t.dtype, s.host!, new Float32Array(this.#heap.memory.buffer, t.ptr, n));
