@@ -121,6 +121,20 @@ INLINE v128_t dot_i8_u7(v128_t a, v128_t b, v128_t acc) {
 #endif
 }
 
+/*
+ * Pair sums of 16 signed bytes `a` times 16 bytes `b` in 0..127, as eight i16 lanes (lane i: a[2i] b[2i] +
+ * a[2i+1] b[2i+1]); exact while pair sums fit i16 (so for 4-bit b: one instruction, no widening).
+ */
+INLINE v128_t dot16_i8_u7(v128_t a, v128_t b) {
+#ifdef __wasm_relaxed_simd__
+  return __builtin_wasm_relaxed_dot_i8x16_i7x16_s_i16x8(a, b);
+#else
+  v128_t lo = wasm_i16x8_extmul_low_i8x16(a, b), hi = wasm_i16x8_extmul_high_i8x16(a, b);
+  return wasm_i16x8_add(wasm_i16x8_shuffle(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14),
+                        wasm_i16x8_shuffle(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
+#endif
+}
+
 INLINE float hsum(v128_t v) {
   v128_t s = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
   s = wasm_f32x4_add(s, wasm_i32x4_shuffle(s, s, 1, 0, 3, 2));

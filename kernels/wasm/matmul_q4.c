@@ -32,11 +32,11 @@ INLINE void q4_tile(const OpRec* o, const uint8_t* act, int32_t g, int32_t r0, c
     v128_t w3l = wasm_v128_and(p3, low), w3h = wasm_u8x16_shr(p3, 4);
     for (int rr = 0; rr < TR; rr++) {
       v128_t xl = wasm_v128_load(a[rr].q + b * 32), xh = wasm_v128_load(a[rr].q + b * 32 + 16);
-      v128_t z = wasm_i32x4_splat(0);
-      v128_t i0 = dot_i8_u7(xh, w0h, dot_i8_u7(xl, w0l, z));
-      v128_t i1 = dot_i8_u7(xh, w1h, dot_i8_u7(xl, w1l, z));
-      v128_t i2 = dot_i8_u7(xh, w2h, dot_i8_u7(xl, w2l, z));
-      v128_t i3 = dot_i8_u7(xh, w3h, dot_i8_u7(xl, w3l, z));
+      /* nibble x int8 pair sums stay under 2 * 15 * 127, so two of them add in i16 before widening */
+      v128_t i0 = wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(dot16_i8_u7(xl, w0l), dot16_i8_u7(xh, w0h)));
+      v128_t i1 = wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(dot16_i8_u7(xl, w1l), dot16_i8_u7(xh, w1h)));
+      v128_t i2 = wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(dot16_i8_u7(xl, w2l), dot16_i8_u7(xh, w2h)));
+      v128_t i3 = wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(dot16_i8_u7(xl, w3l), dot16_i8_u7(xh, w3h)));
       v128_t r = wasm_i32x4_add(reduce4(i0, i1, i2, i3), wasm_v128_load32_splat(a[rr].bias + b));
       acc[rr] = madd(wasm_f32x4_convert_i32x4(r), wasm_f32x4_mul(sc, wasm_f32x4_splat(a[rr].scale[b])), acc[rr]);
     }
