@@ -18,9 +18,9 @@ const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, o
   --backend NAME       auto | ref | wasm | webgpu | cuda (default auto)
   --ctx N              context size in tokens (default min(model's, 4096))
   --kv-dtype T         KV cache dtype: f32 | f16 | int8 (default: the backend's)
-  --threads N          CPU threads for CPU backends
+  --threads N          CPU threads for the wasm backend (default: all cores)
   --cuda-lib PATH      the CUDA library (default build/libllama_ts_cuda.so; env LLAMA_TS_CUDA_LIB)
-  --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda
+  --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda, wasm
   --format F           text | json (default text)`;
 
 const HELP: Record<string, string> = {
