@@ -43,21 +43,34 @@ void op_attention(Ctx* c, const OpRec* o) {
     const float* qv = q + (size_t)r * heads * hd + (size_t)h * hd;
     float* y = out + (size_t)r * heads * hd + (size_t)h * hd;
     size_t koff = (size_t)kvh * hd;
+    /* positions walk the block table a block at a time: one lookup per block, not per position */
+    const int32_t* bt = s->block_tables + (size_t)seq * s->max_blocks;
+    int32_t n = pos + 1;
     float max = -__builtin_inff();
-    for (int32_t p = 0; p <= pos; p++) {
-      int32_t row = cache_row(s, seq, p, bs);
-      const uint8_t* kr = ck + ((size_t)row * kd + koff) * esize;
-      v128_t acc = wasm_f32x4_splat(0);
-      int32_t i = 0;
-      for (; i + 4 <= hd; i += 4) acc = madd(wasm_v128_load(qv + i), load4(kr, fmt, i), acc);
-      float d = hsum(acc);
-      for (; i < hd; i++) d += qv[i] * load1(kr, fmt, i);
-      if (fmt == KV_I8) d *= ks[(size_t)row * kv_heads + kvh];
-      d *= scale;
-      scores[p] = d;
-      max = d > max ? d : max;
+    for (int32_t p0 = 0; p0 < n; p0 += bs) {
+      int32_t row0 = bt[p0 / bs] * bs, cnt = n - p0 < bs ? n - p0 : bs;
+      for (int32_t j = 0; j < cnt; j++) {
+        int32_t row = row0 + j;
+        const uint8_t* kr = ck + ((size_t)row * kd + koff) * esize;
+        v128_t acc0 = wasm_f32x4_splat(0), acc1 = wasm_f32x4_splat(0);
+        int32_t i = 0;
+        for (; i + 8 <= hd; i += 8) {
+          acc0 = madd(wasm_v128_load(qv + i), load4(kr, fmt, i), acc0);
+          acc1 = madd(wasm_v128_load(qv + i + 4), load4(kr, fmt, i + 4), acc1);
+        }
+        if (i + 4 <= hd) {
+          acc0 = madd(wasm_v128_load(qv + i), load4(kr, fmt, i), acc0);
+          i += 4;
+        }
+        float d = hsum(wasm_f32x4_add(acc0, acc1));
+        for (; i < hd; i++) d += qv[i] * load1(kr, fmt, i);
+        if (fmt == KV_I8) d *= ks[(size_t)row * kv_heads + kvh];
+        d *= scale;
+        scores[p0 + j] = d;
+        max = d > max ? d : max;
+      }
     }
-    int32_t n = pos + 1, p = 0;
+    int32_t p = 0;
     v128_t vsum = wasm_f32x4_splat(0), vmax = wasm_f32x4_splat(max);
     for (; p + 4 <= n; p += 4) {
       v128_t e = exp4(wasm_f32x4_sub(wasm_v128_load(scores + p), vmax));
@@ -67,15 +80,18 @@ void op_attention(Ctx* c, const OpRec* o) {
     float sum = hsum(vsum);
     for (; p < n; p++) sum += scores[p] = expf_(scores[p] - max);
     for (int32_t i = 0; i < hd; i++) y[i] = 0;
-    for (p = 0; p < n; p++) {
-      int32_t row = cache_row(s, seq, p, bs);
-      const uint8_t* vr = cv + ((size_t)row * kd + koff) * esize;
-      float w = scores[p];
-      if (fmt == KV_I8) w *= vs[(size_t)row * kv_heads + kvh];
-      v128_t wv = wasm_f32x4_splat(w);
-      int32_t i = 0;
-      for (; i + 4 <= hd; i += 4) wasm_v128_store(y + i, madd(wv, load4(vr, fmt, i), wasm_v128_load(y + i)));
-      for (; i < hd; i++) y[i] += w * load1(vr, fmt, i);
+    for (int32_t p0 = 0; p0 < n; p0 += bs) {
+      int32_t row0 = bt[p0 / bs] * bs, cnt = n - p0 < bs ? n - p0 : bs;
+      for (int32_t j = 0; j < cnt; j++) {
+        int32_t row = row0 + j;
+        const uint8_t* vr = cv + ((size_t)row * kd + koff) * esize;
+        float w = scores[p0 + j];
+        if (fmt == KV_I8) w *= vs[(size_t)row * kv_heads + kvh];
+        v128_t wv = wasm_f32x4_splat(w);
+        int32_t i = 0;
+        for (; i + 4 <= hd; i += 4) wasm_v128_store(y + i, madd(wv, load4(vr, fmt, i), wasm_v128_load(y + i)));
+        for (; i < hd; i++) y[i] += w * load1(vr, fmt, i);
+      }
     }
     float inv = 1.0f / sum;
     for (int32_t i = 0; i < hd; i++) y[i] *= inv;

@@ -6,7 +6,7 @@
  * reduced into one vector (lane = row), biased, converted once and scaled by the four weight scales
  * times the activation scale: the accumulator's lanes are the four outputs.
  *
- * Tiles: 4 weight rows x TR token rows. Every output's arithmetic is the same in every tile, so results
+ * Tiles: 4 weight rows x TR (4, 2, 1) token rows. Every output's arithmetic is the same in every tile, so results
  * do not depend on tiling or thread count. Groups of 4 output columns are split over threads.
  */
 #include "matmul.h"
@@ -21,15 +21,16 @@ INLINE void q4_tile(const OpRec* o, const uint8_t* act, int32_t g, int32_t r0, c
     a[rr] = act_row(o, act, r0 + rr);
     acc[rr] = wasm_f32x4_splat(0);
   }
+  /* high nibbles: a 16-bit shift then the mask (x86 has no byte shift) */
   const v128_t low = wasm_i8x16_splat(0x0f);
   for (int32_t b = 0; b < nb; b++, w += Q4_BLOCK) {
     v128_t sc = wasm_v128_load(w);
     v128_t p0 = wasm_v128_load(w + 16), p1 = wasm_v128_load(w + 32);
     v128_t p2 = wasm_v128_load(w + 48), p3 = wasm_v128_load(w + 64);
-    v128_t w0l = wasm_v128_and(p0, low), w0h = wasm_u8x16_shr(p0, 4);
-    v128_t w1l = wasm_v128_and(p1, low), w1h = wasm_u8x16_shr(p1, 4);
-    v128_t w2l = wasm_v128_and(p2, low), w2h = wasm_u8x16_shr(p2, 4);
-    v128_t w3l = wasm_v128_and(p3, low), w3h = wasm_u8x16_shr(p3, 4);
+    v128_t w0l = wasm_v128_and(p0, low), w0h = wasm_v128_and(wasm_u16x8_shr(p0, 4), low);
+    v128_t w1l = wasm_v128_and(p1, low), w1h = wasm_v128_and(wasm_u16x8_shr(p1, 4), low);
+    v128_t w2l = wasm_v128_and(p2, low), w2h = wasm_v128_and(wasm_u16x8_shr(p2, 4), low);
+    v128_t w3l = wasm_v128_and(p3, low), w3h = wasm_v128_and(wasm_u16x8_shr(p3, 4), low);
     for (int rr = 0; rr < TR; rr++) {
       v128_t xl = wasm_v128_load(a[rr].q + b * 32), xh = wasm_v128_load(a[rr].q + b * 32 + 16);
       /* nibble x int8 pair sums stay under 2 * 15 * 127, so two of them add in i16 before widening */
@@ -51,6 +52,7 @@ void matmul_q4(Ctx* c, const OpRec* o) {
   slice(c, m, 4, &lo, &hi);
   for (int32_t g = lo / 4; g * 4 < hi; g++) {
     int32_t r = 0;
+    for (; r + 4 <= rows; r += 4) q4_tile(o, act, g, r, 4);
     for (; r + 2 <= rows; r += 2) q4_tile(o, act, g, r, 2);
     for (; r < rows; r++) q4_tile(o, act, g, r, 1);
   }

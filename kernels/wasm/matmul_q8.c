@@ -6,7 +6,7 @@
  * sums are reduced into one vector (lane = row), biased, converted once and scaled by the four weight
  * scales times the activation scale: the accumulator's lanes are the four outputs.
  *
- * Tiles: 4 weight rows x TR token rows. Every output's arithmetic is the same in every tile, so results
+ * Tiles: 4 weight rows x TR (4, 2, 1) token rows. Every output's arithmetic is the same in every tile, so results
  * do not depend on tiling or thread count. Groups of 4 output columns are split over threads.
  */
 #include "matmul.h"
@@ -48,6 +48,7 @@ void matmul_q8(Ctx* c, const OpRec* o) {
   slice(c, m, 4, &lo, &hi);
   for (int32_t g = lo / 4; g * 4 < hi; g++) {
     int32_t r = 0;
+    for (; r + 4 <= rows; r += 4) q8_tile(o, act, g, r, 4);
     for (; r + 2 <= rows; r += 2) q8_tile(o, act, g, r, 2);
     for (; r < rows; r++) q8_tile(o, act, g, r, 1);
   }
