@@ -1,17 +1,18 @@
 /*
  * kv_write: store each row's k and v in its sequence's cache row (block table lookup), as f32, f16
  * (round to nearest even) or int8 with one f32 scale per (row, kv head): scale = max|x| / 127,
- * q = round half away from zero of x / scale, computed in double like the ref backend so the bytes match.
+ * q = round half away from zero of x * (1 / scale), every step in f32 like the ref backend, so the bytes
+ * match.
  * Rows split over threads.
  * Args: 0 k, 1 v, 2 width (kvDim), 3 cache k, 4 cache v, 5 k scales, 6 v scales, 7 format (KV_*),
  * 8 blockSize, 9 nKvHeads.
  */
 #include "llama_ts_wasm.h"
 
-/* Round half away from zero (C round) without libm: trunc is exact, so is v - trunc(v). */
-static double round_away(double v) {
-  double t = __builtin_trunc(v), f = v - t;
-  return f >= 0.5 ? t + 1 : f <= -0.5 ? t - 1 : t;
+/* Round half away from zero (C roundf) without libm: truncf is exact, so is v - truncf(v). */
+static float round_away(float v) {
+  float t = __builtin_truncf(v), f = v - t;
+  return f >= 0.5f ? t + 1 : f <= -0.5f ? t - 1 : t;
 }
 
 static void store_row(const float* src, uint8_t* cache, float* scales, int32_t fmt, int32_t row, int32_t n,
@@ -37,12 +38,12 @@ static void store_row(const float* src, uint8_t* cache, float* scales, int32_t f
           float a = __builtin_fabsf(x[i]);
           amax = a > amax ? a : amax;
         }
-        double scale = (double)amax / 127.0, inv = scale > 0 ? 1.0 / scale : 0.0;
+        float scale = amax / 127.0f, inv = scale > 0 ? 1.0f / scale : 0.0f;
         for (int32_t i = 0; i < hd; i++) {
-          double r = round_away(x[i] * inv);
+          float r = round_away(x[i] * inv);
           d[h * hd + i] = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
         }
-        scales[(size_t)row * heads + h] = (float)scale;
+        scales[(size_t)row * heads + h] = scale;
       }
       break;
     }

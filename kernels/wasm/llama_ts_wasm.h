@@ -37,7 +37,7 @@ typedef struct {
   uint32_t a[REC_WORDS - 2];
 } OpRec;
 
-enum { OP_END = 0, OP_EMBED, OP_RMS_NORM, OP_MATMUL, OP_ROPE, OP_KV_WRITE, OP_ATTENTION, OP_ADD, OP_SILU_MUL, OP_GATHER };
+enum { OP_END = 0, OP_EMBED, OP_RMS_NORM, OP_MATMUL, OP_ROPE, OP_KV_WRITE, OP_ATTENTION, OP_ADD, OP_SILU_MUL, OP_GATHER, OP_ARGMAX };
 
 /*
  * Weight formats (src/backends/wasm/layout.ts WF). f32/f16/bf16 are row-major. q8 and q4 are
@@ -160,3 +160,4 @@ void op_attention(Ctx* c, const OpRec* o);
 void op_add(Ctx* c, const OpRec* o);
 void op_silu_mul(Ctx* c, const OpRec* o);
 void op_gather(Ctx* c, const OpRec* o);
+void op_argmax(Ctx* c, const OpRec* o);

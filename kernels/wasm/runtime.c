@@ -106,6 +106,7 @@ API int32_t llama_ts_run(const OpRec* prog, const Step* step, int32_t* sync, int
       case OP_ADD: op_add(&c, o); break;
       case OP_SILU_MUL: op_silu_mul(&c, o); break;
       case OP_GATHER: op_gather(&c, o); break;
+      case OP_ARGMAX: op_argmax(&c, o); break;
       default: return -1;
     }
   }

@@ -32,6 +32,7 @@ const OP = {
   add: 7,
   silu_mul: 8,
   gather_rows: 9,
+  argmax: 10,
 } as const;
 const REC_WORDS = 24;
 const KV_FMT: Record<string, number> = { f32: 0, f16: 1, i8: 2 };
@@ -84,6 +85,7 @@ function build(
   // capacities from the graph's own tensors
   let maxTokens = Infinity, maxLogits = Infinity, vocab = Infinity, actBytes = 0, actRows = 0, scratch = 0;
   let cache: { rows: number; blockSize: number } | undefined;
+  const gathers = graph.some((o) => o.op === "gather_rows");
   const ropes: { rec: number; invFreq: WasmTensorRef; headDim: number; rows: number }[] = [];
   for (const o of graph) {
     const rowsT = (t: Tensor): void => void (maxTokens = Math.min(maxTokens, t.shape[0]));
@@ -219,6 +221,9 @@ function build(
       case "gather_rows":
         [p(o.x), p(o.out), width(o.x)].forEach((v, k) => a(k, v));
         break;
+      case "argmax":
+        [p(o.x), p(o.out), width(o.x)].forEach((v, k) => a(k, v));
+        break;
     }
     prev = quantMatmul;
   });
@@ -245,7 +250,7 @@ function build(
     ptr,
     prepare(step: StepParams): number {
       const nT = step.nTokens, nL = step.logitRows.length, bt = step.blockTables;
-      checkStep(step, { maxTokens, maxLogits, vocab, cache, needsTokens: vocab !== Infinity });
+      checkStep(step, { maxTokens, maxLogits, vocab, cache, needsTokens: vocab !== Infinity, gathers });
       const ints = 12 + 3 * nT + nL + bt.length;
       if (ints > stepCap) {
         if (stepPtr) mem.free(stepPtr);
@@ -317,6 +322,7 @@ function access(o: Op): { reads: [Tensor, Part][]; writes: [Tensor, Part][] } {
     case "silu_mul":
       return { reads: [[o.gate, "cols"], [o.up, "cols"]], writes: [[o.out, "cols"]] };
     case "gather_rows":
+    case "argmax":
       return { reads: [[o.x, "all"]], writes: [[o.out, "dup"]] };
   }
 }
@@ -354,6 +360,8 @@ function checkStep(
     vocab: number;
     cache?: { rows: number; blockSize: number };
     needsTokens: boolean;
+    /** gather_rows reads x at the logit rows, so they must be step rows. */
+    gathers: boolean;
   },
 ): void {
   const nT = step.nTokens, nL = step.logitRows.length;
@@ -363,7 +371,11 @@ function checkStep(
   if (!Number.isInteger(nT) || nT < 0 || nT > cap.maxTokens) bad(`${nT} tokens, room for ${cap.maxTokens}`);
   if (step.tokens.length < nT || step.positions.length < nT || step.seqIndex.length < nT) bad("short arrays");
   if (nL > cap.maxLogits) bad(`${nL} logit rows, room for ${cap.maxLogits}`);
-  for (const r of step.logitRows) if (!(r >= 0 && r < nT)) bad(`logit row ${r} of ${nT}`);
+  if (cap.gathers) {
+    for (const r of step.logitRows) {
+      if (!(r >= 0 && r < nT)) bad(`logit row ${r} of ${nT}`);
+    }
+  }
   if (cap.needsTokens) {
     for (let r = 0; r < nT; r++) {
       const id = step.tokens[r];
@@ -373,13 +385,22 @@ function checkStep(
     }
   }
   if (!cap.cache) return;
+  // every block a row's attention reads (its sequence's blocks 0..pos / blockSize) must be real;
+  // unused table entries (the scheduler pads with -1) are never read
   const { rows, blockSize } = cap.cache, nBlocks = rows / blockSize, mb = step.maxBlocksPerSeq;
-  for (const b of step.blockTables) if (!(b >= 0 && b < nBlocks)) bad(`block ${b} of ${nBlocks}`);
+  const lastBlock = new Map<number, number>(); // sequence -> highest logical block read
   for (let r = 0; r < nT; r++) {
     const pos = step.positions[r], seq = step.seqIndex[r];
     if (!(pos >= 0) || Math.floor(pos / blockSize) >= mb || pos >= rows) {
       throw new LlmError("INTERNAL", `position ${pos} is past the block table (${mb} blocks)`);
     }
     if (!(seq >= 0) || (seq + 1) * mb > step.blockTables.length) bad(`sequence ${seq}`);
+    lastBlock.set(seq, Math.max(lastBlock.get(seq) ?? 0, Math.floor(pos / blockSize)));
+  }
+  for (const [seq, last] of lastBlock) {
+    for (let l = 0; l <= last; l++) {
+      const b = step.blockTables[seq * mb + l];
+      if (!(b >= 0 && b < nBlocks)) bad(`block ${b} of ${nBlocks} (sequence ${seq}, logical block ${l})`);
+    }
   }
 }

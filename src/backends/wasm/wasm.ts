@@ -9,6 +9,7 @@ import type { Backend, BackendCaps, BackendFactory, BackendOptions, CompiledGrap
 import type { Tensor, TensorUsage } from "../../tensor.ts";
 import type { DType, Shape } from "../../types.ts";
 import type { Op, OpName, StepParams } from "../../ops.ts";
+import { OP_NAMES } from "../../ops.ts";
 import { BACKEND_API_VERSION } from "../../backend.ts";
 import { byteLengthOf, dequantize } from "../../dtype.ts";
 import { numel } from "../../tensor.ts";
@@ -19,17 +20,7 @@ import { type Layout, layoutBytes, planLayout } from "./layout.ts";
 import { mainCanWait, ThreadPool, threadsAvailable } from "./threads.ts";
 import { type KernelVariant, loadKernels } from "./kernels.ts";
 
-const OPS: readonly OpName[] = [
-  "embed",
-  "rms_norm",
-  "matmul",
-  "rope",
-  "kv_write",
-  "attention",
-  "add",
-  "silu_mul",
-  "gather_rows",
-];
+const OPS: readonly OpName[] = OP_NAMES;
 const WEIGHT_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k"];
 const STACK_BYTES = 64 * 1024;
 
@@ -232,6 +223,7 @@ class WasmBackend implements Backend {
     if (op.op === "matmul") return WEIGHT_DTYPES.includes(op.w.dtype) && op.x.dtype === "f32";
     if (op.op === "embed") return WEIGHT_DTYPES.includes(op.table.dtype);
     if (op.op === "kv_write" || op.op === "attention") return this.caps.kvDTypes.includes(op.cache.k.dtype);
+    if (op.op === "argmax") return op.x.dtype === "f32" && op.out.dtype === "i32";
     return OPS.includes(op.op);
   }
 
