@@ -9,7 +9,7 @@ import type { Backend } from "../src/backend.ts";
 import type { DType } from "../src/types.ts";
 import type { LlamaConfig } from "../src/model/config.ts";
 import type { TokenizerData } from "../src/format/tokenizer.ts";
-import { Engine, LlmError, loadModel } from "../mod.ts";
+import { Engine, LlmError, loadModel, pickBackend } from "../mod.ts";
 import { createWasmBackend } from "../src/backends/wasm/wasm.ts";
 import { ggufMetadataForLlama, ggufTensorName, writeGgufBytes } from "../src/format/gguf_write.ts";
 import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
@@ -17,7 +17,7 @@ import { parseGguf } from "../src/format/gguf.ts";
 import { bytesSource } from "../src/io/byte_source.ts";
 import { createTokenizer } from "../src/format/tokenizer_load.ts";
 import { quantize, roundF16 } from "../src/dtype.ts";
-import { nmse, NMSE_TOLERANCE, sharedModel } from "./_util.ts";
+import { nmse, NMSE_TOLERANCE, randn, sharedModel } from "./_util.ts";
 import { synthWeights } from "./_synth.ts";
 
 const base = {
@@ -126,6 +126,49 @@ Deno.test("wasm: 1 and 2 threads give identical bits; the plain-SIMD build match
     const e = nmse(runs[2], runs[1]);
     assert.ok(e < 1e-10, `${dtype}: plain SIMD vs relaxed nmse ${e}`);
   }
+});
+
+Deno.test("wasm: int8 KV cache bytes and scales equal ref's (same f32 arithmetic)", async () => {
+  const heads = 3, hd = 12, kd = heads * hd, rows = 6;
+  const k = randn(rows * kd, 81, 3), v = randn(rows * kd, 82, 0.01);
+  k.fill(0, kd, kd + hd); // an all-zero head: scale 0, q 0
+  for (let i = 0; i < k.length; i += 7) k[i] = Math.round(k[i] * 4) / 4; // values on rounding ties
+  const dump = async (b: Backend): Promise<Uint8Array[]> => {
+    const t = (shape: number[], dtype: DType, usage: "kv" | "compute", label: string) =>
+      b.alloc(dtype, shape, usage, label);
+    const cache = {
+      k: t([16, kd], "i8", "kv", "ck"),
+      v: t([16, kd], "i8", "kv", "cv"),
+      kScale: t([16, heads], "f32", "kv", "ks"),
+      vScale: t([16, heads], "f32", "kv", "vs"),
+      blockSize: 4,
+    };
+    const kt = t([rows, kd], "f32", "compute", "k"), vt = t([rows, kd], "f32", "compute", "v");
+    await b.upload(kt, k);
+    await b.upload(vt, v);
+    using g = b.compile([{ op: "kv_write", k: kt, v: vt, cache }]);
+    await g.run({
+      nTokens: rows,
+      tokens: new Int32Array(rows),
+      positions: Int32Array.from({ length: rows }, (_, i) => i),
+      seqIndex: new Int32Array(rows),
+      blockTables: Int32Array.of(3, 1, 0, 2),
+      maxBlocksPerSeq: 4,
+      logitRows: new Int32Array(0),
+    });
+    const out = [];
+    for (const x of [cache.k, cache.v, cache.kScale, cache.vScale]) {
+      out.push(new Uint8Array(await b.download(x)));
+    }
+    return out;
+  };
+  using ref = await pickBackend("ref");
+  using wasm = await createWasmBackend({ threads: 2 });
+  const want = await dump(ref), got = await dump(wasm);
+  // only the written rows are defined: blocks 3 and 1 (rows 12..15, 4..5)
+  const rowsOf = (a: Uint8Array, width: number): number[] =>
+    [12, 13, 14, 15, 4, 5].flatMap((r) => [...a.subarray(r * width, (r + 1) * width)]);
+  [kd, kd, heads * 4, heads * 4].forEach((w, i) => assert.deepEqual(rowsOf(got[i], w), rowsOf(want[i], w)));
 });
 
 /** Host model of weight-only quantization (tests/cuda_test.ts has the same for the cuda backend). */
