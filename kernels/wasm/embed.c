@@ -13,16 +13,18 @@ void op_embed(Ctx* c, const OpRec* o) {
   for (int32_t r = 0; r < c->step->n_tokens; r++) {
     int32_t id = c->step->tokens[r];
     float* y = out + (size_t)r * dim;
-    size_t base = (size_t)id * dim;
+    /* float layouts: element (id, i) of groups of 4 rows x chunks of 4 */
+    size_t fbase = (size_t)(id / 4) * ((dim + 3) / 4) * 16 + (id % 4) * 4;
+#define FAT(i) (fbase + (size_t)((i) / 4) * 16 + (i) % 4)
     switch (fmt) {
       case WF_F32:
-        for (int32_t i = 0; i < dim; i++) y[i] = ((const float*)q)[base + i];
+        for (int32_t i = 0; i < dim; i++) y[i] = ((const float*)q)[FAT(i)];
         break;
       case WF_F16:
-        for (int32_t i = 0; i < dim; i++) y[i] = half_to_float(((const uint16_t*)q)[base + i]);
+        for (int32_t i = 0; i < dim; i++) y[i] = half_to_float(((const uint16_t*)q)[FAT(i)]);
         break;
       case WF_BF16:
-        for (int32_t i = 0; i < dim; i++) y[i] = f32_of((uint32_t)((const uint16_t*)q)[base + i] << 16);
+        for (int32_t i = 0; i < dim; i++) y[i] = f32_of((uint32_t)((const uint16_t*)q)[FAT(i)] << 16);
         break;
       case WF_Q8:
         for (int32_t i = 0; i < dim; i++) {
@@ -39,5 +41,6 @@ void op_embed(Ctx* c, const OpRec* o) {
         }
         break;
     }
+#undef FAT
   }
 }

@@ -40,8 +40,9 @@ typedef struct {
 enum { OP_END = 0, OP_EMBED, OP_RMS_NORM, OP_MATMUL, OP_ROPE, OP_KV_WRITE, OP_ATTENTION, OP_ADD, OP_SILU_MUL, OP_GATHER, OP_ARGMAX };
 
 /*
- * Weight formats (src/backends/wasm/layout.ts WF). f32/f16/bf16 are row-major. q8 and q4 are
- * interleaved in groups of 4 rows (prep.c): per group and 32-block, Q8_BLOCK bytes = f32 scale[4],
+ * Weight formats (src/backends/wasm/layout.ts WF). 2-D weights are interleaved in groups of 4 rows
+ * (prep.c), so a tile of 4 rows is one linear stream. f32/f16/bf16: per group, chunks of 4 elements of
+ * each of the 4 rows (16 values; k padded to a multiple of 4 with zeros). q8 and q4: per group and 32-block, Q8_BLOCK bytes = f32 scale[4],
  * i32 bias[4] (-64 * sum(q)), int8 q[4][32]; Q4_BLOCK bytes = f32 scale[4], u8 nibbles[4][16] (byte i:
  * element i low, element i + 16 high; value nibble - 8).
  */

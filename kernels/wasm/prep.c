@@ -59,6 +59,18 @@ static void put_q4(uint8_t* dst, int32_t nb, int32_t j, int32_t b, float scale, 
   ((float*)blk)[l] = scale;
 }
 
+/* Float rows of `es`-byte elements (f32, f16, bf16 bits) -> groups of 4 rows x chunks of 4 elements. */
+API void llama_ts_prep_float(const uint8_t* src, int32_t es, int32_t m, int32_t k, uint8_t* dst) {
+  int32_t nc = (k + 3) / 4;
+  for (int32_t j = 0; j < m; j++) {
+    for (int32_t i = 0; i < k; i++) {
+      uint8_t* d = dst + (((size_t)(j / 4) * nc + i / 4) * 16 + (j % 4) * 4 + i % 4) * es;
+      const uint8_t* s = src + ((size_t)j * k + i) * es;
+      for (int32_t b = 0; b < es; b++) d[b] = s[b];
+    }
+  }
+}
+
 /* q8_0 rows (f16 d, int8 q[32] per block) -> q8x4. */
 API void llama_ts_prep_q8_0(const uint8_t* src, int32_t m, int32_t k, uint8_t* dst) {
   int32_t nb = k / 32;

@@ -27,6 +27,7 @@ const STACK_BYTES = 64 * 1024;
 interface Exports {
   llama_ts_abi(): number;
   llama_ts_run(prog: number, step: number, sync: number, tid: number, nth: number, canWait: number): number;
+  llama_ts_prep_float(src: number, elemBytes: number, m: number, k: number, dst: number): void;
   llama_ts_prep_q8_0(src: number, m: number, k: number, dst: number): void;
   llama_ts_prep_q4_0(src: number, m: number, k: number, dst: number): void;
   llama_ts_prep_int8(src: number, fmt: number, m: number, k: number, dst: number): void;
@@ -115,8 +116,12 @@ class WasmBackend implements Backend {
     for (const t of tensors) {
       const l = planLayout(t.dtype, t.shape, { weights: true, weightQuant: this.#quant });
       weights += layoutBytes(l);
-      if (l.prepare !== "none" && l.prepare !== "dequant") {
-        staging = Math.max(staging, byteLengthOf(t.dtype, numel(t.shape)));
+      // uploaded bytes wait in wasm memory (dequantized ones as f32) until the tensor is repacked
+      if (l.prepare !== "none") {
+        staging = Math.max(
+          staging,
+          l.prepare === "dequant" ? numel(t.shape) * 4 : byteLengthOf(t.dtype, numel(t.shape)),
+        );
       }
     }
     const need = weights + extraBytes + staging, left = WASM_MAX_BYTES - this.#heap.top;
@@ -185,8 +190,11 @@ class WasmBackend implements Backend {
   #prepare(t: WasmTensor): void {
     const s = t.staging!, [m, k] = t.shape, x = this.#x, n = m * k;
     const srcFmt = t.dtype === "f16" ? 1 : t.dtype === "bf16" ? 2 : 0;
-    if (t.layout.prepare !== "dequant") this.#heap.u8.fill(0, t.ptr, t.ptr + t.layout.dataBytes); // pad rows
+    this.#heap.u8.fill(0, t.ptr, t.ptr + t.layout.dataBytes); // padding rows and columns
     switch (t.layout.prepare) {
+      case "float":
+        x.llama_ts_prep_float(s.ptr, t.dtype === "f32" ? 4 : 2, m, k, t.ptr);
+        break;
       case "q8_0":
         x.llama_ts_prep_q8_0(s.ptr, m, k, t.ptr);
         break;
@@ -199,9 +207,13 @@ class WasmBackend implements Backend {
       case "int4":
         x.llama_ts_prep_int4(s.ptr, srcFmt, m, k, t.ptr);
         break;
-      case "dequant":
-        dequantize(t.dtype, s.host!, new Float32Array(this.#heap.memory.buffer, t.ptr, n));
+      case "dequant": {
+        s.ptr = this.#heap.alloc(n * 4, `${t.label} staging`);
+        t.allocations.push(s.ptr);
+        dequantize(t.dtype, s.host!, new Float32Array(this.#heap.memory.buffer, s.ptr, n));
+        x.llama_ts_prep_float(s.ptr, 4, m, k, t.ptr);
         break;
+      }
     }
     if (s.ptr) {
       this.#heap.free(s.ptr);
