@@ -272,6 +272,52 @@ Deno.test("wasm: models past wasm32's 4 GiB are refused before loading, with the
   await assert.rejects(createWasmBackend({ threads: 0 }), /threads must be an integer/);
 });
 
+Deno.test("wasm: Engine.create refuses a LLaMA-7B f16 model before reading any weight", async () => {
+  const config: LlamaConfig = {
+    ...base,
+    dim: 4096,
+    hiddenDim: 11008,
+    nLayers: 32,
+    nHeads: 32,
+    nKvHeads: 32,
+    headDim: 128,
+    vocabSize: 320,
+    seqLen: 4096,
+    ropeStyle: "interleaved",
+  };
+  let reads = 0;
+  const source = {
+    name: "never read",
+    size: 2 ** 40,
+    read: () => {
+      reads++;
+      return Promise.reject(new Error("weights were read"));
+    },
+    close: () => {},
+  };
+  const tensors = new Map(
+    requiredTensors(config).map((name) => {
+      const shape = [...expectedShape(config, name)], dtype: DType = shape.length === 2 ? "f16" : "f32";
+      return [name, {
+        name,
+        dtype,
+        shape,
+        source,
+        byteOffset: 0,
+        byteLength: shape.reduce((a, b) => a * b) * 2,
+      }];
+    }),
+  );
+  const model = { format: "gguf" as const, config, tensors, tokenizer: VOCAB, metadata: {}, close: () => {} };
+  using b = await createWasmBackend({ threads: 1 });
+  await assert.rejects(
+    Engine.create(model, createTokenizer(VOCAB), { backend: b, contextSize: 256 }),
+    (e: unknown) =>
+      e instanceof LlmError && e.code === "OUT_OF_MEMORY" && /needs 12\.\d+ GiB.*4 GiB/.test(e.message),
+  );
+  assert.equal(reads, 0);
+});
+
 const clang = await new Deno.Command("clang-19", { args: ["--version"], stdout: "null", stderr: "null" })
   .output()
   .then((o) => o.success, () => false);
