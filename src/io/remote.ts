@@ -44,8 +44,11 @@ export async function urlSource(
   const href = String(url), signal = options.signal;
   const probe = await fetchOk(href, { headers: { Range: "bytes=0-0" }, signal });
   const total = Number(probe.headers.get("content-range")?.match(/\/(\d+)$/)?.[1]);
-  if (probe.status !== 206 || !Number.isSafeInteger(total)) {
-    return bytesSource(new Uint8Array(await probe.arrayBuffer()), href);
+  if (probe.status !== 206) return bytesSource(new Uint8Array(await probe.arrayBuffer()), href);
+  if (!Number.isSafeInteger(total)) {
+    // a partial answer without the total size: fetch the whole file instead
+    await probe.body?.cancel();
+    return bytesSource(new Uint8Array(await (await fetchOk(href, { signal })).arrayBuffer()), href);
   }
   await probe.body?.cancel();
   return {
