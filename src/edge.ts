@@ -26,10 +26,9 @@ export { LlmError, type LlmErrorCode } from "./errors.ts";
 export { pickBackend, registerBackend, registeredBackends } from "./registry.ts";
 export { Engine, type EngineOptions, type GenerateEvent, type GenerateOptions } from "./engine/engine.ts";
 export { type BytesInput, loadModelFrom, urlSource } from "./io/remote.ts";
-// The OpenAI-compatible handler (src/server/, issue 7) joins the bundle with one export line here:
-//   export { createServeHandler } from "./server/handler.ts";
-// tools/bundle.ts must then also resolve its npm import (@huggingface/jinja), which esbuild cannot find
-// in Deno's npm cache by itself (a node_modules folder or a resolve plugin).
+// The OpenAI-compatible fetch handler: an edge service is `Deno.serve(createServeHandler({ engine }).fetch)`
+// (tools/bundle.ts resolves its npm import, @huggingface/jinja, from Deno's npm cache).
+export { createServeHandler, type ServeHandler, type ServeOptions } from "./server/handler.ts";
 
 /** Options for {@link createEdgeEngine}: where the tokenizer is, and the engine's options. */
 export interface EdgeEngineOptions extends EngineOptions {

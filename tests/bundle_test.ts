@@ -86,3 +86,80 @@ console.log(JSON.stringify(out));
     }
   },
 });
+
+Deno.test({
+  name: "edge bundle: the OpenAI handler served from the bundle with only --allow-net=127.0.0.1",
+  ignore: !modelPath || !tokPath || !goldenPath,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const files = serveFiles({ "/stories260K.bin": modelPath!, "/tok512.bin": tokPath! });
+    let child: Deno.ChildProcess | undefined;
+    try {
+      const built = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", `${root}tools/bundle.ts`, "--out", `${dir}/llama_edge.js`],
+      }).output();
+      assert.ok(built.success, new TextDecoder().decode(built.stderr));
+      const base = `http://127.0.0.1:${files.addr.port}`;
+      await Deno.writeTextFile(
+        `${dir}/serve.js`,
+        `import { createEdgeEngine, createServeHandler } from "./llama_edge.js";
+const engine = createEdgeEngine("${base}/stories260K.bin", { tokenizer: "${base}/tok512.bin", threads: 1 });
+const handler = createServeHandler({ engine, modelName: "stories260K" });
+Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: (a) => console.log(a.port) }, handler.fetch);
+`,
+      );
+      child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "--no-config", "--no-lock", "--allow-net=127.0.0.1", `${dir}/serve.js`],
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).spawn();
+      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let line = "";
+      while (!line.includes("\n")) {
+        const { value, done } = await reader.read();
+        assert.ok(!done, "the bundled server exited before listening");
+        line += value;
+      }
+      reader.releaseLock();
+      const url = `http://127.0.0.1:${Number(line.trim())}`;
+      let health = 503;
+      for (let i = 0; i < 200 && health !== 200; i++) {
+        const r = await fetch(`${url}/health`);
+        await r.body?.cancel();
+        health = r.status;
+        if (health !== 200) await new Promise((res) => setTimeout(res, 50));
+      }
+      assert.equal(health, 200);
+      const golden = JSON.parse(await Deno.readTextFile(goldenPath!)) as {
+        cases: { prompt: string; generated_ids: number[]; generated_text?: string }[];
+      };
+      const res = await fetch(`${url}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "stories260K",
+          prompt: golden.cases[0].prompt,
+          max_tokens: 16,
+          temperature: 0,
+        }),
+      });
+      const body = await res.json() as { choices: { text: string }[]; usage: { completion_tokens: number } };
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.equal(body.usage.completion_tokens, 16);
+      assert.ok(body.choices[0].text.length > 0);
+      const bad = await fetch(`${url}/v1/completions`, { method: "POST", body: "{not json" });
+      assert.equal(bad.status, 400);
+      await bad.body?.cancel();
+    } finally {
+      if (child) {
+        child.kill();
+        await child.status;
+        await child.stdout.cancel().catch(() => {});
+        await child.stderr.cancel().catch(() => {});
+      }
+      await files.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
