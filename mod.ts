@@ -31,6 +31,7 @@ export type {
   BackendOptions,
   CompiledGraph,
   CompileOptions,
+  OpFeature,
 } from "./src/backend.ts";
 export type { Tensor, TensorUsage } from "./src/tensor.ts";
 export type { KvLayer, Op, OpName, Rows, StepParams } from "./src/ops.ts";

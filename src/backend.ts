@@ -28,7 +28,19 @@ export interface BackendCaps {
   readonly device: string;
   /** Prompt tokens per step this backend prefers (the engine's default prefill chunk). */
   readonly preferredStepTokens: number;
+  /**
+   * Optional op variants this backend runs (see {@link OpFeature}); absent means none. The engine checks
+   * it before compiling a model that needs one, because a backend written before a variant existed
+   * would otherwise ignore the op property it does not know.
+   */
+  readonly opFeatures?: readonly OpFeature[];
 }
+
+/**
+ * Optional op variants. `matmul_act_int8`: matmul with `actQuant: "int8"` (per-token int8 activations
+ * times int8/int4 block weights, SmoothQuant W8A8 models).
+ */
+export type OpFeature = "matmul_act_int8";
 
 /** Options for {@link Backend.compile}. */
 export interface CompileOptions {
@@ -92,6 +104,8 @@ export interface BackendFactory {
   readonly name: BackendName;
   /** Backend contract version it implements; must equal the core's `BACKEND_API_VERSION` to register. */
   readonly apiVersion: number;
+  /** The optional op variants its backends run (as their `caps.opFeatures`), for error messages. */
+  readonly opFeatures?: readonly OpFeature[];
   /**
    * How well this backend suits the machine: 0 = unavailable, higher = better. Cheap and side-effect
    * free; `reason` explains a 0.

@@ -63,13 +63,23 @@ export type Op =
     readonly eps: number;
     readonly rows: Rows;
   }
-  /** out(r, m) = sum_k x(r, k) * w(m, k): y = x W^T, W in any weight dtype. */
+  /**
+   * out(r, m) = sum_k x(r, k) * w(m, k): y = x W^T, W in any weight dtype.
+   *
+   * With `actQuant: "int8"` (SmoothQuant W8A8 models) each row of x is first quantized to int8 with its
+   * own scale (`sx = max|x(r, :)| / 127`, `qx = round(x / sx)` half away from zero, clamped to ±127, in
+   * f32 as the int8 KV cache does), W must be an integer block type (q8_0, q4_0), and
+   * `out(r, m) = sx * sum_b d(m, b) * sum_{k in b} qw(m, k) * qx(r, k)`: integer dot products per
+   * weight block, scaled by the block's f16 scale. Backends that cannot run it say so in `supportsOp`
+   * and leave `caps.opFeatures` without `"matmul_act_int8"`.
+   */
   | {
     readonly op: "matmul";
     readonly x: Tensor;
     readonly w: Tensor;
     readonly out: Tensor;
     readonly rows: Rows;
+    readonly actQuant?: "int8";
   }
   /** In-place rotary embedding of `nHeads` heads per row at the row's position; invFreq is (headDim/2). */
   | {

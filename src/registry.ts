@@ -4,7 +4,13 @@
  * @module
  */
 import type { BackendName } from "./types.ts";
-import { type Backend, BACKEND_API_VERSION, type BackendFactory, type BackendOptions } from "./backend.ts";
+import {
+  type Backend,
+  BACKEND_API_VERSION,
+  type BackendFactory,
+  type BackendOptions,
+  type OpFeature,
+} from "./backend.ts";
 import { LlmError } from "./errors.ts";
 
 const factories = new Map<BackendName, BackendFactory>();
@@ -45,6 +51,11 @@ export function registerBackend(f: BackendFactory): void {
  */
 export function registeredBackends(): BackendName[] {
   return [...factories.keys()];
+}
+
+/** Registered backends whose factory declares an optional op variant (for "use one of these" messages). */
+export function backendsWithFeature(feature: OpFeature): BackendName[] {
+  return [...factories.values()].filter((f) => f.opFeatures?.includes(feature)).map((f) => f.name);
 }
 
 /**

@@ -9,7 +9,7 @@ import type { BackendName, DType, ProgressCallback } from "../types.ts";
 import type { ModelFile } from "../format/model_file.ts";
 import type { Tokenizer } from "../format/tokenizer.ts";
 import { LlmError } from "../errors.ts";
-import { pickBackend } from "../registry.ts";
+import { backendsWithFeature, pickBackend } from "../registry.ts";
 import { type LlamaWeights, uploadWeights } from "../model/weights.ts";
 import { KvCache } from "../model/kv_cache.ts";
 import { buildLlamaGraph, type LlamaGraph } from "../model/llama.ts";
@@ -235,6 +235,17 @@ export class Engine implements Disposable {
       { threads: options.threads, cudaLibrary: options.cudaLibrary, weightQuant: options.weightQuant },
     );
     const owns = typeof options.backend !== "object";
+    if (c.activationQuant && !backend.caps.opFeatures?.includes("matmul_act_int8")) {
+      if (owns) backend[Symbol.dispose]();
+      throw new LlmError(
+        "UNSUPPORTED_MODEL",
+        `this model is SmoothQuant W8A8 (per-token int8 activations), which the ${backend.name} backend ` +
+          `cannot run yet; backends that can: ${
+            backendsWithFeature("matmul_act_int8").join(", ") || "none"
+          }. ` +
+          `Pick one with --backend, or quantize weight-only (quantize --scheme int8_per_channel)`,
+      );
+    }
     const prefillChunk = Math.min(options.maxStepTokens ?? backend.caps.preferredStepTokens, ctx);
     let weights: LlamaWeights | undefined;
     try {

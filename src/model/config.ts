@@ -73,6 +73,12 @@ export interface LlamaConfig {
   readonly ropeFreqFactors?: readonly number[];
   /** The LM head reuses the token embedding (no separate `output` tensor). */
   readonly tiedEmbeddings: boolean;
+  /**
+   * SmoothQuant W8A8 checkpoints: every matmul inside a decoder layer quantizes its input per token to
+   * int8 (`actQuant` on the op); the LM head does not. Part of the model, not of storage: the smoothing
+   * folded into the weights was chosen for these numerics.
+   */
+  readonly activationQuant?: "int8";
 }
 
 /** nKvHeads * headDim. */

@@ -40,6 +40,10 @@ export function buildLlamaGraph(
   const T = options.maxTokens, R = options.maxLogitRows;
   const qDim = c.nHeads * c.headDim, kd = kvDim(c);
   const g = new GraphBuilder(backend);
+  // SmoothQuant W8A8: the decoder layers' matmuls over integer weights take per-token int8 activations
+  // (a matrix whose rows are not whole 32-blocks stays float in the file, and float x float); not the LM head
+  const aq = (t: Tensor): "int8" | undefined =>
+    c.activationQuant && (t.dtype === "q8_0" || t.dtype === "q4_0") ? c.activationQuant : undefined;
 
   // activations, reused by every layer
   const x = g.act("x", [T, c.dim]); // residual stream
@@ -60,9 +64,9 @@ export function buildLlamaGraph(
     const L = w.layers[l], cache = kv.layers[l];
     // attention
     g.push({ op: "rms_norm", x, weight: L.attnNorm, out: xb, eps: c.normEps, rows: "tokens" }); // (T, dim)
-    g.push({ op: "matmul", x: xb, w: L.wq, out: q, rows: "tokens" }); //                     (T, nHeads*headDim)
-    g.push({ op: "matmul", x: xb, w: L.wk, out: k, rows: "tokens" }); //                     (T, kvDim)
-    g.push({ op: "matmul", x: xb, w: L.wv, out: v, rows: "tokens" }); //                     (T, kvDim)
+    g.push({ op: "matmul", x: xb, w: L.wq, out: q, rows: "tokens", actQuant: aq(L.wq) }); // (T, nHeads*headDim)
+    g.push({ op: "matmul", x: xb, w: L.wk, out: k, rows: "tokens", actQuant: aq(L.wk) }); // (T, kvDim)
+    g.push({ op: "matmul", x: xb, w: L.wv, out: v, rows: "tokens", actQuant: aq(L.wv) }); // (T, kvDim)
     g.push({
       op: "rope",
       x: q,
@@ -90,14 +94,14 @@ export function buildLlamaGraph(
       headDim: c.headDim,
       scale: 1 / Math.sqrt(c.headDim),
     }); //                                                                                    (T, nHeads*headDim)
-    g.push({ op: "matmul", x: att, w: L.wo, out: xb2, rows: "tokens" }); //                  (T, dim)
+    g.push({ op: "matmul", x: att, w: L.wo, out: xb2, rows: "tokens", actQuant: aq(L.wo) }); // (T, dim)
     g.push({ op: "add", a: x, b: xb2, out: x, rows: "tokens" }); //                          x += attn
     // feed-forward (SwiGLU)
     g.push({ op: "rms_norm", x, weight: L.ffnNorm, out: xb, eps: c.normEps, rows: "tokens" }); // (T, dim)
-    g.push({ op: "matmul", x: xb, w: L.w1, out: hb, rows: "tokens" }); //                    (T, hiddenDim)
-    g.push({ op: "matmul", x: xb, w: L.w3, out: hb2, rows: "tokens" }); //                   (T, hiddenDim)
+    g.push({ op: "matmul", x: xb, w: L.w1, out: hb, rows: "tokens", actQuant: aq(L.w1) }); // (T, hiddenDim)
+    g.push({ op: "matmul", x: xb, w: L.w3, out: hb2, rows: "tokens", actQuant: aq(L.w3) }); // (T, hiddenDim)
     g.push({ op: "silu_mul", gate: hb, up: hb2, out: hb }); //                               (T, hiddenDim)
-    g.push({ op: "matmul", x: hb, w: L.w2, out: xb2, rows: "tokens" }); //                   (T, dim)
+    g.push({ op: "matmul", x: hb, w: L.w2, out: xb2, rows: "tokens", actQuant: aq(L.w2) }); // (T, dim)
     g.push({ op: "add", a: x, b: xb2, out: x, rows: "tokens" }); //                          x += ffn
   }
   g.push({ op: "gather_rows", x, out: xl }); //                                               (R, dim)

@@ -61,6 +61,8 @@ export class RefTensor implements Tensor {
 const OPS = OP_NAMES;
 
 const WEIGHT_DTYPES: readonly DType[] = DTYPES.filter((d) => d !== "i8" && d !== "i32");
+/** Weight dtypes of int8-activation matmuls: blocks of 32 integers with one f16 scale. */
+const ACT_INT8_WEIGHTS: readonly DType[] = ["q8_0", "q4_0"];
 
 class RefBackend implements Backend {
   readonly name = "ref" as const;
@@ -73,6 +75,7 @@ class RefBackend implements Backend {
     memoryBytes: 0,
     device: "CPU (plain TypeScript)",
     preferredStepTokens: 64,
+    opFeatures: ["matmul_act_int8"],
   };
   #scratch = new Float32Array(0);
 
@@ -103,7 +106,10 @@ class RefBackend implements Backend {
 
   supportsOp(op: Op): boolean {
     if (!OPS.includes(op.op)) return false;
-    if (op.op === "matmul") return WEIGHT_DTYPES.includes(op.w.dtype) && op.x.dtype === "f32";
+    if (op.op === "matmul") {
+      const w = op.actQuant === "int8" ? ACT_INT8_WEIGHTS : WEIGHT_DTYPES;
+      return w.includes(op.w.dtype) && op.x.dtype === "f32";
+    }
     if (op.op === "embed") return WEIGHT_DTYPES.includes(op.table.dtype);
     if (op.op === "kv_write" || op.op === "attention") return this.caps.kvDTypes.includes(op.cache.k.dtype);
     return true;
@@ -112,7 +118,10 @@ class RefBackend implements Backend {
   compile(graph: readonly Op[]): CompiledGraph {
     for (const o of graph) {
       if (!this.supportsOp(o)) {
-        throw new LlmError("UNSUPPORTED_DTYPE", `ref backend cannot run op ${o.op} with these dtypes`);
+        const what = o.op === "matmul"
+          ? ` (weights ${o.w.dtype}${o.actQuant ? `, ${o.actQuant} activations need q8_0 or q4_0` : ""})`
+          : "";
+        throw new LlmError("UNSUPPORTED_DTYPE", `ref backend cannot run op ${o.op} with these dtypes${what}`);
       }
     }
     const scratch = (n: number): Float32Array => {
@@ -144,6 +153,7 @@ class RefBackend implements Backend {
 export const refBackendFactory: BackendFactory = {
   name: "ref",
   apiVersion: BACKEND_API_VERSION,
+  opFeatures: ["matmul_act_int8"],
   probe: () => Promise.resolve({ score: 1 }),
   create: (options?: BackendOptions) => {
     if (options?.weightQuant) {

@@ -40,7 +40,7 @@ function readKv(t: T, scale: T | undefined, row: number, dim: number, out: Float
 }
 
 /**
- * int8 KV: each (row, kv head) vector gets `scale = max|x| / 127` and `q = round(x * (1 / scale))`,
+ * int8 KV (and W8A8 activations, per token): each (row, kv head) vector gets `scale = max|x| / 127` and `q = round(x * (1 / scale))`,
  * rounding half away from zero (C's `roundf`), every step in f32 (`Math.fround`) so that device kernels
  * doing the same f32 arithmetic store the same bytes.
  */
@@ -89,6 +89,44 @@ function rmsNorm(x: T, weight: T, out: T, eps: number, rows: number): void {
     for (let i = 0; i < n; i++) ss += xs[r * n + i] * xs[r * n + i];
     const inv = 1 / Math.sqrt(ss / n + eps);
     for (let i = 0; i < n; i++) os[r * n + i] = ws[i] * (inv * xs[r * n + i]);
+  }
+}
+
+/**
+ * matmul with per-token int8 activations (SmoothQuant W8A8): each x row is quantized with the int8 KV
+ * cache's rule, then every weight block contributes `d_b * (integer dot of its 32 quants with x's)`,
+ * the integer dot exact and the sum over blocks in f64, times the row's scale.
+ */
+function matmulActInt8(x: T, w: T, out: T, rows: number): void {
+  const [m, k] = w.shape, nb = k / 32, xs = x.f32, os = out.f32;
+  const per = w.dtype === "q8_0" ? 34 : 18;
+  const qx = new Int8Array(rows * k), sx = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    sx[r] = quantizeKvHead(xs.subarray(r * k, (r + 1) * k), qx.subarray(r * k, (r + 1) * k));
+  }
+  const qw = new Int8Array(k), d = new Float64Array(nb), wb = w.bytes;
+  for (let j = 0; j < m; j++) {
+    for (let b = 0; b < nb; b++) {
+      const o = (j * nb + b) * per;
+      d[b] = f16ToF32(wb[o] | (wb[o + 1] << 8));
+      if (per === 34) {
+        for (let i = 0; i < 32; i++) qw[b * 32 + i] = (wb[o + 2 + i] << 24) >> 24;
+      } else {
+        for (let i = 0; i < 16; i++) {
+          qw[b * 32 + i] = (wb[o + 2 + i] & 15) - 8;
+          qw[b * 32 + i + 16] = (wb[o + 2 + i] >> 4) - 8;
+        }
+      }
+    }
+    for (let r = 0; r < rows; r++) {
+      let acc = 0;
+      for (let b = 0; b < nb; b++) {
+        let dot = 0;
+        for (let i = b * 32, xo = r * k; i < b * 32 + 32; i++) dot += qw[i] * qx[xo + i];
+        acc += d[b] * dot;
+      }
+      os[r * m + j] = acc * sx[r];
+    }
   }
 }
 
@@ -195,6 +233,7 @@ export function runRefOp(o: Op, step: StepParams, scratch: (n: number) => Float3
     case "rms_norm":
       return rmsNorm(o.x as T, o.weight as T, o.out as T, o.eps, liveRows(o.rows, step));
     case "matmul":
+      if (o.actQuant === "int8") return matmulActInt8(o.x as T, o.w as T, o.out as T, liveRows(o.rows, step));
       return matmul(o.x as T, o.w as T, o.out as T, liveRows(o.rows, step), scratch);
     case "rope":
       return rope(o, o.x as T, o.invFreq as T, step);
