@@ -12,6 +12,8 @@ const DENO_IO = new Set([
   "src/io/hf_dir.ts",
   "src/io/hf_hub.ts",
   "src/io/create_engine.ts",
+  "src/io/quantize_file.ts",
+  "src/io/eval_files.ts",
 ]);
 
 async function* walk(dir: string): AsyncGenerator<string> {

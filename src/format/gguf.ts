@@ -20,6 +20,7 @@ import { byteLengthOf, dequantize, dtypeInfo, DTYPES } from "../dtype.ts";
 import { type LlamaConfig, validateConfig } from "../model/config.ts";
 import { type ModelFile, type TensorEntry, validateTensors } from "./model_file.ts";
 import type { TokenizerData } from "./tokenizer.ts";
+import { activationQuantOf, QUANTIZATION_KEY } from "../quant/schemes.ts";
 
 /** GGUF integer metadata types. */
 export type GgufIntType = "u8" | "i8" | "u16" | "i16" | "u32" | "i32" | "u64" | "i64";
@@ -603,6 +604,7 @@ async function parseInner(src: ByteSource): Promise<ModelFile> {
     ropeStyle: "interleaved",
     ...(ropeFreqFactors ? { ropeFreqFactors } : {}),
     tiedEmbeddings: !tensors.has("output"),
+    ...activationQuantOf(get(QUANTIZATION_KEY, "a string", (v) => typeof v === "string"), where),
   };
   validateConfig(config, where);
   validateTensors(config, tensors, where);
