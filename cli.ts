@@ -1,5 +1,5 @@
 /**
- * The llama.ts command line: `generate`, `info`, `bench`, `serve`. The only place that reads flags and
+ * The llama.ts command line: `generate`, `info`, `bench`, `serve`, `quantize`, `eval`. The only place that reads flags and
  * environment variables.
  * @module
  */
@@ -12,6 +12,9 @@ import { openModelFile } from "./src/io/load.ts";
 import { modelSummary } from "./src/cli/info.ts";
 import { runBench } from "./src/cli/bench.ts";
 import { kvDTypeFlag, weightQuantFlag } from "./src/cli/flags.ts";
+import { quantizeModelFile } from "./src/io/quantize_file.ts";
+import { parseScheme, QUANT_SCHEMES } from "./src/quant/schemes.ts";
+import { EVAL_HELP, runEvalCommand } from "./src/io/eval_files.ts";
 
 const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, or hf:owner/repo[/file]
   --tokenizer PATH     tokenizer when the model has none (llama2.c tokenizer.bin, tokenizer.json, GGUF)
@@ -33,6 +36,8 @@ Commands:
   info       describe a model: architecture, parameters, dtypes, memory
   bench      measure prefill and decode tokens per second
   serve      an OpenAI-compatible HTTP server with in-flight batching
+  quantize   write a quantized GGUF (q8_0, q4_0, int8 per channel, int4 g128, SmoothQuant W8A8)
+  eval       perplexity, KL divergence / top-1 agreement against a reference, summarization ROUGE
 
 Run 'cli.ts <command> --help' for a command's flags.
 Environment: HF_TOKEN (gated hf: models), HF_ENDPOINT (hub mirror), LLAMA_TS_CACHE (download cache directory),
@@ -77,6 +82,18 @@ ${COMMON}
   --no-prefix-cache    do not reuse KV blocks of identical prompt prefixes
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health, GET /metrics.`,
+  quantize: `Usage: cli.ts quantize --model PATH --out FILE.gguf --scheme S [flags]
+
+  --model PATH         float weights (f32/f16/bf16): llama2.c .bin, GGUF file or HF directory
+  --tokenizer PATH     tokenizer when the model has none (written into the GGUF)
+  --out FILE           the GGUF to write
+  --scheme S           ${QUANT_SCHEMES.join(" | ")}
+  --calibration FILE   text for SmoothQuant activation statistics (required by w8a8_smoothquant)
+  --alpha X            SmoothQuant migration strength in [0, 1] (default 0.5)
+  --calib-tokens N     most calibration tokens (default 4096)
+  --backend NAME       backend that runs calibration (default ref)
+  --format F           text | json (default text)`,
+  eval: EVAL_HELP,
 };
 
 function fail(code: number, message: string): never {
@@ -157,6 +174,18 @@ async function main(argv: string[]): Promise<void> {
         "chat-template": { type: "string" },
         "api-key": { type: "string" },
         "no-prefix-cache": { type: "boolean" },
+        out: { type: "string", short: "o" },
+        scheme: { type: "string" },
+        calibration: { type: "string" },
+        alpha: { type: "string" },
+        "calib-tokens": { type: "string" },
+        reference: { type: "string" },
+        "reference-tokenizer": { type: "string" },
+        "reference-kv-dtype": { type: "string" },
+        text: { type: "string" },
+        summaries: { type: "string" },
+        "max-records": { type: "string" },
+        "eval-tokens": { type: "string" },
       },
     });
   } catch (e) {
@@ -187,6 +216,36 @@ async function main(argv: string[]): Promise<void> {
     weightQuant: weightQuantFlag(f["weight-quant"]),
     onProgress: loadOptions.onProgress,
   };
+
+  if (cmd === "quantize") {
+    if (!f.out) fail(2, `--out is required\n\n${HELP[cmd]}`);
+    if (!f.scheme) fail(2, `--scheme is required\n\n${HELP[cmd]}`);
+    const r = await quantizeModelFile(f.model, f.out, {
+      scheme: parseScheme(f.scheme),
+      tokenizer: f.tokenizer,
+      calibration: f.calibration,
+      alpha: num(f.alpha, "alpha"),
+      calibrationTokens: num(f["calib-tokens"], "calib-tokens", true),
+      backend: f.backend as BackendName | undefined,
+    });
+    if (format === "json") console.log(JSON.stringify(r, null, 2));
+    else {
+      const types = Object.entries(r.dtypes).map(([d, v]) => `${v.tensors} ${d}`).join(", ");
+      console.log(
+        `wrote ${r.out}: ${r.scheme}, ${(r.bytes / 2 ** 20).toFixed(2)} MiB, ${
+          r.matrixBitsPerWeight.toFixed(2)
+        } bits per matrix weight (${types})${
+          r.calibrationTokens ? `, alpha ${r.alpha}, ${r.calibrationTokens} calibration tokens` : ""
+        }, ${r.seconds.toFixed(1)} s`,
+      );
+    }
+    return;
+  }
+
+  if (cmd === "eval") {
+    await runEvalCommand({ ...f, model: f.model }, { format, loadOptions, engineOptions });
+    return;
+  }
 
   if (cmd === "info") {
     const model = await openModelFile(f.model);
