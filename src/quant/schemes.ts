@@ -94,8 +94,9 @@ export function ggufFileType(scheme: QuantScheme): number {
   return { f32: 0, f16: 1, q4_0: 2, int4_g128: 2, q8_0: 7, int8_per_channel: 7, w8a8_smoothquant: 7 }[scheme];
 }
 
+/** Halves away from zero, as C's roundf (see dtype.ts: exact for f32 inputs, faster than Math.round). */
 function roundAway(v: number): number {
-  return v < 0 ? -Math.round(-v) : Math.round(v);
+  return Math.trunc(v + (v < 0 ? -0.5 : 0.5));
 }
 
 /**
