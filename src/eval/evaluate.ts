@@ -76,9 +76,86 @@ export function textWindows(ids: readonly number[], window: number, bos?: number
   return out;
 }
 
+/** The evaluation windows of `text` for an engine (its tokenizer, BOS and context size). */
+export function evaluationWindows(
+  engine: Engine,
+  text: string,
+  options: { maxTokens?: number; window?: number } = {},
+): number[][] {
+  const ids = engine.tokenizer.encode(text, { addBos: false }).slice(0, options.maxTokens ?? Infinity);
+  const windows = textWindows(ids, options.window ?? engine.contextSize, engine.tokenizer.bosId);
+  if (windows.length === 0) {
+    throw new LlmError(
+      "BAD_REQUEST",
+      `the evaluation text encodes to ${ids.length} tokens; it needs at least 2`,
+    );
+  }
+  return windows;
+}
+
+/** Teacher-forced logits of every window (rows per window, as `Engine.logitsFor` returns them). */
+export async function windowLogits(
+  engine: Engine,
+  windows: readonly number[][],
+  signal?: AbortSignal,
+): Promise<Float32Array[][]> {
+  const out: Float32Array[][] = [];
+  for (const w of windows) {
+    if (w.length > engine.contextSize) {
+      throw new LlmError(
+        "BAD_REQUEST",
+        `an evaluation window of ${w.length} tokens exceeds this model's context (${engine.contextSize}); ` +
+          `give both models the same --ctx`,
+      );
+    }
+    out.push(await engine.logitsFor(w, { signal }));
+  }
+  return out;
+}
+
+/** Perplexity from a model's window logits, with KL and top-1 agreement against a reference's. */
+export function scoreText(
+  windows: readonly number[][],
+  rows: readonly Float32Array[][],
+  refRows?: readonly Float32Array[][],
+): TextEvalResult {
+  let n = 0, nll = 0, nllRef = 0, kl = 0, klMax = 0, agree = 0;
+  windows.forEach((w, k) => {
+    for (let i = 0; i + 1 < w.length; i++) {
+      const lq = logSoftmax(rows[k][i]);
+      nll -= lq[w[i + 1]];
+      if (refRows) {
+        if (refRows[k][i].length !== rows[k][i].length) {
+          throw new LlmError(
+            "BAD_REQUEST",
+            `the model's vocabulary (${rows[k][i].length}) differs from the reference's (${
+              refRows[k][i].length
+            }); ` +
+              `compare a quantized model with the float model it came from`,
+          );
+        }
+        const lp = logSoftmax(refRows[k][i]);
+        nllRef -= lp[w[i + 1]];
+        const d = klDivergence(lp, lq);
+        kl += d;
+        klMax = Math.max(klMax, d);
+        if (argmax(rows[k][i]) === argmax(refRows[k][i])) agree++;
+      }
+      n++;
+    }
+  });
+  const ppl = (s: number): PerplexityResult => ({ tokens: n, nll: s / n, perplexity: Math.exp(s / n) });
+  return {
+    windows: windows.length,
+    model: ppl(nll),
+    ...(refRows ? { reference: ppl(nllRef), klMean: kl / n, klMax, top1Agreement: agree / n } : {}),
+  };
+}
+
 /**
- * Perplexity of `model` (and of `reference`, with KL and top-1 agreement) over `text`. Windows fit
- * both engines' context; `maxTokens` caps the text's tokens. BAD_REQUEST when the text is too short.
+ * Perplexity of `model` (and of `reference`, with KL and top-1 agreement) over `text`, both engines
+ * loaded at once. Windows fit both contexts; `maxTokens` caps the text's tokens. BAD_REQUEST when the
+ * text is too short.
  */
 export async function evaluateText(
   model: Engine,
@@ -87,39 +164,10 @@ export async function evaluateText(
 ): Promise<TextEvalResult> {
   const ref = options.reference;
   if (ref) checkSameVocab(model, ref);
-  const ids = model.tokenizer.encode(text, { addBos: false }).slice(0, options.maxTokens ?? Infinity);
   const window = Math.min(model.contextSize, ref?.contextSize ?? Infinity);
-  const windows = textWindows(ids, window, model.tokenizer.bosId);
-  if (windows.length === 0) {
-    throw new LlmError(
-      "BAD_REQUEST",
-      `the evaluation text encodes to ${ids.length} tokens; it needs at least 2`,
-    );
-  }
-  let n = 0, nll = 0, nllRef = 0, kl = 0, klMax = 0, agree = 0;
-  for (const w of windows) {
-    const rows = await model.logitsFor(w, { signal: options.signal });
-    const refRows = ref ? await ref.logitsFor(w, { signal: options.signal }) : undefined;
-    for (let i = 0; i + 1 < w.length; i++) {
-      const lq = logSoftmax(rows[i]);
-      nll -= lq[w[i + 1]];
-      if (refRows) {
-        const lp = logSoftmax(refRows[i]);
-        nllRef -= lp[w[i + 1]];
-        const d = klDivergence(lp, lq);
-        kl += d;
-        klMax = Math.max(klMax, d);
-        if (argmax(rows[i]) === argmax(refRows[i])) agree++;
-      }
-      n++;
-    }
-  }
-  const ppl = (s: number): PerplexityResult => ({ tokens: n, nll: s / n, perplexity: Math.exp(s / n) });
-  return {
-    windows: windows.length,
-    model: ppl(nll),
-    ...(ref ? { reference: ppl(nllRef), klMean: kl / n, klMax, top1Agreement: agree / n } : {}),
-  };
+  const windows = evaluationWindows(model, text, { maxTokens: options.maxTokens, window });
+  const rows = await windowLogits(model, windows, options.signal);
+  return scoreText(windows, rows, ref ? await windowLogits(ref, windows, options.signal) : undefined);
 }
 
 function checkSameVocab(a: Engine, b: Engine): void {

@@ -1,21 +1,23 @@
 /**
- * `eval` on files: load the model and its reference, read the text and the JSONL summaries, run
- * `src/eval/evaluate.ts`, and print the two models side by side. Deno-specific (files, stdout).
+ * `eval` on files: read the text and the JSONL summaries, run the reference (teacher-forced logits,
+ * summaries) and free it, then load the model and compare, so only one model is resident at a time;
+ * print the two side by side. Deno-specific (files, stdout).
  * @module
  */
-import type { BackendName, DType } from "../types.ts";
 import { LlmError } from "../errors.ts";
-import { Engine, type EngineOptions } from "../engine/engine.ts";
+import { Engine, type EngineInfo, type EngineOptions } from "../engine/engine.ts";
 import { loadModel, type LoadModelOptions } from "./load.ts";
 import { readText } from "./deno_fs.ts";
 import { kvDTypeFlag } from "../cli/flags.ts";
 import {
   evaluateSummaries,
-  evaluateText,
+  evaluationWindows,
   parseSummaryRecords,
+  scoreText,
   SUMMARY_MAX_TOKENS,
   type SummaryEvalResult,
   type TextEvalResult,
+  windowLogits,
 } from "../eval/evaluate.ts";
 
 /** `cli.ts eval --help`. */
@@ -135,22 +137,30 @@ export async function runEvalCommand(
     ? parseSummaryRecords(await readText(f.summaries), { maxRecords, name: f.summaries })
     : undefined;
   const base: EngineOptions = { ...o.engineOptions, maxBatch: 1 };
-  using model = await engineFor(f.model, f.tokenizer, o.loadOptions, base);
-  const refKv: DType | undefined = kvDTypeFlag(f["reference-kv-dtype"]);
-  using reference = f.reference
-    ? await engineFor(f.reference, f["reference-tokenizer"] ?? f.tokenizer, o.loadOptions, {
+  // the reference runs first and is freed before the model loads: two 7B models need not fit at once
+  let ri: EngineInfo | undefined, windows: number[][] | undefined, refRows: Float32Array[][] | undefined;
+  let sumRef: SummaryEvalResult | undefined;
+  if (f.reference) {
+    using reference = await engineFor(f.reference, f["reference-tokenizer"] ?? f.tokenizer, o.loadOptions, {
       ...base,
-      backend: model.backend.name as BackendName,
-      kvDType: refKv,
+      kvDType: kvDTypeFlag(f["reference-kv-dtype"]),
       weightQuant: undefined,
-    })
-    : undefined;
-  const textResult = text === undefined
-    ? undefined
-    : await evaluateText(model, text, { reference, maxTokens });
+    });
+    ri = reference.info();
+    if (text !== undefined) {
+      windows = evaluationWindows(reference, text, { maxTokens });
+      refRows = await windowLogits(reference, windows);
+    }
+    if (records) sumRef = await evaluateSummaries(reference, records);
+  }
+  using model = await engineFor(f.model, f.tokenizer, o.loadOptions, base);
+  let textResult: TextEvalResult | undefined;
+  if (text !== undefined) {
+    windows ??= evaluationWindows(model, text, { maxTokens });
+    textResult = scoreText(windows, await windowLogits(model, windows), refRows);
+  }
   const sumModel = records ? await evaluateSummaries(model, records) : undefined;
-  const sumRef = records && reference ? await evaluateSummaries(reference, records) : undefined;
-  const mi = model.info(), ri = reference?.info();
+  const mi = model.info();
   if (o.format === "json") {
     console.log(JSON.stringify(
       {
@@ -186,7 +196,7 @@ export async function runEvalCommand(
     `${i.weightDTypes.join("/")} weights ${(i.weightBytes / 2 ** 20).toFixed(2)} MiB, ${i.kvDType} KV`;
   const lines = [`model:     ${f.model} (${describe(mi)}) on ${mi.backend}`];
   if (ri) lines.push(`reference: ${f.reference} (${describe(ri)})`);
-  if (textResult) lines.push(...textReport(textResult, !!reference));
+  if (textResult) lines.push(...textReport(textResult, !!refRows));
   if (sumModel) lines.push(...summaryReport(sumModel, sumRef, records!.length));
   console.log(lines.join("\n"));
 }
