@@ -4,8 +4,8 @@
 #   source .deno/device-env.sh; bash bench/quant_device.sh
 # Prepare here first: bash ../shared/tools/device-prep.sh; bash bench/cuda_prep.sh
 #
-# 1. builds the CUDA library; writes a random-weight LLaMA-7B-shape fp16 HF checkpoint (transformers,
-#    HF's default init: no activation outliers, unlike trained models);
+# 1. builds the CUDA library; writes a random-weight LLaMA-7B-shape fp16 HF checkpoint (bench/hf_compare.py
+#    --checkpoint-only: transformers, HF's default init, no activation outliers unlike trained models);
 # 2. quantizes it to q8_0 and q4_0 GGUF with `cli.ts quantize` (on the CPU, in the background);
 # 3. `cli.ts eval` on cuda against the fp16 checkpoint (f16 KV) over tests/data/eval_stories.txt:
 #    int8 KV cache (fp16 weights), --weight-quant int8 / int4 (the int8_per_channel / int4_g128 numerics,
@@ -24,7 +24,7 @@ step() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOG"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 
 BACKEND=${BACKEND:-cuda}
-if [ "$BACKEND" = cuda ]; then
+if [ "$BACKEND" = cuda ] && [ ! -f build/libllama_ts_cuda.so ]; then
   step "build"
   deno run -A tools/build_cuda.ts --arch sm_90 >>"$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
 fi
@@ -33,19 +33,11 @@ TOK=${TOK:-.deno/models/llama-2-tiny-random.gguf}
 J=/tmp/quant-json
 rm -rf "$J" && mkdir -p "$J"
 if [ -z "${CK:-}" ]; then
-CK=/tmp/llama7b-random
-step "checkpoint"
-python3 - "$CK" >>"$LOG" 2>&1 <<'EOF' || { tail -20 "$LOG"; exit 1; }
-import sys, torch
-from transformers import LlamaConfig, LlamaForCausalLM
-torch.manual_seed(0)
-cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                  rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
-with torch.device("cuda"):
-    model = LlamaForCausalLM(cfg).to(torch.float16)
-model.save_pretrained(sys.argv[1], safe_serialization=True)
-EOF
+  # the recipe every device script shares (reused when a script before this one in the call made it)
+  CK=/tmp/llama7b-hf
+  step "checkpoint"
+  [ -f "$CK/config.json" ] || python3 bench/hf_compare.py --checkpoint-only --ckpt "$CK" >>"$LOG" 2>&1 ||
+    { tail -20 "$LOG"; exit 1; }
 fi
 
 step "quantize q8_0 and q4_0 in the background"
