@@ -288,12 +288,24 @@ function dequantQ6K(src: Uint8Array, dv: DataView, o: number, out: Float32Array,
 const fr = Math.fround;
 
 /**
- * C's roundf: halves round away from zero (Math.round rounds them up). `trunc(v ± 0.5)` is exact for
- * the f32 values quantizers feed it (v ± 0.5 is representable in f64) and several times faster than
- * Math.round in V8.
+ * ggml's q8_0 reference quantizer. Hot when quantizing 7B models, so it lives in its own small function
+ * (V8 optimizes it alone) and rounds with trunc(v ± 0.5): C's roundf (halves away from zero), exact for
+ * f32 v and several times faster than Math.round.
  */
-function roundAway(v: number): number {
-  return Math.trunc(v + (v < 0 ? -0.5 : 0.5));
+function quantizeQ8(x: Float32Array, out: Uint8Array): void {
+  const q = new Int8Array(out.buffer, out.byteOffset, out.byteLength), nb = x.length >> 5;
+  for (let b = 0; b < nb; b++) {
+    const xo = b << 5, qo = b * 34 + 2;
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[xo + j]));
+    const scale = fr(amax / 127), inv = scale ? fr(1 / scale) : 0, h = f32ToF16(scale);
+    out[qo - 2] = h & 0xff;
+    out[qo - 1] = h >> 8;
+    for (let j = 0; j < 32; j++) {
+      const v = fr(x[xo + j] * inv);
+      q[qo + j] = Math.trunc(v + (v < 0 ? -0.5 : 0.5));
+    }
+  }
 }
 
 /**
@@ -316,17 +328,9 @@ export function quantize(d: DType, x: Float32Array): Uint8Array {
     case "bf16":
       for (let i = 0; i < n; i++) dv.setUint16(2 * i, f32ToBf16(x[i]), true);
       return out;
-    case "q8_0": {
-      const q = new Int8Array(out.buffer);
-      for (let b = 0; b < n / 32; b++) {
-        let amax = 0;
-        for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b * 32 + j]));
-        const scale = fr(amax / 127), inv = scale ? fr(1 / scale) : 0;
-        dv.setUint16(b * 34, f32ToF16(scale), true);
-        for (let j = 0; j < 32; j++) q[b * 34 + 2 + j] = roundAway(fr(x[b * 32 + j] * inv));
-      }
+    case "q8_0":
+      quantizeQ8(x, out);
       return out;
-    }
     case "q4_0":
       for (let b = 0; b < n / 32; b++) {
         let amax = 0, max = 0;
