@@ -194,11 +194,19 @@ Deno.test({
       });
       assert.ok(r.calibrationTokens! > 100, `calibration tokens ${r.calibrationTokens}`);
       const smoothed = await parseGguf(await fileSource(`${dir}/smooth.gguf`));
-      const norm = new Float32Array(CONFIG.dim);
-      const e0 = smoothed.tensors.get("l0.attn_norm")!;
-      dequantize("f32", await e0.source.read(e0.byteOffset, e0.byteLength), norm);
-      smoothed.close();
+      const read = async (name: string): Promise<Float32Array> => {
+        const e = smoothed.tensors.get(name)!, out = new Float32Array(e.byteLength / 4);
+        dequantize("f32", await e.source.read(e.byteOffset, e.byteLength), out);
+        return out;
+      };
+      const norm = await read("l0.attn_norm");
       assert.ok(Math.abs(norm[3] - 20) > 1, `smoothing moved the outlier channel's scale (${norm[3]})`);
+      // wo's and w2's inputs are smoothed too (folded into wv's and w3's rows): their columns moved
+      for (const name of ["l1.wo", "l1.w2"]) {
+        const got = await read(name), src = w.get(name)!;
+        assert.ok(nmse(got, src) > 1e-4, `${name} was not smoothed`);
+      }
+      smoothed.close();
       const e = nmse(await logits(`${dir}/smooth.gguf`), base);
       assert.ok(e < 1e-10, `smoothing changed the logits: nmse ${e}`);
 

@@ -12,7 +12,9 @@
  * s (folded into the RMSNorm weight that produces it) and the weight columns multiplied by it, which
  * leaves the product unchanged and moves activation outliers into the weights. wq/wk/wv share
  * attn_norm's output and w1/w3 share ffn_norm's, so each group gets one s from the maxima over its
- * weights. wo's and w2's inputs have no norm to fold into and are quantized unsmoothed.
+ * weights. w2's input `silu(w1 x) * (w3 x)` is linear in w3's rows, so its s divides those rows; wo's
+ * input is attention over v, linear in wv's rows, so its s divides them, one s per value channel shared
+ * by the query heads of its GQA group. Every fold is exact in real arithmetic.
  * @module
  */
 import type { DType } from "../types.ts";
@@ -54,7 +56,17 @@ export interface QuantizeOptions {
 }
 
 const FLOAT: readonly DType[] = ["f32", "f16", "bf16"];
-const SMOOTH_GROUPS = [["attn_norm", ["wq", "wk", "wv"]], ["ffn_norm", ["w1", "w3"]]] as const;
+/**
+ * The smoothings: which calibration input (`stats`, by the weight that reads it) is divided by s in the
+ * tensor that produces it, and which weights' columns are multiplied by s.
+ */
+const FOLDS = {
+  attn: { stats: "wq", producer: "attn_norm", weights: ["wq", "wk", "wv"] },
+  ffn: { stats: "w1", producer: "ffn_norm", weights: ["w1", "w3"] },
+  out: { stats: "wo", producer: "wv", weights: ["wo"] },
+  down: { stats: "w2", producer: "w3", weights: ["w2"] },
+} as const satisfies Record<string, { stats: string; producer: string; weights: readonly string[] }>;
+type Fold = keyof typeof FOLDS;
 
 /** SmoothQuant's per-channel factors; channels never active (or all-zero weights) keep s = 1. */
 export function smoothingFactors(xMax: Float32Array, wMax: Float32Array, alpha: number): Float32Array {
@@ -157,40 +169,72 @@ export function planQuantizedGguf(
   const alpha = checkOptions(model, options);
   const src = model.config, config = ggufConfig(src), scheme = options.scheme;
   const smooth = options.activations;
-  const factors = new Map<string, Promise<Float32Array>>(); // `l3.attn_norm` -> s
+  const factors = new Map<string, Promise<Float32Array | undefined>>(); // `l3.attn` -> s
+  const group = src.nHeads / src.nKvHeads, hd = src.headDim;
+  const colMax = async (layer: number, weights: readonly string[], cols: number): Promise<Float32Array> => {
+    const m = new Float32Array(cols);
+    for (const w of weights) columnAbsMax(await readF32(model.tensors.get(`l${layer}.${w}`)!), cols, m);
+    return m;
+  };
+  /** wo's input channel (head h, i) to the value channel (kv head of h, i) that produces it. */
+  const kvChannel = (c: number): number => Math.floor(Math.floor(c / hd) / group) * hd + (c % hd);
 
-  const smoothing = (layer: number, norm: string): Promise<Float32Array> => {
-    const key = `l${layer}.${norm}`;
+  const smoothing = (layer: number, fold: Fold): Promise<Float32Array | undefined> => {
+    const key = `l${layer}.${fold}`;
     let s = factors.get(key);
     if (!s) {
-      const weights = SMOOTH_GROUPS.find(([n]) => n === norm)![1];
+      const x = smooth!.absMax.get(`l${layer}.${FOLDS[fold].stats}`);
       s = (async () => {
-        const wMax = new Float32Array(src.dim);
-        for (const w of weights) {
-          columnAbsMax(await readF32(model.tensors.get(`l${layer}.${w}`)!), src.dim, wMax);
+        if (!x) return undefined;
+        const w = await colMax(layer, FOLDS[fold].weights, x.length);
+        if (fold !== "out") return smoothingFactors(x, w, alpha);
+        // GQA: a value channel feeds the same channel of every head in its group, so one s per kv channel
+        const kd = src.nKvHeads * hd, xk = new Float32Array(kd), wk = new Float32Array(kd);
+        for (let c = 0; c < x.length; c++) {
+          const k = kvChannel(c);
+          xk[k] = Math.max(xk[k], x[c]);
+          wk[k] = Math.max(wk[k], w[c]);
         }
-        return smoothingFactors(smooth!.absMax.get(`l${layer}.${weights[0]}`)!, wMax, alpha);
+        return smoothingFactors(xk, wk, alpha);
       })();
       factors.set(key, s);
     }
     return s;
   };
 
+  /** Fold every smoothing that touches this tensor: ÷ s where it produces a smoothed input, × s on the columns that consume one. */
+  const applySmoothing = async (
+    layer: number,
+    base: string,
+    w: Float32Array,
+    cols: number,
+  ): Promise<void> => {
+    for (const fold of Object.keys(FOLDS) as Fold[]) {
+      const f = FOLDS[fold];
+      const producer = f.producer === base, consumer = (f.weights as readonly string[]).includes(base);
+      if (!producer && !consumer) continue;
+      const s = await smoothing(layer, fold);
+      if (!s) continue;
+      if (producer) {
+        // a norm weight (one value per channel) or the rows of wv / w3
+        const per = base.endsWith("norm") ? 1 : cols;
+        for (let i = 0; i < w.length; i++) w[i] /= s[Math.floor(i / per)];
+      } else if (fold === "out") {
+        for (let i = 0; i < w.length; i++) w[i] *= s[kvChannel(i % cols)];
+      } else {
+        for (let i = 0; i < w.length; i++) w[i] *= s[i % cols];
+      }
+    }
+  };
+
   const produce = async (name: string): Promise<Uint8Array> => {
     const e = model.tensors.get(name)!;
     let w = await readF32(e);
-    const m = /^l(\d+)\.(\w+)$/.exec(name), layer = m ? Number(m[1]) : -1, base = m ? m[2] : name;
+    const m = /^l(\d+)\.(\w+)$/.exec(name), base = m ? m[2] : name;
     if (src.ropeStyle === "half" && (base === "wq" || base === "wk")) {
       w = halfToInterleavedRows(w, base === "wq" ? src.nHeads : src.nKvHeads, src.headDim, src.dim);
     }
-    if (smooth && m) {
-      const group = SMOOTH_GROUPS.find(([n, ws]) => n === base || (ws as readonly string[]).includes(base));
-      if (group) {
-        const s = await smoothing(layer, group[0]);
-        if (base === group[0]) { for (let j = 0; j < w.length; j++) w[j] /= s[j]; }
-        else for (let i = 0; i < w.length; i++) w[i] *= s[i % src.dim];
-      }
-    }
+    if (smooth && m) await applySmoothing(Number(m[1]), base, w, e.shape[e.shape.length - 1]);
     if (e.shape.length === 1) return quantize("f32", w);
     const shape = [e.shape[0], e.shape[1]] as const;
     return quantizeMatrix(scheme, w, shape, e.dtype).data;
