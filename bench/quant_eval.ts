@@ -1,5 +1,5 @@
 /**
- * The quantization table of the README: each scheme's bits per weight, memory, ref-backend decode speed
+ * The quantization table of the README: each scheme's bits per weight, memory, ref and wasm decode speed
  * and quality (perplexity change, KL(f32 || scheme), top-1 agreement) against the f32 model over a text,
  * plus two extra rows: W8A8 without smoothing (what SmoothQuant's smoothing buys) and the int8 KV cache
  * against the f16 cache (f32 weights).
@@ -68,10 +68,14 @@ if (f.synth) {
 const text = await Deno.readTextFile(f.text!);
 const alpha = Number(f.alpha);
 
-async function engine(path: string, kvDType: "f32" | "f16" | "i8" = "f32"): Promise<Engine> {
+async function engine(
+  path: string,
+  kvDType: "f32" | "f16" | "i8" = "f32",
+  backend: "ref" | "wasm" = "ref",
+): Promise<Engine> {
   const { model, tokenizer: tok } = await loadModel(path, { tokenizer });
   try {
-    return await Engine.create(model, tok, { backend: "ref", kvDType, maxBatch: 1 });
+    return await Engine.create(model, tok, { backend, kvDType, maxBatch: 1 });
   } finally {
     model.close();
   }
@@ -103,6 +107,17 @@ async function unsmoothedW8a8(out: string): Promise<number> {
   return (8 * bytes) / n;
 }
 
+/** Decode tok/s of a file on the wasm backend (the fast CPU backend), or why it cannot run it. */
+async function wasmSpeed(path: string, kvDType: "f32" | "f16" | "i8" = "f32"): Promise<string> {
+  try {
+    using e = await engine(path, kvDType, "wasm");
+    const b = await runBench(e, { model: path, promptTokens: 16, genTokens: 64, repeat: 3 });
+    return b.decodeTokPerS.toFixed(0);
+  } catch (e) {
+    return `— (${(e as Error & { code?: string }).code ?? "error"})`;
+  }
+}
+
 const rows: string[] = [];
 using reference = await engine(source);
 const refBench = await runBench(reference, { model: source, promptTokens: 16, genTokens: 64, repeat: 2 });
@@ -111,7 +126,7 @@ const mib = (b: number): string => (b / 2 ** 20).toFixed(2);
 rows.push(
   `| f32 (reference) | 32.00 | ${mib(reference.info().weightBytes)} | ${refPpl.toFixed(4)} | — | — | — | ${
     refBench.decodeTokPerS.toFixed(0)
-  } |`,
+  } | ${await wasmSpeed(source)} |`,
 );
 
 const variants: { label: string; scheme?: QuantScheme; make?: (out: string) => Promise<number> }[] = [
@@ -142,7 +157,7 @@ for (const v of variants) {
       ((r.model.perplexity / r.reference!.perplexity - 1) * 100).toFixed(2)
     }% | ${r.klMean!.toExponential(2)} | ${(r.top1Agreement! * 100).toFixed(1)}% | ${
       b.decodeTokPerS.toFixed(0)
-    } |`,
+    } | ${await wasmSpeed(out)} |`,
   );
 }
 
@@ -157,7 +172,8 @@ const kvLine =
   } MiB (${(kvI8.info().kvBytes / kvF16.info().kvBytes).toFixed(3)}x) at ctx ${kvI8.contextSize}; ` +
   `perplexity ${kv.model.perplexity.toFixed(4)} vs ${kv.reference!.perplexity.toFixed(4)}; KL ${
     kv.klMean!.toExponential(2)
-  }; top-1 ${(kv.top1Agreement! * 100).toFixed(1)}%; ref decode ${kvBench.decodeTokPerS.toFixed(0)} tok/s`;
+  }; top-1 ${(kv.top1Agreement! * 100).toFixed(1)}%; decode ref ${kvBench.decodeTokPerS.toFixed(0)} tok/s, ` +
+  `wasm ${await wasmSpeed(source, "i8")} (f16 KV ${await wasmSpeed(source, "f16")}) tok/s`;
 
 // the calibration statistics of the source, to say how large its activation outliers are
 const m = await openModelFile(source);
@@ -177,8 +193,9 @@ console.log(
     }, median channel max ${sorted[sorted.length >> 1].toFixed(2)}\n`,
 );
 console.log(
-  "| scheme | bits/weight (matrices) | weights MiB | perplexity | Δ perplexity | KL(f32 ‖ scheme) | top-1 | ref decode tok/s |",
+  "| scheme | bits/weight (matrices) | weights MiB | perplexity | Δ perplexity | KL(f32 ‖ scheme) | top-1 | " +
+    "ref decode tok/s | wasm decode tok/s |",
 );
-console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
 for (const r of rows) console.log(r);
 console.log(`\n${kvLine}`);
