@@ -17,10 +17,12 @@ import { registerBackend } from "./src/registry.ts";
 import { refBackendFactory } from "./src/backends/ref/ref.ts";
 import { cudaBackendFactory } from "./src/backends/cuda/cuda.ts";
 import { wasmBackendFactory } from "./src/backends/wasm/wasm.ts";
+import { webgpuBackendFactory } from "./src/backends/webgpu/webgpu.ts";
 
 registerBackend(refBackendFactory);
 registerBackend(cudaBackendFactory);
 registerBackend(wasmBackendFactory);
+registerBackend(webgpuBackendFactory);
 
 export { LlmError, type LlmErrorCode } from "./src/errors.ts";
 export type { BackendName, DType, ProgressCallback, ProgressEvent, Shape } from "./src/types.ts";
@@ -31,6 +33,7 @@ export type {
   BackendOptions,
   CompiledGraph,
   CompileOptions,
+  GreedyDecodeOptions,
   OpFeature,
 } from "./src/backend.ts";
 export type { Tensor, TensorUsage } from "./src/tensor.ts";

@@ -62,10 +62,29 @@ export interface CompileOptions {
   readonly maxBlocksPerSeq?: number;
 }
 
+/** Options for {@link CompiledGraph.decodeGreedy}. */
+export interface GreedyDecodeOptions {
+  /** The first step: one token (`tokens[0]` is its input) of one sequence, with one logit row. */
+  readonly first: StepParams;
+  /**
+   * The i-th step (i >= 1: the same sequence one position further; its `tokens[0]` is ignored), or
+   * undefined to stop. Called ahead of the tokens being known, so it must not depend on them.
+   */
+  readonly next: (i: number) => StepParams | undefined;
+}
+
 /** A whole decode/prefill step, compiled once and run per step. */
 export interface CompiledGraph extends Disposable {
   /** Run every op for one step. Resolves when the step's results can be downloaded. */
   run(step: StepParams): Promise<void>;
+  /**
+   * Optional: greedy decoding on the device, for graphs compiled with their logits as output. Each
+   * step's input token is the argmax of the previous step's logits (lowest id on ties), so steps run
+   * back to back without waiting for the host; yields each step's argmax in order. Stopping the
+   * iteration stops queueing steps (steps already queued may still write cache rows past the end).
+   * Only for plain greedy sampling: temperature 0 and no penalties.
+   */
+  decodeGreedy?(options: GreedyDecodeOptions): AsyncIterable<number>;
 }
 
 /** A compute backend. */

