@@ -1,20 +1,24 @@
 // attention_decode: causal grouped-query attention for a few rows (decode), flash-decoding style: each
 // row's cached positions 0..pos are cut into step[7] splits; a workgroup takes one (split, KV head, row)
-// and all NG query heads that share the KV head, walking its positions in tiles of WG with an online
-// softmax. With one split it writes the output; with more it writes (max, sum, unnormalised output)
-// partials for attention_combine.
-// Bindings: 0 uniform Params; 1 q (rows, nHeads*HD) f32; 2 K cache; 3 V cache (u32 words, see KVF);
-//   4 out (rows, nHeads*HD) f32; 5 partials (rows, nHeads, splits, HD + 2) f32; group 1: step
-//   (positions, sequences, block tables, splits).
-// Dispatch: (splits, nKvHeads, live rows) workgroups of WG = 128.
+// and all NG query heads that share the KV head, walking its positions in tiles of TP with an online
+// softmax. K and V tiles are staged in shared memory with coalesced loads (rows padded by one word so
+// the per-position reads do not collide in banks). With one split it writes the output; with more it
+// writes (max, sum, unnormalised output) partials for attention_combine.
+// Bindings: 0 uniform Params; 1 q (rows, nHeads*HD) f32; 2 K cache; 3 V cache (u32 words: KVF 0 = f32,
+//   1 = f16 two per word); 4 out (rows, nHeads*HD) f32; 5 partials (rows, nHeads, splits, HD + 2) f32;
+//   group 1: step (positions, sequences, block tables, splits).
+// Dispatch: (splits, nKvHeads, live rows) workgroups of WG = 128; HD <= 256, NG <= 8; TP (a power of
+//   two) sized by the host to fit workgroup memory.
 // Precision: f32 scores, softmax and accumulation; f16 cache values are widened exactly.
 //!include lib/step.wgsl
 
 override KVF: u32 = 1u;
 override HD: u32 = 128u;
 override NG: u32 = 1u;
+override TP: u32 = 32u;
 
 const WG: u32 = 128u;
+const NEG_INF: f32 = -3.4028234663852886e38;
 
 struct Params {
   nHeads: u32,
@@ -30,22 +34,21 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 
+// words per cached head row, and the padded row stride in shared memory
+override RW: u32 = select(HD, HD / 2u, KVF == 1u);
+
+var<workgroup> ks: array<u32, TP * (RW + 1u)>;
+var<workgroup> vs: array<u32, TP * (RW + 1u)>;
 var<workgroup> qs: array<f32, NG * HD>;
-var<workgroup> sc: array<f32, NG * WG>;
-var<workgroup> rm: array<f32, NG * WG>;
-var<workgroup> rl: array<f32, NG * WG>;
-var<workgroup> slots: array<u32, WG>;
+var<workgroup> sc: array<f32, NG * TP>;
+var<workgroup> rm: array<f32, NG * TP>;
+var<workgroup> rl: array<f32, NG * TP>;
+var<workgroup> slots: array<u32, TP>;
 
-const NEG_INF: f32 = -3.4028234663852886e38;
-
-fn k4(e: u32) -> vec4<f32> {
-  if (KVF == 0u) { return vec4<f32>(bitcast<f32>(ck[e]), bitcast<f32>(ck[e + 1u]), bitcast<f32>(ck[e + 2u]), bitcast<f32>(ck[e + 3u])); }
-  return vec4<f32>(unpack2x16float(ck[e / 2u]), unpack2x16float(ck[e / 2u + 1u]));
-}
-
-fn v1(e: u32) -> f32 {
-  if (KVF == 0u) { return bitcast<f32>(cv[e]); }
-  return unpack2x16float(cv[e / 2u])[e & 1u];
+// element d of the staged V row i of a tile
+fn vAt(i: u32, d: u32) -> f32 {
+  if (KVF == 0u) { return bitcast<f32>(vs[i * (RW + 1u) + d]); }
+  return unpack2x16float(vs[i * (RW + 1u) + d / 2u])[d & 1u];
 }
 
 @compute @workgroup_size(WG)
@@ -57,10 +60,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let S = u32(step[7]);
   let seq = seqAt(t);
   let len = posAt(t) + 1u;
-  let chunk = ((len + S - 1u) / S + WG - 1u) / WG * WG;
+  let chunk = ((len + S - 1u) / S + TP - 1u) / TP * TP;
   let p0 = s * chunk;
   let p1 = min(len, p0 + chunk);
   let qStride = p.nHeads * HD;
+  let rowWords = select(p.kvDim, p.kvDim / 2u, KVF == 1u);
   for (var i = li; i < NG * HD; i += WG) {
     qs[i] = q[t * qStride + kvh * NG * HD + i] * p.scale;
   }
@@ -69,62 +73,74 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var alpha = array<f32, 8>();
   var o = array<f32, 16>();
   for (var g = 0u; g < NG; g++) { M[g] = NEG_INF; }
-  workgroupBarrier();
-  for (var base = p0; base < p1; base += WG) {
-    let pi = base + li;
-    var sg = array<f32, 8>();
-    for (var g = 0u; g < NG; g++) { sg[g] = NEG_INF; }
-    if (pi < p1) {
-      let row = cacheRow(seq, pi, p.blockSize);
-      slots[li] = row;
-      for (var g = 0u; g < NG; g++) { sg[g] = 0.0; }
-      let e0 = row * p.kvDim + kvh * HD;
-      for (var d = 0u; d < HD; d += 4u) {
-        let kk = k4(e0 + d);
-        for (var g = 0u; g < NG; g++) {
-          sg[g] += dot(kk, vec4<f32>(qs[g * HD + d], qs[g * HD + d + 1u], qs[g * HD + d + 2u], qs[g * HD + d + 3u]));
+  for (var base = p0; base < p1; base += TP) {
+    let np = min(TP, p1 - base);
+    if (li < np) { slots[li] = cacheRow(seq, base + li, p.blockSize); }
+    workgroupBarrier();
+    // stage the K and V rows of this tile: consecutive threads read consecutive words
+    for (var e = li; e < np * RW; e += WG) {
+      let i = e / RW;
+      let c = e % RW;
+      let src = slots[i] * rowWords + kvh * RW + c;
+      ks[i * (RW + 1u) + c] = ck[src];
+      vs[i * (RW + 1u) + c] = cv[src];
+    }
+    workgroupBarrier();
+    // scores of (query head g, position i)
+    for (var e = li; e < NG * TP; e += WG) {
+      let g = e / TP;
+      let i = e % TP;
+      var sv = NEG_INF;
+      if (i < np) {
+        sv = 0.0;
+        if (KVF == 1u) {
+          for (var c = 0u; c < RW; c++) {
+            let kk = unpack2x16float(ks[i * (RW + 1u) + c]);
+            sv = fma(qs[g * HD + 2u * c], kk.x, fma(qs[g * HD + 2u * c + 1u], kk.y, sv));
+          }
+        } else {
+          for (var d = 0u; d < HD; d++) { sv = fma(qs[g * HD + d], bitcast<f32>(ks[i * (RW + 1u) + d]), sv); }
         }
       }
-    }
-    for (var g = 0u; g < NG; g++) {
-      rm[g * WG + li] = sg[g];
-      rl[g * WG + li] = select(0.0, 1.0, pi < p1);
+      sc[e] = sv;
+      rm[e] = sv;
+      rl[e] = select(0.0, 1.0, i < np);
     }
     workgroupBarrier();
     // tree merge of (max, sum of exp) pairs per query head
-    for (var st = WG / 2u; st > 0u; st >>= 1u) {
-      if (li < st) {
-        for (var g = 0u; g < NG; g++) {
-          let a = g * WG + li;
-          let b = a + st;
-          let mm = max(rm[a], rm[b]);
-          var l = 0.0;
-          if (rl[a] > 0.0) { l += rl[a] * exp(rm[a] - mm); }
-          if (rl[b] > 0.0) { l += rl[b] * exp(rm[b] - mm); }
-          rm[a] = mm;
-          rl[a] = l;
-        }
+    for (var st = TP / 2u; st > 0u; st >>= 1u) {
+      for (var e = li; e < NG * st; e += WG) {
+        let a = (e / st) * TP + e % st;
+        let b = a + st;
+        let mm = max(rm[a], rm[b]);
+        var l = 0.0;
+        if (rl[a] > 0.0) { l += rl[a] * exp(rm[a] - mm); }
+        if (rl[b] > 0.0) { l += rl[b] * exp(rm[b] - mm); }
+        rm[a] = mm;
+        rl[a] = l;
       }
       workgroupBarrier();
     }
     for (var g = 0u; g < NG; g++) {
-      let mt = rm[g * WG];
-      let lt = rl[g * WG];
+      let mt = rm[g * TP];
       let mn = max(M[g], mt);
       alpha[g] = select(exp(M[g] - mn), 0.0, L[g] == 0.0);
-      L[g] = L[g] * alpha[g] + lt * exp(mt - mn);
+      L[g] = L[g] * alpha[g] + rl[g * TP] * exp(mt - mn);
       M[g] = mn;
-      sc[g * WG + li] = select(0.0, exp(sg[g] - mn), pi < p1);
     }
     workgroupBarrier();
-    let np = min(WG, p1 - base);
+    for (var e = li; e < NG * TP; e += WG) {
+      let g = e / TP;
+      sc[e] = select(0.0, exp(sc[e] - M[g]), e % TP < np);
+    }
+    workgroupBarrier();
     for (var j = 0u; j < 2u; j++) {
       let d = li + j * WG;
       if (d < HD) {
         for (var g = 0u; g < NG; g++) { o[g * 2u + j] *= alpha[g]; }
-        for (var pp = 0u; pp < np; pp++) {
-          let vv = v1(slots[pp] * p.kvDim + kvh * HD + d);
-          for (var g = 0u; g < NG; g++) { o[g * 2u + j] += sc[g * WG + pp] * vv; }
+        for (var i = 0u; i < np; i++) {
+          let vv = vAt(i, d);
+          for (var g = 0u; g < NG; g++) { o[g * 2u + j] = fma(sc[g * TP + i], vv, o[g * 2u + j]); }
         }
       }
     }

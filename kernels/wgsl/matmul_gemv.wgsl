@@ -7,7 +7,8 @@
 //   group 1: step (live rows, logit rows).
 // Dispatch: wgA + wgB + wgC workgroups of TK*TR threads (x + y * 65535 when large); each covers
 //   TR*NR consecutive output rows of one matrix for NT rows of x. TK threads split a row's K chunks.
-// Shared memory: x staged as f32 (NT * XV vec4), normalized in place when NORM; partial sums.
+// Shared memory: x staged as f32 (NT * XV vec4), normalized in place when NORM; partial sums. Each
+//   thread's first PF weight chunks per row are loaded before x is staged, to hide their latency.
 // Precision: f32 math and accumulation; weights dequantized exactly.
 //!include lib/weights.wgsl
 //!include lib/step.wgsl
@@ -23,6 +24,9 @@ override NORM: bool = false;
 override GATHER: bool = false;
 override RESIDUAL: bool = false;
 override GATEUP: bool = false;
+
+// weight chunks per row a thread loads before staging x
+const PF: u32 = 2u;
 
 struct Params {
   K: u32,
@@ -57,6 +61,7 @@ struct Params {
 var<workgroup> xs: array<vec4<f32>, NT * XV>;
 var<workgroup> red: array<f32, select(1u, 2u, GATEUP) * TR * NR * NT * TK>;
 var<workgroup> inv: array<f32, 8>;
+var<workgroup> part16: array<f32, 128>;
 
 fn loadW(mat: u32, i: u32) -> vec4<u32> {
   switch mat {
@@ -102,6 +107,18 @@ fn chunkDot(w: vec4<u32>, xo: u32) -> f32 {
   }
 }
 
+fn scaleOf(mat: u32, r: u32, c: u32) -> f32 {
+  if (FMT < F_Q8) { return 1.0; }
+  let g = c * epc(FMT) / G;
+  return scaleAt(loadS(mat, r * p.SW + g / 2u), g);
+}
+
+fn scaleB(r: u32, c: u32) -> f32 {
+  if (FMT < F_Q8) { return 1.0; }
+  let g = c * epc(FMT) / G;
+  return scaleAt(sB[r * p.SW + g / 2u], g);
+}
+
 fn silu(v: f32) -> f32 {
   return v / (1.0 + exp(-v));
 }
@@ -128,6 +145,23 @@ fn main(
   let m = select(select(p.mC, p.mB, mat == 1u), p.mA, mat == 0u);
   let row0 = blk * TR * NR;
   if (row0 >= m) { return; }
+  let tk = li % TK;
+  let tr = li / TK;
+  let n = epc(FMT);
+
+  // the first PF chunks of each of this thread's rows (NR <= 4), on their way while x is staged
+  var pre = array<vec4<u32>, 8>();
+  var preB = array<vec4<u32>, 8>();
+  for (var u = 0u; u < PF; u++) {
+    for (var i = 0u; i < NR; i++) {
+      let r = row0 + tr * NR + i;
+      let c = tk + u * TK;
+      if (r < m && c < p.KC) {
+        pre[u * NR + i] = loadW(mat, r * p.KC + c);
+        if (GATEUP) { preB[u * NR + i] = wB[r * p.KC + c]; }
+      }
+    }
+  }
 
   // stage x (zero past K and past the live rows), with the squares for the norm
   for (var t = 0u; t < NT; t++) {
@@ -148,14 +182,21 @@ fn main(
     if (NORM) { red[t * WG + li] = ss; }
   }
   if (NORM) {
+    // sum of squares per row: 16 partial sums of WG / 16 values, then each row's 16 partials
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-      if (li < s) {
-        for (var t = 0u; t < NT; t++) { red[t * WG + li] += red[t * WG + li + s]; }
-      }
-      workgroupBarrier();
+    if (li < NT * 16u) {
+      let t = li / 16u;
+      let j = li % 16u;
+      var s = 0.0;
+      for (var q = 0u; q < WG / 16u; q++) { s += red[t * WG + j * (WG / 16u) + q]; }
+      part16[li] = s;
     }
-    if (li < NT) { inv[li] = 1.0 / sqrt(red[li * WG] / f32(p.K) + p.eps); }
+    workgroupBarrier();
+    if (li < NT) {
+      var s = 0.0;
+      for (var j = 0u; j < 16u; j++) { s += part16[li * 16u + j]; }
+      inv[li] = 1.0 / sqrt(s / f32(p.K) + p.eps);
+    }
     workgroupBarrier();
     for (var t = 0u; t < NT; t++) {
       for (var v = li; v < XV; v += WG) {
@@ -170,30 +211,35 @@ fn main(
   }
   workgroupBarrier();
 
-  let tk = li % TK;
-  let tr = li / TK;
-  let n = epc(FMT);
   var acc = array<f32, 16>();
   var accB = array<f32, 16>();
-  for (var c = tk; c < p.KC; c += TK) {
+  for (var u = 0u; u < PF; u++) {
+    let c = tk + u * TK;
+    if (c >= p.KC) { break; }
+    let xo = c * n / 4u;
+    for (var i = 0u; i < NR; i++) {
+      let r = row0 + tr * NR + i;
+      if (r < m) {
+        let s = scaleOf(mat, r, c);
+        for (var t = 0u; t < NT; t++) { acc[i * NT + t] += s * chunkDot(pre[u * NR + i], t * XV + xo); }
+        if (GATEUP) {
+          let sb = scaleB(r, c);
+          for (var t = 0u; t < NT; t++) { accB[i * NT + t] += sb * chunkDot(preB[u * NR + i], t * XV + xo); }
+        }
+      }
+    }
+  }
+  for (var c = tk + PF * TK; c < p.KC; c += TK) {
     let xo = c * n / 4u;
     for (var i = 0u; i < NR; i++) {
       let r = row0 + tr * NR + i;
       if (r < m) {
         let w = loadW(mat, r * p.KC + c);
-        var s = 1.0;
-        if (FMT >= F_Q8) {
-          let g = c * n / G;
-          s = scaleAt(loadS(mat, r * p.SW + g / 2u), g);
-        }
+        let s = scaleOf(mat, r, c);
         for (var t = 0u; t < NT; t++) { acc[i * NT + t] += s * chunkDot(w, t * XV + xo); }
         if (GATEUP) {
           let wb = wB[r * p.KC + c];
-          var sb = 1.0;
-          if (FMT >= F_Q8) {
-            let g = c * n / G;
-            sb = scaleAt(sB[r * p.SW + g / 2u], g);
-          }
+          let sb = scaleB(r, c);
           for (var t = 0u; t < NT; t++) { accB[i * NT + t] += sb * chunkDot(wb, t * XV + xo); }
         }
       }

@@ -3,7 +3,7 @@
 // weights bound as vec4<f16> pairs per 16-byte chunk.
 // Bindings: 0 uniform Params; 1 x f32; 2 norm weight f32; 3/5/7 weight chunks (vec4<f16> x 2 per
 //   chunk); 4/6/8 unused scales; 9/10/11 outputs f32; group 1: step.
-// Dispatch: as matmul_gemv.
+// Dispatch: as matmul_gemv (NR <= 2).
 // Precision: x is staged in f16 after the norm (computed in f32); products are summed in f16 over
 //   4 chunks (32 weights) and then accumulated in f32. Used only after the start-up self-check passed.
 enable f16;
@@ -53,6 +53,7 @@ struct Params {
 var<workgroup> xs: array<vec4<f16>, NT * XV>;
 var<workgroup> red: array<f32, select(1u, 2u, GATEUP) * TR * NR * NT * TK>;
 var<workgroup> inv: array<f32, 8>;
+var<workgroup> part16: array<f32, 128>;
 
 fn loadW(mat: u32, i: u32) -> vec4<f16> {
   switch mat {
@@ -88,6 +89,26 @@ fn main(
   let m = select(select(p.mC, p.mB, mat == 1u), p.mA, mat == 0u);
   let row0 = blk * TR * NR;
   if (row0 >= m) { return; }
+  let tk = li % TK;
+  let tr = li / TK;
+
+  // the first 4 chunks of each of this thread's rows (NR <= 2), on their way while x is staged
+  var pre = array<vec4<f16>, 16>();
+  var preB = array<vec4<f16>, 16>();
+  for (var u = 0u; u < 4u; u++) {
+    for (var i = 0u; i < NR; i++) {
+      let r = row0 + tr * NR + i;
+      let c = tk + u * TK;
+      if (r < m && c < p.KC) {
+        pre[(u * NR + i) * 2u] = loadW(mat, 2u * (r * p.KC + c));
+        pre[(u * NR + i) * 2u + 1u] = loadW(mat, 2u * (r * p.KC + c) + 1u);
+        if (GATEUP) {
+          preB[(u * NR + i) * 2u] = wB[2u * (r * p.KC + c)];
+          preB[(u * NR + i) * 2u + 1u] = wB[2u * (r * p.KC + c) + 1u];
+        }
+      }
+    }
+  }
 
   // stage x: the norm is computed from f32 values, then x * inv * weight is rounded to f16 once
   for (var t = 0u; t < NT; t++) {
@@ -108,14 +129,21 @@ fn main(
     if (NORM) { red[t * WG + li] = ss; }
   }
   if (NORM) {
+    // sum of squares per row: 16 partial sums of WG / 16 values, then each row's 16 partials
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-      if (li < s) {
-        for (var t = 0u; t < NT; t++) { red[t * WG + li] += red[t * WG + li + s]; }
-      }
-      workgroupBarrier();
+    if (li < NT * 16u) {
+      let t = li / 16u;
+      let j = li % 16u;
+      var s = 0.0;
+      for (var q = 0u; q < WG / 16u; q++) { s += red[t * WG + j * (WG / 16u) + q]; }
+      part16[li] = s;
     }
-    if (li < NT) { inv[li] = 1.0 / sqrt(red[li * WG] / f32(p.K) + p.eps); }
+    workgroupBarrier();
+    if (li < NT) {
+      var s = 0.0;
+      for (var j = 0u; j < 16u; j++) { s += part16[li * 16u + j]; }
+      inv[li] = 1.0 / sqrt(s / f32(p.K) + p.eps);
+    }
     workgroupBarrier();
     for (var t = 0u; t < NT; t++) {
       var xr = t;
@@ -134,8 +162,6 @@ fn main(
   }
   workgroupBarrier();
 
-  let tk = li % TK;
-  let tr = li / TK;
   var acc = array<f32, 16>();
   var accB = array<f32, 16>();
   // a chunk is 8 weights = 2 vec4<f16>; sums stay in f16 for 4 chunks, then go to f32
@@ -148,14 +174,22 @@ fn main(
         for (var i = 0u; i < NR; i++) {
           let r = row0 + tr * NR + i;
           if (r < m) {
-            let w0 = loadW(mat, 2u * (r * p.KC + c));
-            let w1 = loadW(mat, 2u * (r * p.KC + c) + 1u);
+            var w0 = pre[(u * NR + i) * 2u];
+            var w1 = pre[(u * NR + i) * 2u + 1u];
+            if (c0 != tk) {
+              w0 = loadW(mat, 2u * (r * p.KC + c));
+              w1 = loadW(mat, 2u * (r * p.KC + c) + 1u);
+            }
             for (var t = 0u; t < NT; t++) {
               h[i * NT + t] = fma(w0, xs[t * XV + 2u * c], fma(w1, xs[t * XV + 2u * c + 1u], h[i * NT + t]));
             }
             if (GATEUP) {
-              let b0 = wB[2u * (r * p.KC + c)];
-              let b1 = wB[2u * (r * p.KC + c) + 1u];
+              var b0 = preB[(u * NR + i) * 2u];
+              var b1 = preB[(u * NR + i) * 2u + 1u];
+              if (c0 != tk) {
+                b0 = wB[2u * (r * p.KC + c)];
+                b1 = wB[2u * (r * p.KC + c) + 1u];
+              }
               for (var t = 0u; t < NT; t++) {
                 hb[i * NT + t] = fma(b0, xs[t * XV + 2u * c], fma(b1, xs[t * XV + 2u * c + 1u], hb[i * NT + t]));
               }

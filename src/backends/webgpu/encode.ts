@@ -59,7 +59,7 @@ export const DEFAULT_TUNING: Tuning = {
     q4: { NR: 2, TK: 32, TR: 8 },
   },
   gemm: { TM: 4, TN: 4 },
-  splitTokens: 256,
+  splitTokens: 64,
   maxSplits: 32,
   gemvMaxRows: 8,
 };
@@ -264,10 +264,11 @@ export class NodeEncoder implements Disposable {
   #gemvPlan(w: WeightLayout, nt: number, gateup: boolean): { kernel: KernelName; c: Constants } | undefined {
     const ctx = this.#ctx;
     const t = ctx.tuning.gemv[FMT_NAME[w.fmt]];
-    const nr = Math.max(1, Math.min(t.NR, Math.floor(16 / nt)));
-    const xv = (w.kc * EPC[w.fmt]) / 4;
     const f16 = ctx.f16 && w.fmt === FMT.f16;
-    const bytes = nt * xv * (f16 ? 8 : 16) + (gateup ? 2 : 1) * t.TR * nr * nt * t.TK * 4 + 64;
+    // the kernels hold NR * NT accumulators (<= 16) and prefetch NR <= 4 (f16: 2) rows' chunks
+    const nr = Math.max(1, Math.min(t.NR, f16 ? 2 : 4, Math.floor(16 / nt)));
+    const xv = (w.kc * EPC[w.fmt]) / 4;
+    const bytes = nt * xv * (f16 ? 8 : 16) + (gateup ? 2 : 1) * t.TR * nr * nt * t.TK * 4 + 600;
     if (bytes > ctx.gpu.limits.workgroupStorage) return undefined;
     const c: Constants = { NT: nt, NR: nr, TK: t.TK, TR: t.TR, XV: xv };
     if (!f16) Object.assign(c, { FMT: w.fmt, G: w.group || 32 });

@@ -312,13 +312,6 @@ export class WgGraph implements CompiledGraph {
         const gpuMs = blockEnd - current.submitted;
         const waited = blockEnd - t0 > 0.5;
         const perStep = gpuMs / current.count;
-        if (Deno.env.get("WG_DEBUG")) {
-          console.error(
-            `batch ${current.count} gpu ${gpuMs.toFixed(1)}ms waited ${waited} block ${
-              (blockEnd - t0).toFixed(1)
-            }`,
-          );
-        }
         size = waited
           ? Math.max(1, Math.min(MAX_BATCH, Math.ceil(BATCH_TARGET_MS / Math.max(perStep, 0.01))))
           : Math.min(MAX_BATCH, size * 2);
