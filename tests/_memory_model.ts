@@ -72,7 +72,12 @@ export function simulateQuant(w: Float32Array, rows: number, scheme: "int8" | "i
   return out;
 }
 
-/** Canonical weights with every matrix replaced by its quantized-then-dequantized values. */
+/** Whether the backends quantize a matrix of `k` columns under `scheme` (else they keep it as it is). */
+export function quantizable(k: number, scheme: "int8" | "int4"): boolean {
+  return scheme === "int8" ? k % 32 === 0 : k % 128 === 0;
+}
+
+/** Canonical weights with every quantizable matrix replaced by its quantized-then-dequantized values. */
 export function quantizedWeights(
   config: LlamaConfig,
   weights: Map<string, Float32Array>,
@@ -80,6 +85,9 @@ export function quantizedWeights(
 ): Map<string, Float32Array> {
   return new Map([...weights].map(([name, w]) => {
     const shape = expectedShape(config, name);
-    return [name, shape.length === 2 ? simulateQuant(w, shape[0], scheme) : w];
+    return [
+      name,
+      shape.length === 2 && quantizable(shape[1], scheme) ? simulateQuant(w, shape[0], scheme) : w,
+    ];
   }));
 }

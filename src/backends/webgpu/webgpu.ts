@@ -85,6 +85,11 @@ class WebGpuBackend implements Backend {
     };
   }
 
+  /** The graphs compiled on this backend and not yet disposed (benchmarks profile them). */
+  compiledGraphs(): readonly WgGraph[] {
+    return [...this.#graphs];
+  }
+
   /**
    * WebGPU cannot query device memory: `total` is what this process has allocated on the device (the
    * figure `info` reports as used) and `free` is 0.

@@ -1,0 +1,92 @@
+/**
+ * Random-weight models of any shape that never exist as files: every tensor is an f16 (matrices) or
+ * f32 (norms) byte source whose bytes are generated when read, deterministically per 64 KiB block, so
+ * a 13.5 GB LLaMA-7B-shaped model streams onto a backend tensor by tensor like one read from disk,
+ * without the disk. Scales follow tests/_synth.ts: matrices uniform in +-1/sqrt(in), embedding +-1, the
+ * LM head +-2/sqrt(dim), norms 1 +- 0.1.
+ */
+import type { LlamaConfig } from "../src/model/config.ts";
+import type { ModelFile, TensorEntry } from "../src/format/model_file.ts";
+import type { ByteSource } from "../src/io/byte_source.ts";
+import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
+import { checkRange } from "../src/io/byte_source.ts";
+import { f32ToF16 } from "../src/dtype.ts";
+
+const BLOCK = 1 << 16;
+
+function xorshift(seed: number): () => number {
+  let s = (seed >>> 0) || 0x9e3779b9;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
+}
+
+/** A source of `n` values: f16 (2 bytes) drawn from a 4096-entry table of uniform(-a, a), or f32 1 +- a. */
+function generated(name: string, n: number, kind: "f16" | "f32", a: number, seed: number): ByteSource {
+  const size = n * (kind === "f16" ? 2 : 4);
+  const table = new Uint16Array(4096);
+  const r0 = xorshift(seed);
+  for (let i = 0; i < table.length; i++) table[i] = f32ToF16(((r0() / 4294967296) * 2 - 1) * a);
+  const block = (b: number): Uint8Array => {
+    const out = new Uint8Array(Math.min(BLOCK, size - b * BLOCK));
+    const r = xorshift((seed * 2654435761) ^ (b + 1) * 40503);
+    if (kind === "f16") {
+      const h = new Uint16Array(out.buffer);
+      for (let i = 0; i < h.length; i++) h[i] = table[r() & 4095];
+    } else {
+      const f = new Float32Array(out.buffer);
+      for (let i = 0; i < f.length; i++) f[i] = 1 + ((r() / 4294967296) * 2 - 1) * a;
+    }
+    return out;
+  };
+  return {
+    name,
+    size,
+    read(offset: number, length: number): Promise<Uint8Array> {
+      checkRange(name, size, offset, length);
+      const out = new Uint8Array(length);
+      for (let b = Math.floor(offset / BLOCK); b * BLOCK < offset + length; b++) {
+        const data = block(b), start = b * BLOCK;
+        const from = Math.max(offset, start), to = Math.min(offset + length, start + data.byteLength);
+        out.set(data.subarray(from - start, to - start), from - offset);
+      }
+      return Promise.resolve(out);
+    },
+    close(): void {},
+  };
+}
+
+/** A random-weight model of `config` with f16 matrices (tensor seeds depend on name and `seed` only). */
+export function synthF16Model(config: LlamaConfig, seed = 1): ModelFile {
+  const tensors = new Map<string, TensorEntry>();
+  for (const name of requiredTensors(config)) {
+    const shape = expectedShape(config, name);
+    const n = shape.reduce((a, b) => a * b, 1);
+    const base = name.replace(/^l\d+\./, "");
+    let h = seed;
+    for (const ch of name) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
+    const norm = shape.length === 1;
+    const a = norm
+      ? 0.1
+      : base === "tok_embd"
+      ? 1
+      : base === "output"
+      ? 2 / Math.sqrt(shape[1])
+      : 1 / Math.sqrt(shape[1]);
+    const source = generated(name, n, norm ? "f32" : "f16", a, h);
+    tensors.set(name, {
+      name,
+      dtype: norm ? "f32" : "f16",
+      shape,
+      source,
+      byteOffset: 0,
+      byteLength: source.size,
+    });
+  }
+  return { format: "gguf", config, tensors, metadata: {}, close() {} };
+}

@@ -1,0 +1,250 @@
+/**
+ * The webgpu backend on a random-weight LLaMA-7B-shaped model (dim 4096, 32 layers, 32 heads, hidden
+ * 11008, vocab 32000; f16 weights generated while they stream in, bench/_synth_source.ts):
+ * 1. per variant (fp16 weights, weight-only int8, int4 quantized at load): decode tok/s at batch 1
+ *    (16-token prompt, 128 new tokens, greedy), prefill tok/s (512-token prompt), device memory,
+ *    load time, and the device time of each kernel of one decode step (timestamp queries);
+ * 2. decode against the read roofline: bytes a decode step must read (device weight layout + KV) over
+ *    the best read bandwidth measured by bench/webgpu_bandwidth.ts (--bandwidth FILE);
+ * 3. logits of a 1-layer model of the same shape and weights (layer 0, embedding, head) against the
+ *    ref backend, teacher-forced: fp16 on the same weights, int8/int4 against ref on the host model of
+ *    the quantizer. Cosine per position (goal for fp16: 0.999 or better).
+ *
+ *   deno run -A bench/webgpu_7b.ts --out DIR [--bandwidth DIR/bandwidth.json] [--variants f16,int8,int4]
+ *        [--shape llama7B|stories110M|stories15M] [--layers N] [--positions 6] [--repeat 2] [--skip-compare]
+ */
+import { parseArgs } from "node:util";
+import type { LlamaConfig } from "../src/model/config.ts";
+import type { ModelFile, TensorEntry } from "../src/format/model_file.ts";
+import { Engine, pickBackend } from "../mod.ts";
+import { createWebGpuBackend } from "../src/backends/webgpu/webgpu.ts";
+import { EPC, planFormat } from "../src/backends/webgpu/weights.ts";
+import { runBench } from "../src/cli/bench.ts";
+import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
+import { bytesSource } from "../src/io/byte_source.ts";
+import { dequantize } from "../src/dtype.ts";
+import { SHAPES } from "./_synth_gguf.ts";
+import { synthF16Model } from "./_synth_source.ts";
+import { placeholderTokenizer, quantizable, simulateQuant } from "../tests/_memory_model.ts";
+
+const { values: f } = parseArgs({
+  args: Deno.args,
+  options: {
+    out: { type: "string", default: "." },
+    bandwidth: { type: "string" },
+    variants: { type: "string", default: "f16,int8,int4" },
+    shape: { type: "string", default: "llama7B" },
+    layers: { type: "string" },
+    positions: { type: "string", default: "4" },
+    repeat: { type: "string", default: "2" },
+    "skip-compare": { type: "boolean", default: false },
+  },
+});
+
+type Variant = "f16" | "int8" | "int4";
+const base = SHAPES[f.shape!];
+if (!base) throw new Error(`unknown --shape ${f.shape}; known: ${Object.keys(SHAPES).join(", ")}`);
+const config: LlamaConfig = {
+  ...base,
+  nLayers: f.layers ? Number(f.layers) : base.nLayers,
+  seqLen: 2048,
+  tiedEmbeddings: false,
+};
+const tokenizer = placeholderTokenizer(config.vocabSize);
+const log = (...a: unknown[]): void => console.error(`[${(performance.now() / 1000).toFixed(1)}s]`, ...a);
+const bandwidth = f.bandwidth ? JSON.parse(await Deno.readTextFile(f.bandwidth)).bestReadGBps as number : 0;
+
+/** Bytes one decode step reads: every matrix but the embedding (one row of it), norms, KV at `pos`. */
+function stepBytes(c: LlamaConfig, quant: Variant, pos: number): number {
+  let bytes = 0;
+  for (const name of requiredTensors(c)) {
+    const shape = expectedShape(c, name);
+    if (shape.length === 1) {
+      bytes += shape[0] * 4;
+      continue;
+    }
+    const [m, k] = shape;
+    const { fmt, group } = planFormat("f16", k, quant === "f16" ? undefined : quant);
+    const row = Math.ceil(k / EPC[fmt]) * 16 + (group ? Math.ceil(k / group / 2) * 4 : 0);
+    bytes += name === "tok_embd" ? row : m * row;
+  }
+  const kvDim = c.nKvHeads * c.headDim;
+  return bytes + c.nLayers * 2 * kvDim * 2 * pos;
+}
+
+interface Profile {
+  kernel: string;
+  us: number;
+  count: number;
+}
+
+async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
+  const t0 = performance.now();
+  const backend = await createWebGpuBackend({ weightQuant: v === "f16" ? undefined : v });
+  using engine = await Engine.create(synthF16Model(config), tokenizer, {
+    backend,
+    contextSize: 1024,
+    maxStepTokens: 512,
+  });
+  const loadS = (performance.now() - t0) / 1000;
+  log(`${v}: loaded in ${loadS.toFixed(1)} s; ${engine.info().device}`);
+  const repeat = Number(f.repeat);
+  const decode = await runBench(engine, {
+    model: `${f.shape}-shape`,
+    promptTokens: 16,
+    genTokens: 128,
+    repeat,
+  });
+  log(
+    `${v}: decode ${decode.decodeTokPerS.toFixed(1)} tok/s (runs ${
+      decode.runs.map((r) => r.decodeTokPerS.toFixed(1)).join(", ")
+    })`,
+  );
+  const prefill = await runBench(engine, {
+    model: `${f.shape}-shape`,
+    promptTokens: 512,
+    genTokens: 2,
+    repeat,
+  });
+  log(`${v}: prefill ${prefill.prefillTokPerS.toFixed(0)} tok/s`);
+  // device time of each kernel of one decode step at position 80 (the decode run's mean position)
+  const graph = (backend as unknown as {
+    compiledGraphs(): { profile(s: unknown, r: number): Promise<{ label: string; us: number }[]> }[];
+  })
+    .compiledGraphs()[0];
+  const pos = 80;
+  const blocks = Math.ceil((pos + 1) / 16);
+  const prof = await graph.profile({
+    nTokens: 1,
+    tokens: Int32Array.of(5),
+    positions: Int32Array.of(pos),
+    seqIndex: new Int32Array(1),
+    blockTables: Int32Array.from({ length: blocks }, (_, i) => i),
+    maxBlocksPerSeq: blocks,
+    logitRows: Int32Array.of(0),
+  }, 10);
+  const byKernel = new Map<string, Profile>();
+  for (const p of prof) {
+    const k = p.label.split(" ")[0];
+    const e = byKernel.get(k) ?? { kernel: k, us: 0, count: 0 };
+    e.us += p.us;
+    e.count++;
+    byKernel.set(k, e);
+  }
+  const kernels = [...byKernel.values()].sort((a, b) => b.us - a.us);
+  const deviceUs = kernels.reduce((s, k) => s + k.us, 0);
+  const bytes = stepBytes(config, v, pos);
+  const memory = engine.info().deviceMemoryUsed ?? 0;
+  const r = {
+    variant: v,
+    device: engine.info().device,
+    loadS,
+    decodeTokPerS: decode.decodeTokPerS,
+    decodeRuns: decode.runs.map((x) => x.decodeTokPerS),
+    prefillTokPerS: prefill.prefillTokPerS,
+    deviceMemoryGiB: memory / 2 ** 30,
+    bytesPerStep: bytes,
+    rooflineTokPerS: bandwidth ? (bandwidth * 1e9) / bytes : undefined,
+    fractionOfRoofline: bandwidth ? decode.decodeTokPerS / ((bandwidth * 1e9) / bytes) : undefined,
+    profileDispatches: prof.length,
+    profileDeviceUs: deviceUs,
+    profileGBps: bytes / (deviceUs * 1e3),
+    kernels,
+    slowest: prof.sort((a, b) => b.us - a.us).slice(0, 8),
+  };
+  log(`${v}: one decode step: ${prof.length} dispatches, ${deviceUs.toFixed(0)} us of device time`);
+  backend[Symbol.dispose]();
+  return r;
+}
+
+/** The 1-layer model's weights as f32, optionally replaced by the host model of the quantizer. */
+async function hostModel(model: ModelFile, quant?: "int8" | "int4"): Promise<ModelFile> {
+  const tensors = new Map<string, TensorEntry>();
+  for (const [name, e] of model.tensors) {
+    const raw = await e.source.read(e.byteOffset, e.byteLength);
+    let w: Float32Array = new Float32Array(e.shape.reduce((a, b) => a * b, 1));
+    dequantize(e.dtype, raw, w);
+    if (quant && e.shape.length === 2 && quantizable(e.shape[1], quant)) {
+      w = simulateQuant(w, e.shape[0], quant);
+    }
+    const bytes = new Uint8Array(w.buffer);
+    tensors.set(name, {
+      ...e,
+      dtype: "f32",
+      source: bytesSource(bytes, name),
+      byteOffset: 0,
+      byteLength: bytes.byteLength,
+    });
+  }
+  return { ...model, tensors };
+}
+
+async function compare(v: Variant, positions: number): Promise<Record<string, unknown>> {
+  const one: LlamaConfig = { ...config, nLayers: 1 };
+  const ids = Array.from({ length: positions }, (_, i) => (i * 7919 + 13) % one.vocabSize);
+  ids[0] = 1;
+  const t0 = performance.now();
+  const gpu = await createWebGpuBackend({ weightQuant: v === "f16" ? undefined : v });
+  let got: Float32Array[];
+  {
+    using e = await Engine.create(synthF16Model(one), tokenizer, { backend: gpu, contextSize: 64 });
+    got = await e.logitsFor(ids);
+  }
+  gpu[Symbol.dispose]();
+  const refModel = v === "f16" ? synthF16Model(one) : await hostModel(synthF16Model(one), v);
+  using ref = await pickBackend("ref");
+  let want: Float32Array[];
+  {
+    using e = await Engine.create(refModel, tokenizer, { backend: ref, contextSize: 64, kvDType: "f32" });
+    want = await e.logitsFor(ids);
+  }
+  const cos = got.map((g, i) => {
+    let d = 0, a = 0, b = 0;
+    for (let j = 0; j < g.length; j++) {
+      d += g[j] * want[i][j];
+      a += g[j] * g[j];
+      b += want[i][j] * want[i][j];
+    }
+    return d / Math.sqrt(a * b);
+  });
+  const argmax = (x: Float32Array): number => x.reduce((bi, v, i, arr) => (v > arr[bi] ? i : bi), 0);
+  const maxAbs = Math.max(...got.map((g, i) => Math.max(...g.map((x, j) => Math.abs(x - want[i][j])))));
+  const r = {
+    variant: v,
+    positions,
+    cosineMin: Math.min(...cos),
+    cosineMean: cos.reduce((a, b) => a + b, 0) / cos.length,
+    top1Agreement: got.filter((g, i) => argmax(g) === argmax(want[i])).length / got.length,
+    maxAbsDiff: maxAbs,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  log(
+    `compare ${v}: cosine min ${r.cosineMin.toFixed(6)} mean ${
+      r.cosineMean.toFixed(6)
+    }, top-1 ${r.top1Agreement}`,
+  );
+  return r;
+}
+
+const variants = f.variants!.split(",") as Variant[];
+const report = {
+  date: new Date().toISOString(),
+  shape: { ...config },
+  bandwidthGBps: bandwidth || undefined,
+  results: [] as Record<string, unknown>[],
+  comparisons: [] as Record<string, unknown>[],
+};
+// written after every stage, so a run cut short still leaves what it measured
+const save = (): Promise<void> =>
+  Deno.writeTextFile(`${f.out}/webgpu_7b.json`, JSON.stringify(report, null, 2));
+for (const v of variants) {
+  report.results.push(await benchVariant(v));
+  await save();
+}
+if (!f["skip-compare"]) {
+  for (const v of variants) {
+    report.comparisons.push(await compare(v, Number(f.positions)));
+    await save();
+  }
+}
+console.log(JSON.stringify(report, null, 2));

@@ -1,0 +1,83 @@
+/**
+ * A short markdown summary of a bench/webgpu_device.sh run: deno run -A bench/webgpu_summary.ts OUTDIR
+ */
+const dir = Deno.args[0] ?? ".";
+const read = async (f: string): Promise<string> => {
+  try {
+    return await Deno.readTextFile(`${dir}/${f}`);
+  } catch {
+    return "";
+  }
+};
+const json = async (f: string): Promise<Record<string, unknown> | undefined> => {
+  const t = await read(f);
+  try {
+    return t ? JSON.parse(t) : undefined;
+  } catch {
+    return undefined;
+  }
+};
+const n = (x: unknown, d = 1): string => typeof x === "number" ? x.toFixed(d) : "-";
+const lines: string[] = [`# webgpu device run (${new Date().toISOString()})`, ""];
+lines.push(`GPU: ${(await read("gpu.txt")).trim() || "?"}`);
+const tests = await read("tests.log");
+const adapter = tests.match(/^webgpu: .*$/m)?.[0] ?? "webgpu: ?";
+const summary = tests.match(/^(ok|FAILED) \|.*$/m)?.[0] ?? "no test summary";
+lines.push(`Adapter: ${adapter.replace(/^webgpu: /, "")}`, `Tests (ops, golden, webgpu): ${summary}`, "");
+const bw = await json("bandwidth.json");
+if (bw) {
+  lines.push(
+    `Best WebGPU read bandwidth: ${n(bw.bestReadGBps, 0)} GB/s (${JSON.stringify(bw.best)}); ` +
+      `empty dispatch in a pass: ${n(bw.emptyDispatchUs, 2)} us; submit + map round trip: ${
+        n(bw.mapRoundTripMs, 2)
+      } ms`,
+    "",
+  );
+}
+const st = (await read("stories260k.jsonl")).split("\n").filter((l) => l.startsWith("{")).map((l) =>
+  JSON.parse(l)
+);
+if (st.length) {
+  lines.push("| stories260K | prefill tok/s (64) | decode tok/s (128) |", "| --- | --- | --- |");
+  for (const r of st) lines.push(`| ${r.backend} | ${n(r.prefillTokPerS, 0)} | ${n(r.decodeTokPerS, 0)} |`);
+  lines.push("");
+}
+const b7 = await json("webgpu_7b.json");
+if (b7) {
+  const rs = (b7.results ?? []) as Record<string, unknown>[];
+  lines.push(
+    "| LLaMA-7B shape | decode tok/s | roofline tok/s | fraction | prefill tok/s (512) | step device us | GPU GiB | load s |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const r of rs) {
+    lines.push(
+      `| ${r.variant} | ${n(r.decodeTokPerS)} | ${n(r.rooflineTokPerS, 0)} | ${
+        n(r.fractionOfRoofline, 2)
+      } | ` +
+        `${n(r.prefillTokPerS, 0)} | ${n(r.profileDeviceUs, 0)} | ${n(r.deviceMemoryGiB, 2)} | ${
+          n(r.loadS, 0)
+        } |`,
+    );
+  }
+  lines.push("");
+  for (const r of rs) {
+    const ks = (r.kernels ?? []) as { kernel: string; us: number; count: number }[];
+    lines.push(`${r.variant} step: ` + ks.map((k) => `${k.kernel} ${n(k.us, 0)} us/${k.count}`).join(", "));
+  }
+  const cs = (b7.comparisons ?? []) as Record<string, unknown>[];
+  if (cs.length) {
+    lines.push(
+      "",
+      "| 1-layer 7B-shape logits vs ref | cosine min | cosine mean | top-1 | max abs |",
+      "| --- | --- | --- | --- | --- |",
+    );
+    for (const c of cs) {
+      lines.push(
+        `| ${c.variant} | ${n(c.cosineMin, 6)} | ${n(c.cosineMean, 6)} | ${n(c.top1Agreement, 2)} | ${
+          n(c.maxAbsDiff, 4)
+        } |`,
+      );
+    }
+  }
+}
+console.log(lines.join("\n"));
