@@ -64,11 +64,15 @@ export interface CompileOptions {
 
 /** Options for {@link CompiledGraph.decodeGreedy}. */
 export interface GreedyDecodeOptions {
-  /** The first step: one token (`tokens[0]` is its input) of one sequence, with one logit row. */
+  /**
+   * The first step: decode rows only, one per sequence, row i with logit row i (`logitRows` = 0..n-1);
+   * `tokens` are the rows' inputs.
+   */
   readonly first: StepParams;
   /**
-   * The i-th step (i >= 1: the same sequence one position further; its `tokens[0]` is ignored), or
-   * undefined to stop. Called ahead of the tokens being known, so it must not depend on them.
+   * Step i (i >= 1): the same sequences in the same rows, each one position further; its `tokens` are
+   * ignored (each row takes the previous step's argmax of its own logit row). Return undefined to stop.
+   * Called ahead of the ids being known, so it must not depend on them.
    */
   readonly next: (i: number) => StepParams | undefined;
 }
@@ -78,13 +82,14 @@ export interface CompiledGraph extends Disposable {
   /** Run every op for one step. Resolves when the step's results can be downloaded. */
   run(step: StepParams): Promise<void>;
   /**
-   * Optional: greedy decoding on the device, for graphs compiled with their logits as output. Each
-   * step's input token is the argmax of the previous step's logits (lowest id on ties), so steps run
-   * back to back without waiting for the host; yields each step's argmax in order. Stopping the
-   * iteration stops queueing steps (steps already queued may still write cache rows past the end).
-   * Only for plain greedy sampling: temperature 0 and no penalties.
+   * Optional, for graphs that end in an argmax of their logits (compiled with its ids as the output):
+   * greedy decoding queued on the device. Each step's input tokens are the previous step's argmax ids,
+   * so steps run back to back without the host in between; yields each step's ids (one per row, -1 for a
+   * row whose logits hold NaN) in order. Stopping the iteration stops queueing steps; steps already
+   * queued may still write cache rows past where the sequences stopped. For backends whose every
+   * device-to-host read costs a fixed latency (WebGPU in Deno: ~10 ms).
    */
-  decodeGreedy?(options: GreedyDecodeOptions): AsyncIterable<number>;
+  decodeGreedy?(options: GreedyDecodeOptions): AsyncIterable<Int32Array>;
 }
 
 /** A compute backend. */

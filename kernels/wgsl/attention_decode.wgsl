@@ -5,11 +5,13 @@
 // the per-position reads do not collide in banks). With one split it writes the output; with more it
 // writes (max, sum, unnormalised output) partials for attention_combine.
 // Bindings: 0 uniform Params; 1 q (rows, nHeads*HD) f32; 2 K cache; 3 V cache (u32 words: KVF 0 = f32,
-//   1 = f16 two per word); 4 out (rows, nHeads*HD) f32; 5 partials (rows, nHeads, splits, HD + 2) f32;
-//   group 1: step (positions, sequences, block tables, splits).
+//   1 = f16 two per word, 2 = int8 four per word); 4 out (rows, nHeads*HD) f32; 5 partials (rows, nHeads,
+//   splits, HD + 2) f32; 6 K scales, 7 V scales (rows, nKvHeads) f32 (int8 only); group 1: step
+//   (positions, sequences, block tables, splits).
 // Dispatch: (splits, nKvHeads, live rows) workgroups of WG = 128; HD <= 256, NG <= 8; TP (a power of
 //   two) sized by the host to fit workgroup memory.
-// Precision: f32 scores, softmax and accumulation; f16 cache values are widened exactly.
+// Precision: f32 scores, softmax and accumulation; f16 cache values are widened exactly; int8 values are
+//   dequantized in registers (q * scale), never stored as f32.
 //!include lib/step.wgsl
 
 override KVF: u32 = 1u;
@@ -33,9 +35,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read> cv: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
+@group(0) @binding(6) var<storage, read> ksc: array<f32>;
+@group(0) @binding(7) var<storage, read> vsc: array<f32>;
 
-// words per cached head row, and the padded row stride in shared memory
-override RW: u32 = select(HD, HD / 2u, KVF == 1u);
+// words per cached head row (the shared rows are padded by one word against bank conflicts)
+override RW: u32 = HD / select(select(1u, 2u, KVF == 1u), 4u, KVF == 2u);
 
 var<workgroup> ks: array<u32, TP * (RW + 1u)>;
 var<workgroup> vs: array<u32, TP * (RW + 1u)>;
@@ -44,11 +48,19 @@ var<workgroup> sc: array<f32, NG * TP>;
 var<workgroup> rm: array<f32, NG * TP>;
 var<workgroup> rl: array<f32, NG * TP>;
 var<workgroup> slots: array<u32, TP>;
+var<workgroup> kscale: array<f32, TP>;
+var<workgroup> vscale: array<f32, TP>;
+
+// the 4 signed bytes of an int8 cache word, in element order
+fn i8x4(w: u32) -> vec4<f32> {
+  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
 
 // element d of the staged V row i of a tile
 fn vAt(i: u32, d: u32) -> f32 {
   if (KVF == 0u) { return bitcast<f32>(vs[i * (RW + 1u) + d]); }
-  return unpack2x16float(vs[i * (RW + 1u) + d / 2u])[d & 1u];
+  if (KVF == 1u) { return unpack2x16float(vs[i * (RW + 1u) + d / 2u])[d & 1u]; }
+  return i8x4(vs[i * (RW + 1u) + d / 4u])[d & 3u] * vscale[i];
 }
 
 @compute @workgroup_size(WG)
@@ -64,7 +76,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let p0 = s * chunk;
   let p1 = min(len, p0 + chunk);
   let qStride = p.nHeads * HD;
-  let rowWords = select(p.kvDim, p.kvDim / 2u, KVF == 1u);
+  let rowWords = p.kvDim / (HD / RW);
+  let nKv = p.kvDim / HD;
   for (var i = li; i < NG * HD; i += WG) {
     qs[i] = q[t * qStride + kvh * NG * HD + i] * p.scale;
   }
@@ -75,7 +88,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var g = 0u; g < NG; g++) { M[g] = NEG_INF; }
   for (var base = p0; base < p1; base += TP) {
     let np = min(TP, p1 - base);
-    if (li < np) { slots[li] = cacheRow(seq, base + li, p.blockSize); }
+    if (li < np) {
+      let slot = cacheRow(seq, base + li, p.blockSize);
+      slots[li] = slot;
+      if (KVF == 2u) {
+        kscale[li] = ksc[slot * nKv + kvh];
+        vscale[li] = vsc[slot * nKv + kvh];
+      }
+    }
     workgroupBarrier();
     // stage the K and V rows of this tile: consecutive threads read consecutive words
     for (var e = li; e < np * RW; e += WG) {
@@ -93,7 +113,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var sv = NEG_INF;
       if (i < np) {
         sv = 0.0;
-        if (KVF == 1u) {
+        if (KVF == 2u) {
+          for (var c = 0u; c < RW; c++) {
+            let qv = vec4<f32>(qs[g * HD + 4u * c], qs[g * HD + 4u * c + 1u], qs[g * HD + 4u * c + 2u], qs[g * HD + 4u * c + 3u]);
+            sv += dot(i8x4(ks[i * (RW + 1u) + c]), qv);
+          }
+          sv *= kscale[i];
+        } else if (KVF == 1u) {
           for (var c = 0u; c < RW; c++) {
             let kk = unpack2x16float(ks[i * (RW + 1u) + c]);
             sv = fma(qs[g * HD + 2u * c], kk.x, fma(qs[g * HD + 2u * c + 1u], kk.y, sv));

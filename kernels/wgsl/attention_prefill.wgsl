@@ -3,10 +3,12 @@
 // 0..max(pos) in tiles of BKV = 16 (K and V tiles in shared memory) with an online softmax, each row
 // masked to its own sequence and positions <= its pos.
 // Bindings: 0 uniform Params; 1 q (rows, nHeads*HD) f32; 2 K cache; 3 V cache (u32 words: KVF 0 f32,
-//   1 f16); 4 out (rows, nHeads*HD) f32; group 1: step.
+//   1 f16, 2 int8); 4 out (rows, nHeads*HD) f32; 5 K scales, 6 V scales (rows, nKvHeads) f32 (int8 only);
+//   group 1: step.
 // Dispatch: (ceil(live rows / BQ), nHeads) workgroups of 128; for the output, thread li owns row li/8
 //   and dims li%8 + 8j.
-// Precision: f32 scores, softmax and accumulation; f16 cache values are widened exactly.
+// Precision: f32 scores, softmax and accumulation; f16 cache values are widened exactly; int8 values are
+//   dequantized (q * scale) into the f32 tiles.
 //!include lib/step.wgsl
 
 override KVF: u32 = 1u;
@@ -31,6 +33,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> ck: array<u32>;
 @group(0) @binding(3) var<storage, read> cv: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> ksc: array<f32>;
+@group(0) @binding(6) var<storage, read> vsc: array<f32>;
 
 var<workgroup> qs: array<f32, BQ * HD>;
 var<workgroup> ks: array<f32, BKV * HD>;
@@ -43,7 +47,17 @@ var<workgroup> planN: u32;
 var<workgroup> planSeq: array<u32, BQ>;
 var<workgroup> planMax: array<u32, BQ>;
 
-fn kv4(c: u32, e: u32) -> vec4<f32> {
+// the 4 signed bytes of an int8 cache word, in element order
+fn i8x4(w: u32) -> vec4<f32> {
+  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// 4 cache values from element e (e % 4 == 0) of K (c = 0) or V; s: the row's int8 scale index
+fn kv4(c: u32, e: u32, s: u32) -> vec4<f32> {
+  if (KVF == 2u) {
+    if (c == 0u) { return i8x4(ck[e / 4u]) * ksc[s]; }
+    return i8x4(cv[e / 4u]) * vsc[s];
+  }
   if (KVF == 0u) {
     if (c == 0u) { return vec4<f32>(bitcast<f32>(ck[e]), bitcast<f32>(ck[e + 1u]), bitcast<f32>(ck[e + 2u]), bitcast<f32>(ck[e + 3u])); }
     return vec4<f32>(bitcast<f32>(cv[e]), bitcast<f32>(cv[e + 1u]), bitcast<f32>(cv[e + 2u]), bitcast<f32>(cv[e + 3u]));
@@ -103,9 +117,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var kk = vec4<f32>(0.0);
         var vv = vec4<f32>(0.0);
         if (kb + i <= kmax) {
-          let el = cacheRow(sq, kb + i, p.blockSize) * p.kvDim + kvh * HD + d;
-          kk = kv4(0u, el);
-          vv = kv4(1u, el);
+          let slot = cacheRow(sq, kb + i, p.blockSize);
+          let el = slot * p.kvDim + kvh * HD + d;
+          let si = slot * (p.kvDim / HD) + kvh;
+          kk = kv4(0u, el, si);
+          vv = kv4(1u, el, si);
         }
         for (var c = 0u; c < 4u; c++) {
           ks[i * HD + d + c] = kk[c];

@@ -27,8 +27,9 @@ var<workgroup> ceq: array<u32, WG>;
 var<workgroup> ck: array<u32, WG>;
 var<workgroup> ci: array<u32, WG>;
 
+// NaN by its bits: compilers may assume x == x for floats
 fn keyOf(v: f32) -> u32 {
-  if (v != v) { return 0u; }
+  if ((bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u) { return 0u; }
   let b = bitcast<u32>(v);
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }

@@ -243,7 +243,7 @@ export class Scheduler {
         this.#reap();
         this.#admit();
         if (this.#running.length === 0) break;
-        await this.#step();
+        if (!(await this.#burst())) await this.#step();
         await yieldToEvents();
       }
     } finally {
@@ -319,6 +319,88 @@ export class Scheduler {
    */
   #idOnly(s: Sequence): boolean {
     return !s.spec.onLogits && (s.spec.maxTokens === 0 || s.spec.sampler?.isPlainGreedy === true);
+  }
+
+  /**
+   * Greedy decoding queued on the device, for backends whose compiled greedy graph has `decodeGreedy`
+   * (WebGPU: every read back waits ~10 ms in Deno, so one step per read would cap decoding near 90
+   * tok/s). When every running sequence is generating with plain greedy sampling and none waits, decode
+   * steps run back to back, each step's tokens the device argmax of the step before, and the ids come
+   * back in batches. The burst stops at the first sequence's length limit, when every sequence has
+   * stopped, or when a request arrives or one is cancelled. Returns false when it does not apply.
+   */
+  async #burst(): Promise<boolean> {
+    const g = this.#p.greedy, seqs = [...this.#running], ctx = this.options.contextSize;
+    if (!g || this.#waiting.length || seqs.length === 0) return false;
+    if (seqs.some((s) => !s.prefilled || s.cancelled || s.spec.onLogits || !s.spec.sampler?.isPlainGreedy)) {
+      return false;
+    }
+    const n = Math.min(
+      ...seqs.map((s) => Math.min(s.spec.maxTokens - s.generated.length, ctx - s.tokens.length)),
+    );
+    const compiled = n >= 2 ? g.compiled() : undefined;
+    if (!compiled?.decodeGreedy) return false;
+    const W = this.#maxBlocksPerSeq, V = this.#p.vocabSize;
+    const base = seqs.map((s) => s.computed); // each row's input token position
+    const stepAt = (i: number): StepParams => {
+      const tables = new Int32Array(seqs.length * W).fill(-1);
+      seqs.forEach((s, r) => {
+        this.#grow(s, base[r] + i + 1);
+        tables.set(s.blocks, r * W);
+      });
+      return {
+        nTokens: seqs.length,
+        tokens: Int32Array.from(seqs, (s, r) => s.tokens[base[r]]), // read by the first step only
+        positions: Int32Array.from(base, (b) => b + i),
+        seqIndex: Int32Array.from(seqs, (_, r) => r),
+        blockTables: tables,
+        maxBlocksPerSeq: W,
+        logitRows: Int32Array.from(seqs, (_, r) => r),
+      };
+    };
+    const finished = new Map<Sequence, FinishReason | Error>();
+    let steps = 0, t = now();
+    try {
+      const ids = compiled.decodeGreedy({ first: stepAt(0), next: (i) => (i < n ? stepAt(i) : undefined) });
+      for await (const row of ids) {
+        steps++;
+        seqs.forEach((s, r) => {
+          if (finished.has(s) || s.cancelled) return;
+          s.computed = base[r] + steps;
+          const id = row[r];
+          if (!(id >= 0 && id < V)) {
+            finished.set(
+              s,
+              new LlmError(
+                "INTERNAL",
+                `device argmax returned ${id}: the logits hold NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
+              ),
+            );
+            return;
+          }
+          const reason = s.accept(id, ctx);
+          if (reason) finished.set(s, reason);
+        });
+        this.#steps++;
+        const t1 = now();
+        this.onStep?.({
+          rows: seqs.length,
+          seqs: seqs.length,
+          decodeRows: seqs.length,
+          prefillRows: 0,
+          ms: t1 - t,
+        });
+        t = t1;
+        const active = seqs.filter((s) => !finished.has(s) && !s.cancelled);
+        if (active.length < seqs.length || this.#waiting.length) break;
+      }
+    } catch (e) {
+      for (const s of seqs) {
+        if (!finished.has(s)) finished.set(s, e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+    for (const [s, reason] of finished) if (s.state === "running") this.#retire(s, reason);
+    return true;
   }
 
   /** Plan, run and sample one step. */

@@ -1,10 +1,12 @@
 // lib/step.wgsl: the per-step parameter block every kernel may read (binding group 1). Not an op.
 // One slot per step in flight; the host writes it with queue.writeBuffer before the step's commands.
 //   step[0] nTokens   step[1] nLogits   step[2] nSeqs   step[3] block-table stride (blocks per seq)
-//   step[4] 1 when row 0's token comes from tok[step[5]] (the previous step's device argmax)
-//   step[6] this slot (argmax writes tok[step[6]])   step[7] attention splits (decode)
+//   step[4] 1 when row t's token is tok[step[5] * step[13] + t]: the previous step's device argmax of its
+//   logit row t (greedy decoding queued on the device; every row is a decode row)
+//   step[6] this slot (argmax writes tok[step[6] * step[13] + i])   step[7] attention splits (decode)
 //   step[8..12] word offsets of: tokens, positions, seqIndex, logitRows, blockTables
-// tok: one sampled token per slot, written by argmax and read by embed.
+//   step[13] entries of tok per slot (the graph's logit rows)
+// tok: the sampled tokens of each slot, written by argmax and read by embed.
 
 @group(1) @binding(0) var<storage, read> step: array<i32>;
 @group(1) @binding(1) var<storage, read_write> tok: array<u32>;
@@ -12,7 +14,7 @@
 fn nTokens() -> u32 { return u32(step[0]); }
 fn nLogits() -> u32 { return u32(step[1]); }
 fn tokenAt(t: u32) -> i32 {
-  if (t == 0u && step[4] != 0) { return i32(tok[u32(step[5])]); }
+  if (step[4] != 0) { return i32(tok[u32(step[5] * step[13]) + t]); }
   return step[u32(step[8]) + t];
 }
 fn posAt(t: u32) -> u32 { return u32(step[u32(step[9]) + t]); }

@@ -93,7 +93,7 @@ export class NodeEncoder implements Disposable {
   constructor(ctx: EncodeContext) {
     this.#ctx = ctx;
     this.#dummyR = ctx.gpu.buffer(16, STORAGE, "unused (read)");
-    this.#dummyW = [0, 1, 2, 3].map((i) => ctx.gpu.buffer(16, STORAGE, `unused ${i}`));
+    this.#dummyW = [0, 1, 2, 3, 4, 5].map((i) => ctx.gpu.buffer(16, STORAGE, `unused ${i}`));
   }
 
   /** The dispatches of `nodes` for a step of this shape. */
@@ -188,6 +188,22 @@ export class NodeEncoder implements Disposable {
         return this.#siluMul(n, n.gate, n.up, n.out, s, out);
       case "gather_rows":
         return this.#gather(n, n.x, n.out, s, out);
+      case "argmax":
+        this.#dispatch(
+          out,
+          n,
+          "argmax",
+          {},
+          { n: (n.x as WgTensor).width },
+          [bufferOf(n.x), bufferOf(n.out)],
+          [
+            n.x.shape[0],
+            1,
+            1,
+          ],
+          "argmax",
+        );
+        return;
     }
   }
 
@@ -412,23 +428,28 @@ export class NodeEncoder implements Disposable {
 
   #rope(n: Extract<Node, { kind: "rope_kv" }>, s: StepShape, out: Dispatch[]): void {
     const write = n.write;
-    const hd = n.headDim || 4;
+    const hd = n.headDim || 8;
     const kvDim = write ? (write.cache.k as WgTensor).width : 0;
-    if (hd % 4 !== 0 || kvDim % 4 !== 0) {
+    const half = n.style === "half" && (n.nHq > 0 || n.nHk > 0);
+    const np = half ? 4 : 2;
+    const kvf = write ? kvFormat(write.cache.k) : 0;
+    const per = hd / (2 * np);
+    if (hd % (2 * np) !== 0 || kvDim % 4 !== 0 || (kvf === 2 && 64 % per !== 0)) {
       throw new LlmError(
         "UNSUPPORTED_DTYPE",
-        `webgpu: head dim ${hd} and kv width ${kvDim} must be multiples of 4`,
+        `webgpu: rope/kv_write needs head dim ${hd} to be a multiple of ${2 * np}` +
+          (kvf === 2 ? ` with head dim / ${2 * np} dividing 64 (int8 cache)` : "") +
+          ` and kv width ${kvDim} of 4`,
       );
     }
     const k = n.k ?? write?.k;
-    const kvf = write ? kvFormat(write.cache.k) : 0;
-    const units = Math.max(n.nHq, n.nHk, write ? kvDim / hd : 0) * (hd / 4);
+    const units = Math.max(n.nHq, n.nHk, write ? kvDim / hd : 0) * per;
     const w = this.#dummyW;
     this.#dispatch(
       out,
       n,
       "rope_kv_write",
-      { KVF: kvf, STYLE: n.style === "interleaved" ? 0 : 1 },
+      { KVF: kvf, STYLE: half ? 1 : 0 },
       {
         nHq: n.nHq,
         nHk: n.nHk,
@@ -446,6 +467,8 @@ export class NodeEncoder implements Disposable {
         write ? bufferOf(write.cache.k) : w[2],
         write ? bufferOf(write.cache.v) : w[3],
         n.invFreq && (n.nHq || n.nHk) ? this.#ctx.ropeTable(n.invFreq, hd) : this.#dummyR,
+        write?.cache.kScale ? bufferOf(write.cache.kScale) : w[4],
+        write?.cache.vScale ? bufferOf(write.cache.vScale) : w[5],
       ],
       [Math.ceil(units / 64), s.nTokens, 1],
       "rope",
@@ -461,44 +484,47 @@ export class NodeEncoder implements Disposable {
           `(got ${hd}, ${ng})`,
       );
     }
+    const limit = this.#ctx.gpu.limits.workgroupStorage;
     const kvDim = (n.cache.k as WgTensor).width;
     const rows = s.nTokens;
-    const prefillBytes = (16 * hd * 3 + 256 + 64) * 4;
     const prefill = rows > this.#ctx.tuning.gemvMaxRows && hd % 8 === 0 &&
-      prefillBytes <= this.#ctx.gpu.limits.workgroupStorage;
-    const cache = [bufferOf(n.q), bufferOf(n.cache.k), bufferOf(n.cache.v), bufferOf(n.out)];
+      (16 * hd * 3 + 256 + 64) * 4 <= limit;
+    const bufs = [bufferOf(n.q), bufferOf(n.cache.k), bufferOf(n.cache.v), bufferOf(n.out)];
+    const scales = [
+      n.cache.kScale ? bufferOf(n.cache.kScale) : this.#dummyR,
+      n.cache.vScale ? bufferOf(n.cache.vScale) : this.#dummyR,
+    ];
+    const params = {
+      nHeads: n.nHeads,
+      nKvHeads: n.nKvHeads,
+      kvDim,
+      blockSize: n.cache.blockSize,
+      scale: n.scale,
+    };
     if (prefill) {
-      this.#dispatch(
-        out,
-        n,
-        "attention_prefill",
-        { KVF: kvf, HD: hd },
-        {
-          nHeads: n.nHeads,
-          nKvHeads: n.nKvHeads,
-          kvDim,
-          blockSize: n.cache.blockSize,
-          scale: n.scale,
-        },
-        cache,
-        [Math.ceil(rows / 16), n.nHeads, 1],
-        "prefill",
-      );
+      this.#dispatch(out, n, "attention_prefill", { KVF: kvf, HD: hd }, params, [...bufs, ...scales], [
+        Math.ceil(rows / 16),
+        n.nHeads,
+        1,
+      ], "prefill");
       return;
     }
     const splits = rows > this.#ctx.tuning.gemvMaxRows ? 1 : s.splits;
+    // the largest tile of positions whose K and V rows (padded by a word) fit workgroup memory
+    const rw = hd / [1, 2, 4][kvf];
+    let tp = 64;
+    while (tp > 8 && (2 * tp * (rw + 1) + ng * hd + 3 * ng * tp + 3 * tp) * 4 > limit) tp /= 2;
     this.#dispatch(
       out,
       n,
       "attention_decode",
-      { KVF: kvf, HD: hd, NG: ng },
-      {
-        nHeads: n.nHeads,
-        kvDim,
-        blockSize: n.cache.blockSize,
-        scale: n.scale,
-      },
-      [...cache, this.#ctx.partials],
+      { KVF: kvf, HD: hd, NG: ng, TP: tp },
+      params,
+      [
+        ...bufs,
+        this.#ctx.partials,
+        ...scales,
+      ],
       [splits, n.nKvHeads, rows],
       "decode",
     );
@@ -544,9 +570,13 @@ function checkAliasing(kernel: KernelName, buffers: readonly GPUBuffer[]): void 
   }
 }
 
-/** KV cache storage format of the kernels (0 f32, 1 f16). */
+/** KV cache storage format of the kernels (0 f32, 1 f16, 2 int8 with per-(row, kv head) scales). */
 export function kvFormat(t: Tensor): number {
   if (t.dtype === "f32") return 0;
   if (t.dtype === "f16") return 1;
-  throw new LlmError("UNSUPPORTED_DTYPE", `webgpu: KV cache dtype ${t.dtype} is not supported (f32, f16)`);
+  if (t.dtype === "i8") return 2;
+  throw new LlmError(
+    "UNSUPPORTED_DTYPE",
+    `webgpu: KV cache dtype ${t.dtype} is not supported (f32, f16, i8)`,
+  );
 }

@@ -68,7 +68,8 @@ export type Node =
     readonly rows: Rows;
   }
   | { readonly kind: "silu_mul"; readonly gate: Tensor; readonly up: Tensor; readonly out: Tensor }
-  | { readonly kind: "gather_rows"; readonly x: Tensor; readonly out: Tensor };
+  | { readonly kind: "gather_rows"; readonly x: Tensor; readonly out: Tensor }
+  | { readonly kind: "argmax"; readonly x: Tensor; readonly out: Tensor };
 
 /** Tensors an op reads and writes. */
 function access(o: Op): { reads: Tensor[]; writes: Tensor[] } {
@@ -90,6 +91,8 @@ function access(o: Op): { reads: Tensor[]; writes: Tensor[] } {
     case "silu_mul":
       return { reads: [o.gate, o.up], writes: [o.out] };
     case "gather_rows":
+      return { reads: [o.x], writes: [o.out] };
+    case "argmax":
       return { reads: [o.x], writes: [o.out] };
   }
 }
@@ -229,6 +232,9 @@ export function planNodes(ops: readonly Op[]): Node[] {
         break;
       case "silu_mul":
         nodes.push({ kind: "silu_mul", gate: o.gate, up: o.up, out: o.out });
+        break;
+      case "argmax":
+        nodes.push({ kind: "argmax", x: o.x, out: o.out });
         break;
     }
   }

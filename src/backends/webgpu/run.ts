@@ -3,10 +3,11 @@
  * flight), one command buffer per step holding every dispatch, and the two ways to run steps:
  * - `run`: one step; when it has logit rows they are copied back in the same command buffer and mapped
  *   (the only wait);
- * - `decodeGreedy`: steps queued back to back, each taking its input token from the previous step's
- *   device argmax, so the host never waits per token. Deno 2.9.6's mapAsync blocks until the queue is
- *   idle and then sleeps about 10 ms, so tokens are read back per batch: batch k+1 is submitted right
- *   after batch k's map call returns, and batch k+2 is encoded while the map completes.
+ * - `decodeGreedy` (graphs ending in an argmax): decode steps queued back to back, each row taking its
+ *   input token from the previous step's device argmax of the same row, so the host never waits per
+ *   token. Deno 2.9.6's mapAsync blocks until the queue is idle and then sleeps about 10 ms, so the ids
+ *   are read back per batch of steps: batch k+1 is submitted right after batch k's map call returns, and
+ *   batch k+2 is encoded while the map completes; batches grow until one keeps the GPU busy ~15 ms.
  * @module
  */
 import type { CompiledGraph, GreedyDecodeOptions } from "../../backend.ts";
@@ -37,6 +38,12 @@ export interface GraphLimits {
   /** Highest position the RoPE tables cover. */
   readonly maxPos: number;
   readonly hasAttention: boolean;
+  /** Most sequences (block-table rows) one step carries. */
+  readonly maxSeqs: number;
+  /** The graph reads logit rows' values (gather_rows): they must index the step's rows. */
+  readonly gathers: boolean;
+  /** The graph ends in an argmax (its output is the ids): decodeGreedy is possible. */
+  readonly argmax: boolean;
 }
 
 /** A graph compiled for the webgpu backend. */
@@ -55,8 +62,6 @@ export class WgGraph implements CompiledGraph {
   readonly #slotBytes: number;
   readonly #seqCap: number;
   readonly #readback: GPUBuffer[];
-  readonly #argmaxRes: GPUBuffer;
-  #argmax?: Dispatch;
   #cache = new Map<string, Dispatch[]>();
   #slot = 0;
   #unsynced = 0;
@@ -76,13 +81,12 @@ export class WgGraph implements CompiledGraph {
     this.#output = options.output as WgTensor | undefined;
     this.#owned = options.owned;
     const l = options.limits;
-    this.#seqCap = Math.min(l.maxTokens, 64);
+    this.#seqCap = l.maxSeqs;
     this.#slotWords = HEADER + 3 * l.maxTokens + l.maxLogitRows + this.#seqCap * l.blocksPerSeq;
     const align = Math.max(gpu.limits.storageAlign, 16);
     this.#slotBytes = Math.ceil((this.#slotWords * 4) / align) * align;
     this.#stepBuf = gpu.buffer(this.#slotBytes * SLOTS, STORAGE, "step slots");
-    this.#tok = gpu.buffer(SLOTS * 4, STORAGE, "sampled tokens");
-    this.#argmaxRes = gpu.buffer(16, STORAGE, "argmax result");
+    this.#tok = gpu.buffer(SLOTS * l.maxLogitRows * 4, STORAGE, "sampled tokens");
     this.#slotBgs = Array.from({ length: SLOTS }, (_, i) =>
       gpu.device.createBindGroup({
         label: `step slot ${i}`,
@@ -95,7 +99,7 @@ export class WgGraph implements CompiledGraph {
           { binding: 1, resource: { buffer: this.#tok } },
         ],
       }));
-    const rb = Math.max(this.#output?.byteLength ?? 0, MAX_BATCH * 4);
+    const rb = Math.max(this.#output?.byteLength ?? 0, MAX_BATCH * l.maxLogitRows * 4);
     this.#readback = [0, 1, 2].map((i) =>
       gpu.buffer(rb, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `readback ${i}`)
     );
@@ -143,7 +147,7 @@ export class WgGraph implements CompiledGraph {
     }
     for (let i = 0; i < nl; i++) {
       const row = step.logitRows[i];
-      if (!(row >= 0 && row < n)) bad(`logit row ${row} is not one of its ${n} rows`);
+      if (l.gathers && !(row >= 0 && row < n)) bad(`logit row ${row} is not one of its ${n} rows`);
       w[offLogit + i] = row;
     }
     for (let s = 0; s < nSeqs; s++) {
@@ -160,7 +164,7 @@ export class WgGraph implements CompiledGraph {
     const slot = this.#slot;
     this.#slot = (this.#slot + 1) % SLOTS;
     w.set([n, nl, nSeqs, l.blocksPerSeq, fromDevice ? 1 : 0, Math.max(prevSlot, 0), slot, splits]);
-    w.set([off.tok, off.pos, off.seq, offLogit, offBlock], 8);
+    w.set([off.tok, off.pos, off.seq, offLogit, offBlock, l.maxLogitRows], 8);
     this.#gpu.device.queue.writeBuffer(this.#stepBuf, slot * this.#slotBytes, w);
     return { slot, shape: { nTokens: n, nLogits: nl, splits } };
   }
@@ -177,17 +181,11 @@ export class WgGraph implements CompiledGraph {
   }
 
   /** One step's command buffer. */
-  #encode(
-    slot: number,
-    shape: StepShape,
-    extra?: (enc: GPUCommandEncoder) => void,
-    argmax = false,
-  ): GPUCommandBuffer {
+  #encode(slot: number, shape: StepShape, extra?: (enc: GPUCommandEncoder) => void): GPUCommandBuffer {
     const enc = this.#gpu.device.createCommandEncoder();
     const pass = enc.beginComputePass();
     const bg1 = this.#slotBgs[slot];
-    const list = argmax ? [...this.#dispatches(shape), this.#argmaxDispatch()] : this.#dispatches(shape);
-    for (const d of list) {
+    for (const d of this.#dispatches(shape)) {
       pass.setPipeline(d.pipeline);
       pass.setBindGroup(0, d.group0);
       pass.setBindGroup(1, bg1);
@@ -196,24 +194,6 @@ export class WgGraph implements CompiledGraph {
     pass.end();
     extra?.(enc);
     return enc.finish();
-  }
-
-  #argmaxDispatch(): Dispatch {
-    if (!this.#argmax) {
-      const out = this.#output!;
-      const p = this.#gpu.pipeline("argmax");
-      const params = this.#gpu.params("argmax", { n: out.width }, "argmax");
-      this.#owned.push(params);
-      const group0 = this.#gpu.device.createBindGroup({
-        layout: p.layout,
-        entries: [params, bufferOf(out), this.#argmaxRes].map((buffer, binding) => ({
-          binding,
-          resource: { buffer },
-        })),
-      });
-      this.#argmax = { label: "argmax", pipeline: p.pipeline, group0, x: 1, y: 1, z: 1 };
-    }
-    return this.#argmax;
   }
 
   #enter(): void {
@@ -256,16 +236,20 @@ export class WgGraph implements CompiledGraph {
     }
   }
 
-  async *decodeGreedy(options: GreedyDecodeOptions): AsyncGenerator<number> {
-    const out = this.#output;
-    if (!out || this.#limits.maxLogitRows < 1) {
-      throw new LlmError("INTERNAL", "webgpu: decodeGreedy needs a graph compiled with its logits as output");
+  async *decodeGreedy(options: GreedyDecodeOptions): AsyncGenerator<Int32Array> {
+    if (!this.#limits.argmax) {
+      throw new LlmError(
+        "INTERNAL",
+        "webgpu: decodeGreedy needs a graph that ends in an argmax of its logits",
+      );
     }
     this.#enter();
+    const R = this.#limits.maxLogitRows;
     let prev = -1;
     let index = 0;
     let ended = false;
     let rbIndex = 0;
+    let rows = 0;
     type Batch = { cbs: GPUCommandBuffer[]; rb: GPUBuffer; count: number; submitted: number };
     const build = (size: number): Batch | undefined => {
       const rb = this.#readback[rbIndex++ % this.#readback.length];
@@ -276,13 +260,18 @@ export class WgGraph implements CompiledGraph {
           ended = true;
           break;
         }
-        if (step.nTokens !== 1 || step.logitRows.length !== 1) {
-          throw new LlmError("INTERNAL", "webgpu: greedy decode steps carry one token and one logit row");
+        const n = step.nTokens;
+        if (index === 0) rows = n;
+        if (n !== rows || step.logitRows.length !== n || step.logitRows.some((r, i) => r !== i)) {
+          throw new LlmError(
+            "INTERNAL",
+            "webgpu: greedy decode steps carry the same decode rows, each its own logit row, in order",
+          );
         }
         const { slot, shape } = this.#write(step, index > 0, prev);
-        const j = cbs.length;
+        const at = cbs.length * R * 4;
         cbs.push(
-          this.#encode(slot, shape, (enc) => enc.copyBufferToBuffer(this.#tok, slot * 4, rb, j * 4, 4), true),
+          this.#encode(slot, shape, (enc) => enc.copyBufferToBuffer(this.#tok, slot * R * 4, rb, at, n * 4)),
         );
         prev = slot;
         index++;
@@ -304,38 +293,27 @@ export class WgGraph implements CompiledGraph {
       while (current) {
         const t0 = performance.now();
         // blocks until every submitted step is done (Deno 2.9.6), then resolves ~10 ms later
-        mapping = current.rb.mapAsync(GPUMapMode.READ, 0, current.count * 4);
+        mapping = current.rb.mapAsync(GPUMapMode.READ, 0, current.count * R * 4);
         const blockEnd = performance.now();
         const following = upcoming;
         if (following) submit(following);
         // size the batch after next from how long this one kept the GPU busy
-        const gpuMs = blockEnd - current.submitted;
-        const waited = blockEnd - t0 > 0.5;
-        const perStep = gpuMs / current.count;
-        size = waited
+        const perStep = (blockEnd - current.submitted) / current.count;
+        size = blockEnd - t0 > 0.5
           ? Math.max(1, Math.min(MAX_BATCH, Math.ceil(BATCH_TARGET_MS / Math.max(perStep, 0.01))))
           : Math.min(MAX_BATCH, size * 2);
         upcoming = following ? build(size) : undefined;
         await mapping;
         mapping = undefined;
-        const ids = new Uint32Array(current.rb.getMappedRange(0, current.count * 4).slice(0));
+        const ids = new Int32Array(current.rb.getMappedRange(0, current.count * R * 4).slice(0));
         current.rb.unmap();
         this.#gpu.check("greedy decoding");
-        for (const id of ids) {
-          if (id === 0xffffffff) {
-            throw new LlmError(
-              "INTERNAL",
-              "webgpu: the logits contain NaN (or nothing above -FLT_MAX), so no token can be chosen; " +
-                "the model or a kernel produced invalid numbers (try the ref backend to compare)",
-            );
-          }
-          yield id;
-        }
+        for (let j = 0; j < current.count; j++) yield ids.slice(j * R, j * R + rows);
         current = following;
       }
       drained = true;
     } finally {
-      // stopped early: let queued steps finish (they only write cache rows past the sequence's end)
+      // stopped early: let queued steps finish (they only write cache rows past where sequences stopped)
       if (mapping) await mapping.catch(() => {});
       for (const b of this.#readback) if (b.mapState === "mapped") b.unmap();
       if (!drained) await this.#gpu.idle();
@@ -400,7 +378,7 @@ export class WgGraph implements CompiledGraph {
 
   [Symbol.dispose](): void {
     this.#encoder[Symbol.dispose]();
-    for (const b of [...this.#owned, ...this.#readback, this.#stepBuf, this.#tok, this.#argmaxRes]) {
+    for (const b of [...this.#owned, ...this.#readback, this.#stepBuf, this.#tok]) {
       this.#gpu.destroy(b);
     }
     this.#owned.length = 0;

@@ -15,7 +15,7 @@ import type {
 } from "../../backend.ts";
 import type { Tensor, TensorUsage } from "../../tensor.ts";
 import type { DType, Shape } from "../../types.ts";
-import type { Op, OpName } from "../../ops.ts";
+import { type Op, OP_NAMES, type OpName } from "../../ops.ts";
 import { BACKEND_API_VERSION } from "../../backend.ts";
 import { LlmError } from "../../errors.ts";
 import { type Gpu, openGpu, STORAGE } from "./device.ts";
@@ -26,17 +26,7 @@ import { DEFAULT_TUNING, NodeEncoder, type Tuning } from "./encode.ts";
 import { type GraphLimits, WgGraph } from "./run.ts";
 import { WgTensor } from "./wg_tensor.ts";
 
-const OPS: readonly OpName[] = [
-  "embed",
-  "rms_norm",
-  "matmul",
-  "rope",
-  "kv_write",
-  "attention",
-  "add",
-  "silu_mul",
-  "gather_rows",
-];
+const OPS: readonly OpName[] = OP_NAMES;
 const WEIGHT_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
 /** Uploads between waits for the queue, so staged copies do not pile up in host memory. */
 const UPLOAD_SYNC_BYTES = 1 << 30;
@@ -75,7 +65,7 @@ class WebGpuBackend implements Backend {
     this.tuning = { ...DEFAULT_TUNING, ...options.tuning };
     this.caps = {
       weightDTypes: WEIGHT_DTYPES,
-      kvDTypes: ["f16", "f32"],
+      kvDTypes: ["f16", "f32", "i8"],
       defaultKvDType: "f16",
       ops: OPS,
       maxTensorBytes: gpu.limits.maxBinding,
@@ -196,6 +186,8 @@ class WebGpuBackend implements Backend {
       case "kv_write":
       case "attention":
         return this.caps.kvDTypes.includes(op.cache.k.dtype);
+      case "argmax":
+        return op.x.dtype === "f32" && op.out.dtype === "i32";
       default:
         return OPS.includes(op.op);
     }
@@ -227,17 +219,23 @@ class WebGpuBackend implements Backend {
       ? cacheOp.cache
       : undefined;
     const embed = graph.find((o) => o.op === "embed");
-    const gathers = graph.flatMap((o) => o.op === "gather_rows" ? [o.out.shape[0]] : []);
+    const gathers = graph.flatMap((o) => o.op === "gather_rows" || o.op === "argmax" ? [o.out.shape[0]] : []);
     const cacheRows = cache ? cache.k.shape[0] : 0;
+    const blocksPerSeq = cache ? options?.maxBlocksPerSeq ?? Math.ceil(cacheRows / cache.blockSize) : 1;
+    const maxTokens = Math.max(1, ...tensors.map(rowsOf));
+    const last = graph[graph.length - 1];
     const limits: GraphLimits = {
-      maxTokens: Math.max(1, ...tensors.map(rowsOf)),
+      maxTokens,
       maxLogitRows: Math.max(output ? output.shape[0] : 0, ...gathers, 1),
-      blocksPerSeq: cache ? Math.ceil(cacheRows / cache.blockSize) : 1,
+      blocksPerSeq,
       nBlocks: cache ? Math.floor(cacheRows / cache.blockSize) : 1,
       blockSize: cache?.blockSize ?? 1,
       vocab: embed?.op === "embed" ? embed.table.shape[0] : 0,
-      maxPos: cache ? cacheRows - 1 : (1 << 16) - 1,
+      maxPos: cache ? blocksPerSeq * cache.blockSize - 1 : (1 << 16) - 1,
       hasAttention: !!cache,
+      maxSeqs: Math.max(1, options?.maxSeqs ?? Math.min(maxTokens, 64)),
+      gathers: graph.some((o) => o.op === "gather_rows"),
+      argmax: last?.op === "argmax" && last.out === output,
     };
     const owned: GPUBuffer[] = [];
     const tables = new Map<Tensor, Map<number, GPUBuffer>>();
