@@ -23,7 +23,7 @@ const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, o
   --kv-dtype T         KV cache dtype: f32 | f16 | int8 (default: the backend's)
   --threads N          CPU threads for the wasm backend (default: all cores)
   --cuda-lib PATH      the CUDA library (default build/libllama_ts_cuda.so; env LLAMA_TS_CUDA_LIB)
-  --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda, wasm
+  --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda, wasm, webgpu
   --format F           text | json (default text)`;
 
 const HELP: Record<string, string> = {
@@ -57,9 +57,11 @@ ${COMMON}
   --stop TEXT          stop string (repeatable)
   --no-bos             do not prepend BOS
   --ignore-eos         keep going past end-of-sequence`,
-  info: `Usage: cli.ts info --model PATH [--tokenizer PATH] [--ctx N] [--format json]
+  info: `Usage: cli.ts info --model PATH [--tokenizer PATH] [--ctx N] [--format json] [--backend NAME [flags]]
 
-Prints the architecture, parameter count, tensor dtypes, and memory estimate without loading weights.`,
+Prints the architecture, parameter count, tensor dtypes, and memory estimate without loading weights.
+With --backend (and its flags: --weight-quant, --kv-dtype, ...), also loads the model there and reports
+the device memory in use.`,
   bench: `Usage: cli.ts bench --model PATH [flags]
 
 ${COMMON}
@@ -249,11 +251,43 @@ async function main(argv: string[]): Promise<void> {
 
   if (cmd === "info") {
     const model = await openModelFile(f.model);
+    let summary;
     try {
-      const summary = modelSummary(model, { contextSize: num(f.ctx, "ctx", true) });
-      console.log(format === "json" ? JSON.stringify(summary, null, 2) : summary.text);
+      summary = modelSummary(model, { contextSize: num(f.ctx, "ctx", true) });
     } finally {
       model.close();
+    }
+    if (!f.backend) {
+      console.log(format === "json" ? JSON.stringify(summary, null, 2) : summary.text);
+      return;
+    }
+    // load onto the backend to report what it really takes there
+    const loaded = await loadModel(f.model, loadOptions);
+    using engine = await Engine.create(loaded.model, loaded.tokenizer, engineOptions).finally(() =>
+      loaded.model.close()
+    );
+    const i = engine.info();
+    const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    const loadedOn = {
+      backend: i.backend,
+      device: i.device,
+      deviceMemoryUsed: i.deviceMemoryUsed,
+      weightBytes: i.weightBytes,
+      kvBytes: i.kvBytes,
+      kvDType: i.kvDType,
+      loadMs: i.loadMs,
+    };
+    if (format === "json") {
+      console.log(JSON.stringify({ ...summary, text: undefined, loaded: loadedOn }, null, 2));
+    } else {
+      console.log(
+        `${summary.text}\nloaded on     ${i.backend} (${i.device}) in ${
+          i.loadMs.toFixed(0)
+        } ms: device memory in use ` +
+          `${i.deviceMemoryUsed === undefined ? "unknown" : mib(i.deviceMemoryUsed)} (weights ${
+            mib(i.weightBytes)
+          } as stored in the file, KV cache ${mib(i.kvBytes)} ${i.kvDType})`,
+      );
     }
     return;
   }

@@ -10,7 +10,7 @@
  *    ref backend, teacher-forced: fp16 on the same weights, int8/int4 against ref on the host model of
  *    the quantizer. Cosine per position (goal for fp16: 0.999 or better).
  *
- *   deno run -A bench/webgpu_7b.ts --out DIR [--bandwidth DIR/bandwidth.json] [--variants f16,int8,int4]
+ *   deno run -A bench/webgpu_7b.ts --out DIR [--bandwidth DIR/bandwidth.json] [--tuning FILE] [--variants f16,int8,int4]
  *        [--shape llama7B|stories110M|stories15M] [--layers N] [--positions 6] [--repeat 2] [--skip-compare]
  */
 import { parseArgs } from "node:util";
@@ -32,6 +32,7 @@ const { values: f } = parseArgs({
   options: {
     out: { type: "string", default: "." },
     bandwidth: { type: "string" },
+    tuning: { type: "string" },
     variants: { type: "string", default: "f16,int8,int4" },
     shape: { type: "string", default: "llama7B" },
     layers: { type: "string" },
@@ -52,6 +53,7 @@ const config: LlamaConfig = {
 };
 const tokenizer = placeholderTokenizer(config.vocabSize);
 const log = (...a: unknown[]): void => console.error(`[${(performance.now() / 1000).toFixed(1)}s]`, ...a);
+const tuning = f.tuning ? JSON.parse(await Deno.readTextFile(f.tuning)) : undefined;
 const bandwidth = f.bandwidth ? JSON.parse(await Deno.readTextFile(f.bandwidth)).bestReadGBps as number : 0;
 
 /** Bytes one decode step reads: every matrix but the embedding (one row of it), norms, KV at `pos`. */
@@ -80,7 +82,7 @@ interface Profile {
 
 async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
   const t0 = performance.now();
-  const backend = await createWebGpuBackend({ weightQuant: v === "f16" ? undefined : v });
+  const backend = await createWebGpuBackend({ weightQuant: v === "f16" ? undefined : v, tuning });
   using engine = await Engine.create(synthF16Model(config), tokenizer, {
     backend,
     contextSize: 1024,
@@ -231,6 +233,7 @@ const report = {
   date: new Date().toISOString(),
   shape: { ...config },
   bandwidthGBps: bandwidth || undefined,
+  tuning,
   results: [] as Record<string, unknown>[],
   comparisons: [] as Record<string, unknown>[],
 };

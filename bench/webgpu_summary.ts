@@ -42,9 +42,17 @@ if (st.length) {
   for (const r of st) lines.push(`| ${r.backend} | ${n(r.prefillTokPerS, 0)} | ${n(r.decodeTokPerS, 0)} |`);
   lines.push("");
 }
+const sweep = (await read("sweep.md")).trim();
+if (sweep) lines.push(sweep, "");
 const b7 = await json("webgpu_7b.json");
 if (b7) {
   const rs = (b7.results ?? []) as Record<string, unknown>[];
+  if (b7.tuning) {
+    lines.push(
+      `7B runs with the sweep's GEMV layouts: ${JSON.stringify((b7.tuning as { gemv: unknown }).gemv)}`,
+      "",
+    );
+  }
   lines.push(
     "| LLaMA-7B shape | decode tok/s | roofline tok/s | fraction | prefill tok/s (512) | step device us | GPU GiB | load s |",
     "| --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -49,7 +49,8 @@ class WebGpuBackend implements Backend {
   readonly caps: BackendCaps;
   readonly gpu: Gpu;
   readonly f16: boolean;
-  readonly tuning: Tuning;
+  /** Kernel shape choices for graphs compiled from now on (benchmarks sweep them). */
+  tuning: Tuning;
   #quant?: "int8" | "int4";
   #maxBinding: number;
   #live = new Set<WgTensor>();
