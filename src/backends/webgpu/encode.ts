@@ -59,7 +59,7 @@ export const DEFAULT_TUNING: Tuning = {
     q4: { NR: 2, TK: 32, TR: 8 },
   },
   gemm: { TM: 4, TN: 4 },
-  splitTokens: 64,
+  splitTokens: 256,
   maxSplits: 32,
   gemvMaxRows: 8,
 };
