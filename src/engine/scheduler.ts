@@ -363,6 +363,7 @@ export class Scheduler {
     try {
       const ids = compiled.decodeGreedy({ first: stepAt(0), next: (i) => (i < n ? stepAt(i) : undefined) });
       for await (const row of ids) {
+        const tIds = now();
         steps++;
         seqs.forEach((s, r) => {
           if (finished.has(s) || s.cancelled) return;
@@ -383,14 +384,20 @@ export class Scheduler {
         });
         this.#steps++;
         const t1 = now();
+        // queued steps are planned ahead (next) and their ids arrive in batches: the wait is backend time
         this.onStep?.({
           rows: seqs.length,
           seqs: seqs.length,
           decodeRows: seqs.length,
           prefillRows: 0,
           ms: t1 - t,
+          backendMs: tIds - t,
+          planMs: 0,
+          sampleMs: t1 - tIds,
+          gapMs: 0,
         });
         t = t1;
+        this.#lastStepEnd = t1;
         const active = seqs.filter((s) => !finished.has(s) && !s.cancelled);
         if (active.length < seqs.length || this.#waiting.length) break;
       }
