@@ -18,7 +18,7 @@
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
 # _device_common.sh sets deno.lock aside (for the device's copy); put it back when run from a checkout
-trap '[ -f /tmp/deno.lock.device ] && [ ! -f deno.lock ] && mv /tmp/deno.lock.device deno.lock' EXIT
+trap '[ -f /tmp/deno.lock.device ] && mv -f /tmp/deno.lock.device deno.lock' EXIT
 W=$(mktemp -d) # what does not go back (the device tool returns at most 8 files from $OUT)
 status=0
 t0=$(date +%s)
@@ -36,7 +36,10 @@ grep -E '"(adapter|bestReadGBps|emptyDispatchUs|mapRoundTripMs)"' "$OUT/bandwidt
 stamp "stories260K"
 timeout 60 deno run -A bench/decode_bench.ts --backend ref,webgpu --prompt-tokens 64 --gen-tokens 128 --repeat 3 \
   >"$OUT/stories260k.jsonl" 2>>"$OUT/bench.log" || status=1
-grep -o '"backend":"[a-z]*"\|"prefillTokPerS":[0-9.]*\|"decodeTokPerS":[0-9.]*' "$OUT/stories260k.jsonl" | paste -sd' '
+python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+  if l.startswith("{"): r=json.loads(l); print(r["backend"], "prefill", round(r["prefillTokPerS"]), "decode", round(r["decodeTokPerS"]), "tok/s")' \
+  "$OUT/stories260k.jsonl" 2>/dev/null
 
 stamp "GEMV layout sweep (7B shapes)"
 timeout 90 deno run -A bench/webgpu_gemv_sweep.ts --out "$OUT/tuning.json" --json "$W/sweep.json" ${WEBGPU_SWEEP_ARGS:-} \
@@ -47,7 +50,7 @@ cat "$OUT/tuning.json" 2>/dev/null | tr -d ' \n'; echo
 stamp "LLaMA-7B shape"
 timeout 300 deno run -A bench/webgpu_7b.ts --out "$OUT" --bandwidth "$OUT/bandwidth.json" --repeat 2 ${tuning[@]+"${tuning[@]}"} ${WEBGPU_7B_ARGS:-} \
   >/dev/null 2>>"$OUT/bench.log" || status=1
-tail -30 "$OUT/bench.log" | grep -v XDG
+grep -E '^\[[0-9.]+s\]' "$OUT/bench.log" | tail -20
 
 stamp "summary"
 cp "$W/gpu.txt" "$OUT/" && deno run -A bench/webgpu_summary.ts "$OUT" >"$OUT/summary.md" 2>>"$OUT/bench.log" || status=1
