@@ -1,8 +1,9 @@
 /**
  * GEMV shape sweep: the decode matmul (one row of x) of the LLaMA-7B matrix shapes, in each weight format
  * the 7B bench uses (f16; int8 and int4 quantized at load from f16), for every GEMV thread layout
- * (NR rows per thread, TK threads along K, TR thread rows), timed with timestamp queries. Prints a table
- * and writes the best layout per format as a tuning file for bench/webgpu_7b.ts --tuning.
+ * (NR rows per thread, TK threads along K, TR thread rows), timed with timestamp queries; and the prefill
+ * GEMM's thread tiles on 512 rows. Prints tables and writes the best layouts as a tuning file for
+ * bench/webgpu_7b.ts --tuning.
  *
  *   deno run -A bench/webgpu_gemv_sweep.ts [--out tuning.json] [--json sweep.json] [--quick] [--scale 8]
  */
@@ -46,6 +47,10 @@ for (const NR of [1, 2, 4]) {
     }
   }
 }
+
+const GEMM_TILES = [{ TM: 4, TN: 4 }, { TM: 4, TN: 8 }, { TM: 8, TN: 4 }, { TM: 8, TN: 8 }];
+const gemmUs = new Map<string, number>();
+const gemmRows: { format: string; tile: string; us: number; tflops: number }[] = [];
 
 type Profiled = { profile(s: unknown, r: number): Promise<{ us: number }[]> };
 const step = {
@@ -117,9 +122,36 @@ for (const fmt of FORMATS) {
       best[fmt.name] = layout;
     }
   }
+  // prefill GEMM tiles (512 rows of x) on the square shape, summed over the formats
+  const x512 = backend.alloc("f32", [512, mats[0].k], "compute", "x512");
+  await backend.upload(x512, new Float32Array(512 * mats[0].k).fill(0.25));
+  const o512 = backend.alloc("f32", [512, mats[0].m], "compute", "o512");
+  const step512 = {
+    ...step,
+    nTokens: 512,
+    tokens: new Int32Array(512),
+    positions: new Int32Array(512),
+    seqIndex: new Int32Array(512),
+  };
+  for (const gemm of GEMM_TILES) {
+    backend.tuning = { ...DEFAULT_TUNING, gemm };
+    using g = backend.compile([{ op: "matmul", x: x512, w: mats[0].w, out: o512, rows: "tokens" }]);
+    await g.run(step512);
+    const us = (await (g as unknown as Profiled).profile(step512, 5)).reduce((a, p) => a + p.us, 0);
+    const key = `TM${gemm.TM} TN${gemm.TN}`;
+    gemmUs.set(key, (gemmUs.get(key) ?? 0) + us);
+    gemmRows.push({
+      format: fmt.name,
+      tile: key,
+      us,
+      tflops: (2 * 512 * mats[0].m * mats[0].k) / (us * 1e6),
+    });
+  }
   backend[Symbol.dispose]();
   console.error(`${fmt.name}: best ${JSON.stringify(best[fmt.name])}`);
 }
+const bestTile = [...gemmUs].sort((a, b) => a[1] - b[1])[0]?.[0];
+const gemmBest = GEMM_TILES.find((t) => `TM${t.TM} TN${t.TN}` === bestTile) ?? DEFAULT_TUNING.gemm;
 
 const def = DEFAULT_TUNING.gemv;
 const isDefault = (fmt: string, l: string): boolean => {
@@ -147,6 +179,21 @@ for (const fmt of FORMATS) {
     }
   }
 }
-const tuning: Partial<Tuning> = { gemv: { ...def, ...best } };
+console.log("");
+console.log(
+  `Prefill GEMM (512 x ${SHAPES[0].m} x ${
+    SHAPES[0].k
+  }) tiles; * = default, best over the formats: ${bestTile}`,
+);
+console.log("| format | tile | us | TFLOP/s |");
+console.log("| --- | --- | --- | --- |");
+for (const r of gemmRows) {
+  const d = DEFAULT_TUNING.gemm;
+  const star = r.tile === `TM${d.TM} TN${d.TN}` ? " *" : "";
+  console.log(`| ${r.format} | ${r.tile}${star} | ${r.us.toFixed(0)} | ${r.tflops.toFixed(1)} |`);
+}
+const tuning: Partial<Tuning> = { gemv: { ...def, ...best }, gemm: gemmBest };
 if (f.out) await Deno.writeTextFile(f.out, JSON.stringify(tuning, null, 2));
-if (f.json) await Deno.writeTextFile(f.json, JSON.stringify({ device, rows, best }, null, 2));
+if (f.json) {
+  await Deno.writeTextFile(f.json, JSON.stringify({ device, rows, best, gemmRows, gemmBest }, null, 2));
+}
