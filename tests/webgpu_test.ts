@@ -176,6 +176,26 @@ Deno.test({
   },
 });
 
+for (const style of ["interleaved", "half"] as const) {
+  Deno.test({
+    name: `webgpu: int8 KV cache (${style} RoPE, folded into decode attention) matches ref's int8 cache`,
+    ignore,
+    fn: async () => {
+      const config = { ...CONFIG, ropeStyle: style };
+      const model = (): ModelFile => ({ ...memoryModel(CONFIG, WEIGHTS, "f32"), config });
+      using ref = await pickBackend("ref");
+      const want = await logits(ref, model(), { kvDType: "i8", ids: LONG.slice(0, 40) });
+      await eachVariant(async (b, variant) => {
+        const got = await logits(b, model(), { kvDType: "i8", ids: LONG.slice(0, 40) });
+        for (const k of ["decode", "prefill"] as const) {
+          const e = nmse(got[k], want[k]);
+          assert.ok(e < 1e-7, `i8 ${style} ${variant} ${k}: nmse ${e.toExponential(2)}`);
+        }
+      });
+    },
+  });
+}
+
 Deno.test({
   name: "webgpu: device-side greedy decoding gives ref's greedy tokens; stops early and reruns cleanly",
   ignore,

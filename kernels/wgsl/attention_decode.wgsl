@@ -4,10 +4,15 @@
 // softmax. K and V tiles are staged in shared memory with coalesced loads (rows padded by one word so
 // the per-position reads do not collide in banks). With one split it writes the output; with more it
 // writes (max, sum, unnormalised output) partials for attention_combine.
+// ROPE (decode steps whose rows are all of different sequences): the step's RoPE and KV write happen here
+// instead of in rope_kv_write: each workgroup rotates its query heads in shared memory, and the workgroup
+// of the split holding the row's position rotates k, writes k and v (quantized for int8, as
+// rope_kv_write does) into the cache, and reads them back after a storage barrier.
 // Bindings: 0 uniform Params; 1 q (rows, nHeads*HD) f32; 2 K cache; 3 V cache (u32 words: KVF 0 = f32,
 //   1 = f16 two per word, 2 = int8 four per word); 4 out (rows, nHeads*HD) f32; 5 partials (rows, nHeads,
-//   splits, HD + 2) f32; 6 K scales, 7 V scales (rows, nKvHeads) f32 (int8 only); group 1: step
-//   (positions, sequences, block tables, splits).
+//   splits, HD + 2) f32; 6 K scales, 7 V scales (rows, nKvHeads) f32 (int8 only); ROPE only: 8 k, 9 v
+//   (rows, kvDim) f32 before RoPE, 10 rope tables (see rope_kv_write); group 1: step (positions,
+//   sequences, block tables, splits).
 // Dispatch: (splits, nKvHeads, live rows) workgroups of WG = 128; HD <= 256, NG <= 8; TP (a power of
 //   two) sized by the host to fit workgroup memory.
 // Precision: f32 scores, softmax and accumulation; f16 cache values are widened exactly; int8 values are
@@ -18,6 +23,8 @@ override KVF: u32 = 1u;
 override HD: u32 = 128u;
 override NG: u32 = 1u;
 override TP: u32 = 32u;
+override ROPE: bool = false;
+override STYLE: u32 = 0u;
 
 const WG: u32 = 128u;
 const NEG_INF: f32 = -3.4028234663852886e38;
@@ -31,12 +38,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> ck: array<u32>;
-@group(0) @binding(3) var<storage, read> cv: array<u32>;
+@group(0) @binding(2) var<storage, read_write> ck: array<u32>;
+@group(0) @binding(3) var<storage, read_write> cv: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
-@group(0) @binding(6) var<storage, read> ksc: array<f32>;
-@group(0) @binding(7) var<storage, read> vsc: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ksc: array<f32>;
+@group(0) @binding(7) var<storage, read_write> vsc: array<f32>;
+@group(0) @binding(8) var<storage, read> kin: array<f32>;
+@group(0) @binding(9) var<storage, read> vin: array<f32>;
+@group(0) @binding(10) var<storage, read> tab: array<vec2<f32>>;
 
 // words per cached head row (the shared rows are padded by one word against bank conflicts)
 override RW: u32 = HD / select(select(1u, 2u, KVF == 1u), 4u, KVF == 2u);
@@ -50,6 +60,34 @@ var<workgroup> rl: array<f32, NG * TP>;
 var<workgroup> slots: array<u32, TP>;
 var<workgroup> kscale: array<f32, TP>;
 var<workgroup> vscale: array<f32, TP>;
+var<workgroup> kr: array<f32, HD>;
+var<workgroup> vr: array<f32, HD>;
+var<workgroup> amax: array<f32, 2>;
+
+// (cos, sin) of pos * invFreq[j] from the host's lo / hi tables
+fn rot(pos: u32, j: u32) -> vec2<f32> {
+  let half = HD / 2u;
+  let lo = tab[(pos % 64u) * half + j];
+  let hi = tab[(64u + pos / 64u) * half + j];
+  return vec2<f32>(hi.x * lo.x - hi.y * lo.y, hi.y * lo.x + hi.x * lo.y);
+}
+
+// the two elements of rotation pair j within a head
+fn pairOf(j: u32) -> vec2<u32> {
+  if (STYLE == 0u) { return vec2<u32>(2u * j, 2u * j + 1u); }
+  return vec2<u32>(j, j + HD / 2u);
+}
+
+fn roundAway(y: f32) -> f32 {
+  let t = trunc(y);
+  return t + select(0.0, sign(y), abs(y - t) >= 0.5);
+}
+
+// a / b rounded as IEEE division would (one fma correction of the hardware quotient)
+fn divRn(a: f32, b: f32) -> f32 {
+  let d = a / b;
+  return fma(fma(-d, b, a), 1.0 / b, d);
+}
 
 // the 4 signed bytes of an int8 cache word, in element order
 fn i8x4(w: u32) -> vec4<f32> {
@@ -80,6 +118,81 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let nKv = p.kvDim / HD;
   for (var i = li; i < NG * HD; i += WG) {
     qs[i] = q[t * qStride + kvh * NG * HD + i] * p.scale;
+  }
+  if (ROPE) {
+    let pos = len - 1u;
+    workgroupBarrier();
+    for (var e = li; e < NG * HD / 2u; e += WG) {
+      let g = e / (HD / 2u);
+      let j = e % (HD / 2u);
+      let pr = pairOf(j) + vec2<u32>(g * HD);
+      let c = rot(pos, j);
+      let a0 = qs[pr.x];
+      let a1 = qs[pr.y];
+      qs[pr.x] = a0 * c.x - a1 * c.y;
+      qs[pr.y] = a0 * c.y + a1 * c.x;
+    }
+    if (s == pos / chunk) {
+      // this split holds the new row: rotate its k, write k and v into the cache
+      let kb = t * p.kvDim + kvh * HD;
+      for (var j = li; j < HD / 2u; j += WG) {
+        let pr = pairOf(j);
+        let c = rot(pos, j);
+        let a0 = kin[kb + pr.x];
+        let a1 = kin[kb + pr.y];
+        kr[pr.x] = a0 * c.x - a1 * c.y;
+        kr[pr.y] = a0 * c.y + a1 * c.x;
+      }
+      for (var d = li; d < HD; d += WG) { vr[d] = vin[kb + d]; }
+      workgroupBarrier();
+      let slot = cacheRow(seq, pos, p.blockSize);
+      var invK = 0.0;
+      var invV = 0.0;
+      if (KVF == 2u) {
+        if (li == 0u) {
+          var mk = 0.0;
+          var mv = 0.0;
+          for (var d = 0u; d < HD; d++) {
+            mk = max(mk, abs(kr[d]));
+            mv = max(mv, abs(vr[d]));
+          }
+          amax[0] = mk;
+          amax[1] = mv;
+        }
+        workgroupBarrier();
+        let sk = divRn(amax[0], 127.0);
+        let sv = divRn(amax[1], 127.0);
+        invK = select(0.0, divRn(1.0, sk), sk > 0.0);
+        invV = select(0.0, divRn(1.0, sv), sv > 0.0);
+        if (li == 0u) {
+          ksc[slot * nKv + kvh] = sk;
+          vsc[slot * nKv + kvh] = sv;
+        }
+      }
+      let w0 = slot * rowWords + kvh * RW;
+      for (var w = li; w < RW; w += WG) {
+        if (KVF == 0u) {
+          ck[w0 + w] = bitcast<u32>(kr[w]);
+          cv[w0 + w] = bitcast<u32>(vr[w]);
+        } else if (KVF == 1u) {
+          ck[w0 + w] = pack2x16float(vec2<f32>(kr[2u * w], kr[2u * w + 1u]));
+          cv[w0 + w] = pack2x16float(vec2<f32>(vr[2u * w], vr[2u * w + 1u]));
+        } else {
+          var wk = 0u;
+          var wv = 0u;
+          for (var b = 0u; b < 4u; b++) {
+            let qk = clamp(roundAway(kr[4u * w + b] * invK), -127.0, 127.0);
+            let qv = clamp(roundAway(vr[4u * w + b] * invV), -127.0, 127.0);
+            wk |= (u32(i32(qk)) & 255u) << (8u * b);
+            wv |= (u32(i32(qv)) & 255u) << (8u * b);
+          }
+          ck[w0 + w] = wk;
+          cv[w0 + w] = wv;
+        }
+      }
+      // the tile loads below read this row back
+      storageBarrier();
+    }
   }
   var M = array<f32, 8>();
   var L = array<f32, 8>();

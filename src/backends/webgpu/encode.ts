@@ -31,6 +31,8 @@ export interface StepShape {
   readonly nLogits: number;
   /** Attention splits per row (decode). */
   readonly splits: number;
+  /** Every row is of a different sequence (a pure decode step): RoPE + KV write may fold into attention. */
+  readonly distinct: boolean;
 }
 
 /** Kernel shape choices (defaults in {@link DEFAULT_TUNING}). */
@@ -486,13 +488,13 @@ export class NodeEncoder implements Disposable {
     }
     const limit = this.#ctx.gpu.limits.workgroupStorage;
     const kvDim = (n.cache.k as WgTensor).width;
-    const rows = s.nTokens;
-    const prefill = rows > this.#ctx.tuning.gemvMaxRows && hd % 8 === 0 &&
-      (16 * hd * 3 + 256 + 64) * 4 <= limit;
+    const rows = s.nTokens, decode = rows <= this.#ctx.tuning.gemvMaxRows;
+    const prefill = !decode && hd % 8 === 0 && (16 * hd * 3 + 256 + 64) * 4 <= limit;
     const bufs = [bufferOf(n.q), bufferOf(n.cache.k), bufferOf(n.cache.v), bufferOf(n.out)];
+    const r = this.#dummyR;
     const scales = [
-      n.cache.kScale ? bufferOf(n.cache.kScale) : this.#dummyR,
-      n.cache.vScale ? bufferOf(n.cache.vScale) : this.#dummyR,
+      n.cache.kScale ? bufferOf(n.cache.kScale) : this.#dummyW[0],
+      n.cache.vScale ? bufferOf(n.cache.vScale) : this.#dummyW[1],
     ];
     const params = {
       nHeads: n.nHeads,
@@ -501,32 +503,56 @@ export class NodeEncoder implements Disposable {
       blockSize: n.cache.blockSize,
       scale: n.scale,
     };
+    // a pure decode step folds the preceding RoPE + KV write into the attention dispatch
+    const rope = n.rope;
+    const fused = rope !== undefined && decode && s.distinct;
+    if (rope && !fused) this.#rope(rope, s, out);
     if (prefill) {
-      this.#dispatch(out, n, "attention_prefill", { KVF: kvf, HD: hd }, params, [...bufs, ...scales], [
-        Math.ceil(rows / 16),
-        n.nHeads,
-        1,
-      ], "prefill");
+      this.#dispatch(
+        out,
+        n,
+        "attention_prefill",
+        { KVF: kvf, HD: hd },
+        params,
+        [
+          ...bufs,
+          n.cache.kScale ? bufferOf(n.cache.kScale) : r,
+          n.cache.vScale ? bufferOf(n.cache.vScale) : r,
+        ],
+        [Math.ceil(rows / 16), n.nHeads, 1],
+        "prefill",
+      );
       return;
     }
-    const splits = rows > this.#ctx.tuning.gemvMaxRows ? 1 : s.splits;
+    const splits = decode ? s.splits : 1;
     // the largest tile of positions whose K and V rows (padded by a word) fit workgroup memory
     const rw = hd / [1, 2, 4][kvf];
     let tp = 64;
-    while (tp > 8 && (2 * tp * (rw + 1) + ng * hd + 3 * ng * tp + 3 * tp) * 4 > limit) tp /= 2;
+    while (tp > 8 && (2 * tp * (rw + 1) + ng * hd + 3 * ng * tp + 3 * tp + 2 * hd + 2) * 4 > limit) tp /= 2;
+    const constants = {
+      KVF: kvf,
+      HD: hd,
+      NG: ng,
+      TP: tp,
+      ROPE: fused,
+      STYLE: rope?.style === "half" ? 1 : 0,
+    };
     this.#dispatch(
       out,
       n,
       "attention_decode",
-      { KVF: kvf, HD: hd, NG: ng, TP: tp },
+      constants,
       params,
       [
         ...bufs,
         this.#ctx.partials,
         ...scales,
+        fused ? bufferOf(rope.k!) : r,
+        fused ? bufferOf(rope.write!.v) : r,
+        fused && rope.invFreq ? this.#ctx.ropeTable(rope.invFreq, hd) : r,
       ],
       [splits, n.nKvHeads, rows],
-      "decode",
+      fused ? "decode+rope" : "decode",
     );
     if (splits > 1) {
       this.#dispatch(

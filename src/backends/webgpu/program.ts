@@ -59,7 +59,14 @@ export type Node =
     readonly style: RopeStyle;
     readonly invFreq?: Tensor;
   }
-  | Extract<Op, { op: "attention" }> & { readonly kind: "attention" }
+  | Extract<Op, { op: "attention" }> & {
+    readonly kind: "attention";
+    /**
+     * The rope + KV write node just before, when it feeds this attention (its q, its cache) and its rotated
+     * q and k are read by nothing else: decode steps fold it into the attention dispatch.
+     */
+    readonly rope?: Extract<Node, { kind: "rope_kv" }>;
+  }
   | {
     readonly kind: "add";
     readonly a: Tensor;
@@ -216,6 +223,16 @@ export function planNodes(ops: readonly Op[]): Node[] {
     }
     if (o.op === "rope" || o.op === "kv_write") {
       const r = ropeNode(ops, i);
+      const a = ops[r.last + 1], rn = r.node as Extract<Node, { kind: "rope_kv" }>;
+      if (
+        a?.op === "attention" && rn.q === a.q && rn.k && rn.write?.cache === a.cache && rn.nHq === a.nHeads &&
+        rn.nHk === a.nKvHeads && rn.headDim === a.headDim && !readLater(ops, r.last + 2, a.q) &&
+        !readLater(ops, r.last + 2, rn.k)
+      ) {
+        nodes.push({ ...a, kind: "attention", rope: rn });
+        i = r.last + 1;
+        continue;
+      }
       nodes.push(r.node);
       i = r.last;
       continue;

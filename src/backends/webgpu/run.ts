@@ -166,11 +166,12 @@ export class WgGraph implements CompiledGraph {
     w.set([n, nl, nSeqs, l.blocksPerSeq, fromDevice ? 1 : 0, Math.max(prevSlot, 0), slot, splits]);
     w.set([off.tok, off.pos, off.seq, offLogit, offBlock, l.maxLogitRows], 8);
     this.#gpu.device.queue.writeBuffer(this.#stepBuf, slot * this.#slotBytes, w);
-    return { slot, shape: { nTokens: n, nLogits: nl, splits } };
+    const distinct = new Set(step.seqIndex.subarray(0, n)).size === n;
+    return { slot, shape: { nTokens: n, nLogits: nl, splits, distinct } };
   }
 
   #dispatches(shape: StepShape): Dispatch[] {
-    const key = `${shape.nTokens}|${shape.nLogits}|${shape.splits}`;
+    const key = `${shape.nTokens}|${shape.nLogits}|${shape.splits}|${shape.distinct}`;
     let d = this.#cache.get(key);
     if (!d) {
       if (this.#cache.size > 64) this.#cache.clear();
