@@ -159,11 +159,14 @@ class WebGpuBackend implements Backend {
       buf = w.parts[0].q;
     }
     const size = Math.ceil(n / 4) * 4;
-    const rb = this.gpu.buffer(
-      size,
+    // activations keep their read-back buffer: a step that reads logits or ids makes none
+    const keep = t.usage === "compute" && (!t.readback || t.readback.mapState === "unmapped");
+    const rb = keep && t.readback ? t.readback : this.gpu.buffer(
+      keep ? Math.ceil(t.byteLength / 4) * 4 : size,
       GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       `download ${t.label}`,
     );
+    if (keep) t.readback = rb; // (a concurrent download of the same tensor takes a buffer of its own)
     try {
       const enc = this.gpu.device.createCommandEncoder();
       enc.copyBufferToBuffer(buf!, 0, rb, 0, size);
@@ -174,7 +177,7 @@ class WebGpuBackend implements Backend {
       this.gpu.check(`download of ${t.label}`);
       return out.buffer;
     } finally {
-      this.gpu.destroy(rb);
+      if (!keep) this.gpu.destroy(rb);
     }
   }
 
@@ -294,6 +297,7 @@ class WebGpuBackend implements Backend {
     const w = t as WgTensor;
     if (!this.#live.delete(w)) return;
     this.gpu.destroy(w.buffer);
+    this.gpu.destroy(w.readback);
     if (w.weight) { for (const p of w.weight.parts) freePart(this.gpu, p); }
   }
 

@@ -25,6 +25,8 @@ export class WgTensor implements Tensor {
   /** Output tensors: the rows the last run read back, and how many bytes of them are current. */
   hostRows?: Uint8Array;
   hostFresh = 0;
+  /** Activations: the mappable buffer downloads reuse. */
+  readback?: GPUBuffer;
 
   constructor(dtype: DType, shape: Shape, usage: TensorUsage, label: string) {
     this.dtype = dtype;
