@@ -184,7 +184,8 @@ class WebGpuBackend implements Backend {
   supportsOp(op: Op): boolean {
     switch (op.op) {
       case "matmul":
-        return WEIGHT_DTYPES.includes(op.w.dtype) && op.x.dtype === "f32";
+        // int8-activation (W8A8) matmuls are not implemented here (no "matmul_act_int8" op feature)
+        return WEIGHT_DTYPES.includes(op.w.dtype) && op.x.dtype === "f32" && op.actQuant === undefined;
       case "embed":
         return WEIGHT_DTYPES.includes(op.table.dtype);
       case "kv_write":
