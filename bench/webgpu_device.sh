@@ -2,7 +2,7 @@
 # The webgpu backend on the GPU machine, in one call (device tool, from the repo root, carrying .deno and
 # .gl, about 48 MB):
 #   source .deno/device-env.sh; bash bench/webgpu_device.sh
-# Prepare here first: bash ../shared/tools/device-prep.sh; bash bench/cuda_prep.sh
+# Prepare here first: bash ../shared/tools/device-prep.sh; bash bench/webgpu_prep.sh
 # (models into .deno/models, a Deno cache into .deno/cache).
 # Steps (each with its own time limit; the whole run stays under 8 minutes):
 #   1. adapter facts; the op-parity, golden (stories260K greedy tokens) and webgpu tests on the GPU;
