@@ -34,7 +34,10 @@ function cpuName(): string {
   }
 }
 
-const models = new URL("../../shared/models/", import.meta.url).pathname;
+// the shared test models (env LLAMA_TS_MODELS overrides, as in tests/_util.ts: the device scripts set it)
+const models = `${
+  Deno.env.get("LLAMA_TS_MODELS") ?? new URL("../../shared/models", import.meta.url).pathname
+}/`;
 const model = f.synth ? await synthGguf(f.synth, f.dtype as DType) : f.model ?? `${models}stories260K.bin`;
 const tokenizer = f.tokenizer ?? (f.model || f.synth ? undefined : `${models}tok512.bin`);
 for (const backend of f.backend!.split(",")) {
