@@ -35,7 +35,7 @@ void op_embed(Ctx* c, const OpRec* o) {
       case WF_Q4:
         for (int32_t i = 0; i < dim; i++) {
           const uint8_t* blk = q + ((size_t)(id / 4) * nb + i / 32) * Q4_BLOCK;
-          uint8_t b = blk[16 + (id % 4) * 16 + (i % 16)];
+          uint8_t b = blk[16 + (i % 16 / 4) * 16 + (id % 4) * 4 + i % 4];
           int32_t v = (i % 32 < 16 ? (b & 15) : (b >> 4)) - 8;
           y[i] = ((const float*)blk)[id % 4] * (float)v;
         }

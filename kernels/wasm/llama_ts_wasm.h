@@ -43,8 +43,8 @@ enum { OP_END = 0, OP_EMBED, OP_RMS_NORM, OP_MATMUL, OP_ROPE, OP_KV_WRITE, OP_AT
  * Weight formats (src/backends/wasm/layout.ts WF). 2-D weights are interleaved in groups of 4 rows
  * (prep.c), so a tile of 4 rows is one linear stream. f32/f16/bf16: per group, chunks of 4 elements of
  * each of the 4 rows (16 values; k padded to a multiple of 4 with zeros). q8 and q4: per group and 32-block, Q8_BLOCK bytes = f32 scale[4],
- * i32 bias[4] (-64 * sum(q)), int8 q[4][32]; Q4_BLOCK bytes = f32 scale[4], u8 nibbles[4][16] (byte i:
- * element i low, element i + 16 high; value nibble - 8).
+ * i32 bias[4] (-64 * sum(q)), int8 q[4][32]; Q4_BLOCK bytes = f32 scale[4], u8 nibbles[4][4][4] (vector c, row
+ * r, byte e: element 4c + e low, element 16 + 4c + e high; value nibble - 8).
  */
 enum { WF_F32 = 0, WF_F16 = 1, WF_BF16 = 2, WF_Q8 = 3, WF_Q4 = 4 };
 #define Q8_BLOCK 160

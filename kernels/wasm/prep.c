@@ -51,11 +51,14 @@ static void put_q8(uint8_t* dst, int32_t nb, int32_t j, int32_t b, float scale, 
   ((int32_t*)(blk + 16))[l] = -64 * s;
 }
 
-/* `nib[i]` holds element i (low nibble) and i + 16 (high nibble), as in ggml's q4_0. */
+/*
+ * `nib[i]` holds element i (low nibble) and i + 16 (high nibble), as in ggml's q4_0. Stored in chunks of
+ * 4: byte i goes to vector i / 4 (16 bytes), at row l's 4 bytes, so a vector holds the four rows' chunk.
+ */
 static void put_q4(uint8_t* dst, int32_t nb, int32_t j, int32_t b, float scale, const uint8_t* nib) {
   uint8_t* blk = dst + ((size_t)(j / 4) * nb + b) * Q4_BLOCK;
   int32_t l = j % 4;
-  for (int32_t i = 0; i < 16; i++) blk[16 + l * 16 + i] = nib[i];
+  for (int32_t i = 0; i < 16; i++) blk[16 + (i / 4) * 16 + l * 4 + i % 4] = nib[i];
   ((float*)blk)[l] = scale;
 }
 
