@@ -11,7 +11,6 @@ void quantize_act(Ctx* c, const OpRec* o, int32_t offset) {
   uint8_t* base = (uint8_t*)act_base(c, o);
   int32_t rows = (int32_t)o->a[11];
   float* scales = (float*)(base + (size_t)rows * k);
-  int32_t* bias = (int32_t*)(base + (size_t)rows * k + (size_t)rows * nb * 4);
   float qmax = offset ? 63.0f : 127.0f;
   for (int32_t t = 0; t < live_rows(o, c->step) * nb; t++) {
     const float* xb = x + (size_t)t * 32; /* rows are k wide, so block t of the flattened rows */
@@ -32,12 +31,24 @@ void quantize_act(Ctx* c, const OpRec* o, int32_t offset) {
       v128_t d = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(xb + i + 12), vinv)));
       sum = wasm_i32x4_add(sum, wasm_i32x4_add(wasm_i32x4_add(a, b), wasm_i32x4_add(cc, d)));
       v128_t q16 = wasm_i8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(a, b), wasm_i16x8_narrow_i32x4(cc, d));
-      if (offset) q16 = wasm_i8x16_add(q16, wasm_i8x16_splat(64));
-      wasm_v128_store(q + i, q16);
+      if (offset) {
+        wasm_v128_store(q + i, wasm_i8x16_add(q16, wasm_i8x16_splat(64)));
+      } else {
+        uint8_t* blk = base + (size_t)t * Q4_ACT_BLOCK + i * 4;
+        wasm_v128_store(blk, wasm_i32x4_shuffle(q16, q16, 0, 0, 0, 0));
+        wasm_v128_store(blk + 16, wasm_i32x4_shuffle(q16, q16, 1, 1, 1, 1));
+        wasm_v128_store(blk + 32, wasm_i32x4_shuffle(q16, q16, 2, 2, 2, 2));
+        wasm_v128_store(blk + 48, wasm_i32x4_shuffle(q16, q16, 3, 3, 3, 3));
+      }
     }
-    scales[t] = s;
-    bias[t] = -8 * (wasm_i32x4_extract_lane(sum, 0) + wasm_i32x4_extract_lane(sum, 1) +
-                    wasm_i32x4_extract_lane(sum, 2) + wasm_i32x4_extract_lane(sum, 3));
+    int32_t sq = wasm_i32x4_extract_lane(sum, 0) + wasm_i32x4_extract_lane(sum, 1) +
+                 wasm_i32x4_extract_lane(sum, 2) + wasm_i32x4_extract_lane(sum, 3);
+    if (offset) {
+      scales[t] = s;
+    } else {
+      *(float*)(base + (size_t)t * Q4_ACT_BLOCK + 128) = s;
+      *(int32_t*)(base + (size_t)t * Q4_ACT_BLOCK + 132) = -8 * sq;
+    }
   }
 }
 

@@ -10,11 +10,10 @@
 #pragma once
 #include "llama_ts_wasm.h"
 
-/* Quantized activations of one row: k bytes, then (in separate arrays) per 32-block scale and bias. */
+/* Offset-quantized activations of one row (q8 kernel): k bytes, then (in a separate array) per 32-block scales. */
 typedef struct {
   const uint8_t* q;
   const float* scale;
-  const int32_t* bias;
 } ActRow;
 
 /* This thread's activation buffer. */
@@ -24,15 +23,26 @@ INLINE const uint8_t* act_base(const Ctx* c, const OpRec* o) {
 
 INLINE ActRow act_row(const OpRec* o, const uint8_t* base, int32_t r) {
   int32_t k = (int32_t)o->a[2], rows = (int32_t)o->a[11], nb = k / 32;
-  ActRow a = {base + (size_t)r * k, (const float*)(base + (size_t)rows * k) + (size_t)r * nb,
-              (const int32_t*)(base + (size_t)rows * k + (size_t)rows * nb * 4) + (size_t)r * nb};
+  ActRow a = {base + (size_t)r * k, (const float*)(base + (size_t)rows * k) + (size_t)r * nb};
   return a;
 }
 
 /*
- * Quantize the live rows of x per 32-block. Signed (for q4 weights, whose nibbles are the unsigned
- * operand): q = round(x / s) in -127..127, s = max|x| / 127, bias = -8 * sum(q) (the nibble offset). Offset (for q8 weights, the signed operand): q = round(x / s) + 64 in 1..127,
- * s = max|x| / 63; the weights carry the matching bias.
+ * The q4 kernel's activation blocks (signed quantization): per row and 32-block, Q4_ACT_BLOCK bytes = the
+ * 8 chunks of 4 int8 values each splat to 16 bytes (elements 4c..4c+3 at 16c), f32 scale at 128, i32 bias
+ * at 132, so one pointer walks a row and the kernel needs no shuffles.
+ */
+#define Q4_ACT_BLOCK 144
+
+INLINE const uint8_t* q4_act_row(const OpRec* o, const uint8_t* base, int32_t r) {
+  return base + (size_t)r * (o->a[2] / 32) * Q4_ACT_BLOCK;
+}
+
+/*
+ * Quantize the live rows of x per 32-block, into ActRow layout (offset) or q4 blocks (signed). Signed (for
+ * q4 weights, whose nibbles are the unsigned operand): q = round(x / s) in -127..127, s = max|x| / 127,
+ * bias = -8 * sum(q) (the nibble offset). Offset (for q8 weights, the signed operand): q = round(x / s) + 64
+ * in 1..127, s = max|x| / 63; the weights carry the matching bias.
  */
 void quantize_act(Ctx* c, const OpRec* o, int32_t offset);
 

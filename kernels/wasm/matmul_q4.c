@@ -2,30 +2,27 @@
  * matmul with 4-bit weights (GGUF q4_0 repacked, or int4 groups of 128 quantized at load), in the
  * q4x4 layout (llama_ts_wasm.h): a group of 4 rows is one linear stream of 80-byte blocks, each 16-byte
  * nibble vector holding a chunk of 4 elements of each of the four rows (low nibbles) and the chunk 16
- * elements later (high nibbles). Activations are int8 per 32-block (quantize_act, signed); a chunk of 4
- * activations is splat (one i32 shuffle of the loaded half-block) to all four rows' lanes and is the
- * signed operand of the int8 pair dot, the nibbles the unsigned one, so i16 lanes 2r, 2r + 1 are row r's
- * part and no per-block horizontal reduction is needed. The eight chunk products add in i16 (each pair sum is at most 2 * 15 * 127 =
- * 3810, eight of them 30480 < 32767), then widen once (lane = row); the activation bias (-8 * sum(q))
- * removes the -8 offset, and the int32 sums are converted once and scaled by the four weight scales
- * times the activation scale: the accumulator's lanes are the four outputs.
+ * elements later (high nibbles). Activations are int8 per 32-block (quantize_act, signed), stored with
+ * each chunk of 4 already splat to 16 bytes (matmul.h Q4_ACT_BLOCK), so a chunk is the signed operand of
+ * the int8 pair dot against the four rows' nibbles (the unsigned one) and i16 lanes 2r, 2r + 1 are row
+ * r's part: no per-block horizontal reduction. The eight chunk products add in i16 (a pair sum is at most
+ * 2 * 15 * 127 = 3810, eight of them 30480 < 32767) and widen once (lane = row); the activation bias
+ * (-8 * sum(q)) removes the -8 offset, and the int32 sums are converted once and scaled by the four
+ * weight scales times the activation scale: the accumulator's lanes are the four outputs.
  *
- * Tiles: 4 weight rows x TR (4, 2, 1) token rows. Every output's arithmetic is the same in every tile, so results
- * do not depend on tiling or thread count. Groups of 4 output columns are split over threads.
+ * Tiles: 4 weight rows x TR (4, 2, 1) token rows. Every output's arithmetic is the same in every tile, so
+ * results do not depend on tiling or thread count. Groups of 4 output columns are split over threads.
  */
 #include "matmul.h"
-
-/* Chunk c (4 activations, lane c of x) of a 32-block, splat to the four rows' lanes, times nibble vector w. */
-#define CHUNK(x, c, w) dot16_i8_u7(wasm_i32x4_shuffle((x), (x), (c), (c), (c), (c)), (w))
 
 INLINE void q4_tile(const OpRec* o, const uint8_t* act, int32_t g, int32_t r0, const int TR) {
   int32_t k = (int32_t)o->a[2], m = (int32_t)o->a[3], nb = k / 32;
   const uint8_t* w = (const uint8_t*)o->a[5] + (size_t)g * nb * Q4_BLOCK;
   float* out = (float*)o->a[1];
-  ActRow a[4];
+  const uint8_t* x[4];
   v128_t acc[4];
   for (int rr = 0; rr < TR; rr++) {
-    a[rr] = act_row(o, act, r0 + rr);
+    x[rr] = q4_act_row(o, act, r0 + rr);
     acc[rr] = wasm_f32x4_splat(0);
   }
   /* high nibbles: a 16-bit shift then the mask (x86 has no byte shift) */
@@ -39,14 +36,17 @@ INLINE void q4_tile(const OpRec* o, const uint8_t* act, int32_t g, int32_t r0, c
     v128_t w2l = wasm_v128_and(p2, low), w2h = wasm_v128_and(wasm_u16x8_shr(p2, 4), low);
     v128_t w3l = wasm_v128_and(p3, low), w3h = wasm_v128_and(wasm_u16x8_shr(p3, 4), low);
     for (int rr = 0; rr < TR; rr++) {
-      v128_t xl = wasm_v128_load(a[rr].q + b * 32), xh = wasm_v128_load(a[rr].q + b * 32 + 16);
-      v128_t sl = wasm_i16x8_add(wasm_i16x8_add(CHUNK(xl, 0, w0l), CHUNK(xl, 1, w1l)),
-                                 wasm_i16x8_add(CHUNK(xl, 2, w2l), CHUNK(xl, 3, w3l)));
-      v128_t sh = wasm_i16x8_add(wasm_i16x8_add(CHUNK(xh, 0, w0h), CHUNK(xh, 1, w1h)),
-                                 wasm_i16x8_add(CHUNK(xh, 2, w2h), CHUNK(xh, 3, w3h)));
+      const uint8_t* q = x[rr];
+#define CHUNK(c, w) dot16_i8_u7(wasm_v128_load(q + 16 * (c)), (w))
+      v128_t sl = wasm_i16x8_add(wasm_i16x8_add(CHUNK(0, w0l), CHUNK(1, w1l)),
+                                 wasm_i16x8_add(CHUNK(2, w2l), CHUNK(3, w3l)));
+      v128_t sh = wasm_i16x8_add(wasm_i16x8_add(CHUNK(4, w0h), CHUNK(5, w1h)),
+                                 wasm_i16x8_add(CHUNK(6, w2h), CHUNK(7, w3h)));
+#undef CHUNK
       v128_t r = wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(sl, sh)),
-                                wasm_v128_load32_splat(a[rr].bias + b));
-      acc[rr] = madd(wasm_f32x4_convert_i32x4(r), wasm_f32x4_mul(sc, wasm_f32x4_splat(a[rr].scale[b])), acc[rr]);
+                                wasm_v128_load32_splat(q + 132));
+      acc[rr] = madd(wasm_f32x4_convert_i32x4(r), wasm_f32x4_mul(sc, wasm_v128_load32_splat(q + 128)), acc[rr]);
+      x[rr] = q + Q4_ACT_BLOCK;
     }
   }
   int32_t n = m - g * 4 < 4 ? m - g * 4 : 4;

@@ -100,7 +100,9 @@ function build(
         else maxLogits = Math.min(maxLogits, x.shape[0]);
         if (w.fmt === WF.q8 || w.fmt === WF.q4) {
           actRows = Math.max(actRows, x.shape[0]);
-          actBytes = Math.max(actBytes, width(x) * (1 + 8 / 32)); // per row; times actRows below
+          // per row (times actRows below): q8 k bytes + a scale per 32-block; q4 144 bytes per 32-block
+          // (kernels/wasm/matmul.h Q4_ACT_BLOCK: splat chunks, scale, bias)
+          actBytes = Math.max(actBytes, width(x) * (w.fmt === WF.q4 ? 144 / 32 : 1 + 4 / 32));
         }
         break;
       }
