@@ -11,7 +11,7 @@ import { Engine, LlmError, loadModel } from "../mod.ts";
 import { nmse, sharedModel } from "./_util.ts";
 import { synthWeights, TINY_CONFIG, writeLlama2c } from "./_synth.ts";
 import { expectedShape } from "../src/format/model_file.ts";
-import { roundF16 } from "../src/dtype.ts";
+import { simulateQuant } from "./_memory_model.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const header = await Deno.readTextFile(`${root}kernels/cuda/llama_ts_cuda.h`);
@@ -95,26 +95,6 @@ Deno.test({
     assert.ok(agree(runs[1], runs[0]) >= 8);
   },
 });
-
-/** Host model of the device quantizers: int8 per output channel, int4 in groups of 128 (scale rounded to f16). */
-function simulateQuant(w: Float32Array, rows: number, scheme: "int8" | "int4"): Float32Array {
-  const k = w.length / rows, group = scheme === "int8" ? k : 128, qmax = scheme === "int8" ? 127 : 7;
-  const out = new Float32Array(w.length);
-  const away = (v: number): number => (v < 0 ? -Math.round(-v) : Math.round(v));
-  for (let g = 0; g < w.length; g += group) {
-    let amax = 0;
-    for (let i = 0; i < group; i++) amax = Math.max(amax, Math.abs(w[g + i]));
-    const scale = roundF16(amax / qmax);
-    for (let i = 0; i < group; i++) {
-      if (scale === 0) continue;
-      const q = scheme === "int8"
-        ? Math.max(-127, Math.min(127, away(Math.fround(w[g + i] / scale))))
-        : Math.max(0, Math.min(15, away(Math.fround(w[g + i] / scale)) + 8)) - 8;
-      out[g + i] = scale * q;
-    }
-  }
-  return out;
-}
 
 Deno.test({
   name: "cuda: f32, int8 and int4 weights give the logits of ref on the same (host-quantized) weights",

@@ -16,9 +16,10 @@ import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
 import { parseGguf } from "../src/format/gguf.ts";
 import { bytesSource } from "../src/io/byte_source.ts";
 import { createTokenizer } from "../src/format/tokenizer_load.ts";
-import { quantize, roundF16 } from "../src/dtype.ts";
+import { quantize } from "../src/dtype.ts";
 import { nmse, NMSE_TOLERANCE, randn, sharedModel } from "./_util.ts";
 import { synthWeights } from "./_synth.ts";
+import { simulateQuant } from "./_memory_model.ts";
 
 const base = {
   nLayers: 2,
@@ -170,26 +171,6 @@ Deno.test("wasm: int8 KV cache bytes and scales equal ref's (same f32 arithmetic
     [12, 13, 14, 15, 4, 5].flatMap((r) => [...a.subarray(r * width, (r + 1) * width)]);
   [kd, kd, heads * 4, heads * 4].forEach((w, i) => assert.deepEqual(rowsOf(got[i], w), rowsOf(want[i], w)));
 });
-
-/** Host model of weight-only quantization (tests/cuda_test.ts has the same for the cuda backend). */
-function simulateQuant(w: Float32Array, rows: number, scheme: "int8" | "int4"): Float32Array {
-  const k = w.length / rows, group = scheme === "int8" ? k : 128, qmax = scheme === "int8" ? 127 : 7;
-  const out = new Float32Array(w.length);
-  const away = (v: number): number => (v < 0 ? -Math.round(-v) : Math.round(v));
-  for (let g = 0; g < w.length; g += group) {
-    let amax = 0;
-    for (let i = 0; i < group; i++) amax = Math.max(amax, Math.abs(w[g + i]));
-    const scale = roundF16(amax / qmax);
-    for (let i = 0; i < group; i++) {
-      if (scale === 0) continue;
-      const q = scheme === "int8"
-        ? Math.max(-127, Math.min(127, away(Math.fround(w[g + i] / scale))))
-        : Math.max(0, Math.min(15, away(Math.fround(w[g + i] / scale)) + 8)) - 8;
-      out[g + i] = scale * q;
-    }
-  }
-  return out;
-}
 
 for (const scheme of ["int8", "int4"] as const) {
   Deno.test(`wasm: weightQuant ${scheme} quantizes like the host model (embed exact, logits close)`, async () => {
