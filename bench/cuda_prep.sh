@@ -10,5 +10,6 @@ DENO_DIR=.deno/cache deno cache mod.ts cli.ts tests/*.ts bench/*.ts tools/*.ts >
 # the openai client (35 MB, only tests/serve_openai_test.ts uses it) would push the carried tree over the
 # device tool's 64 MiB; device scripts source bench/_device_common.sh, which sets the lockfile aside so
 # Deno does not try to fetch it there
-rm -rf .deno/cache/npm/registry.npmjs.org/openai
+rm -rf .deno/cache/npm/registry.npmjs.org/openai .deno/cache/npm/registry.npmjs.org/esbuild \
+  .deno/cache/npm/registry.npmjs.org/@esbuild  # esbuild (the bundle tool) is not run there either
 du -sh .deno .gl
