@@ -10,6 +10,7 @@
  * @module
  */
 import type { KvLayer, Op, Rows } from "../../ops.ts";
+import { isMatmulOf, type MatmulOp, readLater, residualOf } from "../../fusion.ts";
 import type { Tensor } from "../../tensor.ts";
 import { LlmError } from "../../errors.ts";
 
@@ -48,52 +49,11 @@ export const OP = {
   ARGMAX: 13,
 } as const;
 
-/** Tensors an op reads and writes (rope reads and writes its x). */
-function access(o: Op): { reads: Tensor[]; writes: Tensor[] } {
-  switch (o.op) {
-    case "embed":
-      return { reads: [o.table], writes: [o.out] };
-    case "rms_norm":
-      return { reads: [o.x, o.weight], writes: [o.out] };
-    case "matmul":
-      return { reads: [o.x, o.w], writes: [o.out] };
-    case "rope":
-      return { reads: [o.x, o.invFreq], writes: [o.x] };
-    case "kv_write":
-      return { reads: [o.k, o.v], writes: kvTensors(o.cache) };
-    case "attention":
-      return { reads: [o.q, ...kvTensors(o.cache)], writes: [o.out] };
-    case "argmax":
-      return { reads: [o.x], writes: [o.out] };
-    case "add":
-      return { reads: [o.a, o.b], writes: [o.out] };
-    case "silu_mul":
-      return { reads: [o.gate, o.up], writes: [o.out] };
-    case "gather_rows":
-      return { reads: [o.x], writes: [o.out] };
-  }
-}
-
-function kvTensors(c: KvLayer): Tensor[] {
-  return [c.k, c.v, ...(c.kScale && c.vScale ? [c.kScale, c.vScale] : [])];
-}
-
 /** Scale pointers of an int8 cache (0 for float caches), appended to every KV record. */
 function kvScaleWords(c: KvLayer): Word[] {
   return [dev(c.kScale), dev(c.vScale)];
 }
 
-/** Whether any op from `from` on reads `t` before writing it. */
-function readLater(ops: readonly Op[], from: number, t: Tensor): boolean {
-  for (let i = from; i < ops.length; i++) {
-    const a = access(ops[i]);
-    if (a.reads.includes(t)) return true;
-    if (a.writes.includes(t)) return false;
-  }
-  return false;
-}
-
-type MatmulOp = Extract<Op, { op: "matmul" }>;
 type Word = bigint | number;
 
 const f64 = new Float64Array(1);
@@ -123,8 +83,6 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
   const emit = (opcode: number, fields: Word[]): void => {
     words.push(opcode, fields.length + 2, ...fields);
   };
-  const isMatmulOf = (o: Op | undefined, x: Tensor, rows: Rows): o is MatmulOp =>
-    o?.op === "matmul" && o.x === x && o.rows === rows;
 
   for (let i = 0; i < ops.length; i++) {
     const o = ops[i];
@@ -319,16 +277,6 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
     }
   }
   return BigInt64Array.from(words, (w) => BigInt(w));
-}
-
-/** The residual tensor R when ops[at] is `R = R + m.out` (either order) and m.out is not read later. */
-function residualOf(ops: readonly Op[], at: number, m: MatmulOp): Tensor | undefined {
-  const a = ops[at];
-  if (a?.op !== "add" || a.rows !== m.rows) return undefined;
-  const other = a.a === m.out ? a.b : a.b === m.out ? a.a : undefined;
-  if (!other || other !== a.out || other === m.out) return undefined;
-  if (readLater(ops, at + 1, m.out)) return undefined;
-  return other;
 }
 
 function kvFormat(t: Tensor): number {

@@ -5,8 +5,9 @@
  * run. Every index a kernel will use is checked here first, so a bad step is an LlmError, never a trap.
  * @module
  */
-import type { KvLayer, Op, StepParams } from "../../ops.ts";
+import type { Op, StepParams } from "../../ops.ts";
 import type { Tensor } from "../../tensor.ts";
+import { kvTensors } from "../../fusion.ts";
 import { LlmError } from "../../errors.ts";
 
 /** What the program needs to know about a tensor in wasm memory. */
@@ -300,9 +301,6 @@ function build(
 type Part = "rows" | "cols" | "heads" | "dup" | "all";
 
 function access(o: Op): { reads: [Tensor, Part][]; writes: [Tensor, Part][] } {
-  const cache = (
-    c: KvLayer,
-  ): Tensor[] => [c.k, c.v, ...(c.kScale ? [c.kScale] : []), ...(c.vScale ? [c.vScale] : [])];
   switch (o.op) {
     case "embed":
       return { reads: [], writes: [[o.out, "dup"]] };
@@ -313,10 +311,10 @@ function access(o: Op): { reads: [Tensor, Part][]; writes: [Tensor, Part][] } {
     case "rope":
       return { reads: [[o.x, "rows"]], writes: [[o.x, "rows"]] };
     case "kv_write":
-      return { reads: [[o.k, "rows"], [o.v, "rows"]], writes: cache(o.cache).map((t) => [t, "rows"]) };
+      return { reads: [[o.k, "rows"], [o.v, "rows"]], writes: kvTensors(o.cache).map((t) => [t, "rows"]) };
     case "attention":
       return {
-        reads: [[o.q, "all"], ...cache(o.cache).map((t): [Tensor, Part] => [t, "all"])],
+        reads: [[o.q, "all"], ...kvTensors(o.cache).map((t): [Tensor, Part] => [t, "all"])],
         writes: [[o.out, "heads"]],
       };
     case "add":

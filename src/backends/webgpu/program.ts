@@ -12,6 +12,7 @@
  */
 import type { KvLayer, Op, Rows } from "../../ops.ts";
 import type { Tensor } from "../../tensor.ts";
+import { isMatmulOf, type MatmulOp, readLater, residualOf } from "../../fusion.ts";
 import type { RopeStyle } from "../../model/config.ts";
 
 /** One weight matrix of a matmul node and where its result goes. */
@@ -77,58 +78,6 @@ export type Node =
   | { readonly kind: "silu_mul"; readonly gate: Tensor; readonly up: Tensor; readonly out: Tensor }
   | { readonly kind: "gather_rows"; readonly x: Tensor; readonly out: Tensor }
   | { readonly kind: "argmax"; readonly x: Tensor; readonly out: Tensor };
-
-/** Tensors an op reads and writes. */
-function access(o: Op): { reads: Tensor[]; writes: Tensor[] } {
-  switch (o.op) {
-    case "embed":
-      return { reads: [o.table], writes: [o.out] };
-    case "rms_norm":
-      return { reads: [o.x, o.weight], writes: [o.out] };
-    case "matmul":
-      return { reads: [o.x, o.w], writes: [o.out] };
-    case "rope":
-      return { reads: [o.x, o.invFreq], writes: [o.x] };
-    case "kv_write":
-      return { reads: [o.k, o.v], writes: [o.cache.k, o.cache.v] };
-    case "attention":
-      return { reads: [o.q, o.cache.k, o.cache.v], writes: [o.out] };
-    case "add":
-      return { reads: [o.a, o.b], writes: [o.out] };
-    case "silu_mul":
-      return { reads: [o.gate, o.up], writes: [o.out] };
-    case "gather_rows":
-      return { reads: [o.x], writes: [o.out] };
-    case "argmax":
-      return { reads: [o.x], writes: [o.out] };
-  }
-}
-
-/** Whether an op from `from` on reads `t` before overwriting it. */
-function readLater(ops: readonly Op[], from: number, t: Tensor): boolean {
-  for (let i = from; i < ops.length; i++) {
-    const a = access(ops[i]);
-    if (a.reads.includes(t)) return true;
-    if (a.writes.includes(t)) return false;
-  }
-  return false;
-}
-
-type MatmulOp = Extract<Op, { op: "matmul" }>;
-
-function isMatmulOf(o: Op | undefined, x: Tensor, rows: Rows): o is MatmulOp {
-  return o?.op === "matmul" && o.x === x && o.rows === rows;
-}
-
-/** The residual R when ops[at] is `R = R + m.out` (either order) and m.out is not read later. */
-function residualOf(ops: readonly Op[], at: number, m: MatmulOp): Tensor | undefined {
-  const a = ops[at];
-  if (a?.op !== "add" || a.rows !== m.rows) return undefined;
-  const other = a.a === m.out ? a.b : a.b === m.out ? a.a : undefined;
-  if (!other || other !== a.out || other === m.out || other === m.x) return undefined;
-  if (readLater(ops, at + 1, m.out)) return undefined;
-  return other;
-}
 
 /**
  * A matmul node from ops[i] (a matmul reading `x`), with an optional norm/gather prologue already
