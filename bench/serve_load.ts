@@ -26,10 +26,11 @@
  */
 import { parseArgs } from "node:util";
 import { type CpuProfile, Profiler, summarize } from "./_cpu_profile.ts";
+import { serveArgs } from "./_serve_args.ts";
 
 const sep = Deno.args.indexOf("--");
 const own = sep < 0 ? Deno.args : Deno.args.slice(0, sep);
-const serverArgs = sep < 0 ? [] : Deno.args.slice(sep + 1);
+const serverArgs = serveArgs(Deno.args);
 const { values: f } = parseArgs({
   args: own,
   options: {
@@ -51,17 +52,6 @@ const rounds = Number(f.rounds), timeoutMs = Number(f["timeout-s"]) * 1000;
 if (![clients, maxTokens, promptTokens, rounds].every((n) => Number.isInteger(n) && n > 0)) {
   console.error("--clients, --max-tokens, --prompt-tokens and --rounds must be positive integers");
   Deno.exit(2);
-}
-if (serverArgs.length === 0) {
-  const models = new URL("../../shared/models/", import.meta.url).pathname;
-  serverArgs.push(
-    "--model",
-    `${models}stories260K.bin`,
-    "--tokenizer",
-    `${models}tok512.bin`,
-    "--backend",
-    "ref",
-  );
 }
 const deadline = Date.now() + timeoutMs;
 

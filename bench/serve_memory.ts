@@ -11,6 +11,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { serveArgs } from "./_serve_args.ts";
 
 const sep = Deno.args.indexOf("--");
 const { values: f } = parseArgs({
@@ -22,18 +23,7 @@ const { values: f } = parseArgs({
     "timeout-s": { type: "string", default: "900" },
   },
 });
-const serverArgs = sep < 0 ? [] : Deno.args.slice(sep + 1);
-if (serverArgs.length === 0) {
-  const models = new URL("../../shared/models/", import.meta.url).pathname;
-  serverArgs.push(
-    "--model",
-    `${models}stories260K.bin`,
-    "--tokenizer",
-    `${models}tok512.bin`,
-    "--backend",
-    "ref",
-  );
-}
+const serverArgs = serveArgs(Deno.args);
 const total = Number(f.requests), conc = Number(f.concurrency), slack = Number(f["slack-mib"]);
 const deadline = Date.now() + Number(f["timeout-s"]) * 1000;
 

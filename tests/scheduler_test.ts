@@ -12,6 +12,14 @@ import { nmse, sharedModel } from "./_util.ts";
 import { forEachBackend } from "./_backends.ts";
 import { synthWeights, TINY_CONFIG, writeLlama2c } from "./_synth.ts";
 
+/** A 64-token synthetic llama2.c model (seeded weights) and a matching placeholder SentencePiece tokenizer. */
+function tinyModel(seed: number) {
+  const config = { ...TINY_CONFIG, vocabSize: 64, seqLen: 96 };
+  const tokens = Array.from({ length: 64 }, (_, i) => `t${i}`);
+  const tokenizer = createTokenizer({ kind: "spm", tokens, scores: tokens.map(() => 0), bosId: 1, eosId: 2 });
+  return { config, bytes: writeLlama2c(config, synthWeights(config, seed)), tokenizer };
+}
+
 const modelPath = sharedModel("stories260K.bin");
 const tokPath = sharedModel("tok512.bin");
 const ignore = !modelPath || !tokPath;
@@ -72,16 +80,7 @@ Deno.test({
 Deno.test({
   name: "steps carrying rows of several sequences give the logits of one-sequence steps, on every backend",
   fn: async () => {
-    const config = { ...TINY_CONFIG, vocabSize: 64, seqLen: 96 };
-    const bytes = writeLlama2c(config, synthWeights(config, 7));
-    const tokens = Array.from({ length: 64 }, (_, i) => `t${i}`);
-    const tokenizer = createTokenizer({
-      kind: "spm",
-      tokens,
-      scores: tokens.map(() => 0),
-      bosId: 1,
-      eosId: 2,
-    });
+    const { bytes, tokenizer } = tinyModel(7);
     const seqs = [
       Array.from({ length: 40 }, (_, i) => (i * 7 + 3) % 64),
       Array.from({ length: 23 }, (_, i) => (i * 5 + 1) % 64),
@@ -208,16 +207,7 @@ Deno.test({
   name:
     "greedy rows take the device argmax next to sampled rows: same tokens as alone, only sampled logits read back",
   fn: async () => {
-    const config = { ...TINY_CONFIG, vocabSize: 64, seqLen: 96 };
-    const bytes = writeLlama2c(config, synthWeights(config, 3));
-    const tokens = Array.from({ length: 64 }, (_, i) => `t${i}`);
-    const tokenizer = createTokenizer({
-      kind: "spm",
-      tokens,
-      scores: tokens.map(() => 0),
-      bosId: 1,
-      eosId: 2,
-    });
+    const { config, bytes, tokenizer } = tinyModel(3);
     const prompts = [[1, 5, 9], [1, 17, 4, 33], [1, 40], [1, 8, 8, 8, 21], [1, 60, 2, 7]];
     const options = [
       { temperature: 0 },
