@@ -4,12 +4,13 @@
 # Builds the default library (A) and one with -D$AB_DEFINE (B), makes a random-weight 7B-shape HF
 # checkpoint (hf_compare.py, logits checked against HF fp32 with A), then times decode (16-token prompt,
 # 128 new tokens, best of 3) for fp16 / int8 / int4 weights with A and with B, interleaved, and runs the
-# GPU tests with B. Output: $OUT/ab.txt.
+# GPU tests with B (AB_TESTS=0 skips them and leaves A as build/libllama_ts_cuda.so; AB_CKPT names the
+# checkpoint directory, default /tmp/ab-ckpt). Output: $OUT/ab.txt.
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
 def=${AB_DEFINE:?set AB_DEFINE=NAME=VALUE}
 tok=.deno/models/llama-2-tiny-random.gguf
-ck=/tmp/ab-ckpt
+ck=${AB_CKPT:-/tmp/ab-ckpt}
 deno run -A tools/build_cuda.ts --arch sm_90 >"$OUT/build_a.log" 2>&1 &
 deno run -A tools/build_cuda.ts --arch sm_90 --out build/lib_b.so --define "$def" >"$OUT/build_b.log" 2>&1 &
 PYTHONUNBUFFERED=1 python3 bench/hf_compare.py --out "$OUT" --tokenizer "$tok" --ckpt "$ck" --skip-hf-generate \
@@ -30,6 +31,7 @@ run() {  # lib quant
     echo "$q B $(run build/lib_b.so $q)"
   done
 } | tee "$OUT/ab.txt"
+[ "${AB_TESTS:-1}" = 0 ] && exit 0  # AB_TESTS=0: leave A in place, skip the GPU tests with B
 cp build/lib_b.so build/libllama_ts_cuda.so
 timeout 300 deno test -A tests/ops_test.ts tests/golden_test.ts tests/cuda_test.ts >"$OUT/test_b.log" 2>&1
 grep -E "FAILED|passed" "$OUT/test_b.log" | tail -5 | tee -a "$OUT/ab.txt"

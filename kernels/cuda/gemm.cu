@@ -37,6 +37,10 @@
 //     5 = xh 4-stage (2 blocks/SM). Auto: 5 with a workspace, else 3 when the grid is at most one block
 //     per SM, else 2. Env LLAMA_TS_GEMM_SIMPLE=1 forces 1 at start.
 //   gemm_path_for(x, ldx, nRows, w, workspace): the path gemm() would take now.
+//   gemm_set_skip_dead(on): warps of the tensor-core kernel whose 16-row fragments lie past nRows skip
+//     their ldmatrix/mma (default on; env LLAMA_TS_GEMM_NO_SKIP=1 turns it off at start, for A/B runs).
+//   gemm_set_max_splits(n) / env LLAMA_TS_GEMM_MAX_SPLITS: most split-K ways (1..8, default 8);
+//   gemm_splits_for(nRows, w): the ways a tensor-core GEMM with a workspace would split k now.
 #include "kernels.cuh"
 
 #include <algorithm>
@@ -129,6 +133,7 @@ struct TcArgs {
   int vec2;  // y (and res) 8-byte aligned and ldy even: float2 epilogue stores
   int splits;   // split-K: blockIdx.z takes k-tiles [T*z/splits, T*(z+1)/splits)
   float* part;  // splits > 1: partial sums [splits][nRows][m], summed by splitk_reduce_kernel
+  int skipDead;  // warps whose rows are all >= nRows skip their mma (0 only for the A/B switch below)
 };
 
 template <int FMT, int S, int MINB, bool AH>
@@ -281,12 +286,19 @@ __global__ void __launch_bounds__(NT, MINB) gemm_tc_kernel(const TcArgs p) {
   // f16 A ldmatrix x4: matrix lm = (row-half lm&1, k-half lm>>1) -> a0..a3 of m16n8k16, row lr
   const uint32_t aLaneOffH = (uint32_t)(((wm * 32 + (lm & 1) * 8 + lr) * B_LD + (lm >> 1) * 8) * 2);
 
+  // Row fragments of this warp that hold live rows (warp-uniform): a decode batch of 9..64 rows fills only
+  // part of the 128-row tile, and the warps (or 16-row halves) past nRows skip their ldmatrix and mma.
+  const int warpRow0 = rowBase + wm * 32;
+  const int nMi = !p.skipDead ? 2 : warpRow0 >= p.nRows ? 0 : (warpRow0 + 16 >= p.nRows ? 1 : 2);
+
   auto compute = [&](const unsigned char* asb, uint32_t bs) {
+    if (nMi == 0) return;
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
       uint32_t af[2][4];
 #pragma unroll
       for (int mi = 0; mi < 2; mi++) {
+        if (mi >= nMi) break;
         if constexpr (AH) {
           ldsm_x4(smem_u32(asb) + aLaneOffH + (uint32_t)((mi * 16 * B_LD + kk) * 2), af[mi][0], af[mi][1],
                   af[mi][2], af[mi][3]);
@@ -308,9 +320,11 @@ __global__ void __launch_bounds__(NT, MINB) gemm_tc_kernel(const TcArgs p) {
         ldsm_x4(bs + bLaneOff + (uint32_t)((nj * 16 * B_LD + kk) * 2), bf[2 * nj][0], bf[2 * nj][1],
                 bf[2 * nj + 1][0], bf[2 * nj + 1][1]);
 #pragma unroll
-      for (int mi = 0; mi < 2; mi++)
+      for (int mi = 0; mi < 2; mi++) {
+        if (mi >= nMi) break;
 #pragma unroll
         for (int ni = 0; ni < 8; ni++) mma_16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+      }
     }
   };
 
@@ -484,6 +498,15 @@ __global__ void __launch_bounds__(256) gemm_simple_kernel(const float* __restric
 // Host side
 // ---------------------------------------------------------------------------------------------------------
 int g_path = -1;  // -1: not read yet; see gemm_set_path
+int g_skip = -1;  // -1: not read yet; env LLAMA_TS_GEMM_NO_SKIP=1 turns the dead-row mma skip off (A/B)
+
+int skip_setting() {
+  if (g_skip < 0) {
+    const char* e = std::getenv("LLAMA_TS_GEMM_NO_SKIP");
+    g_skip = (e && e[0] && e[0] != '0') ? 0 : 1;
+  }
+  return g_skip;
+}
 
 int path_setting() {
   if (g_path < 0) {
@@ -660,17 +683,31 @@ __global__ void __launch_bounds__(256) splitk_reduce_kernel(const float* __restr
 // Split-K for decode-sized batches: with at most kSplitMaxRows rows a GEMM has one row of 128 x 128 tiles,
 // e.g. 32 blocks for a 4096-wide weight on 132 SMs; splitting k fills the GPU. Used on the f16-x path
 // (it needs the workspace for the partial sums) when a grid has fewer blocks than SMs.
+// Up to 8 splits: a 4096-wide weight then has 256 blocks, two resident per SM (path 5), so each SM keeps two
+// blocks' cp.async stages of weights in flight; with 4 splits (128 blocks, one per SM) a 9..64-row int8
+// GEMM streamed its weights at ~0.5 TB/s (latency-bound: two 4 KB stages in flight per SM).
 constexpr int kSplitMaxRows = BM;
-constexpr int kMaxSplits = 4;
+constexpr int kMaxSplits = 8;  // workspace sizing; the setting below may lower it
 constexpr int kMinTilesPerSplit = 8;
+int g_maxSplits = -1;  // -1: not read yet; env LLAMA_TS_GEMM_MAX_SPLITS (1..8) for A/B runs
+
+int max_splits_setting() {
+  if (g_maxSplits < 0) {
+    const char* e = std::getenv("LLAMA_TS_GEMM_MAX_SPLITS");
+    const int v = e ? std::atoi(e) : 0;
+    g_maxSplits = v >= 1 && v <= kMaxSplits ? v : kMaxSplits;
+  }
+  return g_maxSplits;
+}
 
 int splits_for(int nRows, const WeightRef& w) {
   const long blocks = (long)((w.m + BN - 1) / BN);
   const int sms = dev_info().sms;
   if (nRows > kSplitMaxRows || blocks >= sms) return 1;
   const int T = (w.k + BK - 1) / BK;
+  const int cap = max_splits_setting();
   int sp = 1;
-  while (sp < kMaxSplits && blocks * (sp + 1) <= 2L * sms && T / (sp + 1) >= kMinTilesPerSplit) sp++;
+  while (sp < cap && blocks * (sp + 1) <= 2L * sms && T / (sp + 1) >= kMinTilesPerSplit) sp++;
   return sp;
 }
 
@@ -694,6 +731,9 @@ cudaError_t launch_simple(const float* x, int ldx, int nRows, const WeightRef& w
 }  // namespace
 
 void gemm_set_path(int p) { g_path = (p >= 0 && p <= 5) ? p : 0; }
+void gemm_set_skip_dead(int on) { g_skip = on ? 1 : 0; }
+void gemm_set_max_splits(int n) { g_maxSplits = n >= 1 && n <= kMaxSplits ? n : kMaxSplits; }
+int gemm_splits_for(int nRows, const WeightRef& w) { return splits_for(nRows, w); }
 
 int gemm_path_for(const float* x, int ldx, int nRows, const WeightRef& w, const void* workspace) {
   return choose_path(x, ldx, nRows, w, workspace);
@@ -730,6 +770,7 @@ cudaError_t gemm(const float* x, int ldx, int nRows, WeightRef w, float* y, int 
   a.ldy = ldy;
   a.res = res;
   a.vec2 = (ldy % 2 == 0) && aligned(y, 8) && (!res || aligned(res, 8));
+  a.skipDead = skip_setting();
   a.splits = kVariants[path].ah ? splits_for(nRows, w) : 1;
   a.part = a.splits > 1 ? reinterpret_cast<float*>(static_cast<char*>(workspace) + xh_bytes(nRows, w.k)) : nullptr;
   if (kVariants[path].ah) {

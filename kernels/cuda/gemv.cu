@@ -54,6 +54,13 @@ constexpr int kMaxNR = 8;            // most activation rows per GEMV call
 // block on that SM exits; 256 leaves room for them. Benchmarked with bench/cuda_ab.sh.
 #define LLAMA_TS_GEMV_THREADS 512
 #endif
+#ifndef LLAMA_TS_GEMV_MINB
+// Blocks per SM the GEMV is compiled for (__launch_bounds__ min blocks). 2 caps registers at 64 per thread
+// so that the next GEMV's block could fit beside this one's and start its PDL weight prefetch during this
+// one's tail; measured on the H100 (bench/cuda_ab.sh, AB_DEFINE=LLAMA_TS_GEMV_MINB=2) it costs 17-37% of
+// decode speed (the pipeline registers spill), so 1 stays.
+#define LLAMA_TS_GEMV_MINB 1
+#endif
 constexpr int kThreads = LLAMA_TS_GEMV_THREADS;  // threads per GEMV block
 constexpr int kMaxWarps = kThreads / 32;
 constexpr int kSmemBudget = 220 * 1024;  // dynamic shared memory the GEMV may use at most (H100: 227 KB
@@ -357,7 +364,7 @@ __device__ __forceinline__ void reduce_and_store(const GemvParams& p, int wi, in
 }
 
 template <int FMT, int NR>
-__global__ void __launch_bounds__(kThreads, 1) gemv_kernel(const __grid_constant__ GemvParams p) {
+__global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(const __grid_constant__ GemvParams p) {
   constexpr int D = Depth<FMT, NR>::value;
   extern __shared__ float4 dyn_smem[];
   __shared__ float red[NR][kMaxWarps];

@@ -1,8 +1,10 @@
 // llama.ts CUDA runtime: the C ABI of llama_ts_cuda.h. Device and memory management, weight
 // preparation, and "programs": a decoder step compiled by the TypeScript backend into op records,
-// interpreted here into kernel launches. Steps of up to kGraphMaxTokens rows are captured once per
-// (nTokens, nLogitRows) as a CUDA graph and replayed, so a decode step costs one FFI call, one graph
-// launch and two small copies.
+// interpreted here into kernel launches. Steps of up to kGraphMaxTokens rows are captured as a CUDA graph
+// per (nTokens, nLogitRows) and replayed, so a decode step costs one FFI call, one graph launch and two
+// small copies: steps of up to kGraphAlwaysTokens rows from their second run, larger ones (batched decode
+// in the server: ~800 launches per uncaptured 7B step) from their third, at most kMaxGraphs per program
+// (the least recently used goes first).
 //
 // Program records are int64 words: [opcode, nWords, fields...]; a weight takes 6 words
 // (q, scales, format, group, m, k); floats travel as the bits of a double; `rows` is 0 for "tokens"
@@ -100,11 +102,19 @@ struct Program {
   void* workspace = nullptr;
   size_t workspaceBytes = 0;
   float* attnScratch = nullptr;
-  std::map<std::pair<int, int>, cudaGraphExec_t> graphs;
+  struct Graph {
+    cudaGraphExec_t exec;
+    uint64_t lastUse;
+  };
+  std::map<std::pair<int, int>, Graph> graphs;
+  std::map<std::pair<int, int>, int> runs;  // direct runs per shape not captured yet
+  uint64_t clock = 0;
   StepDev st{};
 };
 
-constexpr int kGraphMaxTokens = 8;
+constexpr int kGraphAlwaysTokens = 8;
+constexpr int kGraphMaxTokens = 128;
+constexpr size_t kMaxGraphs = 64;
 
 // Launch every record for a step of nT rows (nL logit rows).
 cudaError_t launch_all(Program& p, int nT, int nL) {
@@ -366,7 +376,7 @@ void size_scratch(Program& p, size_t& ws, size_t& attn) {
 }
 
 void destroy(Program* p) {
-  for (auto& g : p->graphs) cudaGraphExecDestroy(g.second);
+  for (auto& g : p->graphs) cudaGraphExecDestroy(g.second.exec);
   if (p->stepDev) cudaFree(p->stepDev);
   if (p->stepHost) cudaFreeHost(p->stepHost);
   if (p->outHost) cudaFreeHost(p->outHost);
@@ -577,13 +587,17 @@ int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t step
   const auto key = std::make_pair(nT, nL);
   auto g = p.graphs.find(key);
   if (g != p.graphs.end()) {
-    TRY(cudaGraphLaunch(g->second, g_stream), "cudaGraphLaunch");
+    g->second.lastUse = ++p.clock;
+    TRY(cudaGraphLaunch(g->second.exec, g_stream), "cudaGraphLaunch");
   } else {
     cudaError_t e = launch_all(p, nT, nL);
     if (e != cudaSuccess) return cuda_fail(e, "kernel launch");
     // The first run of a small shape ran directly (one-time kernel attributes are set outside any
     // capture); capture it now for the next step of the same shape.
-    if (nT <= kGraphMaxTokens) {
+    // (a shape seen once may be a one-off prefill chunk: larger ones wait for a repeat)
+    // (only shapes that can be captured are counted, so the map stays bounded)
+    const int seen = nT <= kGraphMaxTokens ? ++p.runs[key] : 0;
+    if (nT <= kGraphMaxTokens && (nT <= kGraphAlwaysTokens || seen >= 2)) {
       TRY(cudaStreamSynchronize(g_stream), "step");
       cudaGraph_t graph;
       TRY(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal), "begin capture");
@@ -595,7 +609,15 @@ int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t step
       cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
       cudaGraphDestroy(graph);
       if (ie != cudaSuccess) return cuda_fail(ie, "graph instantiate");
-      p.graphs[key] = exec;
+      if (p.graphs.size() >= kMaxGraphs) {
+        auto lru = p.graphs.begin();
+        for (auto it = p.graphs.begin(); it != p.graphs.end(); ++it)
+          if (it->second.lastUse < lru->second.lastUse) lru = it;
+        cudaGraphExecDestroy(lru->second.exec);
+        p.graphs.erase(lru);
+      }
+      p.graphs[key] = Program::Graph{exec, ++p.clock};
+      p.runs.erase(key);
     }
   }
   if (out && nL) {

@@ -27,6 +27,9 @@ namespace llama_ts {
 // test hooks defined in gemm.cu
 void gemm_set_path(int p);
 int gemm_path_for(const float* x, int ldx, int nRows, const WeightRef& w, const void* workspace);
+void gemm_set_skip_dead(int on);
+void gemm_set_max_splits(int n);
+int gemm_splits_for(int nRows, const WeightRef& w);
 }  // namespace llama_ts
 
 using namespace llama_ts;
@@ -478,6 +481,46 @@ int main(int argc, char** argv) {
     }
     CK(cudaFree(dx));
     CK(cudaFree(dy));
+  }
+  // decode batches (auto path, workspace, split-K where it applies), int8 per channel
+  {
+    const TShape dshapes[] = {{9, 4096, 4096},  {16, 4096, 4096},  {32, 4096, 4096},  {64, 4096, 4096},
+                              {128, 4096, 4096}, {64, 11008, 4096}, {64, 4096, 11008}, {16, 11008, 4096}};
+    for (const TShape& ts : dshapes) {
+      std::vector<float> hx = check::rand_vec((size_t)ts.nRows * ts.k, 78);
+      float* dx = check::to_dev(hx);
+      float* dy = nullptr;
+      CK(cudaMalloc(&dy, (size_t)ts.nRows * ts.m * sizeof(float)));
+      HostW w = make_weight(WF_I8, ts.k, ts.m, ts.k, 4343);
+      DevW dw = upload(w);
+      void* ws = nullptr;
+      const size_t wsBytes = gemm_workspace_bytes(dw.ref, ts.nRows);
+      if (wsBytes) CK(cudaMalloc(&ws, wsBytes));
+      const double flop = 2.0 * ts.nRows * (double)ts.m * ts.k, bytes = (double)ts.m * ts.k;
+      // A: split-K up to 8 ways (default), B: up to 4 (the previous default), C: A without the dead-row skip
+      auto fn = [&] { CK(gemm(dx, ts.k, ts.nRows, dw.ref, dy, ts.m, nullptr, ws, 0)); };
+      gemm_set_max_splits(8);
+      const int spA = gemm_splits_for(ts.nRows, dw.ref);
+      const double usA = time_cold_us(fn, flush, flushBytes);
+      gemm_set_max_splits(4);
+      const int spB = gemm_splits_for(ts.nRows, dw.ref);
+      const double usB = time_cold_us(fn, flush, flushBytes);
+      gemm_set_max_splits(8);
+      gemm_set_skip_dead(0);
+      const double usC = time_cold_us(fn, flush, flushBytes);
+      gemm_set_skip_dead(1);
+      char shp[64];
+      std::snprintf(shp, sizeof shp, "%dx%dx%d", ts.nRows, ts.m, ts.k);
+      std::snprintf(line, sizeof line,
+                    "%-18s i8/ch %d splits %7.1f us (%5.0f GB/s, %5.1f TF) | %d splits %7.1f us | no skip %7.1f us",
+                    shp, spA, usA, bytes / usA * 1e-3, flop / usA * 1e-6, spB, usB, usC);
+      table.push_back(line);
+      std::printf("%s\n", line);
+      if (ws) CK(cudaFree(ws));
+      release(dw);
+      CK(cudaFree(dx));
+      CK(cudaFree(dy));
+    }
   }
   CK(cudaFree(flush));
   CK(cudaGetLastError());
