@@ -13,12 +13,12 @@ if [ "$mode" = check ] || [ "$mode" = all ]; then
   t=$(date +%s)
   deno run -A tools/build_cuda.ts --arch sm_90 ${CHECKS:+--checks} >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
   echo "build: $(( $(date +%s) - t )) s"
-  for c in ${CHECKS:+gemv ops gemm}; do
+  for c in ${CHECKS:+gemv ops gemm w8a8}; do
     timeout 300 "build/${c}_check" >"$OUT/${c}_check.log" 2>&1 || status=1
     grep -E "FAIL|failures" "$OUT/${c}_check.log" | head -20
     tail -16 "$OUT/${c}_check.log"
   done
-  timeout 400 deno test -A tests/ops_test.ts tests/golden_test.ts tests/cuda_test.ts >"$OUT/deno_test.log" 2>&1 || status=1
+  timeout 400 deno test -A tests/ops_test.ts tests/golden_test.ts tests/cuda_test.ts tests/quant_ops_test.ts >"$OUT/deno_test.log" 2>&1 || status=1
   grep -E "FAILED|passed|SKIP|error:" "$OUT/deno_test.log" | tail -15
 fi
 if [ "$mode" = bench ] || [ "$mode" = all ]; then

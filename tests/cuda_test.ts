@@ -7,10 +7,17 @@
 import assert from "node:assert/strict";
 import { CUDA_ABI_VERSION, openLibrary, SYMBOLS } from "../src/backends/cuda/ffi.ts";
 import { cudaBackendFactory } from "../src/backends/cuda/cuda.ts";
+import { compileProgram, type DeviceTensor, OP } from "../src/backends/cuda/program.ts";
+import type { Op } from "../src/ops.ts";
 import { Engine, LlmError, loadModel } from "../mod.ts";
-import { nmse, sharedModel } from "./_util.ts";
+import { nmse, NMSE_TOLERANCE, sharedModel } from "./_util.ts";
 import { synthWeights, TINY_CONFIG, writeLlama2c } from "./_synth.ts";
-import { expectedShape } from "../src/format/model_file.ts";
+import { expectedShape, type ModelFile, requiredTensors } from "../src/format/model_file.ts";
+import type { DType } from "../src/types.ts";
+import { quantize } from "../src/dtype.ts";
+import { bytesSource } from "../src/io/byte_source.ts";
+import { createTokenizer } from "../src/format/tokenizer_load.ts";
+import { quantizeModelFile } from "../src/io/quantize_file.ts";
 import { simulateQuant } from "./_memory_model.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -209,4 +216,197 @@ Deno.test({
     // GEMM and GEMV sum in different orders, so a near-tie may flip late; broken replays give garbage
     assert.ok(agree >= 0.9 * total, `${agree}/${total}`);
   },
+});
+
+/** A W8A8 model in memory: every matrix with whole 32-blocks in `dtype`, int8 activations in the layers. */
+function w8a8Synth(dtype: "q8_0" | "q4_0", activationQuant: "int8" | undefined): ModelFile {
+  const config = {
+    ...TINY_CONFIG,
+    dim: 256,
+    hiddenDim: 512,
+    headDim: 32,
+    nHeads: 8,
+    nKvHeads: 4,
+    activationQuant,
+  };
+  const w = synthWeights(config, 8), tensors = new Map();
+  for (const name of requiredTensors(config)) {
+    const shape = expectedShape(config, name);
+    const d: DType = shape.length === 2 && shape[1] % 32 === 0 ? dtype : "f32";
+    const bytes = quantize(d, w.get(name)!);
+    tensors.set(name, {
+      name,
+      dtype: d,
+      shape,
+      source: bytesSource(bytes, name),
+      byteOffset: 0,
+      byteLength: bytes.length,
+    });
+  }
+  return { format: "gguf", config, tensors, metadata: {}, close: () => {} };
+}
+
+const synthTok = createTokenizer({
+  kind: "spm",
+  tokens: Array.from({ length: 512 }, (_, i) => (i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁t${i}`)),
+  scores: Array.from({ length: 512 }, (_, i) => -i),
+  bosId: 1,
+  eosId: 2,
+  unkId: 0,
+});
+
+const flatten = (rows: Float32Array[]): Float32Array => {
+  const out = new Float32Array(rows.length * rows[0].length);
+  rows.forEach((r, i) => out.set(r, i * r.length));
+  return out;
+};
+
+Deno.test({
+  name:
+    "cuda: W8A8 models (q8_0 and q4_0, int8 activations) give ref's logits in the GEMV and the GEMM paths",
+  ignore: gpu.score === 0,
+  fn: async () => {
+    const ids = Array.from({ length: 24 }, (_, i) => 1 + ((i * 37) % 500));
+    for (const dtype of ["q8_0", "q4_0"] as const) {
+      const logits = async (backend: "ref" | "cuda", aq: "int8" | undefined, maxStepTokens?: number) => {
+        using e = await Engine.create(w8a8Synth(dtype, aq), synthTok, {
+          backend,
+          kvDType: "f32",
+          maxStepTokens,
+        });
+        return flatten(await e.logitsFor(ids));
+      };
+      const ref = await logits("ref", "int8"), refWeightOnly = await logits("ref", undefined);
+      const gemm = await logits("cuda", "int8"), gemv = await logits("cuda", "int8", 4);
+      const eGemm = nmse(gemm, ref), eGemv = nmse(gemv, ref), eAct = nmse(refWeightOnly, ref);
+      console.log(
+        `W8A8 ${dtype}: cuda vs ref logits nmse ${eGemm.toExponential(2)} (24-row steps, int8 mma GEMM), ` +
+          `${eGemv.toExponential(2)} (4-row steps, dp4a GEMV); int8 vs float activations on ref ${
+            eAct.toExponential(2)
+          }`,
+      );
+      // within the q8_0 parity tolerance, and far closer to ref's int8 activations than float ones are
+      for (const e of [eGemm, eGemv]) {
+        assert.ok(e < NMSE_TOLERANCE.q8_0 / 10, `${dtype}: nmse ${e}`);
+        assert.ok(
+          e < eAct / 100,
+          `${dtype}: nmse ${e} is not far below the float-activation difference ${eAct}`,
+        );
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "cuda: stories260K quantized with w8a8_smoothquant gives ref's logits and greedy tokens",
+  ignore: gpu.score === 0 || !modelPath || !tokPath,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const file = `${dir}/w8a8.gguf`;
+      await quantizeModelFile(modelPath!, file, {
+        scheme: "w8a8_smoothquant",
+        tokenizer: tokPath,
+        calibration: new URL("./data/calibration.txt", import.meta.url).pathname,
+      });
+      const text = "Once upon a time, there was a little girl named Lily. She loved to play outside.";
+      const run = async (backend: "ref" | "cuda") => {
+        const { model, tokenizer } = await loadModel(file);
+        assert.equal(model.config.activationQuant, "int8");
+        using e = await Engine.create(model, tokenizer, { backend, kvDType: "f32" });
+        model.close();
+        const ids = tokenizer.encode(text, { addBos: true });
+        const rows = flatten(await e.logitsFor(ids));
+        const gen = await e.complete("Once upon a time", { maxTokens: 32, temperature: 0 });
+        return { rows, gen: gen.generatedIds };
+      };
+      const ref = await run("ref"), cuda = await run("cuda");
+      const e = nmse(cuda.rows, ref.rows);
+      let agree = 0;
+      while (agree < ref.gen.length && cuda.gen[agree] === ref.gen[agree]) agree++;
+      console.log(
+        `stories260K W8A8: cuda vs ref logits nmse ${e.toExponential(2)}; ${agree}/32 greedy tokens equal`,
+      );
+      assert.ok(e < NMSE_TOLERANCE.q8_0 / 10, `nmse ${e}`);
+      assert.ok(agree >= 16, `greedy diverged after ${agree} tokens`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("cuda compiler: a W8A8 decoder layer becomes MATMUL_A8 records (norm, QKV, residual, gate/up fused)", () => {
+  let next = 0x1000n;
+  const t = (label: string, shape: number[], dtype: DType = "f32", weight = false): DeviceTensor => {
+    const ptr = (next += 0x1000n);
+    const [m, k] = shape;
+    return {
+      dtype,
+      shape,
+      byteLength: 0,
+      usage: weight ? "weights" : "compute",
+      label,
+      ptr,
+      weight: weight ? { q: ptr, scales: ptr + 8n, fmt: 3, group: 32, m, k } : undefined,
+    };
+  };
+  const d = 64, h = 96;
+  const x = t("x", [4, d]),
+    xb = t("xb", [4, d]),
+    q = t("q", [4, d]),
+    k = t("k", [4, 32]),
+    v = t("v", [4, 32]);
+  const att = t("att", [4, d]), xb2 = t("xb2", [4, d]), hb = t("hb", [4, h]), hb2 = t("hb2", [4, h]);
+  const nw = t("norm", [d], "f32", false), inv = t("invfreq", [4]);
+  const W = (n: string, m: number, kk: number) => t(n, [m, kk], "q8_0", true);
+  const wq = W("wq", d, d), wk = W("wk", 32, d), wv = W("wv", 32, d), wo = W("wo", d, d);
+  const w1 = W("w1", h, d), w3 = W("w3", h, d), w2 = W("w2", d, h);
+  const cache = { k: t("ck", [64, 32]), v: t("cv", [64, 32]), blockSize: 16 };
+  const layer = (aq: "int8" | undefined): Op[] => [
+    { op: "rms_norm", x, weight: nw, out: xb, eps: 1e-5, rows: "tokens" },
+    { op: "matmul", x: xb, w: wq, out: q, rows: "tokens", actQuant: aq },
+    { op: "matmul", x: xb, w: wk, out: k, rows: "tokens", actQuant: aq },
+    { op: "matmul", x: xb, w: wv, out: v, rows: "tokens", actQuant: aq },
+    { op: "rope", x: q, nHeads: 8, headDim: 8, style: "interleaved", invFreq: inv },
+    { op: "rope", x: k, nHeads: 4, headDim: 8, style: "interleaved", invFreq: inv },
+    { op: "kv_write", k, v, cache },
+    { op: "attention", q, cache, out: att, nHeads: 8, nKvHeads: 4, headDim: 8, scale: 0.35 },
+    { op: "matmul", x: att, w: wo, out: xb2, rows: "tokens", actQuant: aq },
+    { op: "add", a: x, b: xb2, out: x, rows: "tokens" },
+    { op: "rms_norm", x, weight: nw, out: xb, eps: 1e-5, rows: "tokens" },
+    { op: "matmul", x: xb, w: w1, out: hb, rows: "tokens", actQuant: aq },
+    { op: "matmul", x: xb, w: w3, out: hb2, rows: "tokens", actQuant: aq },
+    { op: "silu_mul", gate: hb, up: hb2, out: hb },
+    { op: "matmul", x: hb, w: w2, out: xb2, rows: "tokens", actQuant: aq },
+    { op: "add", a: x, b: xb2, out: x, rows: "tokens" },
+  ];
+  const records = (ops: Op[]) => {
+    const w = compileProgram(ops), out: bigint[][] = [];
+    for (let i = 0; i < w.length; i += Number(w[i + 1])) out.push([...w.subarray(i, i + Number(w[i + 1]))]);
+    return out;
+  };
+  const A8 = BigInt(OP.MATMUL_A8);
+  // float activations: the float kernels' fusions, no MATMUL_A8
+  assert.deepEqual(records(layer(undefined)).map((r) => Number(r[0])), [
+    OP.MATMUL_MULTI,
+    OP.ROPE_KV,
+    OP.ATTENTION,
+    OP.MATMUL,
+    OP.GATEUP,
+    OP.MATMUL,
+  ]);
+  const r = records(layer("int8"));
+  assert.deepEqual(r.map((x) => x[0]), [A8, BigInt(OP.ROPE_KV), BigInt(OP.ATTENTION), A8, A8, A8]);
+  // [op, len, x, ldx, normW, eps, rows, mode, nW, (W q scales fmt group m k, y, ldy, res) * nW]
+  const [qkv, o, gu, down] = [r[0], r[3], r[4], r[5]];
+  assert.deepEqual([qkv[2], qkv[4], qkv[7], qkv[8]], [x.ptr, nw.ptr, 0n, 3n]); // norm fused, x read
+  assert.deepEqual([qkv[9 + 6], qkv[18 + 6], qkv[27 + 6]], [q.ptr, k.ptr, v.ptr]);
+  assert.equal(qkv.length, 9 + 27);
+  assert.deepEqual([o[2], o[4], o[7], o[8], o[9 + 6], o[9 + 8]], [att.ptr, 0n, 0n, 1n, x.ptr, x.ptr]); // residual
+  assert.deepEqual([gu[4], gu[7], gu[8], gu[9 + 6], gu[18 + 6]], [nw.ptr, 1n, 2n, hb.ptr, hb2.ptr]); // gate/up
+  assert.deepEqual([down[2], down[7], down[8], down[9 + 6], down[9 + 8]], [hb.ptr, 0n, 1n, x.ptr, x.ptr]);
+  // the norm's output read later: the norm runs on its own and the matmul quantizes xb itself
+  const kept = records([...layer("int8").slice(0, 2), { op: "add", a: xb, b: q, out: q, rows: "tokens" }]);
+  assert.deepEqual(kept.map((x) => Number(x[0])), [OP.RMS_NORM, OP.MATMUL_A8, OP.ADD]);
+  assert.deepEqual([kept[1][2], kept[1][4]], [xb.ptr, 0n]);
 });

@@ -20,7 +20,7 @@ const { values: f } = parseArgs({
 });
 const root = new URL("..", import.meta.url).pathname;
 Deno.chdir(root);
-const src = ["runtime.cu", "gemv.cu", "gemm.cu", "ops.cu", "attention.cu", "kv_int8.cu"].map((f) =>
+const src = ["runtime.cu", "gemv.cu", "gemm.cu", "ops.cu", "attention.cu", "kv_int8.cu", "w8a8.cu"].map((f) =>
   `kernels/cuda/${f}`
 );
 const gencode = f.arch ? [`-arch=${f.arch}`] : [
@@ -51,12 +51,12 @@ await nvcc([...common, "-shared", "-o", f.out!, ...src]);
 console.error(`built ${f.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 if (f.checks) {
   for (
-    const [name, deps] of [["gemv", ["gemv.cu"]], ["ops", ["ops.cu", "attention.cu", "kv_int8.cu"]], [
-      "gemm",
-      [
-        "gemm.cu",
-      ],
-    ]] as const
+    const [name, deps] of [
+      ["gemv", ["gemv.cu"]],
+      ["ops", ["ops.cu", "attention.cu", "kv_int8.cu"]],
+      ["gemm", ["gemm.cu"]],
+      ["w8a8", ["w8a8.cu", "gemv.cu", "gemm.cu", "ops.cu", "attention.cu", "kv_int8.cu"]],
+    ] as const
   ) {
     await nvcc([
       ...common,

@@ -70,6 +70,25 @@ cudaError_t gemm(const float* x, int ldx, int nRows, WeightRef w, float* y, int 
                  void* workspace, cudaStream_t s);
 size_t gemm_workspace_bytes(const WeightRef& w, int maxRows);
 
+// ---- W8A8: per-token int8 activations x int8 / int4 block weights (w8a8.cu) ---------------------------
+// Each row r < nRows of xn = normW ? rms_norm(x, normW, eps) : x (row stride ldx, width k % 32 == 0) is
+// quantized: sx = f32(max|xn| / 127), qx = clamp(roundf(xn * f32(1 / sx)), -127, 127) (0 when sx == 0);
+// then per weight i (WF_I8 or WF_I4, group 32: q8_0 / q4_0):
+//   mode 0: y_i[r*ldy_i + j] = (res_i ? res_i[r*ldy_i + j] : 0) + sx_r * sum_b d_jb * (exact int32 block dot)
+//   mode 1 (nW = 2, gate/up): y_0 = silu(gate) * up with gate, up the two products; y_1 is scratch
+//          (written when nRows > a8_gemv_max_rows(k); ldy_0 = ldy_1 = m there).
+// workspace: matmul_a8_workspace_bytes(maxRows, k) bytes, 16-byte aligned (qx and sx).
+struct A8Args {
+  const float* x; int ldx; int nRows; int k;
+  const float* normW; float eps;
+  int mode; int nW;
+  WeightRef w[3]; float* y[3]; int ldy[3]; const float* res[3];
+};
+cudaError_t matmul_a8(const A8Args& a, void* workspace, cudaStream_t s);
+size_t matmul_a8_workspace_bytes(int maxRows, int k);
+// Most rows the W8A8 GEMV takes for width k (more rows run on int8 tensor cores).
+int a8_gemv_max_rows(int k);
+
 // ---- weight preparation (at load) ---------------------------------------------------------------------
 // ggml block bytes (q8_0: 34-byte blocks, q4_0: 18-byte blocks) -> WF_I8 / WF_I4 group 32.
 cudaError_t repack_q8_0(const uint8_t* src, int m, int k, int8_t* q, __half* scales, cudaStream_t s);

@@ -12,7 +12,7 @@
 #define LLAMA_TS_CUDA_H
 #include <stdint.h>
 
-#define LLAMA_TS_CUDA_ABI_VERSION 2
+#define LLAMA_TS_CUDA_ABI_VERSION 3 /* 3: MATMUL_A8 program records (W8A8 matmuls) */
 
 #define LLAMA_TS_OK 0
 #define LLAMA_TS_E_CUDA (-1)        /* a CUDA runtime call failed */

@@ -68,6 +68,7 @@ enum Op : int64_t {
   OP_SILU_MUL = 11,     // gate, up, out, n
   OP_GATHER = 12,       // x, out, n
   OP_ARGMAX = 13,       // x, out (int), n; over the logit rows
+  OP_MATMUL_A8 = 14,    // x, ldx, normW, eps, rows, mode, nW, (W, y, ldy, res) * nW   (w8a8.cu: matmul_a8)
 };
 
 struct Reader {
@@ -313,6 +314,25 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
         if (nL) e = argmax_rows(x, out, nL, n, g_stream);
         break;
       }
+      case OP_MATMUL_A8: {
+        A8Args a{};
+        a.x = r.ptr<const float>();
+        a.ldx = r.i32();
+        a.normW = r.ptr<const float>();
+        a.eps = r.f();
+        a.nRows = r.i32() ? nL : nT;
+        a.mode = r.i32();
+        a.nW = r.i32();
+        for (int i = 0; i < a.nW; i++) {
+          a.w[i] = r.weight();
+          a.y[i] = r.ptr<float>();
+          a.ldy[i] = r.i32();
+          a.res[i] = r.ptr<const float>();
+        }
+        a.k = a.w[0].k;
+        if (a.nRows) e = matmul_a8(a, p.workspace, g_stream);
+        break;
+      }
       default:
         return cudaErrorInvalidValue;
     }
@@ -327,10 +347,13 @@ int32_t validate(Program& p) {
   while (i < p.words.size()) {
     if (i + 2 > p.words.size()) return fail(LLAMA_TS_E_ARGUMENT, "program: truncated record header");
     int64_t op = p.words[i], len = p.words[i + 1];
-    if (op < OP_EMBED || op > OP_ARGMAX) return fail(LLAMA_TS_E_ARGUMENT, "program: unknown opcode " + std::to_string(op));
+    if (op < OP_EMBED || op > OP_MATMUL_A8) return fail(LLAMA_TS_E_ARGUMENT, "program: unknown opcode " + std::to_string(op));
     if (len < 2 || i + (size_t)len > p.words.size()) return fail(LLAMA_TS_E_ARGUMENT, "program: bad record length");
     if (op == OP_MATMUL_MULTI && (p.words[i + 8] < 1 || p.words[i + 8] > 3)) {
       return fail(LLAMA_TS_E_ARGUMENT, "program: MATMUL_MULTI takes 1 to 3 weights");
+    }
+    if (op == OP_MATMUL_A8 && (len < 9 || p.words[i + 8] < 1 || p.words[i + 8] > 3 || len != 9 + 9 * p.words[i + 8])) {
+      return fail(LLAMA_TS_E_ARGUMENT, "program: MATMUL_A8 takes 1 to 3 weights");
     }
     p.starts.push_back((int)i);
     i += (size_t)len;
@@ -360,6 +383,14 @@ void size_scratch(Program& p, size_t& ws, size_t& attn) {
       for (int k = 0; k < 5; k++) r.i64();
       weight_ws(r.weight());
       weight_ws(r.weight());
+    } else if (op == OP_MATMUL_A8) {
+      for (int k = 0; k < 6; k++) r.i64();
+      int n = r.i32();
+      for (int k = 0; k < n; k++) {
+        WeightRef w = r.weight();
+        ws = std::max(ws, matmul_a8_workspace_bytes(rowsCap, w.k));
+        r.i64(); r.i64(); r.i64();
+      }
     } else if (op == OP_ATTENTION) {
       for (int k = 0; k < 3; k++) r.i64();
       int kvFmt = r.i32();

@@ -65,6 +65,8 @@ class CudaTensor implements DeviceTensor {
 
 const OPS = OP_NAMES;
 const WEIGHT_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
+/** Weights an int8-activation (W8A8) matmul takes: integer blocks of 32 (kernels/cuda/w8a8.cu). */
+const ACT_INT8_WEIGHTS: readonly DType[] = ["q8_0", "q4_0"];
 
 class CudaBackend implements Backend {
   readonly name = "cuda" as const;
@@ -89,6 +91,7 @@ class CudaBackend implements Backend {
       memoryBytes: memory,
       device,
       preferredStepTokens: 512,
+      opFeatures: ["matmul_act_int8"],
     };
   }
 
@@ -208,7 +211,10 @@ class CudaBackend implements Backend {
   }
 
   supportsOp(op: Op): boolean {
-    if (op.op === "matmul") return WEIGHT_DTYPES.includes(op.w.dtype) && op.x.dtype === "f32";
+    if (op.op === "matmul") {
+      const w = op.actQuant === "int8" ? ACT_INT8_WEIGHTS : WEIGHT_DTYPES;
+      return w.includes(op.w.dtype) && op.x.dtype === "f32";
+    }
     if (op.op === "embed") return WEIGHT_DTYPES.includes(op.table.dtype);
     if (op.op === "kv_write" || op.op === "attention") return this.caps.kvDTypes.includes(op.cache.k.dtype);
     return OPS.includes(op.op);
@@ -217,7 +223,10 @@ class CudaBackend implements Backend {
   compile(graph: readonly Op[], options?: CompileOptions): CompiledGraph {
     for (const o of graph) {
       if (!this.supportsOp(o)) {
-        throw new LlmError("UNSUPPORTED_DTYPE", `cuda backend cannot run op ${o.op} with these dtypes`);
+        const why = o.op === "matmul"
+          ? ` (weights ${o.w.dtype}${o.actQuant ? `, ${o.actQuant} activations need q8_0 or q4_0` : ""})`
+          : "";
+        throw new LlmError("UNSUPPORTED_DTYPE", `cuda backend cannot run op ${o.op} with these dtypes${why}`);
       }
     }
     const output = options?.outputs?.[0] as CudaTensor | undefined;
@@ -368,6 +377,7 @@ function init(path?: string): { lib: CudaLib; name: string; memory: number } {
 export const cudaBackendFactory: BackendFactory = {
   name: "cuda",
   apiVersion: BACKEND_API_VERSION,
+  opFeatures: ["matmul_act_int8"],
   probe(options?: BackendOptions): Promise<{ score: number; reason?: string }> {
     try {
       init(options?.cudaLibrary);

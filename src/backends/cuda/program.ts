@@ -5,6 +5,8 @@
  * - matmul(w1) + matmul(w3) + silu_mul (optionally after a norm) → one gate-up GEMV;
  * - matmul + residual add → one GEMV with a residual epilogue;
  * - rope(q) + rope(k) + kv_write → one launch.
+ * int8-activation (W8A8) matmuls take the same patterns with their own record (MATMUL_A8: the activation
+ * quantization, optionally after the norm, then int8 GEMV/GEMM), see {@link a8Record}.
  * KV records end with the int8 cache's scale pointers (0 for float caches).
  * A fusion that skips writing an intermediate applies only when no later op reads it.
  * @module
@@ -47,6 +49,7 @@ export const OP = {
   SILU_MUL: 11,
   GATHER: 12,
   ARGMAX: 13,
+  MATMUL_A8: 14,
 } as const;
 
 /** Scale pointers of an int8 cache (0 for float caches), appended to every KV record. */
@@ -77,6 +80,68 @@ function weightWords(t: Tensor): Word[] {
   return [w.q, w.scales, w.fmt, w.group, w.m, w.k];
 }
 
+/** A float-activation matmul of x over rows (the float kernels' fusions take only these). */
+function isFloatMatmulOf(o: Op | undefined, x: Tensor, rows: Rows): o is MatmulOp {
+  return isMatmulOf(o, x, rows) && o.actQuant === undefined;
+}
+
+function isA8MatmulOf(o: Op | undefined, x: Tensor, rows: Rows): o is MatmulOp {
+  return isMatmulOf(o, x, rows) && o.actQuant === "int8";
+}
+
+/**
+ * The MATMUL_A8 record starting at ops[i] when ops[i] is an int8-activation matmul, or an rms_norm whose
+ * output only such matmuls read: [x, ldx, normW, eps, rows, mode, nW, (W, y, ldy, res) * nW], and the
+ * index of the last op it covers. mode 1 is norm? + gate and up matmuls + silu_mul (y_0 = silu(gate) * up,
+ * y_1 the up tensor as scratch); mode 0 is 1..3 matmuls of one input (with the residual add when one).
+ */
+function a8Record(ops: readonly Op[], i: number): { fields: Word[]; last: number } | undefined {
+  const o = ops[i];
+  let x: Tensor, rows: Rows, norm: Word[], first: number;
+  if (o.op === "rms_norm") {
+    if (!isA8MatmulOf(ops[i + 1], o.out, o.rows)) return undefined;
+    x = o.out;
+    rows = o.rows;
+    norm = [dev(o.x), width(o.x), dev(o.weight), floatBits(o.eps)];
+    first = i + 1;
+  } else if (o.op === "matmul" && o.actQuant === "int8") {
+    x = o.x;
+    rows = o.rows;
+    norm = [dev(o.x), width(o.x), 0n, floatBits(0)];
+    first = i;
+  } else {
+    return undefined;
+  }
+  const head = [...norm, rowsWord(rows)];
+  const wy = (
+    m: MatmulOp,
+    y: Tensor,
+    res?: Tensor,
+  ): Word[] => [...weightWords(m.w), dev(y), width(y), dev(res)];
+  const m1 = ops[first], m2 = ops[first + 1], s = ops[first + 2];
+  if (
+    isA8MatmulOf(m1, x, rows) && isA8MatmulOf(m2, x, rows) && s?.op === "silu_mul" && s.gate === m1.out &&
+    s.up === m2.out && s.out !== m2.out && m1.out !== x && !readLater(ops, first + 3, m2.out) &&
+    (s.out === m1.out || !readLater(ops, first + 3, m1.out)) &&
+    (first === i || !readLater(ops, first + 3, x))
+  ) {
+    return { fields: [...head, 1, 2, ...wy(m1, s.out), ...wy(m2, m2.out)], last: first + 2 };
+  }
+  const mats: MatmulOp[] = [];
+  while (mats.length < 3 && isA8MatmulOf(ops[first + mats.length], x, rows)) {
+    const m = ops[first + mats.length] as MatmulOp;
+    mats.push(m);
+    if (m.out === x) break; // a later matmul would read the new x
+  }
+  const after = first + mats.length;
+  if (first !== i && readLater(ops, after, x)) return undefined; // the norm's output is needed: no fusion
+  const res = mats.length === 1 ? residualOf(ops, after, mats[0]) : undefined;
+  return {
+    fields: [...head, 0, mats.length, ...mats.flatMap((m) => wy(m, res ?? m.out, res))],
+    last: after - 1 + (res ? 1 : 0),
+  };
+}
+
 /** Encode ops (after fusion) as runtime records. */
 export function compileProgram(ops: readonly Op[]): BigInt64Array {
   const words: Word[] = [];
@@ -86,12 +151,19 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
 
   for (let i = 0; i < ops.length; i++) {
     const o = ops[i];
+    const a8 = a8Record(ops, i);
+    if (a8) {
+      emit(OP.MATMUL_A8, a8.fields);
+      i = a8.last;
+      continue;
+    }
     // rms_norm feeding matmuls: fuse the norm into their prologue
     if (o.op === "rms_norm") {
       const n = o.out;
       const m1 = ops[i + 1], m2 = ops[i + 2], s = ops[i + 3];
       if (
-        isMatmulOf(m1, n, o.rows) && isMatmulOf(m2, n, o.rows) && s?.op === "silu_mul" && s.gate === m1.out &&
+        isFloatMatmulOf(m1, n, o.rows) && isFloatMatmulOf(m2, n, o.rows) && s?.op === "silu_mul" &&
+        s.gate === m1.out &&
         s.up === m2.out && !readLater(ops, i + 4, n) && !readLater(ops, i + 4, m2.out) &&
         (s.out === m1.out || !readLater(ops, i + 4, m1.out))
       ) {
@@ -111,7 +183,7 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
         continue;
       }
       const mats: MatmulOp[] = [];
-      while (mats.length < 3 && isMatmulOf(ops[i + 1 + mats.length], n, o.rows)) {
+      while (mats.length < 3 && isFloatMatmulOf(ops[i + 1 + mats.length], n, o.rows)) {
         mats.push(ops[i + 1 + mats.length] as MatmulOp);
       }
       const after = i + 1 + mats.length;
@@ -160,7 +232,7 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
     if (o.op === "matmul") {
       const m2 = ops[i + 1], s = ops[i + 2];
       if (
-        isMatmulOf(m2, o.x, o.rows) && s?.op === "silu_mul" && s.gate === o.out && s.up === m2.out &&
+        isFloatMatmulOf(m2, o.x, o.rows) && s?.op === "silu_mul" && s.gate === o.out && s.up === m2.out &&
         !readLater(ops, i + 3, m2.out) && (s.out === o.out || !readLater(ops, i + 3, o.out))
       ) {
         emit(OP.GATEUP, [
