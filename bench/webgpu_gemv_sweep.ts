@@ -38,14 +38,18 @@ const FORMATS = [
   { name: "q8" as const, quant: "int8" as const },
   { name: "q4" as const, quant: "int4" as const },
 ];
-const LAYOUTS: { NR: number; TK: number; TR: number }[] = [];
-for (const NR of [1, 2, 4]) {
-  for (const TK of [16, 32, 64]) {
-    for (const TR of [2, 4, 8]) {
-      const wg = TK * TR;
-      if (wg >= 64 && wg <= 512 && (!f.quick || (TK === 32 && NR <= 2))) LAYOUTS.push({ NR, TK, TR });
+/** Thread layouts per format: the quantized kernel (matmul_gemv_q) takes up to 8 rows per thread. */
+function layouts(q: boolean): { NR: number; TK: number; TR: number }[] {
+  const out: { NR: number; TK: number; TR: number }[] = [];
+  for (const NR of q ? [1, 2, 4, 8] : [1, 2, 4]) {
+    for (const TK of [16, 32, 64]) {
+      for (const TR of [1, 2, 4, 8]) {
+        const wg = TK * TR;
+        if (wg >= 64 && wg <= 512 && (!f.quick || (TK === 32 && NR <= 4))) out.push({ NR, TK, TR });
+      }
     }
   }
+  return out;
 }
 
 const GEMM_TILES = [{ TM: 4, TN: 4 }, { TM: 4, TN: 8 }, { TM: 8, TN: 4 }, { TM: 8, TN: 8 }];
@@ -99,7 +103,7 @@ for (const fmt of FORMATS) {
     mats.push({ ...s, w, x, out, bytes: s.m * bytesPerRow });
   }
   let bestScore = Infinity;
-  for (const layout of LAYOUTS) {
+  for (const layout of layouts(fmt.name !== "f16")) {
     backend.tuning = { ...DEFAULT_TUNING, gemv: { ...DEFAULT_TUNING.gemv, [fmt.name]: layout } };
     let score = 0;
     for (const m of mats) {
@@ -174,7 +178,7 @@ for (const fmt of FORMATS) {
       console.log(
         `| ${r.format} | ${r.m} x ${r.k} | ${r.layout}${isDefault(r.format, r.layout) ? " *" : ""} | ${
           r.us.toFixed(1)
-        } | ${r.gbps.toFixed(0)} |`,
+        } | ${r.gbps.toFixed(r.gbps < 10 ? 2 : 0)} |`,
       );
     }
   }

@@ -57,8 +57,8 @@ export const DEFAULT_TUNING: Tuning = {
     f32: { NR: 2, TK: 32, TR: 8 },
     f16: { NR: 2, TK: 32, TR: 8 },
     bf16: { NR: 2, TK: 32, TR: 8 },
-    q8: { NR: 2, TK: 32, TR: 8 },
-    q4: { NR: 2, TK: 32, TR: 8 },
+    q8: { NR: 4, TK: 32, TR: 4 },
+    q4: { NR: 4, TK: 32, TR: 4 },
   },
   gemm: { TM: 4, TN: 4 },
   splitTokens: 256,
@@ -282,11 +282,20 @@ export class NodeEncoder implements Disposable {
   #gemvPlan(w: WeightLayout, nt: number, gateup: boolean): { kernel: KernelName; c: Constants } | undefined {
     const ctx = this.#ctx;
     const t = ctx.tuning.gemv[FMT_NAME[w.fmt]];
+    const red = (nr: number): number => (gateup ? 2 : 1) * t.TR * nr * nt * t.TK * 4;
+    if (w.fmt >= FMT.q8) {
+      // matmul_gemv_q: no staged x; NR <= 8 rows per thread, NR * NT <= 16 accumulators
+      const nr = Math.max(1, Math.min(t.NR, 8, Math.floor(16 / nt)));
+      if (red(nr) + nt * t.TK * 4 > ctx.gpu.limits.workgroupStorage) return undefined;
+      const perRow = w.group === w.k;
+      const c: Constants = { NT: nt, NR: nr, TK: t.TK, TR: t.TR, FMT: w.fmt, G: w.group, PERROW: perRow };
+      return { kernel: "matmul_gemv_q", c };
+    }
     const f16 = ctx.f16 && w.fmt === FMT.f16;
     // the kernels hold NR * NT accumulators (<= 16) and prefetch NR <= 4 (f16: 2) rows' chunks
     const nr = Math.max(1, Math.min(t.NR, f16 ? 2 : 4, Math.floor(16 / nt)));
     const xv = (w.kc * EPC[w.fmt]) / 4;
-    const bytes = nt * xv * (f16 ? 8 : 16) + (gateup ? 2 : 1) * t.TR * nr * nt * t.TK * 4 + 600;
+    const bytes = nt * xv * (f16 ? 8 : 16) + red(nr) + 600;
     if (bytes > ctx.gpu.limits.workgroupStorage) return undefined;
     const c: Constants = { NT: nt, NR: nr, TK: t.TK, TR: t.TR, XV: xv };
     if (!f16) Object.assign(c, { FMT: w.fmt, G: w.group || 32 });
