@@ -45,6 +45,11 @@ export class Gpu {
   readonly hasF16: boolean;
   /** The device can time passes (timestamp-query), for profiling. */
   readonly hasTimestamps: boolean;
+  /**
+   * WGSL has dot4I8Packed (language feature packed_4x8_integer_dot_product). Where it does not, kernel
+   * sources get the call swapped for their own `dot4I8Fallback` before compiling.
+   */
+  readonly hasDot4: boolean;
   /** shader-f16 passed the self-check: the f16 kernel variants may be used. */
   f16Ok = false;
   /** Why f16 variants are off, when they are. */
@@ -60,8 +65,9 @@ export class Gpu {
   #bytes = 0;
   #sizes = new WeakMap<GPUBuffer, number>();
 
-  constructor(device: GPUDevice, name: string, fallback: boolean) {
+  constructor(device: GPUDevice, name: string, fallback: boolean, hasDot4 = false) {
     this.device = device;
+    this.hasDot4 = hasDot4;
     this.name = name;
     this.fallback = fallback;
     const l = device.limits;
@@ -162,7 +168,8 @@ export class Gpu {
       if (k.f16 && !this.hasF16) throw new LlmError("INTERNAL", `webgpu: ${kernel} needs shader-f16`);
       let module = this.#modules.get(kernel);
       if (!module) {
-        module = this.device.createShaderModule({ label: kernel, code: k.code });
+        const code = this.hasDot4 ? k.code : k.code.replaceAll("dot4I8Packed(", "dot4I8Fallback(");
+        module = this.device.createShaderModule({ label: kernel, code });
         this.#modules.set(kernel, module);
       }
       const layout = this.#layout(kernel);
@@ -260,7 +267,9 @@ export async function openGpu(): Promise<Gpu | GpuUnavailable> {
     const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: want });
     const info = adapter.info;
     const name = info.description || `${info.vendor} ${info.device}`.trim() || "WebGPU adapter";
-    const gpu = new Gpu(device, name, info.isFallbackAdapter === true);
+    const wgsl = (nav.gpu as GPU & { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures;
+    const dot4 = wgsl?.has("packed_4x8_integer_dot_product") === true;
+    const gpu = new Gpu(device, name, info.isFallbackAdapter === true, dot4);
     if (gpu.hasF16) await selfCheckF16(gpu);
     else gpu.f16Note = "the adapter has no shader-f16";
     return gpu;

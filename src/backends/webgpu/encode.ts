@@ -78,6 +78,10 @@ export interface EncodeContext {
   readonly partials: GPUBuffer;
   /** The RoPE cos/sin table for these frequencies. */
   ropeTable(invFreq: Tensor, headDim: number): GPUBuffer;
+  /** W8A8 graphs: the int8 activations (rows x k bytes) and their row scales, shared by the matmuls. */
+  readonly actScratch?: { readonly q: GPUBuffer; readonly s: GPUBuffer };
+  /** matmul_a8 uses dot4I8Packed (else unpacked integer math). */
+  readonly packedDot: boolean;
 }
 
 interface Variant {
@@ -163,6 +167,8 @@ export class NodeEncoder implements Disposable {
         return this.#norm(n, n.x, n.weight, n.out, n.eps, n.rows, s, out);
       case "matmul":
         return this.#matmul(n, s, out);
+      case "matmul_a8":
+        return this.#matmulA8(n, s, out);
       case "rope_kv":
         return this.#rope(n, s, out);
       case "attention":
@@ -407,6 +413,47 @@ export class NodeEncoder implements Disposable {
       [total, 1, 1],
       `${tag} rows${rows > 1 ? "N" : "1"}`,
     );
+  }
+
+  /** W8A8: quantize the live rows of x to int8 (act_quant_int8), then the integer matmul per part. */
+  #matmulA8(n: Extract<Node, { kind: "matmul_a8" }>, s: StepShape, out: Dispatch[]): void {
+    const ctx = this.#ctx;
+    const rows = this.#live(n.rows, s);
+    const sc = ctx.actScratch;
+    if (rows === 0) return;
+    if (!sc) throw new LlmError("INTERNAL", "webgpu: an int8-activation matmul was compiled without scratch");
+    const w = weightOf(n.w);
+    const logitRows = n.rows === "logits" ? 1 : 0;
+    this.#dispatch(
+      out,
+      n,
+      "act_quant_int8",
+      { FMT: w.fmt },
+      { K: w.k, logitRows },
+      [
+        bufferOf(n.x),
+        sc.q,
+        sc.s,
+      ],
+      [rows, 1, 1],
+      "q",
+    );
+    const t = ctx.tuning.gemv[FMT_NAME[w.fmt]];
+    const nt = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
+    const nr = Math.max(1, Math.min(t.NR, 8, Math.floor(16 / nt)));
+    const c = { FMT: w.fmt, NT: nt, NR: nr, TK: t.TK, TR: t.TR, DP4: ctx.packedDot };
+    w.parts.forEach((part, pi) => {
+      this.#dispatch(
+        out,
+        n,
+        "matmul_a8",
+        c,
+        { K: w.k, KC: w.kc, SW: w.sw, M: part.rows, outW: w.m, outOff: part.row0, logitRows },
+        [sc.q, sc.s, part.q, part.s!, bufferOf(n.out)],
+        [Math.ceil(part.rows / (t.TR * nr)), Math.ceil(rows / nt), 1],
+        `p${pi}`,
+      );
+    });
   }
 
   #gemm(

@@ -77,7 +77,20 @@ export type Node =
   }
   | { readonly kind: "silu_mul"; readonly gate: Tensor; readonly up: Tensor; readonly out: Tensor }
   | { readonly kind: "gather_rows"; readonly x: Tensor; readonly out: Tensor }
-  | { readonly kind: "argmax"; readonly x: Tensor; readonly out: Tensor };
+  | { readonly kind: "argmax"; readonly x: Tensor; readonly out: Tensor }
+  /** A matmul with int8 activations (W8A8): act_quant_int8 then matmul_a8, never fused. */
+  | {
+    readonly kind: "matmul_a8";
+    readonly x: Tensor;
+    readonly w: Tensor;
+    readonly out: Tensor;
+    readonly rows: Rows;
+  };
+
+/** Whether `o` is a float-activation matmul of input `x` over `rows` (int8-activation ones never fuse). */
+function floatMatmulOf(o: Op | undefined, x: Tensor, rows: Rows): o is MatmulOp {
+  return isMatmulOf(o, x, rows) && !o.actQuant;
+}
 
 /**
  * A matmul node from ops[i] (a matmul reading `x`), with an optional norm/gather prologue already
@@ -93,7 +106,7 @@ function matmulNode(
   const input = pre.norm?.out ?? pre.gather ?? x;
   const m1 = ops[i] as MatmulOp, m2 = ops[i + 1], s = ops[i + 2];
   if (
-    isMatmulOf(m2, input, rows) && s?.op === "silu_mul" && s.gate === m1.out && s.up === m2.out &&
+    floatMatmulOf(m2, input, rows) && s?.op === "silu_mul" && s.gate === m1.out && s.up === m2.out &&
     !readLater(ops, i + 3, m2.out) && (s.out === m1.out || !readLater(ops, i + 3, m1.out)) &&
     (!pre.norm || !readLater(ops, i + 3, input))
   ) {
@@ -111,7 +124,7 @@ function matmulNode(
     };
   }
   const mats: MatOut[] = [{ w: m1.w, out: m1.out }];
-  while (mats.length < 3 && isMatmulOf(ops[i + mats.length], input, rows)) {
+  while (mats.length < 3 && floatMatmulOf(ops[i + mats.length], input, rows)) {
     const m = ops[i + mats.length] as MatmulOp;
     mats.push({ w: m.w, out: m.out });
   }
@@ -136,7 +149,7 @@ export function planNodes(ops: readonly Op[]): Node[] {
     if (o.op === "gather_rows") {
       const n = ops[i + 1], m = ops[i + 2];
       if (
-        n?.op === "rms_norm" && n.x === o.out && n.rows === "logits" && isMatmulOf(m, n.out, "logits") &&
+        n?.op === "rms_norm" && n.x === o.out && n.rows === "logits" && floatMatmulOf(m, n.out, "logits") &&
         !readLater(ops, i + 3, o.out) && !readLater(ops, i + 3, n.out)
       ) {
         const r = matmulNode(ops, i + 2, o.x, "logits", {
@@ -152,7 +165,7 @@ export function planNodes(ops: readonly Op[]): Node[] {
     }
     if (o.op === "rms_norm") {
       const m = ops[i + 1];
-      if (isMatmulOf(m, o.out, o.rows) && o.out !== o.x) {
+      if (floatMatmulOf(m, o.out, o.rows) && o.out !== o.x) {
         const r = matmulNode(ops, i + 1, o.x, o.rows, { norm: { weight: o.weight, eps: o.eps, out: o.out } });
         // the norm's output must not be needed after the node (it is not written by the fused form)
         if (!readLater(ops, r.last + 1, o.out)) {
@@ -162,6 +175,10 @@ export function planNodes(ops: readonly Op[]): Node[] {
         }
       }
       nodes.push({ kind: "rms_norm", x: o.x, weight: o.weight, out: o.out, eps: o.eps, rows: o.rows });
+      continue;
+    }
+    if (o.op === "matmul" && o.actQuant) {
+      nodes.push({ kind: "matmul_a8", x: o.x, w: o.w, out: o.out, rows: o.rows });
       continue;
     }
     if (o.op === "matmul") {

@@ -42,6 +42,11 @@ export interface WebGpuOptions extends BackendOptions {
    * storage binding limit). Lower values exercise the splitting in tests.
    */
   readonly maxBindingBytes?: number;
+  /**
+   * W8A8 matmuls use the packed int8 dot product (`dot4I8Packed`) where the device's WGSL has it (default
+   * true); false uses unpacked integer math (tests exercise both).
+   */
+  readonly packedDot?: boolean;
 }
 
 class WebGpuBackend implements Backend {
@@ -53,6 +58,7 @@ class WebGpuBackend implements Backend {
   tuning: Tuning;
   #quant?: "int8" | "int4";
   #maxBinding: number;
+  #packedDot: boolean;
   #live = new Set<WgTensor>();
   #graphs = new Set<WgGraph>();
   #sinceSync = 0;
@@ -64,6 +70,7 @@ class WebGpuBackend implements Backend {
     this.#maxBinding = Math.min(options.maxBindingBytes ?? Infinity, gpu.limits.maxBinding);
     this.f16 = options.f16 !== false && gpu.f16Ok;
     this.tuning = { ...DEFAULT_TUNING, ...options.tuning };
+    this.#packedDot = options.packedDot !== false;
     this.caps = {
       weightDTypes: WEIGHT_DTYPES,
       kvDTypes: ["f16", "f32", "i8"],
@@ -73,6 +80,7 @@ class WebGpuBackend implements Backend {
       memoryBytes: 0,
       device: `${gpu.name} (WebGPU${this.f16 ? ", f16" : ""})`,
       preferredStepTokens: gpu.fallback ? 64 : 512,
+      opFeatures: ["matmul_act_int8"],
     };
   }
 
@@ -184,7 +192,11 @@ class WebGpuBackend implements Backend {
   supportsOp(op: Op): boolean {
     switch (op.op) {
       case "matmul":
-        // int8-activation (W8A8) matmuls are not implemented here (no "matmul_act_int8" op feature)
+        if (op.actQuant === "int8") {
+          // W8A8: int8 activations times q8_0 / q4_0 blocks (act_quant_int8 + matmul_a8)
+          return (op.w.dtype === "q8_0" || op.w.dtype === "q4_0") && op.x.dtype === "f32" &&
+            op.w.shape[1] % 32 === 0;
+        }
         return WEIGHT_DTYPES.includes(op.w.dtype) && op.x.dtype === "f32" && op.actQuant === undefined;
       case "embed":
         return WEIGHT_DTYPES.includes(op.table.dtype);
@@ -257,7 +269,21 @@ class WebGpuBackend implements Backend {
       "attention partials",
     );
     owned.push(partials);
+    // W8A8: one int8 copy of the widest activation rows and their scales, shared by every such matmul
+    let actScratch: { q: GPUBuffer; s: GPUBuffer } | undefined;
+    const a8 = graph.filter((o) => o.op === "matmul" && o.actQuant);
+    if (a8.length) {
+      const rows = Math.max(...a8.map((o) => (o as { x: Tensor }).x.shape[0]));
+      const k = Math.max(...a8.map((o) => (o as { w: Tensor }).w.shape[1]));
+      actScratch = {
+        q: this.gpu.buffer(rows * k, STORAGE, "int8 activations"),
+        s: this.gpu.buffer(rows * 4, STORAGE, "int8 activation scales"),
+      };
+      owned.push(actScratch.q, actScratch.s);
+    }
     const encoder = new NodeEncoder({
+      actScratch,
+      packedDot: this.#packedDot && this.gpu.hasDot4,
       gpu: this.gpu,
       f16: this.f16,
       tuning: this.tuning,
@@ -387,6 +413,7 @@ export async function webGpuInfo(): Promise<
 export const webgpuBackendFactory: BackendFactory = {
   name: "webgpu",
   apiVersion: BACKEND_API_VERSION,
+  opFeatures: ["matmul_act_int8"],
   async probe(): Promise<{ score: number; reason?: string }> {
     const gpu = await openGpu();
     if (!("device" in gpu)) return { score: 0, reason: gpu.reason };
