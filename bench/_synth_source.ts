@@ -80,8 +80,56 @@ function generated(name: string, n: number, kind: "f16" | "f32", a: number, seed
   };
 }
 
-/** A random-weight model of `config` with f16 matrices (tensor seeds depend on name and `seed` only). */
-export function synthF16Model(config: LlamaConfig, seed = 1): ModelFile {
+/** q8_0 blocks (34 bytes: f16 scale, 32 int8 codes) per read block, and blocks per pool. */
+const QB = 1920;
+const QPOOL = 1 << 16;
+const qpools = new Map<number, Uint8Array>();
+
+/** A pool of q8_0 blocks of values in about (-a, a): scale a / 127, codes uniform in [-127, 127]. */
+function qpool(a: number): Uint8Array {
+  let p = qpools.get(a);
+  if (!p) {
+    p = new Uint8Array(QPOOL * 34);
+    const r = xorshift(0x7654321 ^ Math.round(a * 1e6));
+    const d = f32ToF16(a / 127);
+    for (let b = 0; b < QPOOL; b++) {
+      p[b * 34] = d & 255;
+      p[b * 34 + 1] = d >> 8;
+      for (let i = 0; i < 32; i++) p[b * 34 + 2 + i] = (r() % 255) - 127;
+    }
+    qpools.set(a, p);
+  }
+  return p;
+}
+
+/** A q8_0 source of `n` values (n a multiple of 32), blocks copied from a shared pool like the f16 ones. */
+function generatedQ8(name: string, n: number, a: number, seed: number): ByteSource {
+  const size = (n / 32) * 34, RB = QB * 34;
+  const src = qpool(a);
+  return {
+    name,
+    size,
+    read(offset: number, length: number): Promise<Uint8Array> {
+      checkRange(name, size, offset, length);
+      const out = new Uint8Array(length);
+      for (let b = Math.floor(offset / RB); b * RB < offset + length; b++) {
+        const start = b * RB;
+        const from = Math.max(offset, start), to = Math.min(offset + length, start + RB, size);
+        const r = xorshift((seed * 2654435761) ^ (b + 1) * 40503);
+        const at = (r() % (QPOOL - QB)) * 34;
+        out.set(src.subarray(at + from - start, at + to - start), from - offset);
+      }
+      return Promise.resolve(out);
+    },
+    close(): void {},
+  };
+}
+
+/**
+ * A random-weight model of `config` with f16 matrices (tensor seeds depend on name and `seed` only);
+ * `matrices: "q8_0"` gives q8_0 matrices instead (with `config.activationQuant`, a W8A8 model).
+ */
+export function synthF16Model(config: LlamaConfig, seed = 1, matrices: "f16" | "q8_0" = "f16"): ModelFile {
   const tensors = new Map<string, TensorEntry>();
   for (const name of requiredTensors(config)) {
     const shape = expectedShape(config, name);
@@ -97,10 +145,11 @@ export function synthF16Model(config: LlamaConfig, seed = 1): ModelFile {
       : base === "output"
       ? 2 / Math.sqrt(shape[1])
       : 1 / Math.sqrt(shape[1]);
-    const source = generated(name, n, norm ? "f32" : "f16", a, h);
+    const q8 = !norm && matrices === "q8_0" && shape[1] % 32 === 0;
+    const source = q8 ? generatedQ8(name, n, a, h) : generated(name, n, norm ? "f32" : "f16", a, h);
     tensors.set(name, {
       name,
-      dtype: norm ? "f32" : "f16",
+      dtype: norm ? "f32" : q8 ? "q8_0" : "f16",
       shape,
       source,
       byteOffset: 0,

@@ -10,8 +10,15 @@
  *    ref backend, teacher-forced: fp16 on the same weights, int8/int4 against ref on the host model of
  *    the quantizer. Cosine per position (goal for fp16: 0.999 or better).
  *
- *   deno run -A bench/webgpu_7b.ts --out DIR [--bandwidth DIR/bandwidth.json] [--tuning FILE] [--variants f16,int8,int4]
- *        [--shape llama7B|stories110M|stories15M] [--layers N] [--positions 6] [--repeat 2] [--skip-compare]
+ * 4. variant w8a8: q8_0 weights with int8 activations (SmoothQuant W8A8 numerics on random weights).
+ * Load time is split into the host's generation of the bytes (`readS`) and the rest (uploads, device
+ * repacking/quantization, pipeline creation).
+ *
+ *   deno run -A bench/webgpu_7b.ts --out DIR [--bandwidth DIR/bandwidth.json] [--tuning FILE]
+ *        [--variants f16,int8,int4,w8a8] [--shape llama7B|stories110M|stories15M] [--layers N]
+ *        [--positions 6] [--repeat 2] [--skip-compare | --compare-only] [--append]
+ * --append adds to DIR/webgpu_7b.json instead of replacing it (one process per variant, each with its
+ * own time limit).
  */
 import { parseArgs } from "node:util";
 import type { LlamaConfig } from "../src/model/config.ts";
@@ -39,10 +46,12 @@ const { values: f } = parseArgs({
     positions: { type: "string", default: "4" },
     repeat: { type: "string", default: "2" },
     "skip-compare": { type: "boolean", default: false },
+    "compare-only": { type: "boolean", default: false },
+    append: { type: "boolean", default: false },
   },
 });
 
-type Variant = "f16" | "int8" | "int4";
+type Variant = "f16" | "int8" | "int4" | "w8a8";
 const base = SHAPES[f.shape!];
 if (!base) throw new Error(`unknown --shape ${f.shape}; known: ${Object.keys(SHAPES).join(", ")}`);
 const config: LlamaConfig = {
@@ -57,7 +66,8 @@ const tuning = f.tuning ? JSON.parse(await Deno.readTextFile(f.tuning)) : undefi
 const bandwidth = f.bandwidth ? JSON.parse(await Deno.readTextFile(f.bandwidth)).bestReadGBps as number : 0;
 
 /** Bytes one decode step reads: every matrix but the embedding (one row of it), norms, KV at `pos`. */
-function stepBytes(c: LlamaConfig, quant: Variant, pos: number): number {
+function stepBytes(c: LlamaConfig, v: Variant, pos: number): number {
+  const quant = v === "int8" || v === "int4" ? v : undefined;
   let bytes = 0;
   for (const name of requiredTensors(c)) {
     const shape = expectedShape(c, name);
@@ -66,7 +76,7 @@ function stepBytes(c: LlamaConfig, quant: Variant, pos: number): number {
       continue;
     }
     const [m, k] = shape;
-    const { fmt, group } = planFormat("f16", k, quant === "f16" ? undefined : quant);
+    const { fmt, group } = planFormat(v === "w8a8" && k % 32 === 0 ? "q8_0" : "f16", k, quant);
     const row = Math.ceil(k / EPC[fmt]) * 16 + (group ? Math.ceil(k / group / 2) * 4 : 0);
     bytes += name === "tok_embd" ? row : m * row;
   }
@@ -80,16 +90,52 @@ interface Profile {
   count: number;
 }
 
+/** The variant's model, and its backend options. */
+function variantModel(c: LlamaConfig, v: Variant): ModelFile {
+  return v === "w8a8" ? synthF16Model({ ...c, activationQuant: "int8" }, 1, "q8_0") : synthF16Model(c);
+}
+const weightQuant = (v: Variant): "int8" | "int4" | undefined => v === "int8" || v === "int4" ? v : undefined;
+
+/** The model with the time its sources spend producing bytes counted into `clock.s`. */
+function timed(model: ModelFile, clock: { s: number }): ModelFile {
+  const tensors = new Map<string, TensorEntry>();
+  for (const [name, e] of model.tensors) {
+    const src = e.source;
+    tensors.set(name, {
+      ...e,
+      source: {
+        ...src,
+        name: src.name,
+        size: src.size,
+        async read(offset: number, length: number): Promise<Uint8Array> {
+          const t = performance.now();
+          const b = await src.read(offset, length);
+          clock.s += (performance.now() - t) / 1000;
+          return b;
+        },
+        close: () => src.close(),
+      },
+    });
+  }
+  return { ...model, tensors };
+}
+
 async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
   const t0 = performance.now();
-  const backend = await createWebGpuBackend({ weightQuant: v === "f16" ? undefined : v, tuning });
-  using engine = await Engine.create(synthF16Model(config), tokenizer, {
+  const backend = await createWebGpuBackend({ weightQuant: weightQuant(v), tuning });
+  const clock = { s: 0 };
+  using engine = await Engine.create(timed(variantModel(config, v), clock), tokenizer, {
     backend,
     contextSize: 1024,
     maxStepTokens: 512,
   });
   const loadS = (performance.now() - t0) / 1000;
-  log(`${v}: loaded in ${loadS.toFixed(1)} s; ${engine.info().device}`);
+  const bytes0 = [...variantModel(config, v).tensors.values()].reduce((a, e) => a + e.byteLength, 0);
+  log(
+    `${v}: loaded ${(bytes0 / 1e9).toFixed(2)} GB in ${loadS.toFixed(1)} s (${
+      (bytes0 / 1e6 / loadS).toFixed(0)
+    } MB/s; generating the bytes ${clock.s.toFixed(1)} s); ${engine.info().device}`,
+  );
   const repeat = Number(f.repeat);
   const decode = await runBench(engine, {
     model: `${f.shape}-shape`,
@@ -141,6 +187,8 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
     variant: v,
     device: engine.info().device,
     loadS,
+    readS: clock.s,
+    fileGB: bytes0 / 1e9,
     decodeTokPerS: decode.decodeTokPerS,
     decodeRuns: decode.runs.map((x) => x.decodeTokPerS),
     prefillTokPerS: prefill.prefillTokPerS,
@@ -186,14 +234,15 @@ async function compare(v: Variant, positions: number): Promise<Record<string, un
   const ids = Array.from({ length: positions }, (_, i) => (i * 7919 + 13) % one.vocabSize);
   ids[0] = 1;
   const t0 = performance.now();
-  const gpu = await createWebGpuBackend({ weightQuant: v === "f16" ? undefined : v });
+  const gpu = await createWebGpuBackend({ weightQuant: weightQuant(v) });
   let got: Float32Array[];
   {
-    using e = await Engine.create(synthF16Model(one), tokenizer, { backend: gpu, contextSize: 64 });
+    using e = await Engine.create(variantModel(one, v), tokenizer, { backend: gpu, contextSize: 64 });
     got = await e.logitsFor(ids);
   }
   gpu[Symbol.dispose]();
-  const refModel = v === "f16" ? synthF16Model(one) : await hostModel(synthF16Model(one), v);
+  const q = weightQuant(v);
+  const refModel = q ? await hostModel(synthF16Model(one), q) : variantModel(one, v);
   using ref = await pickBackend("ref");
   let want: Float32Array[];
   {
@@ -229,18 +278,21 @@ async function compare(v: Variant, positions: number): Promise<Record<string, un
 }
 
 const variants = f.variants!.split(",") as Variant[];
+const previous = f.append
+  ? await Deno.readTextFile(`${f.out}/webgpu_7b.json`).then((t) => JSON.parse(t)).catch(() => undefined)
+  : undefined;
 const report = {
   date: new Date().toISOString(),
   shape: { ...config },
   bandwidthGBps: bandwidth || undefined,
   tuning,
-  results: [] as Record<string, unknown>[],
-  comparisons: [] as Record<string, unknown>[],
+  results: (previous?.results ?? []) as Record<string, unknown>[],
+  comparisons: (previous?.comparisons ?? []) as Record<string, unknown>[],
 };
 // written after every stage, so a run cut short still leaves what it measured
 const save = (): Promise<void> =>
   Deno.writeTextFile(`${f.out}/webgpu_7b.json`, JSON.stringify(report, null, 2));
-for (const v of variants) {
+for (const v of f["compare-only"] ? [] : variants) {
   report.results.push(await benchVariant(v));
   await save();
 }

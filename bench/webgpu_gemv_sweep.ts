@@ -6,6 +6,7 @@
  * bench/webgpu_7b.ts --tuning.
  *
  *   deno run -A bench/webgpu_gemv_sweep.ts [--out tuning.json] [--json sweep.json] [--quick] [--scale 8]
+ *        [--formats f16,q8,q4] [--no-gemm]
  */
 import { parseArgs } from "node:util";
 import type { Backend } from "../src/backend.ts";
@@ -21,6 +22,8 @@ const { values: f } = parseArgs({
     json: { type: "string" },
     quick: { type: "boolean", default: false },
     scale: { type: "string", default: "1" },
+    formats: { type: "string", default: "f16,q8,q4" },
+    "no-gemm": { type: "boolean", default: false },
   },
 });
 // --scale N divides the shapes (rounded to multiples of 128) for a quick try on a slow adapter
@@ -37,7 +40,7 @@ const FORMATS = [
   { name: "f16" as const, quant: undefined },
   { name: "q8" as const, quant: "int8" as const },
   { name: "q4" as const, quant: "int4" as const },
-];
+].filter((x) => f.formats!.split(",").includes(x.name));
 /** Thread layouts per format: the quantized kernel (matmul_gemv_q) takes up to 8 rows per thread. */
 function layouts(q: boolean): { NR: number; TK: number; TR: number }[] {
   const out: { NR: number; TK: number; TR: number }[] = [];
@@ -137,7 +140,7 @@ for (const fmt of FORMATS) {
     positions: new Int32Array(512),
     seqIndex: new Int32Array(512),
   };
-  for (const gemm of GEMM_TILES) {
+  for (const gemm of f["no-gemm"] ? [] : GEMM_TILES) {
     backend.tuning = { ...DEFAULT_TUNING, gemm };
     using g = backend.compile([{ op: "matmul", x: x512, w: mats[0].w, out: o512, rows: "tokens" }]);
     await g.run(step512);

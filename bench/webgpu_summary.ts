@@ -54,7 +54,7 @@ if (b7) {
     );
   }
   lines.push(
-    "| LLaMA-7B shape | decode tok/s | roofline tok/s | fraction | prefill tok/s (512) | step device us | GPU GiB | load s |",
+    "| LLaMA-7B shape | decode tok/s | roofline tok/s | fraction | prefill tok/s (512) | step device us | GPU GiB | load s (host bytes s) |",
     "| --- | --- | --- | --- | --- | --- | --- | --- |",
   );
   for (const r of rs) {
@@ -64,7 +64,7 @@ if (b7) {
       } | ` +
         `${n(r.prefillTokPerS, 0)} | ${n(r.profileDeviceUs, 0)} | ${n(r.deviceMemoryGiB, 2)} | ${
           n(r.loadS, 0)
-        } |`,
+        } (${n(r.readS, 0)}) |`,
     );
   }
   lines.push("");
