@@ -1,6 +1,6 @@
 /**
- * GEMV shape sweep: the decode matmul (one row of x) of the LLaMA-7B matrix shapes, in each weight format
- * the 7B bench uses (f16; int8 and int4 quantized at load from f16), for every GEMV thread layout
+ * GEMV shape sweep: the decode matmuls (one row of x) of a LLaMA-7B layer, fused as the model runs them,
+ * in each weight format the 7B bench uses (f16; int8 and int4 quantized at load from f16), for every GEMV thread layout
  * (NR rows per thread, TK threads along K, TR thread rows), timed with timestamp queries; and the prefill
  * GEMM's thread tiles on 512 rows. Prints tables and writes the best layouts as a tuning file for
  * bench/webgpu_7b.ts --tuning.
@@ -10,6 +10,8 @@
  */
 import { parseArgs } from "node:util";
 import type { Backend } from "../src/backend.ts";
+import type { Op } from "../src/ops.ts";
+import type { Tensor } from "../src/tensor.ts";
 import type { Tuning } from "../src/backends/webgpu/encode.ts";
 import { DEFAULT_TUNING } from "../src/backends/webgpu/encode.ts";
 import { createWebGpuBackend } from "../src/backends/webgpu/webgpu.ts";
@@ -29,22 +31,26 @@ const { values: f } = parseArgs({
 // --scale N divides the shapes (rounded to multiples of 128) for a quick try on a slow adapter
 const div = (n: number): number => Math.max(128, Math.round(n / Number(f.scale) / 128) * 128);
 
-// 7B decode per layer: QKV (3 x 4096 x 4096, one dispatch), wo (4096 x 4096), gate-up (2 x 11008 x 4096,
-// one dispatch), w2 (4096 x 11008): weights per matrix shape
+// 7B decode per layer, as the model runs it (bench/webgpu_7b.ts): QKV (3 x 4096 x 4096 on one x, one
+// fused dispatch), wo (4096 x 4096), gate-up (2 x 11008 x 4096 with silu, one fused dispatch that reads
+// both matrices per thread: twice the registers of a plain GEMV) and w2 (4096 x 11008). A layout's score
+// is the sum: the layer's GEMV time. (Timing single matrices only chose q4 NR8 TK64 TR1 once, which the
+// gate-up fusion made 4x slower than NR2 TK16 TR4 in the 7B step.)
 const SHAPES = [
-  { m: div(4096), k: div(4096), weight: 4 },
-  { m: div(11008), k: div(4096), weight: 2 },
-  { m: div(4096), k: div(11008), weight: 1 },
+  { name: "qkv", m: div(4096), k: div(4096), n: 3 },
+  { name: "wo", m: div(4096), k: div(4096), n: 1 },
+  { name: "gateup", m: div(11008), k: div(4096), n: 2 },
+  { name: "w2", m: div(4096), k: div(11008), n: 1 },
 ];
 const FORMATS = [
   { name: "f16" as const, quant: undefined },
   { name: "q8" as const, quant: "int8" as const },
   { name: "q4" as const, quant: "int4" as const },
 ].filter((x) => f.formats!.split(",").includes(x.name));
-/** Thread layouts per format: the quantized kernel (matmul_gemv_q) takes up to 8 rows per thread. */
+/** Thread layouts per format (one row of x: matmul_gemv_q takes up to 4 rows per thread). */
 function layouts(q: boolean): { NR: number; TK: number; TR: number }[] {
   const out: { NR: number; TK: number; TR: number }[] = [];
-  for (const NR of q ? [1, 2, 4, 8] : [1, 2, 4]) {
+  for (const NR of q ? [1, 2, 4] : [1, 2, 4]) {
     for (const TK of [16, 32, 64]) {
       for (const TR of [1, 2, 4, 8]) {
         const wg = TK * TR;
@@ -84,7 +90,8 @@ function randomF16(n: number, seed: number, scale: number): Uint16Array {
   return out;
 }
 
-const rows: { format: string; m: number; k: number; layout: string; us: number; gbps: number }[] = [];
+const rows: { format: string; shape: string; layout: string; us: number; gbps: number }[] = [];
+const layerRows: { format: string; layout: string; us: number }[] = [];
 const best: Partial<Record<"f16" | "q8" | "q4", { NR: number; TK: number; TR: number }>> = {};
 let device = "";
 for (const fmt of FORMATS) {
@@ -92,38 +99,47 @@ for (const fmt of FORMATS) {
   device = backend.caps.device;
   const mats = [];
   for (const s of SHAPES) {
-    const w = backend.alloc("f16", [s.m, s.k], "weights", `w${s.m}x${s.k}`);
-    await backend.upload(w, randomF16(s.m * s.k, s.m + s.k, 1 / Math.sqrt(s.k)));
+    const ws: Tensor[] = [], outs: Tensor[] = [];
+    for (let i = 0; i < s.n; i++) {
+      const w = backend.alloc("f16", [s.m, s.k], "weights", `${s.name}${i}`);
+      await backend.upload(w, randomF16(s.m * s.k, s.m + s.k + i, 1 / Math.sqrt(s.k)));
+      ws.push(w);
+      outs.push(backend.alloc("f32", [1, s.m], "compute", `${s.name}o${i}`));
+    }
     const x = backend.alloc("f32", [1, s.k], "compute", "x");
     await backend.upload(x, new Float32Array(s.k).fill(0.5));
-    const out = backend.alloc("f32", [1, s.m], "compute", "out");
+    const ops: Op[] = ws.map((w, i) => ({ op: "matmul", x, w, out: outs[i], rows: "tokens" }));
+    if (s.name === "gateup") {
+      const h = backend.alloc("f32", [1, s.m], "compute", "h");
+      ops.push({ op: "silu_mul", gate: outs[0], up: outs[1], out: h });
+    }
     // bytes one call reads: chunks plus scales, as the device stores them
     const bytesPerRow = fmt.name === "f16"
       ? s.k * 2
       : fmt.name === "q8"
       ? s.k + 4
       : s.k / 2 + (s.k / 128 / 2) * 4;
-    mats.push({ ...s, w, x, out, bytes: s.m * bytesPerRow });
+    mats.push({ ...s, w: ws[0], x, ops, bytes: s.n * s.m * bytesPerRow });
   }
   let bestScore = Infinity;
   for (const layout of layouts(fmt.name !== "f16")) {
     backend.tuning = { ...DEFAULT_TUNING, gemv: { ...DEFAULT_TUNING.gemv, [fmt.name]: layout } };
     let score = 0;
     for (const m of mats) {
-      using g = backend.compile([{ op: "matmul", x: m.x, w: m.w, out: m.out, rows: "tokens" }]);
+      using g = backend.compile(m.ops);
       await g.run(step);
       const prof = await (g as unknown as Profiled).profile(step, 20);
       const us = prof.reduce((a, p) => a + p.us, 0);
-      score += us * m.weight;
+      score += us;
       rows.push({
         format: fmt.name,
-        m: m.m,
-        k: m.k,
+        shape: `${m.name} ${m.n > 1 ? `${m.n} x ` : ""}${m.m} x ${m.k}`,
         layout: `NR${layout.NR} TK${layout.TK} TR${layout.TR}`,
         us,
         gbps: m.bytes / (us * 1e3),
       });
     }
+    layerRows.push({ format: fmt.name, layout: `NR${layout.NR} TK${layout.TK} TR${layout.TR}`, us: score });
     if (score < bestScore) {
       bestScore = score;
       best[fmt.name] = layout;
@@ -165,12 +181,14 @@ const isDefault = (fmt: string, l: string): boolean => {
   const d = def[fmt as "f16"];
   return l === `NR${d.NR} TK${d.TK} TR${d.TR}`;
 };
-console.log(`GEMV sweep on ${device} (one row of x; device time per call; * = default layout)`);
-console.log("| format | m x k | layout | us | GB/s |");
+console.log(
+  `GEMV sweep on ${device} (one row of x; device time per call, fused as in the 7B step; * = default layout)`,
+);
+console.log("| format | op m x k | layout | us | GB/s |");
 console.log("| --- | --- | --- | --- | --- |");
 for (const fmt of FORMATS) {
   for (const s of SHAPES) {
-    const rs = rows.filter((r) => r.format === fmt.name && r.m === s.m && r.k === s.k).sort((a, b) =>
+    const rs = rows.filter((r) => r.format === fmt.name && r.shape.startsWith(`${s.name} `)).sort((a, b) =>
       a.us - b.us
     );
     const show = [
@@ -179,7 +197,7 @@ for (const fmt of FORMATS) {
     ];
     for (const r of show) {
       console.log(
-        `| ${r.format} | ${r.m} x ${r.k} | ${r.layout}${isDefault(r.format, r.layout) ? " *" : ""} | ${
+        `| ${r.format} | ${r.shape} | ${r.layout}${isDefault(r.format, r.layout) ? " *" : ""} | ${
           r.us.toFixed(1)
         } | ${r.gbps.toFixed(r.gbps < 10 ? 2 : 0)} |`,
       );
@@ -187,20 +205,36 @@ for (const fmt of FORMATS) {
   }
 }
 console.log("");
-console.log(
-  `Prefill GEMM (512 x ${SHAPES[0].m} x ${
-    SHAPES[0].k
-  }) tiles; * = default, best over the formats: ${bestTile}`,
-);
-console.log("| format | tile | us | TFLOP/s |");
+console.log("One layer's GEMVs (qkv + wo + gateup + w2), the score; best 3 and the default per format");
+console.log("| format | layout | us per layer | us per 32 layers |");
 console.log("| --- | --- | --- | --- |");
-for (const r of gemmRows) {
-  const d = DEFAULT_TUNING.gemm;
-  const star = r.tile === `TM${d.TM} TN${d.TN}` ? " *" : "";
-  console.log(`| ${r.format} | ${r.tile}${star} | ${r.us.toFixed(0)} | ${r.tflops.toFixed(1)} |`);
+for (const fmt of FORMATS) {
+  const rs = layerRows.filter((r) => r.format === fmt.name).sort((a, b) => a.us - b.us);
+  for (const r of [...rs.slice(0, 3), ...rs.slice(3).filter((r) => isDefault(fmt.name, r.layout))]) {
+    const star = isDefault(r.format, r.layout) ? " *" : "";
+    console.log(`| ${r.format} | ${r.layout}${star} | ${r.us.toFixed(1)} | ${(32 * r.us).toFixed(0)} |`);
+  }
+}
+if (gemmRows.length) {
+  console.log("");
+  console.log(
+    `Prefill GEMM (512 x ${SHAPES[0].m} x ${
+      SHAPES[0].k
+    }) tiles; * = default, best over the formats: ${bestTile}`,
+  );
+  console.log("| format | tile | us | TFLOP/s |");
+  console.log("| --- | --- | --- | --- |");
+  for (const r of gemmRows) {
+    const d = DEFAULT_TUNING.gemm;
+    const star = r.tile === `TM${d.TM} TN${d.TN}` ? " *" : "";
+    console.log(`| ${r.format} | ${r.tile}${star} | ${r.us.toFixed(0)} | ${r.tflops.toFixed(1)} |`);
+  }
 }
 const tuning: Partial<Tuning> = { gemv: { ...def, ...best }, gemm: gemmBest };
 if (f.out) await Deno.writeTextFile(f.out, JSON.stringify(tuning, null, 2));
 if (f.json) {
-  await Deno.writeTextFile(f.json, JSON.stringify({ device, rows, best, gemmRows, gemmBest }, null, 2));
+  await Deno.writeTextFile(
+    f.json,
+    JSON.stringify({ device, rows, layerRows, best, gemmRows, gemmBest }, null, 2),
+  );
 }

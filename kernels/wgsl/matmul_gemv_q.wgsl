@@ -11,6 +11,9 @@
 //   chunks of A/B/C; 4/6/8 their f16 scales; 9/10/11 outputs (9 is also the residual); group 1: step.
 // Dispatch: as matmul_gemv: wgA + wgB + wgC workgroups of TK * TR threads, each TR * NR rows of one
 //   matrix for NT rows of x (NR <= 8, NR * NT <= 16). K must be a multiple of the chunk (16 / 32).
+// One row of x (NT = 1, the decode step): a path with no function-scope arrays (NR <= 4 rows per thread
+//   in named registers, x of a chunk in a struct), since indexed private arrays may be placed in local
+//   memory by the driver (the H100 sweep slowed down 4-5x from NR 1 to NR 2 and more in the array path).
 // Precision: f32 math and accumulation; weights dequantized exactly.
 //!include lib/weights.wgsl
 //!include lib/step.wgsl
@@ -95,6 +98,84 @@ fn dot4(w: u32, lo: vec4<f32>, hi: vec4<f32>) -> f32 {
   return dot(bitcast<vec4<f32>>(a) - M4, lo) + dot(bitcast<vec4<f32>>(b) - M4, hi);
 }
 
+// one chunk's x for the NT = 1 path, in the words' element order, times the norm weight, pre-scaled
+struct XC {
+  v0: vec4<f32>,
+  v1: vec4<f32>,
+  v2: vec4<f32>,
+  v3: vec4<f32>,
+  v4: vec4<f32>,
+  v5: vec4<f32>,
+  v6: vec4<f32>,
+  v7: vec4<f32>,
+}
+
+// x vec4 i of the row at xb (norm weight applied; its squares summed into ss)
+fn xin(xb: u32, i: u32, ss: ptr<function, f32>) -> vec4<f32> {
+  var a = x[xb + i];
+  if (NORM) {
+    *ss += dot(a, a);
+    a *= nw[i];
+  }
+  return a;
+}
+
+fn q8x(a: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(a.x, a.z * 0.00390625, a.y, a.w * 0.00390625);
+}
+
+fn chunkX(xb: u32, c: u32, ss: ptr<function, f32>) -> XC {
+  var r: XC;
+  if (FMT == F_Q8) {
+    let i = c * 4u;
+    r.v0 = q8x(xin(xb, i, ss));
+    r.v1 = q8x(xin(xb, i + 1u, ss));
+    r.v2 = q8x(xin(xb, i + 2u, ss));
+    r.v3 = q8x(xin(xb, i + 3u, ss));
+    return r;
+  }
+  let i = c * 8u;
+  let S = vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);
+  let a0 = xin(xb, i, ss);
+  let b0 = xin(xb, i + 1u, ss);
+  r.v0 = vec4<f32>(a0.x, a0.z, b0.x, b0.z) * S;
+  r.v1 = vec4<f32>(a0.y, a0.w, b0.y, b0.w) * S;
+  let a1 = xin(xb, i + 2u, ss);
+  let b1 = xin(xb, i + 3u, ss);
+  r.v2 = vec4<f32>(a1.x, a1.z, b1.x, b1.z) * S;
+  r.v3 = vec4<f32>(a1.y, a1.w, b1.y, b1.w) * S;
+  let a2 = xin(xb, i + 4u, ss);
+  let b2 = xin(xb, i + 5u, ss);
+  r.v4 = vec4<f32>(a2.x, a2.z, b2.x, b2.z) * S;
+  r.v5 = vec4<f32>(a2.y, a2.w, b2.y, b2.w) * S;
+  let a3 = xin(xb, i + 6u, ss);
+  let b3 = xin(xb, i + 7u, ss);
+  r.v6 = vec4<f32>(a3.x, a3.z, b3.x, b3.z) * S;
+  r.v7 = vec4<f32>(a3.y, a3.w, b3.y, b3.w) * S;
+  return r;
+}
+
+// one 16-byte chunk of weights times its x
+fn dotC(w: vec4<u32>, xc: XC) -> f32 {
+  if (FMT == F_Q8) {
+    return dot8(w.x, xc.v0) + dot8(w.y, xc.v1) + dot8(w.z, xc.v2) + dot8(w.w, xc.v3);
+  }
+  return dot4(w.x, xc.v0, xc.v1) + dot4(w.y, xc.v2, xc.v3) + dot4(w.z, xc.v4, xc.v5) + dot4(w.w, xc.v6, xc.v7);
+}
+
+// the group scale of chunk c of row r (1 for PERROW: applied after the sum)
+fn scl(mat: u32, r: u32, c: u32, ep: u32) -> f32 {
+  if (PERROW) { return 1.0; }
+  let g = c * ep / G;
+  return scaleAt(loadS(mat, r * p.SW + g / 2u), g);
+}
+
+fn sclB(r: u32, c: u32, ep: u32) -> f32 {
+  if (PERROW) { return 1.0; }
+  let g = c * ep / G;
+  return scaleAt(sB[r * p.SW + g / 2u], g);
+}
+
 fn silu(v: f32) -> f32 {
   return v / (1.0 + exp(-v));
 }
@@ -134,101 +215,202 @@ fn main(
     if (GATHER && t < live) { xrow[t] = logitRowAt(t); }
   }
 
-  var acc = array<f32, 16>();
-  var accB = array<f32, 16>();
-  var ss = array<f32, 8>();
-  var cur = array<vec4<u32>, 8>();
-  var curB = array<vec4<u32>, 8>();
-  for (var i = 0u; i < NR; i++) {
-    let r = row0 + tr * NR + i;
-    if (r < m && tk < p.KC) {
-      cur[i] = loadW(mat, r * p.KC + tk);
-      if (GATEUP) { curB[i] = wB[r * p.KC + tk]; }
-    }
-  }
-  for (var c = tk; c < p.KC; c += TK) {
-    // the next chunk's weights, on their way while this one is used
-    var nxt = array<vec4<u32>, 8>();
-    var nxtB = array<vec4<u32>, 8>();
-    let cn = c + TK;
-    for (var i = 0u; i < NR; i++) {
-      let r = row0 + tr * NR + i;
-      if (r < m && cn < p.KC) {
-        nxt[i] = loadW(mat, r * p.KC + cn);
-        if (GATEUP) { nxtB[i] = wB[r * p.KC + cn]; }
+  let NO = TR * NR * NT;
+  if (NT == 1u) {
+    // one row of x: NR <= 4 rows per thread in named registers
+    let xb = xrow[0] * K4;
+    let r = row0 + tr * NR;
+    let ok0 = r < m;
+    let ok1 = NR > 1u && r + 1u < m;
+    let ok2 = NR > 2u && r + 2u < m;
+    let ok3 = NR > 3u && r + 3u < m;
+    var w0 = vec4<u32>();
+    var w1 = vec4<u32>();
+    var w2 = vec4<u32>();
+    var w3 = vec4<u32>();
+    var u0 = vec4<u32>();
+    var u1 = vec4<u32>();
+    var u2 = vec4<u32>();
+    var u3 = vec4<u32>();
+    var a0 = 0.0;
+    var a1 = 0.0;
+    var a2 = 0.0;
+    var a3 = 0.0;
+    var b0 = 0.0;
+    var b1 = 0.0;
+    var b2 = 0.0;
+    var b3 = 0.0;
+    var sq = 0.0;
+    let KC = select(0u, p.KC, live > 0u);
+    if (tk < KC) {
+      if (ok0) { w0 = loadW(mat, r * KC + tk); }
+      if (ok1) { w1 = loadW(mat, (r + 1u) * KC + tk); }
+      if (ok2) { w2 = loadW(mat, (r + 2u) * KC + tk); }
+      if (ok3) { w3 = loadW(mat, (r + 3u) * KC + tk); }
+      if (GATEUP) {
+        if (ok0) { u0 = wB[r * KC + tk]; }
+        if (ok1) { u1 = wB[(r + 1u) * KC + tk]; }
+        if (ok2) { u2 = wB[(r + 2u) * KC + tk]; }
+        if (ok3) { u3 = wB[(r + 3u) * KC + tk]; }
       }
     }
-    var s = array<f32, 8>();
-    var sb = array<f32, 8>();
+    for (var c = tk; c < KC; c += TK) {
+      // the next chunk's weights, on their way while this one is used
+      let cn = c + TK;
+      var n0 = vec4<u32>();
+      var n1 = vec4<u32>();
+      var n2 = vec4<u32>();
+      var n3 = vec4<u32>();
+      var v0 = vec4<u32>();
+      var v1 = vec4<u32>();
+      var v2 = vec4<u32>();
+      var v3 = vec4<u32>();
+      if (cn < KC) {
+        if (ok0) { n0 = loadW(mat, r * KC + cn); }
+        if (ok1) { n1 = loadW(mat, (r + 1u) * KC + cn); }
+        if (ok2) { n2 = loadW(mat, (r + 2u) * KC + cn); }
+        if (ok3) { n3 = loadW(mat, (r + 3u) * KC + cn); }
+        if (GATEUP) {
+          if (ok0) { v0 = wB[r * KC + cn]; }
+          if (ok1) { v1 = wB[(r + 1u) * KC + cn]; }
+          if (ok2) { v2 = wB[(r + 2u) * KC + cn]; }
+          if (ok3) { v3 = wB[(r + 3u) * KC + cn]; }
+        }
+      }
+      let xc = chunkX(xb, c, &sq);
+      if (ok0) {
+        a0 = fma(scl(mat, r, c, EP), dotC(w0, xc), a0);
+        if (GATEUP) { b0 = fma(sclB(r, c, EP), dotC(u0, xc), b0); }
+      }
+      if (ok1) {
+        a1 = fma(scl(mat, r + 1u, c, EP), dotC(w1, xc), a1);
+        if (GATEUP) { b1 = fma(sclB(r + 1u, c, EP), dotC(u1, xc), b1); }
+      }
+      if (ok2) {
+        a2 = fma(scl(mat, r + 2u, c, EP), dotC(w2, xc), a2);
+        if (GATEUP) { b2 = fma(sclB(r + 2u, c, EP), dotC(u2, xc), b2); }
+      }
+      if (ok3) {
+        a3 = fma(scl(mat, r + 3u, c, EP), dotC(w3, xc), a3);
+        if (GATEUP) { b3 = fma(sclB(r + 3u, c, EP), dotC(u3, xc), b3); }
+      }
+      w0 = n0;
+      w1 = n1;
+      w2 = n2;
+      w3 = n3;
+      u0 = v0;
+      u1 = v1;
+      u2 = v2;
+      u3 = v3;
+    }
+    let o = tr * NR;
+    red[tk * NO + o] = a0;
+    if (NR > 1u) { red[tk * NO + o + 1u] = a1; }
+    if (NR > 2u) { red[tk * NO + o + 2u] = a2; }
+    if (NR > 3u) { red[tk * NO + o + 3u] = a3; }
+    if (GATEUP) {
+      red[(TK + tk) * NO + o] = b0;
+      if (NR > 1u) { red[(TK + tk) * NO + o + 1u] = b1; }
+      if (NR > 2u) { red[(TK + tk) * NO + o + 2u] = b2; }
+      if (NR > 3u) { red[(TK + tk) * NO + o + 3u] = b3; }
+    }
+    if (NORM && tr == 0u) { ssq[tk] = sq; }
+  } else {
+    var acc = array<f32, 16>();
+    var accB = array<f32, 16>();
+    var ss = array<f32, 8>();
+    var cur = array<vec4<u32>, 8>();
+    var curB = array<vec4<u32>, 8>();
     for (var i = 0u; i < NR; i++) {
-      s[i] = 1.0;
-      sb[i] = 1.0;
       let r = row0 + tr * NR + i;
-      if (!PERROW && r < m) {
-        let g = c * EP / G;
-        s[i] = scaleAt(loadS(mat, r * p.SW + g / 2u), g);
-        if (GATEUP) { sb[i] = scaleAt(sB[r * p.SW + g / 2u], g); }
+      if (r < m && tk < p.KC) {
+        cur[i] = loadW(mat, r * p.KC + tk);
+        if (GATEUP) { curB[i] = wB[r * p.KC + tk]; }
       }
     }
-    for (var t = 0u; t < NT; t++) {
-      // this chunk's x, in the words' element order, times the norm weight, pre-scaled
-      var xv = array<vec4<f32>, 8>();
-      if (t < live) {
-        for (var j = 0u; j < XW; j += 2u) {
-          var a = x[xrow[t] * K4 + c * XW + j];
-          var b = x[xrow[t] * K4 + c * XW + j + 1u];
-          if (NORM) {
-            ss[t] += dot(a, a) + dot(b, b);
-            a *= nw[c * XW + j];
-            b *= nw[c * XW + j + 1u];
+    for (var c = tk; c < p.KC; c += TK) {
+      // the next chunk's weights, on their way while this one is used
+      var nxt = array<vec4<u32>, 8>();
+      var nxtB = array<vec4<u32>, 8>();
+      let cn = c + TK;
+      for (var i = 0u; i < NR; i++) {
+        let r = row0 + tr * NR + i;
+        if (r < m && cn < p.KC) {
+          nxt[i] = loadW(mat, r * p.KC + cn);
+          if (GATEUP) { nxtB[i] = wB[r * p.KC + cn]; }
+        }
+      }
+      var s = array<f32, 8>();
+      var sb = array<f32, 8>();
+      for (var i = 0u; i < NR; i++) {
+        s[i] = 1.0;
+        sb[i] = 1.0;
+        let r = row0 + tr * NR + i;
+        if (!PERROW && r < m) {
+          let g = c * EP / G;
+          s[i] = scaleAt(loadS(mat, r * p.SW + g / 2u), g);
+          if (GATEUP) { sb[i] = scaleAt(sB[r * p.SW + g / 2u], g); }
+        }
+      }
+      for (var t = 0u; t < NT; t++) {
+        // this chunk's x, in the words' element order, times the norm weight, pre-scaled
+        var xv = array<vec4<f32>, 8>();
+        if (t < live) {
+          for (var j = 0u; j < XW; j += 2u) {
+            var a = x[xrow[t] * K4 + c * XW + j];
+            var b = x[xrow[t] * K4 + c * XW + j + 1u];
+            if (NORM) {
+              ss[t] += dot(a, a) + dot(b, b);
+              a *= nw[c * XW + j];
+              b *= nw[c * XW + j + 1u];
+            }
+            if (q8) {
+              xv[j] = vec4<f32>(a.x, a.z * 0.00390625, a.y, a.w * 0.00390625);
+              xv[j + 1u] = vec4<f32>(b.x, b.z * 0.00390625, b.y, b.w * 0.00390625);
+            } else {
+              xv[j] = vec4<f32>(a.x, a.z * 0.0625, b.x * 0.00390625, b.z * 0.000244140625);
+              xv[j + 1u] = vec4<f32>(a.y, a.w * 0.0625, b.y * 0.00390625, b.w * 0.000244140625);
+            }
           }
+        }
+        for (var i = 0u; i < NR; i++) {
+          var d = 0.0;
+          var dB = 0.0;
           if (q8) {
-            xv[j] = vec4<f32>(a.x, a.z * 0.00390625, a.y, a.w * 0.00390625);
-            xv[j + 1u] = vec4<f32>(b.x, b.z * 0.00390625, b.y, b.w * 0.00390625);
+            d = dot8(cur[i].x, xv[0]) + dot8(cur[i].y, xv[1]) + dot8(cur[i].z, xv[2]) + dot8(cur[i].w, xv[3]);
+            if (GATEUP) {
+              dB = dot8(curB[i].x, xv[0]) + dot8(curB[i].y, xv[1]) + dot8(curB[i].z, xv[2]) +
+                dot8(curB[i].w, xv[3]);
+            }
           } else {
-            xv[j] = vec4<f32>(a.x, a.z * 0.0625, b.x * 0.00390625, b.z * 0.000244140625);
-            xv[j + 1u] = vec4<f32>(a.y, a.w * 0.0625, b.y * 0.00390625, b.w * 0.000244140625);
+            d = dot4(cur[i].x, xv[0], xv[1]) + dot4(cur[i].y, xv[2], xv[3]) + dot4(cur[i].z, xv[4], xv[5]) +
+              dot4(cur[i].w, xv[6], xv[7]);
+            if (GATEUP) {
+              dB = dot4(curB[i].x, xv[0], xv[1]) + dot4(curB[i].y, xv[2], xv[3]) +
+                dot4(curB[i].z, xv[4], xv[5]) + dot4(curB[i].w, xv[6], xv[7]);
+            }
           }
+          acc[i * NT + t] = fma(s[i], d, acc[i * NT + t]);
+          if (GATEUP) { accB[i * NT + t] = fma(sb[i], dB, accB[i * NT + t]); }
         }
       }
       for (var i = 0u; i < NR; i++) {
-        var d = 0.0;
-        var dB = 0.0;
-        if (q8) {
-          d = dot8(cur[i].x, xv[0]) + dot8(cur[i].y, xv[1]) + dot8(cur[i].z, xv[2]) + dot8(cur[i].w, xv[3]);
-          if (GATEUP) {
-            dB = dot8(curB[i].x, xv[0]) + dot8(curB[i].y, xv[1]) + dot8(curB[i].z, xv[2]) +
-              dot8(curB[i].w, xv[3]);
-          }
-        } else {
-          d = dot4(cur[i].x, xv[0], xv[1]) + dot4(cur[i].y, xv[2], xv[3]) + dot4(cur[i].z, xv[4], xv[5]) +
-            dot4(cur[i].w, xv[6], xv[7]);
-          if (GATEUP) {
-            dB = dot4(curB[i].x, xv[0], xv[1]) + dot4(curB[i].y, xv[2], xv[3]) +
-              dot4(curB[i].z, xv[4], xv[5]) + dot4(curB[i].w, xv[6], xv[7]);
-          }
-        }
-        acc[i * NT + t] = fma(s[i], d, acc[i * NT + t]);
-        if (GATEUP) { accB[i * NT + t] = fma(sb[i], dB, accB[i * NT + t]); }
+        cur[i] = nxt[i];
+        curB[i] = nxtB[i];
       }
     }
-    for (var i = 0u; i < NR; i++) {
-      cur[i] = nxt[i];
-      curB[i] = nxtB[i];
-    }
-  }
 
-  // reduce over the TK threads of each output: red[tk * NO + o]; the squares from thread row 0
-  let NO = TR * NR * NT;
-  for (var i = 0u; i < NR; i++) {
-    for (var t = 0u; t < NT; t++) {
-      let o = (tr * NR + i) * NT + t;
-      red[tk * NO + o] = acc[i * NT + t];
-      if (GATEUP) { red[(TK + tk) * NO + o] = accB[i * NT + t]; }
+    // reduce over the TK threads of each output: red[tk * NO + o]; the squares from thread row 0
+    for (var i = 0u; i < NR; i++) {
+      for (var t = 0u; t < NT; t++) {
+        let o = (tr * NR + i) * NT + t;
+        red[tk * NO + o] = acc[i * NT + t];
+        if (GATEUP) { red[(TK + tk) * NO + o] = accB[i * NT + t]; }
+      }
     }
-  }
-  if (NORM && tr == 0u) {
-    for (var t = 0u; t < NT; t++) { ssq[t * TK + tk] = ss[t]; }
+    if (NORM && tr == 0u) {
+      for (var t = 0u; t < NT; t++) { ssq[t * TK + tk] = ss[t]; }
+    }
   }
   workgroupBarrier();
   for (var o = li; o < NO; o += WG) {

@@ -51,16 +51,20 @@ export interface Tuning {
   readonly gemvMaxRows: number;
 }
 
-/** The default tuning. */
+/**
+ * The default tuning: the H100 sweep's winners (bench/webgpu_gemv_sweep.ts, NVIDIA H100 80GB HBM3 over
+ * Vulkan, 2026-11-25; bench/RESULTS.md): one row per thread for f16 and q8 (NR 2-4 ran 4-5x slower there),
+ * q4 two rows of 16 threads along K, and the 8 x 8 GEMM tile (2.2x the 4 x 4 one).
+ */
 export const DEFAULT_TUNING: Tuning = {
   gemv: {
-    f32: { NR: 2, TK: 32, TR: 8 },
-    f16: { NR: 2, TK: 32, TR: 8 },
-    bf16: { NR: 2, TK: 32, TR: 8 },
-    q8: { NR: 4, TK: 32, TR: 4 },
-    q4: { NR: 4, TK: 32, TR: 4 },
+    f32: { NR: 1, TK: 32, TR: 8 },
+    f16: { NR: 1, TK: 32, TR: 8 },
+    bf16: { NR: 1, TK: 32, TR: 8 },
+    q8: { NR: 1, TK: 32, TR: 4 },
+    q4: { NR: 2, TK: 16, TR: 4 },
   },
-  gemm: { TM: 4, TN: 4 },
+  gemm: { TM: 8, TN: 8 },
   splitTokens: 256,
   maxSplits: 32,
   gemvMaxRows: 8,
@@ -290,8 +294,9 @@ export class NodeEncoder implements Disposable {
     const t = ctx.tuning.gemv[FMT_NAME[w.fmt]];
     const red = (nr: number): number => (gateup ? 2 : 1) * t.TR * nr * nt * t.TK * 4;
     if (w.fmt >= FMT.q8) {
-      // matmul_gemv_q: no staged x; NR <= 8 rows per thread, NR * NT <= 16 accumulators
-      const nr = Math.max(1, Math.min(t.NR, 8, Math.floor(16 / nt)));
+      // matmul_gemv_q: no staged x; NR <= 8 rows per thread, NR * NT <= 16 accumulators; one row of x
+      // takes the register path of NR <= 4
+      const nr = Math.max(1, Math.min(t.NR, nt === 1 ? 4 : 8, Math.floor(16 / nt)));
       if (red(nr) + nt * t.TK * 4 > ctx.gpu.limits.workgroupStorage) return undefined;
       const perRow = w.group === w.k;
       const c: Constants = { NT: nt, NR: nr, TK: t.TK, TR: t.TR, FMT: w.fmt, G: w.group, PERROW: perRow };
