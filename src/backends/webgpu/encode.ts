@@ -440,7 +440,7 @@ export class NodeEncoder implements Disposable {
         sc.q,
         sc.s,
       ],
-      [rows, 1, 1],
+      [Math.ceil(w.k / 1024), rows, 1],
       "q",
     );
     const t = ctx.tuning.gemv[FMT_NAME[w.fmt]];
