@@ -20,9 +20,16 @@ const { values: f } = parseArgs({
 });
 const root = new URL("..", import.meta.url).pathname;
 Deno.chdir(root);
-const src = ["runtime.cu", "gemv.cu", "gemm.cu", "ops.cu", "attention.cu", "kv_int8.cu", "w8a8.cu"].map((f) =>
-  `kernels/cuda/${f}`
-);
+const src = [
+  "runtime.cu",
+  "gemv.cu",
+  "gemm.cu",
+  "gemm_rows.cu",
+  "ops.cu",
+  "attention.cu",
+  "kv_int8.cu",
+  "w8a8.cu",
+].map((f) => `kernels/cuda/${f}`);
 const gencode = f.arch ? [`-arch=${f.arch}`] : [
   "-gencode=arch=compute_80,code=sm_80",
   "-gencode=arch=compute_90,code=sm_90",
@@ -54,8 +61,8 @@ if (f.checks) {
     const [name, deps] of [
       ["gemv", ["gemv.cu"]],
       ["ops", ["ops.cu", "attention.cu", "kv_int8.cu"]],
-      ["gemm", ["gemm.cu"]],
-      ["w8a8", ["w8a8.cu", "gemv.cu", "gemm.cu", "ops.cu", "attention.cu", "kv_int8.cu"]],
+      ["gemm", ["gemm.cu", "gemm_rows.cu"]],
+      ["w8a8", ["w8a8.cu", "gemv.cu", "gemm.cu", "gemm_rows.cu", "ops.cu", "attention.cu", "kv_int8.cu"]],
     ] as const
   ) {
     await nvcc([

@@ -742,18 +742,24 @@ int gemm_path_for(const float* x, int ldx, int nRows, const WeightRef& w, const 
 // f16 copy of x (maxRows x k) for the tensor-core path; float weights (f32) need none.
 // plus, where split-K can apply (fewer 128-wide column blocks than SMs), room for kMaxSplits partial sums of
 // up to kSplitMaxRows rows.
+// Decode batches of per-channel int8 weights instead use gemm_rows.cu's partial sums after the same offset.
 size_t gemm_workspace_bytes(const WeightRef& w, int maxRows) {
   if (w.fmt == WF_F32 || w.k <= 0 || maxRows <= 0) return 0;
-  size_t bytes = xh_bytes(maxRows, w.k);
+  size_t part = 0;
   if ((w.m + BN - 1) / BN < dev_info().sms)
-    bytes += (size_t)kMaxSplits * (size_t)std::min(maxRows, kSplitMaxRows) * (size_t)w.m * sizeof(float);
-  return bytes;
+    part = (size_t)kMaxSplits * (size_t)std::min(maxRows, kSplitMaxRows) * (size_t)w.m * sizeof(float);
+  return xh_bytes(maxRows, w.k) + std::max(part, gemm_rows_workspace_bytes(w, maxRows));
 }
 
 cudaError_t gemm(const float* x, int ldx, int nRows, WeightRef w, float* y, int ldy, const float* res,
                  void* workspace, cudaStream_t s) {
   if (nRows <= 0 || w.m <= 0) return cudaSuccess;
   if (!x || !y || w.k < 0 || ldx < 0 || ldy < 0 || !valid_layout(w)) return cudaErrorInvalidValue;
+  if (workspace && aligned(workspace, 16) && gemm_rows_usable(x, ldx, nRows, w)) {
+    // decode batch, per-channel int8: weights streamed once into mma fragments (gemm_rows.cu), then the
+    // k-range partial sums added in order (+ res); the partial sums go at the workspace's start
+    return gemm_rows(x, ldx, nRows, w, y, ldy, res, workspace, s);
+  }
   const int path = choose_path(x, ldx, nRows, w, workspace);
   if (path == 1) return launch_simple(x, ldx, nRows, w, y, ldy, res, s);
   TcArgs a;

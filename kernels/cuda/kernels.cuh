@@ -69,6 +69,17 @@ int gemv_max_rows(int k);
 cudaError_t gemm(const float* x, int ldx, int nRows, WeightRef w, float* y, int ldy, const float* res,
                  void* workspace, cudaStream_t s);
 size_t gemm_workspace_bytes(const WeightRef& w, int maxRows);
+// Decode batches of per-channel int8 weights (gemm_rows.cu; gemm() takes it for 1..64 rows when usable).
+// gemm_rows: y as gemm(); part: gemm_rows_workspace_bytes(w, nRows) bytes of scratch.
+// gemm_rows_multi: n (1..3) weights of the same k over one x, y_i[r*ldys[i] + j] = (res ? res[i] : 0) + x W_i^T;
+// gateup (n == 2): y_0 = silu(x W_0^T) * (x W_1^T), y_1 unused; part: the sum of the weights' bytes.
+bool gemm_rows_usable(const float* x, int ldx, int nRows, const WeightRef& w);
+size_t gemm_rows_workspace_bytes(const WeightRef& w, int maxRows);
+cudaError_t gemm_rows(const float* x, int ldx, int nRows, const WeightRef& w, float* y, int ldy, const float* res,
+                      void* part, cudaStream_t s);
+cudaError_t gemm_rows_multi(const float* x, int ldx, int nRows, const WeightRef* ws, float* const* ys,
+                            const int* ldys, const float* const* res, int n, bool gateup, void* part,
+                            cudaStream_t s);
 
 // ---- W8A8: per-token int8 activations x int8 / int4 block weights (w8a8.cu) ---------------------------
 // Each row r < nRows of xn = normW ? rms_norm(x, normW, eps) : x (row stride ldx, width k % 32 == 0) is

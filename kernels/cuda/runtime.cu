@@ -187,7 +187,14 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
             e = rms_norm(x, normW, normOut, rows, ws[0].k, eps, g_stream);
             x = normOut;
           }
-          for (int i = 0; i < n && e == cudaSuccess; i++) {
+          bool fused = e == cudaSuccess;
+          for (int i = 0; i < n && fused; i++) fused = gemm_rows_usable(x, ldx, rows, ws[i]) && ws[i].k == ws[0].k;
+          if (fused) {  // decode batch, per-channel int8: all n weights in one launch (gemm_rows.cu)
+            int ldys[3];
+            for (int i = 0; i < n; i++) ldys[i] = ws[i].m;
+            e = gemm_rows_multi(x, ldx, rows, ws, ys, ldys, nullptr, n, false, p.workspace, g_stream);
+          }
+          for (int i = 0; i < n && e == cudaSuccess && !fused; i++) {
             e = gemm(x, ldx, rows, ws[i], ys[i], ws[i].m, nullptr, p.workspace, g_stream);
           }
         }
@@ -211,6 +218,15 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
           if (normW) {
             e = rms_norm(x, normW, normOut, rows, w1.k, eps, g_stream);
             x = normOut;
+          }
+          if (e == cudaSuccess && gemm_rows_usable(x, ldx, rows, w1) && gemm_rows_usable(x, ldx, rows, w3) &&
+              w1.k == w3.k && w1.m == w3.m) {
+            // decode batch, per-channel int8: both weights in one launch, silu(gate) * up in its reduce
+            const WeightRef w13[2] = {w1, w3};
+            float* ys[2] = {y, tmp};
+            const int ldys[2] = {w1.m, w3.m};
+            e = gemm_rows_multi(x, ldx, rows, w13, ys, ldys, nullptr, 2, true, p.workspace, g_stream);
+            break;
           }
           if (e == cudaSuccess) e = gemm(x, ldx, rows, w1, y, w1.m, nullptr, p.workspace, g_stream);
           if (e == cudaSuccess) e = gemm(x, ldx, rows, w3, tmp, w3.m, nullptr, p.workspace, g_stream);
@@ -378,11 +394,20 @@ void size_scratch(Program& p, size_t& ws, size_t& attn) {
       for (int k = 0; k < 5; k++) r.i64();
       r.i64();
       int n = r.i32();
-      for (int k = 0; k < n; k++) { weight_ws(r.weight()); r.i64(); }
+      size_t rowsAll = 0;  // gemm_rows_multi: the weights' partial sums side by side
+      for (int k = 0; k < n; k++) {
+        WeightRef w = r.weight();
+        weight_ws(w);
+        rowsAll += gemm_rows_workspace_bytes(w, rowsCap);
+        r.i64();
+      }
+      ws = std::max(ws, rowsAll);
     } else if (op == OP_GATEUP) {
       for (int k = 0; k < 5; k++) r.i64();
-      weight_ws(r.weight());
-      weight_ws(r.weight());
+      WeightRef w1 = r.weight(), w3 = r.weight();
+      weight_ws(w1);
+      weight_ws(w3);
+      ws = std::max(ws, gemm_rows_workspace_bytes(w1, rowsCap) + gemm_rows_workspace_bytes(w3, rowsCap));
     } else if (op == OP_MATMUL_A8) {
       for (int k = 0; k < 6; k++) r.i64();
       int n = r.i32();

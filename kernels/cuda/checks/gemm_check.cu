@@ -2,7 +2,7 @@
 // res aliasing y), odd shapes and strides; each case runs the tensor-core path with the workspace (f16 x
 // copy, paths 4/5), without it (f32 x, paths 2/3) and the SIMT fallback (path 1), against a CPU double
 // reference; then a timing table for LLaMA-7B prefill shapes (gemm() calls, x conversion included).
-//   nvcc -O3 -std=c++17 -arch=sm_90 -o gemm_check checks/gemm_check.cu gemm.cu     (from kernels/cuda)
+//   nvcc -O3 -std=c++17 -arch=sm_90 -o gemm_check checks/gemm_check.cu gemm.cu gemm_rows.cu  (from kernels/cuda)
 //
 // References and tolerances (NMSE = sum (got - ref)^2 / sum ref^2 over the checked entries):
 //  * tensor-core path vs "consumed" reference: double sum over f16(x) * f16(dequant W), i.e. the exact
@@ -28,6 +28,7 @@ namespace llama_ts {
 void gemm_set_path(int p);
 int gemm_path_for(const float* x, int ldx, int nRows, const WeightRef& w, const void* workspace);
 void gemm_set_skip_dead(int on);
+void gemm_set_rows_kernel(int on);
 void gemm_set_max_splits(int n);
 int gemm_splits_for(int nRows, const WeightRef& w);
 }  // namespace llama_ts
@@ -180,6 +181,8 @@ struct Case {
   int xOffset;  // floats added to the x pointer (1 -> misaligned x: forces the SIMT path)
 };
 
+static int rowsCases = 0;  // correctness runs that took gemm_rows.cu
+
 static const char* res_name(int r) { return r == 0 ? "nores" : r == 1 ? "res" : "res=y"; }
 
 static void run_case(const Case& c, uint64_t seed, bool sampled, int nSamples = 400) {
@@ -215,7 +218,8 @@ static void run_case(const Case& c, uint64_t seed, bool sampled, int nSamples = 
   }
   // references: exact (f32 x, exact W) and tc-consumed (f16 x, f16 W)
   const bool hasTc = c.fmt != WF_F32;
-  std::vector<double> refEx(smp.size()), refTc(smp.size());
+  // refRw: f16 x, exact W (what gemm_rows.cu computes: exact int8 codes, f32 sums, row scale at the end)
+  std::vector<double> refEx(smp.size()), refTc(smp.size()), refRw(smp.size());
   {
     std::vector<float> wex(c.k), wtc(c.k);
     std::vector<float> hxr(hx.size());  // f16-rounded x, as the tensor-core path consumes it
@@ -235,13 +239,15 @@ static void run_case(const Case& c, uint64_t seed, bool sampled, int nSamples = 
       }
       const float* xrow = hxk + (size_t)r * c.ldx;
       const float* xrowr = hxrk + (size_t)r * c.ldx;
-      double se = 0, st = 0;
+      double se = 0, st = 0, sr = 0;
       for (int i = 0; i < c.k; i++) se += (double)xrow[i] * wex[i];
+      for (int i = 0; i < c.k; i++) sr += (double)xrowr[i] * wex[i];
       if (hasTc)
         for (int i = 0; i < c.k; i++) st += (double)xrowr[i] * wtc[i];
       const double base = c.resMode ? (double)hres[(size_t)r * c.ldy + j] : 0.0;
       refEx[oi] = base + se;
       refTc[oi] = base + st;
+      refRw[oi] = base + sr;
     }
   }
 
@@ -263,9 +269,12 @@ static void run_case(const Case& c, uint64_t seed, bool sampled, int nSamples = 
     void* wsArg = mode == 0 ? ws : nullptr;
     const int path = gemm_path_for(xk, c.ldx, c.nRows, dw.ref, wsArg);
     const bool tc = path >= 2;
+    // gemm() takes gemm_rows.cu for 1..64 rows of per-channel int8 weights when given a workspace
+    const bool rowsPath = wsArg && gemm_rows_usable(xk, c.ldx, c.nRows, dw.ref);
     char name[200];
-    std::snprintf(name, sizeof name, "%s g%d %dx%dx%d ldx%d ldy%d%s %s [p%d]", fmt_name(c.fmt), quant ? c.group : 0,
-                  c.nRows, c.m, c.k, c.ldx, c.ldy, c.xOffset ? " x+1" : "", res_name(c.resMode), path);
+    std::snprintf(name, sizeof name, "%s g%d %dx%dx%d ldx%d ldy%d%s %s [%s%d]", fmt_name(c.fmt), quant ? c.group : 0,
+                  c.nRows, c.m, c.k, c.ldx, c.ldy, c.xOffset ? " x+1" : "", res_name(c.resMode),
+                  rowsPath ? "rows, p" : "p", path);
     const bool expectTc = mode == 0 ? (wsBytes ? expectTcWs : expectTcNoWs) : mode == 1 ? expectTcNoWs : false;
     if (tc != expectTc || (mode == 0 && tc && path < 4) || (mode == 1 && path > 3)) {
       std::printf("%-60s path %d but expected %s  FAIL\n", name, path, expectTc ? "tensor cores" : "simt");
@@ -301,7 +310,12 @@ static void run_case(const Case& c, uint64_t seed, bool sampled, int nSamples = 
     std::vector<float> got(smp.size());
     for (size_t i = 0; i < smp.size(); i++) got[i] = hy[(size_t)smp[i].first * c.ldy + smp[i].second];
     const double eEx = check::nmse(got.data(), refEx.data(), got.size());
-    if (tc) {
+    if (rowsPath) {
+      const double eRw = check::nmse(got.data(), refRw.data(), got.size());
+      check::expect((std::string(name) + " vs f16-x").c_str(), eRw, 1e-10);
+      check::expect((std::string(name) + " vs exact").c_str(), eEx, 1e-5);
+      rowsCases++;
+    } else if (tc) {
       const double eTc = check::nmse(got.data(), refTc.data(), got.size());
       check::expect((std::string(name) + " vs f16-in").c_str(), eTc, 1e-8);
       check::expect((std::string(name) + " vs exact").c_str(), eEx, 1e-5);
@@ -407,6 +421,81 @@ int main(int argc, char** argv) {
     run_case({WF_F16, 0, 130, 172, 4096, 4096, 172, rm, 0}, seed += 17, false);
     run_case({WF_I4, 128, 130, 172, 4096, 4096, 172, rm, 0}, seed += 17, false);
   }
+  // decode-batch rows kernel (gemm_rows.cu): per-channel int8, k % 64 == 0, 1..64 rows; n-tiles of 1/2/4/8,
+  // m not a multiple of 16, a short last k-range (1088 = 1024 + 64), every res mode
+  {
+    const Shape rowsShapes[] = {{1, 4096, 4096, 0, 0, 0}, {9, 1000, 1088, 0, 3, 0}, {16, 172, 64, 4, 0, 0},
+                                {17, 520, 2048, 0, 0, 0}, {33, 4096, 4096, 0, 1, 0}, {64, 1000, 3136, 0, 0, 0},
+                                {64, 4096, 1024, 0, 2, 0}, {5, 24, 128, 0, 0, 0}};
+    for (const Shape& s : rowsShapes)
+      for (int rm = 0; rm < 3; rm++)
+        run_case({WF_I8, s.k, s.nRows, s.m, s.k, s.k + s.ldxPad, s.m + s.ldyPad, rm, 0}, seed += 17, s.m * s.k > 4e6);
+    // gemm_rows_multi: QKV-like (3 weights, GQA widths) must equal the single-weight calls bit for bit (same
+    // k-ranges, same mma and sum order); gate/up against silu(gate) * up of the single calls
+    {
+      const int rows = 24, k = 2048, ms[3] = {1024, 256, 264};
+      DevW dw[3];
+      WeightRef wr[3];
+      size_t wsb = 0;
+      for (int i = 0; i < 3; i++) {
+        dw[i] = upload(make_weight(WF_I8, k, ms[i], k, 900 + i));
+        wr[i] = dw[i].ref;
+        wsb += gemm_rows_workspace_bytes(wr[i], rows) + gemm_workspace_bytes(wr[i], rows);
+      }
+      void* ws = nullptr;
+      CK(cudaMalloc(&ws, wsb));
+      float* dx = check::to_dev(check::rand_vec((size_t)rows * k, 901));
+      float *ys[3], *yr[3];
+      int ldys[3];
+      for (int i = 0; i < 3; i++) {
+        CK(cudaMalloc(&ys[i], (size_t)rows * ms[i] * sizeof(float)));
+        CK(cudaMalloc(&yr[i], (size_t)rows * ms[i] * sizeof(float)));
+        ldys[i] = ms[i];
+      }
+      CK(gemm_rows_multi(dx, k, rows, wr, ys, ldys, nullptr, 3, false, ws, 0));
+      for (int i = 0; i < 3; i++) CK(gemm(dx, k, rows, wr[i], yr[i], ms[i], nullptr, ws, 0));
+      CK(cudaDeviceSynchronize());
+      size_t diff = 0;
+      for (int i = 0; i < 3; i++) {
+        std::vector<float> a = check::from_dev(ys[i], (size_t)rows * ms[i]), b = check::from_dev(yr[i], (size_t)rows * ms[i]);
+        for (size_t j = 0; j < a.size(); j++) diff += std::memcmp(&a[j], &b[j], 4) != 0;
+      }
+      std::printf("rows multi (QKV, m 1024/256/264): %zu of %d outputs differ from single calls%s\n", diff,
+                  rows * (1024 + 256 + 264), diff ? "  FAIL" : "");
+      if (diff) check::g_failures++;
+      // gate/up: two more weights of one shape, own output buffers
+      DevW g1 = upload(make_weight(WF_I8, k, 1000, k, 910)), g3 = upload(make_weight(WF_I8, k, 1000, k, 911));
+      const WeightRef w13[2] = {g1.ref, g3.ref};
+      float *gy = nullptr, *gs = nullptr, *gg = nullptr, *gu = nullptr;
+      for (float** b : {&gy, &gs, &gg, &gu}) CK(cudaMalloc(b, (size_t)rows * 1000 * sizeof(float)));
+      float* yg[2] = {gy, gs};
+      const int ldg[2] = {1000, 1000};
+      CK(gemm_rows_multi(dx, k, rows, w13, yg, ldg, nullptr, 2, true, ws, 0));
+      CK(gemm(dx, k, rows, g1.ref, gg, 1000, nullptr, ws, 0));
+      CK(gemm(dx, k, rows, g3.ref, gu, 1000, nullptr, ws, 0));
+      CK(cudaDeviceSynchronize());
+      std::vector<float> got = check::from_dev(gy, (size_t)rows * 1000);
+      std::vector<float> hg = check::from_dev(gg, (size_t)rows * 1000), hu = check::from_dev(gu, (size_t)rows * 1000);
+      std::vector<double> want(got.size());
+      for (size_t j = 0; j < want.size(); j++) want[j] = hg[j] / (1.0 + std::exp(-(double)hg[j])) * hu[j];
+      check::expect("rows multi gate/up vs silu(gate) * up of single calls", check::nmse(got.data(), want.data(), got.size()),
+                    1e-12);
+      for (float* b : {gy, gs, gg, gu}) CK(cudaFree(b));
+      release(g1);
+      release(g3);
+      for (int i = 0; i < 3; i++) {
+        release(dw[i]);
+        CK(cudaFree(ys[i]));
+        CK(cudaFree(yr[i]));
+      }
+      CK(cudaFree(dx));
+      CK(cudaFree(ws));
+    }
+    if (rowsCases < 24) {
+      std::printf("rows kernel: only %d cases took it (expected >= 24)  FAIL\n", rowsCases);
+      check::g_failures++;
+    }
+  }
   if (quick) return check::finish("gemm_check --quick");
   // big sampled shapes (the timed ones), with res
   run_case({WF_F16, 0, 512, 4096, 4096, 4096, 4096, 1, 0}, seed += 17, true);
@@ -484,8 +573,8 @@ int main(int argc, char** argv) {
   }
   // decode batches (auto path, workspace, split-K where it applies), int8 per channel
   {
-    const TShape dshapes[] = {{9, 4096, 4096},  {16, 4096, 4096},  {32, 4096, 4096},  {64, 4096, 4096},
-                              {128, 4096, 4096}, {64, 11008, 4096}, {64, 4096, 11008}, {16, 11008, 4096}};
+    const TShape dshapes[] = {{9, 4096, 4096},   {16, 4096, 4096},  {32, 4096, 4096},   {64, 4096, 4096},
+                              {64, 11008, 4096}, {64, 4096, 11008}, {16, 11008, 4096}, {64, 32000, 4096}};
     for (const TShape& ts : dshapes) {
       std::vector<float> hx = check::rand_vec((size_t)ts.nRows * ts.k, 78);
       float* dx = check::to_dev(hx);
@@ -497,23 +586,22 @@ int main(int argc, char** argv) {
       const size_t wsBytes = gemm_workspace_bytes(dw.ref, ts.nRows);
       if (wsBytes) CK(cudaMalloc(&ws, wsBytes));
       const double flop = 2.0 * ts.nRows * (double)ts.m * ts.k, bytes = (double)ts.m * ts.k;
-      // A: split-K up to 8 ways (default), B: up to 4 (the previous default), C: A without the dead-row skip
+      // A: rows kernel (default, gemm_rows.cu), B: 128 x 128 tiles with split-K up to 8, C: up to 4 ways
       auto fn = [&] { CK(gemm(dx, ts.k, ts.nRows, dw.ref, dy, ts.m, nullptr, ws, 0)); };
-      gemm_set_max_splits(8);
-      const int spA = gemm_splits_for(ts.nRows, dw.ref);
       const double usA = time_cold_us(fn, flush, flushBytes);
-      gemm_set_max_splits(4);
+      gemm_set_rows_kernel(0);
       const int spB = gemm_splits_for(ts.nRows, dw.ref);
       const double usB = time_cold_us(fn, flush, flushBytes);
-      gemm_set_max_splits(8);
-      gemm_set_skip_dead(0);
+      gemm_set_max_splits(4);
+      const int spC = gemm_splits_for(ts.nRows, dw.ref);
       const double usC = time_cold_us(fn, flush, flushBytes);
-      gemm_set_skip_dead(1);
+      gemm_set_max_splits(8);
+      gemm_set_rows_kernel(1);
       char shp[64];
       std::snprintf(shp, sizeof shp, "%dx%dx%d", ts.nRows, ts.m, ts.k);
       std::snprintf(line, sizeof line,
-                    "%-18s i8/ch %d splits %7.1f us (%5.0f GB/s, %5.1f TF) | %d splits %7.1f us | no skip %7.1f us",
-                    shp, spA, usA, bytes / usA * 1e-3, flop / usA * 1e-6, spB, usB, usC);
+                    "%-18s i8/ch rows kernel %7.1f us (%5.0f GB/s, %5.1f TF) | tiles %d splits %7.1f us | %d splits %7.1f us",
+                    shp, usA, bytes / usA * 1e-3, flop / usA * 1e-6, spB, usB, spC, usC);
       table.push_back(line);
       std::printf("%s\n", line);
       if (ws) CK(cudaFree(ws));
