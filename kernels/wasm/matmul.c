@@ -53,6 +53,13 @@ void quantize_act(Ctx* c, const OpRec* o, int32_t offset) {
 }
 
 void op_matmul(Ctx* c, const OpRec* o) {
+  if (o->a[13]) { /* W8A8: int8 per row (program.ts admits q8/q4 weights only) */
+    int32_t q4 = o->a[4] == WF_Q4;
+    if (!o->a[10]) quantize_act_rows(c, o, q4);
+    if (q4) matmul_q4(c, o);
+    else matmul_act_int8_q8(c, o);
+    return;
+  }
   switch (o->a[4]) {
     case WF_Q8:
       if (!o->a[10]) quantize_act(c, o, 1);

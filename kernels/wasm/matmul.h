@@ -2,7 +2,9 @@
  * matmul shared parts: argument indices, the quantized-activation buffer, the tiling helpers.
  * Args: 0 x (f32, rows x k), 1 out (f32, rows x m), 2 k, 3 m, 4 weight format (WF_*), 5 weight data,
  * 6-8 unused, 9 activation buffers, 10 reuse (1: the buffer already
- * holds x in this format), 11 activation buffer rows, 12 activation buffer bytes per thread.
+ * holds x in this format), 11 activation buffer rows, 12 activation buffer bytes per thread,
+ * 13 activation quantization (0: per 32-block, weight-only kernels; 1: int8 per row, W8A8,
+ * matmul_act_int8.c).
  *
  * Every thread quantizes the whole x into its own buffer (k values per row, cheap next to the m x k
  * products), so no barrier separates quantization from the products.
@@ -67,3 +69,5 @@ INLINE void store_lanes(float* y, v128_t v, int32_t n) {
 void matmul_float(Ctx* c, const OpRec* o);
 void matmul_q8(Ctx* c, const OpRec* o);
 void matmul_q4(Ctx* c, const OpRec* o);
+void quantize_act_rows(Ctx* c, const OpRec* o, int32_t q4);
+void matmul_act_int8_q8(Ctx* c, const OpRec* o);
