@@ -136,6 +136,20 @@ INLINE v128_t dot16_i8_u7(v128_t a, v128_t b) {
 #endif
 }
 
+/* The four i32 row sums of a, b, c, d (each four lanes) as one vector: [sum(a), sum(b), sum(c), sum(d)]. */
+INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
+  v128_t t0 = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+  v128_t t1 = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5), wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
+}
+
+/* reduce4 for f32 lanes: [sum(a), sum(b), sum(c), sum(d)]. */
+INLINE v128_t reduce4f(v128_t a, v128_t b, v128_t c, v128_t d) {
+  v128_t t0 = wasm_f32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+  v128_t t1 = wasm_f32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+  return wasm_f32x4_add(wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5), wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
+}
+
 INLINE float hsum(v128_t v) {
   v128_t s = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
   s = wasm_f32x4_add(s, wasm_i32x4_shuffle(s, s, 1, 0, 3, 2));

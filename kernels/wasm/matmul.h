@@ -48,13 +48,6 @@ INLINE const uint8_t* q4_act_row(const OpRec* o, const uint8_t* base, int32_t r)
  */
 void quantize_act(Ctx* c, const OpRec* o, int32_t offset);
 
-/* The four row sums of a, b, c, d (each four lanes) as one vector: [sum(a), sum(b), sum(c), sum(d)]. */
-INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
-  v128_t t0 = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
-  v128_t t1 = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
-  return wasm_i32x4_add(wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5), wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
-}
-
 /* Store the first `n` (<= 4) lanes of v at y. */
 INLINE void store_lanes(float* y, v128_t v, int32_t n) {
   if (n == 4) {
