@@ -101,14 +101,11 @@ function build(
         else maxLogits = Math.min(maxLogits, x.shape[0]);
         if (w.fmt === WF.q8 || w.fmt === WF.q4) {
           actRows = Math.max(actRows, x.shape[0]);
-          // per row (times actRows below): q8 k bytes + a scale per 32-block; q4 144 bytes per 32-block
-          // (kernels/wasm/matmul.h Q4_ACT_BLOCK: splat chunks, scale, bias); W8A8 over q8: k int16 + a
-          // row scale (matmul_act_int8.c)
+          // per row (times actRows below): q8 k int16 + an f32 scale per 32-block (W8A8: per row); q4 144
+          // bytes per 32-block (kernels/wasm/matmul.h Q4_ACT_BLOCK: splat chunks, scale, bias)
           const perRow = w.fmt === WF.q4
             ? width(x) * 144 / 32
-            : o.actQuant === "int8"
-            ? width(x) * 2 + 4
-            : width(x) * (1 + 4 / 32);
+            : width(x) * 2 + (o.actQuant === "int8" ? 4 : width(x) / 32 * 4);
           actBytes = Math.max(actBytes, perRow);
         } else if (o.actQuant === "int8") {
           throw new LlmError("INTERNAL", `wasm: int8 activations need q8_0 or q4_0 weights (${o.w.dtype})`);
