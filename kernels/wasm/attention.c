@@ -4,7 +4,7 @@
  * exp4; the output accumulates p * v in the output row and is divided by the sum at the end. KV rows are
  * f32, f16 or int8 with per (row, kv head) scales (dequantized in registers: dot(q, k_q) * scale).
  * Where headDim allows, scores take four positions at a time (one q load, one 4-way reduction) and p * v
- * keeps 16 output dims in registers across all positions.
+ * keeps 32 (or 16) output dims in registers across all positions.
  * Args: 0 q, 1 out, 2 nHeads, 3 nKvHeads, 4 headDim, 5 scale (f32 bits), 6 cache k, 7 cache v, 8 k scales,
  * 9 v scales, 10 format (KV_*), 11 blockSize, 12 scratch, 13 scratch floats per thread.
  */
@@ -113,8 +113,39 @@ INLINE void attend(Ctx* c, const OpRec* o, const int32_t fmt) {
     float sum = hsum(vsum);
     for (; p < n; p++) sum += scores[p] = expf_(scores[p] - max);
     if ((hd & 15) == 0) {
-      /* 16 output dims at a time held in registers over all positions: no y load/store per position */
-      for (int32_t i = 0; i < hd; i += 16) {
+      /* 32 (or 16) output dims at a time held in registers over all positions: no y load/store per
+       * position, and the v rows are read in at most hd / 32 passes */
+      int32_t i = 0;
+      for (; i + 32 <= hd; i += 32) {
+        v128_t y0 = wasm_f32x4_splat(0), y1 = y0, y2 = y0, y3 = y0, y4 = y0, y5 = y0, y6 = y0, y7 = y0;
+        for (int32_t p0 = 0; p0 < n; p0 += bs) {
+          int32_t row0 = bt[p0 / bs] * bs, cnt = n - p0 < bs ? n - p0 : bs;
+          for (int32_t j = 0; j < cnt; j++) {
+            int32_t row = row0 + j;
+            const uint8_t* vr = cv + ((size_t)row * kd + koff) * esize;
+            float w = scores[p0 + j];
+            if (fmt == KV_I8) w *= vs[(size_t)row * kv_heads + kvh];
+            v128_t wv = wasm_f32x4_splat(w);
+            y0 = madd(wv, load4(vr, fmt, i), y0);
+            y1 = madd(wv, load4(vr, fmt, i + 4), y1);
+            y2 = madd(wv, load4(vr, fmt, i + 8), y2);
+            y3 = madd(wv, load4(vr, fmt, i + 12), y3);
+            y4 = madd(wv, load4(vr, fmt, i + 16), y4);
+            y5 = madd(wv, load4(vr, fmt, i + 20), y5);
+            y6 = madd(wv, load4(vr, fmt, i + 24), y6);
+            y7 = madd(wv, load4(vr, fmt, i + 28), y7);
+          }
+        }
+        wasm_v128_store(y + i, y0);
+        wasm_v128_store(y + i + 4, y1);
+        wasm_v128_store(y + i + 8, y2);
+        wasm_v128_store(y + i + 12, y3);
+        wasm_v128_store(y + i + 16, y4);
+        wasm_v128_store(y + i + 20, y5);
+        wasm_v128_store(y + i + 24, y6);
+        wasm_v128_store(y + i + 28, y7);
+      }
+      for (; i < hd; i += 16) {
         v128_t y0 = wasm_f32x4_splat(0), y1 = y0, y2 = y0, y3 = y0;
         for (int32_t p0 = 0; p0 < n; p0 += bs) {
           int32_t row0 = bt[p0 / bs] * bs, cnt = n - p0 < bs ? n - p0 : bs;
