@@ -2,6 +2,9 @@
  * Kernel-level timing of the wasm backend's matmul: one op, weights rotated over a working set larger
  * than the L3 cache, rows = 1 (decode) and 64 (prefill). Reports GB/s of weight bytes and GMAC/s.
  *   deno run -A bench/wasm_matmul_bench.ts [--threads 1] [--dtypes f32,q8_0,q4_0] [--m 2048 --k 768]
+ *       [--act-int8]
+ * --act-int8 also times q8_0/q4_0 with per-token int8 activations (W8A8, `actQuant: "int8"`) after each
+ * weight-only run, same weights.
  */
 import { parseArgs } from "node:util";
 import type { DType } from "../src/types.ts";
@@ -16,6 +19,7 @@ const { values: f } = parseArgs({
     m: { type: "string", default: "2048" },
     k: { type: "string", default: "768" },
     rows: { type: "string", default: "1,64" },
+    "act-int8": { type: "boolean", default: false },
   },
 });
 const m = Number(f.m), k = Number(f.k), threads = Number(f.threads);
@@ -34,28 +38,40 @@ for (const dtype of f.dtypes!.split(",") as DType[]) {
     const x = b.alloc("f32", [rows, k], "compute", "x");
     await b.upload(x, Float32Array.from({ length: rows * k }, (_, i) => Math.cos(i)));
     const out = b.alloc("f32", [rows, m], "compute", "out");
-    const g = b.compile(ws.map((w) => ({ op: "matmul" as const, x, w, out, rows: "tokens" as const })));
-    const step = {
-      nTokens: rows,
-      tokens: new Int32Array(rows),
-      positions: new Int32Array(rows),
-      seqIndex: new Int32Array(rows),
-      blockTables: new Int32Array(1),
-      maxBlocksPerSeq: 1,
-      logitRows: new Int32Array(0),
-    };
-    await g.run(step);
-    const reps = rows === 1 ? 20 : 3;
-    const t0 = performance.now();
-    for (let r = 0; r < reps; r++) await g.run(step);
-    const s = (performance.now() - t0) / 1000 / reps / copies;
-    console.log(
-      `${dtype} ${m}x${k} rows ${rows} threads ${threads}: ${(s * 1e6).toFixed(1)} us/matmul, ` +
-        `${(bytes.byteLength / s / 1e9).toFixed(1)} GB/s weights, ${
-          (rows * m * k / s / 1e9).toFixed(1)
-        } GMAC/s`,
-    );
-    g[Symbol.dispose]();
+    const acts = f["act-int8"] && (dtype === "q8_0" || dtype === "q4_0") ? [false, true] : [false];
+    for (const a8 of acts) {
+      const g = b.compile(ws.map((w) => ({
+        op: "matmul" as const,
+        x,
+        w,
+        out,
+        rows: "tokens" as const,
+        ...(a8 ? { actQuant: "int8" as const } : {}),
+      })));
+      const step = {
+        nTokens: rows,
+        tokens: new Int32Array(rows),
+        positions: new Int32Array(rows),
+        seqIndex: new Int32Array(rows),
+        blockTables: new Int32Array(1),
+        maxBlocksPerSeq: 1,
+        logitRows: new Int32Array(0),
+      };
+      await g.run(step);
+      const reps = rows === 1 ? 20 : 3;
+      const t0 = performance.now();
+      for (let r = 0; r < reps; r++) await g.run(step);
+      const s = (performance.now() - t0) / 1000 / reps / copies;
+      console.log(
+        `${dtype}${a8 ? " W8A8" : ""} ${m}x${k} rows ${rows} threads ${threads}: ${
+          (s * 1e6).toFixed(1)
+        } us/matmul, ` +
+          `${(bytes.byteLength / s / 1e9).toFixed(1)} GB/s weights, ${
+            (rows * m * k / s / 1e9).toFixed(1)
+          } GMAC/s`,
+      );
+      g[Symbol.dispose]();
+    }
     b.free(x);
     b.free(out);
   }

@@ -29,7 +29,7 @@ void op_embed(Ctx* c, const OpRec* o) {
       case WF_Q8:
         for (int32_t i = 0; i < dim; i++) {
           const uint8_t* blk = q + ((size_t)(id / 4) * nb + i / 32) * Q8_BLOCK;
-          y[i] = ((const float*)blk)[id % 4] * (float)(int8_t)blk[32 + (id % 4) * 32 + i % 32];
+          y[i] = ((const float*)blk)[id % 4] * (float)(int8_t)blk[16 + (id % 4) * 32 + i % 32];
         }
         break;
       case WF_Q4:

@@ -42,12 +42,12 @@ enum { OP_END = 0, OP_EMBED, OP_RMS_NORM, OP_MATMUL, OP_ROPE, OP_KV_WRITE, OP_AT
 /*
  * Weight formats (src/backends/wasm/layout.ts WF). 2-D weights are interleaved in groups of 4 rows
  * (prep.c), so a tile of 4 rows is one linear stream. f32/f16/bf16: per group, chunks of 4 elements of
- * each of the 4 rows (16 values; k padded to a multiple of 4 with zeros). q8 and q4: per group and 32-block, Q8_BLOCK bytes = f32 scale[4],
- * i32 bias[4] (-64 * sum(q)), int8 q[4][32]; Q4_BLOCK bytes = f32 scale[4], u8 nibbles[4][4][4] (vector c, row
- * r, byte e: element 4c + e low, element 16 + 4c + e high; value nibble - 8).
+ * each of the 4 rows (16 values; k padded to a multiple of 4 with zeros). q8 and q4: per group and
+ * 32-block, Q8_BLOCK bytes = f32 scale[4], int8 q[4][32]; Q4_BLOCK bytes = f32 scale[4], u8
+ * nibbles[4][4][4] (vector c, row r, byte e: element 4c + e low, element 16 + 4c + e high; value nibble - 8).
  */
 enum { WF_F32 = 0, WF_F16 = 1, WF_BF16 = 2, WF_Q8 = 3, WF_Q4 = 4 };
-#define Q8_BLOCK 160
+#define Q8_BLOCK 144
 #define Q4_BLOCK 80
 /* KV cache formats. */
 enum { KV_F32 = 0, KV_F16 = 1, KV_I8 = 2 };
@@ -109,20 +109,6 @@ INLINE v128_t madd(v128_t a, v128_t b, v128_t c) {
 }
 
 /*
- * acc + dot of 16 signed bytes `a` with 16 bytes `b` whose values are in 0..127, four lanes of four
- * products each. The relaxed instruction is exact in that range (x86: pmaddubsw cannot saturate there).
- */
-INLINE v128_t dot_i8_u7(v128_t a, v128_t b, v128_t acc) {
-#ifdef __wasm_relaxed_simd__
-  return __builtin_wasm_relaxed_dot_i8x16_i7x16_add_s_i32x4(a, b, acc);
-#else
-  v128_t lo = wasm_i16x8_extmul_low_i8x16(a, b), hi = wasm_i16x8_extmul_high_i8x16(a, b);
-  return wasm_i32x4_add(acc, wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(lo),
-                                            wasm_i32x4_extadd_pairwise_i16x8(hi)));
-#endif
-}
-
-/*
  * Pair sums of 16 signed bytes `a` times 16 bytes `b` in 0..127, as eight i16 lanes (lane i: a[2i] b[2i] +
  * a[2i+1] b[2i+1]); exact while pair sums fit i16 (so for 4-bit b: one instruction, no widening).
  */
@@ -134,6 +120,20 @@ INLINE v128_t dot16_i8_u7(v128_t a, v128_t b) {
   return wasm_i16x8_add(wasm_i16x8_shuffle(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14),
                         wasm_i16x8_shuffle(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
 #endif
+}
+
+/* The four i32 row sums of a, b, c, d (each four lanes) as one vector: [sum(a), sum(b), sum(c), sum(d)]. */
+INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
+  v128_t t0 = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+  v128_t t1 = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5), wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
+}
+
+/* reduce4 for f32 lanes: [sum(a), sum(b), sum(c), sum(d)]. */
+INLINE v128_t reduce4f(v128_t a, v128_t b, v128_t c, v128_t d) {
+  v128_t t0 = wasm_f32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+  v128_t t1 = wasm_f32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+  return wasm_f32x4_add(wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5), wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
 }
 
 INLINE float hsum(v128_t v) {

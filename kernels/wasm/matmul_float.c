@@ -17,13 +17,6 @@ INLINE v128_t wload4(const uint8_t* w, int32_t fmt) {
   }
 }
 
-/* [sum(a), sum(b), sum(c), sum(d)] in float, lanes added in the same order for every row. */
-INLINE v128_t reduce4f(v128_t a, v128_t b, v128_t c, v128_t d) {
-  v128_t t0 = wasm_f32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
-  v128_t t1 = wasm_f32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
-  return wasm_f32x4_add(wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5), wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
-}
-
 INLINE void float_tile(const OpRec* o, int32_t fmt, int32_t g, int32_t r0, const int TR) {
   const float* x = (const float*)o->a[0];
   float* out = (float*)o->a[1];

@@ -3,7 +3,6 @@
  * scale arrays (every row's quants 16-byte aligned for vector loads), and float weights quantized to
  * int8 per output channel or int4 in groups of 128 with f16-rounded scales, exactly like the CUDA
  * backend's weight_prepare (host model: simulateQuant in tests/cuda_test.ts).
- * q8 layouts also get a bias per 32-block, -64 * sum(q), for the offset activations (matmul_q8.c).
  */
 #include "llama_ts_wasm.h"
 
@@ -37,18 +36,14 @@ static float round_to_half(double x) {
 
 /*
  * Interleaved layouts (llama_ts_wasm.h): rows in groups of 4; per group and 32-block, the four rows'
- * f32 scales, (q8 only) i32 biases -64 * sum(q), then the four rows' quants. A tile of 4 rows is read
+ * f32 scales, then the four rows' quants. A tile of 4 rows is read
  * as one linear stream. Rows past m in the last group are zero.
  */
 static void put_q8(uint8_t* dst, int32_t nb, int32_t j, int32_t b, float scale, const int8_t* q) {
   uint8_t* blk = dst + ((size_t)(j / 4) * nb + b) * Q8_BLOCK;
-  int32_t l = j % 4, s = 0;
-  for (int32_t i = 0; i < 32; i++) {
-    blk[32 + l * 32 + i] = (uint8_t)q[i];
-    s += q[i];
-  }
+  int32_t l = j % 4;
+  for (int32_t i = 0; i < 32; i++) blk[16 + l * 32 + i] = (uint8_t)q[i];
   ((float*)blk)[l] = scale;
-  ((int32_t*)(blk + 16))[l] = -64 * s;
 }
 
 /*

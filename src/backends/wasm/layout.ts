@@ -5,7 +5,7 @@
  * |---|---|---|
  * | f32, f16, bf16 (1-D, or not weights) | same bytes | copied as they arrive |
  * | f32, f16, bf16 matrices | groups of 4 rows x chunks of 4 elements (WF f32/f16/bf16) | staged, repacked (prep.c) |
- * | q8_0 | q8x4: groups of 4 rows, per 32-block 4 f32 scales, 4 i32 biases, 4 x 32 int8 (WF q8) | staged, repacked (prep.c) |
+ * | q8_0 | q8x4: groups of 4 rows, per 32-block 4 f32 scales, 4 x 32 int8 (WF q8) | staged, repacked (prep.c) |
  * | q4_0 | q4x4: groups of 4 rows, per 32-block 4 f32 scales, 4 x 16 bytes of nibbles (WF q4) | staged, repacked |
  * | float + weightQuant int8 | q8x4 with one scale per output channel (repeated per block) | staged, quantized (prep.c) |
  * | float + weightQuant int4 | q4x4 with one scale per 128 (repeated per block) | staged, quantized |
@@ -49,7 +49,7 @@ export function planLayout(
   if (!options.weights || shape.length !== 2) return plain(FLOAT[dtype] ?? WF.f32);
   const [m, k] = shape;
   const float = FLOAT[dtype];
-  // q8/q4: rows interleaved in groups of 4, 160 / 80 bytes per group and 32-block (kernels/wasm/prep.c)
+  // q8/q4: rows interleaved in groups of 4, 144 / 80 bytes per group and 32-block (kernels/wasm/prep.c)
   // floats: groups of 4 rows x chunks of 4 elements, k padded to a multiple of 4
   const floats = (fmt: number, prepare: Layout["prepare"]): Layout => ({
     fmt,
@@ -59,7 +59,7 @@ export function planLayout(
   });
   const q8 = (group: number, prepare: Layout["prepare"]): Layout => ({
     fmt: WF.q8,
-    dataBytes: Math.ceil(m / 4) * (k / 32) * 160,
+    dataBytes: Math.ceil(m / 4) * (k / 32) * 144,
     group,
     prepare,
   });

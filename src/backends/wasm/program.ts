@@ -101,9 +101,14 @@ function build(
         else maxLogits = Math.min(maxLogits, x.shape[0]);
         if (w.fmt === WF.q8 || w.fmt === WF.q4) {
           actRows = Math.max(actRows, x.shape[0]);
-          // per row (times actRows below): q8 k bytes + a scale per 32-block; q4 144 bytes per 32-block
-          // (kernels/wasm/matmul.h Q4_ACT_BLOCK: splat chunks, scale, bias)
-          actBytes = Math.max(actBytes, width(x) * (w.fmt === WF.q4 ? 144 / 32 : 1 + 4 / 32));
+          // per row (times actRows below): q8 k int16 + an f32 scale per 32-block (W8A8: per row); q4 144
+          // bytes per 32-block (kernels/wasm/matmul.h Q4_ACT_BLOCK: splat chunks, scale, bias)
+          const perRow = w.fmt === WF.q4
+            ? width(x) * 144 / 32
+            : width(x) * 2 + (o.actQuant === "int8" ? 4 : width(x) / 32 * 4);
+          actBytes = Math.max(actBytes, perRow);
+        } else if (o.actQuant === "int8") {
+          throw new LlmError("INTERNAL", `wasm: int8 activations need q8_0 or q4_0 weights (${o.w.dtype})`);
         }
         break;
       }
@@ -134,7 +139,7 @@ function build(
   const scores = scratch ? alloc(scratch * 4 * threads + 64, "attention scratch") : 0;
 
   // records
-  let prev: { x: Tensor; fmt: number; rows: string } | undefined;
+  let prev: { x: Tensor; fmt: number; rows: string; a8: number } | undefined;
   graph.forEach((o, i) => {
     const r = i * REC_WORDS, a = (k: number, v: number): void => void (words[r + 2 + k] = v);
     const f32bits = (v: number): number => new Int32Array(Float32Array.of(v).buffer)[0];
@@ -153,9 +158,9 @@ function build(
         break;
       case "matmul": {
         const w = o.w as WasmTensorRef, [m, k] = o.w.shape;
-        const quant = w.fmt === WF.q8 || w.fmt === WF.q4;
+        const quant = w.fmt === WF.q8 || w.fmt === WF.q4, a8 = o.actQuant === "int8" ? 1 : 0;
         const reuse = quant && prev !== undefined && prev.x === o.x && prev.fmt === w.fmt &&
-          prev.rows === o.rows;
+          prev.rows === o.rows && prev.a8 === a8;
         [
           p(o.x),
           p(o.out),
@@ -170,9 +175,10 @@ function build(
           reuse ? 1 : 0,
           actRows,
           actPerThread,
+          a8,
         ]
           .forEach((v, j) => a(j, v));
-        if (quant) quantMatmul = { x: o.x, fmt: w.fmt, rows: o.rows };
+        if (quant) quantMatmul = { x: o.x, fmt: w.fmt, rows: o.rows, a8 };
         break;
       }
       case "rope":

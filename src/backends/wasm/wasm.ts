@@ -22,6 +22,8 @@ import { type KernelVariant, loadKernels } from "./kernels.ts";
 
 const OPS: readonly OpName[] = OP_NAMES;
 const WEIGHT_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k"];
+/** Weight dtypes of int8-activation (W8A8) matmuls: blocks of 32 integers with one f16 scale. */
+const ACT_INT8_WEIGHTS: readonly DType[] = ["q8_0", "q4_0"];
 const STACK_BYTES = 64 * 1024;
 
 interface Exports {
@@ -99,6 +101,7 @@ class WasmBackend implements Backend {
       memoryBytes: WASM_MAX_BYTES,
       device: `CPU (wasm ${simd}, ${this.#threads} thread${this.#threads > 1 ? "s" : ""})`,
       preferredStepTokens: 128,
+      opFeatures: ["matmul_act_int8"],
     };
   }
 
@@ -232,7 +235,10 @@ class WasmBackend implements Backend {
   }
 
   supportsOp(op: Op): boolean {
-    if (op.op === "matmul") return WEIGHT_DTYPES.includes(op.w.dtype) && op.x.dtype === "f32";
+    if (op.op === "matmul") {
+      const w = op.actQuant === "int8" ? ACT_INT8_WEIGHTS : WEIGHT_DTYPES;
+      return w.includes(op.w.dtype) && op.x.dtype === "f32";
+    }
     if (op.op === "embed") return WEIGHT_DTYPES.includes(op.table.dtype);
     if (op.op === "kv_write" || op.op === "attention") return this.caps.kvDTypes.includes(op.cache.k.dtype);
     if (op.op === "argmax") return op.x.dtype === "f32" && op.out.dtype === "i32";
@@ -242,7 +248,13 @@ class WasmBackend implements Backend {
   compile(graph: readonly Op[]): CompiledGraph {
     for (const o of graph) {
       if (!this.supportsOp(o)) {
-        throw new LlmError("UNSUPPORTED_DTYPE", `wasm backend cannot run op ${o.op} with these dtypes`);
+        const what = o.op === "matmul"
+          ? ` (weights ${o.w.dtype}${o.actQuant ? `, ${o.actQuant} activations need q8_0 or q4_0` : ""})`
+          : "";
+        throw new LlmError(
+          "UNSUPPORTED_DTYPE",
+          `wasm backend cannot run op ${o.op} with these dtypes${what}`,
+        );
       }
       for (const v of Object.values(o)) {
         if (v instanceof WasmTensor && v.staging) {
@@ -367,6 +379,7 @@ export async function createWasmBackend(
 export const wasmBackendFactory: BackendFactory = {
   name: "wasm",
   apiVersion: BACKEND_API_VERSION,
+  opFeatures: ["matmul_act_int8"],
   async probe(): Promise<{ score: number; reason?: string }> {
     const why = wasmSupport();
     if (why) return { score: 0, reason: why };
