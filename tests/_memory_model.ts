@@ -91,3 +91,30 @@ export function quantizedWeights(
     ];
   }));
 }
+
+/**
+ * A model for int8-activation (W8A8) tests: 2-D weights whose rows are a multiple of 32 wide are stored as
+ * `dtype` (q8_0 / q4_0 blocks), everything else (norms, odd widths, and the LM head when `floatHead`) as f32.
+ */
+export function blockQuantModel(
+  config: LlamaConfig,
+  weights: Map<string, Float32Array>,
+  opts: { dtype: DType; floatHead?: boolean },
+): ModelFile {
+  const tensors = new Map<string, TensorEntry>();
+  for (const name of requiredTensors(config)) {
+    const shape = expectedShape(config, name);
+    const quant = shape.length === 2 && shape[1] % 32 === 0 && !(opts.floatHead && name === "output");
+    const d: DType = quant ? opts.dtype : "f32";
+    const bytes = quantize(d, weights.get(name)!);
+    tensors.set(name, {
+      name,
+      dtype: d,
+      shape,
+      source: bytesSource(bytes, name),
+      byteOffset: 0,
+      byteLength: bytes.byteLength,
+    });
+  }
+  return { format: "gguf", config, tensors, metadata: {}, close() {} };
+}

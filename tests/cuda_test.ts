@@ -12,13 +12,10 @@ import type { Op } from "../src/ops.ts";
 import { Engine, LlmError, loadModel } from "../mod.ts";
 import { nmse, NMSE_TOLERANCE, sharedModel } from "./_util.ts";
 import { synthWeights, TINY_CONFIG, writeLlama2c } from "./_synth.ts";
-import { expectedShape, type ModelFile, requiredTensors } from "../src/format/model_file.ts";
+import { expectedShape, type ModelFile } from "../src/format/model_file.ts";
 import type { DType } from "../src/types.ts";
-import { quantize } from "../src/dtype.ts";
-import { bytesSource } from "../src/io/byte_source.ts";
-import { createTokenizer } from "../src/format/tokenizer_load.ts";
 import { quantizeModelFile } from "../src/io/quantize_file.ts";
-import { simulateQuant } from "./_memory_model.ts";
+import { blockQuantModel, placeholderTokenizer, simulateQuant } from "./_memory_model.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const header = await Deno.readTextFile(`${root}kernels/cuda/llama_ts_cuda.h`);
@@ -229,31 +226,10 @@ function w8a8Synth(dtype: "q8_0" | "q4_0", activationQuant: "int8" | undefined):
     nKvHeads: 4,
     activationQuant,
   };
-  const w = synthWeights(config, 8), tensors = new Map();
-  for (const name of requiredTensors(config)) {
-    const shape = expectedShape(config, name);
-    const d: DType = shape.length === 2 && shape[1] % 32 === 0 ? dtype : "f32";
-    const bytes = quantize(d, w.get(name)!);
-    tensors.set(name, {
-      name,
-      dtype: d,
-      shape,
-      source: bytesSource(bytes, name),
-      byteOffset: 0,
-      byteLength: bytes.length,
-    });
-  }
-  return { format: "gguf", config, tensors, metadata: {}, close: () => {} };
+  return blockQuantModel(config, synthWeights(config, 8), { dtype });
 }
 
-const synthTok = createTokenizer({
-  kind: "spm",
-  tokens: Array.from({ length: 512 }, (_, i) => (i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁t${i}`)),
-  scores: Array.from({ length: 512 }, (_, i) => -i),
-  bosId: 1,
-  eosId: 2,
-  unkId: 0,
-});
+const synthTok = placeholderTokenizer(512);
 
 const flatten = (rows: Float32Array[]): Float32Array => {
   const out = new Float32Array(rows.length * rows[0].length);

@@ -11,11 +11,9 @@ import { dequantize, quantize } from "../src/dtype.ts";
 import { Engine, LlmError, pickBackend } from "../mod.ts";
 import { nmse, randn } from "./_util.ts";
 import { forEachBackend } from "./_backends.ts";
-import { createTokenizer } from "../src/format/tokenizer_load.ts";
 import type { ModelFile } from "../src/format/model_file.ts";
 import { synthWeights, TINY_CONFIG } from "./_synth.ts";
-import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
-import { bytesSource } from "../src/io/byte_source.ts";
+import { blockQuantModel, placeholderTokenizer } from "./_memory_model.ts";
 
 /** x quantized per row as the op documents: scale max|x|/127 in f32, q = round half away, clamp. */
 function naiveActInt8(x: Float32Array, w: Float32Array, rows: number, m: number, k: number): Float64Array {
@@ -117,32 +115,10 @@ Deno.test("ref refuses int8 activations over float or k-quant weights", async ()
 /** A W8A8 model in memory (q8_0 matrices, activationQuant set), for engine-level checks. */
 function w8a8Model(): ModelFile {
   const config = { ...TINY_CONFIG, activationQuant: "int8" as const };
-  const w = synthWeights(config, 3), tensors = new Map();
-  for (const name of requiredTensors(config)) {
-    const shape = expectedShape(config, name);
-    const dtype: DType = shape.length === 2 && shape[1] % 32 === 0 ? "q8_0" : "f32";
-    const bytes = quantize(dtype, w.get(name)!);
-    tensors.set(name, {
-      name,
-      dtype,
-      shape,
-      source: bytesSource(bytes, name),
-      byteOffset: 0,
-      byteLength: bytes.length,
-    });
-  }
-  return { format: "gguf", config, tensors, metadata: {}, close: () => {} };
+  return blockQuantModel(config, synthWeights(config, 3), { dtype: "q8_0" });
 }
 
-const tokens = Array.from({ length: 512 }, (_, i) => (i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁t${i}`));
-const tok = createTokenizer({
-  kind: "spm",
-  tokens,
-  scores: tokens.map((_, i) => -i),
-  bosId: 1,
-  eosId: 2,
-  unkId: 0,
-});
+const tok = placeholderTokenizer(512);
 
 Deno.test("a W8A8 model runs on ref with int8-activation matmuls in every decoder layer", async () => {
   const model = w8a8Model();

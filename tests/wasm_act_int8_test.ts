@@ -12,11 +12,9 @@ import type { ModelFile } from "../src/format/model_file.ts";
 import { quantize } from "../src/dtype.ts";
 import { Engine, pickBackend } from "../mod.ts";
 import { createWasmBackend } from "../src/backends/wasm/wasm.ts";
-import { createTokenizer } from "../src/format/tokenizer_load.ts";
-import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
-import { bytesSource } from "../src/io/byte_source.ts";
 import { nmse, NMSE_TOLERANCE, randn } from "./_util.ts";
 import { synthWeights, TINY_CONFIG } from "./_synth.ts";
+import { blockQuantModel, placeholderTokenizer } from "./_memory_model.ts";
 
 function step(n: number): StepParams {
   return {
@@ -126,32 +124,10 @@ Deno.test("wasm: refuses int8 activations over float weights", async () => {
  */
 function w8a8Model(dtype: DType): ModelFile {
   const config = { ...TINY_CONFIG, hiddenDim: 192, activationQuant: "int8" as const };
-  const w = synthWeights(config, 5), tensors = new Map();
-  for (const name of requiredTensors(config)) {
-    const shape = expectedShape(config, name);
-    const d: DType = shape.length === 2 && shape[1] % 32 === 0 && name !== "output" ? dtype : "f32";
-    const bytes = quantize(d, w.get(name)!);
-    tensors.set(name, {
-      name,
-      dtype: d,
-      shape,
-      source: bytesSource(bytes, name),
-      byteOffset: 0,
-      byteLength: bytes.length,
-    });
-  }
-  return { format: "gguf", config, tensors, metadata: {}, close: () => {} };
+  return blockQuantModel(config, synthWeights(config, 5), { dtype, floatHead: true });
 }
 
-const tokens = Array.from({ length: 512 }, (_, i) => (i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁t${i}`));
-const tok = createTokenizer({
-  kind: "spm",
-  tokens,
-  scores: tokens.map((_, i) => -i),
-  bosId: 1,
-  eosId: 2,
-  unkId: 0,
-});
+const tok = placeholderTokenizer(512);
 const IDS = [1, 5, 9, 200, 17, 300, 42, 7, 99, 450, 3];
 
 for (const dtype of ["q8_0", "q4_0"] as DType[]) {
