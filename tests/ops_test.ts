@@ -255,12 +255,6 @@ for (const [kvDtype, hd] of (["f32", "f16", "i8"] as const).flatMap((d) => [[d, 
     }
     await forEachBackend(async (b) => {
       if (!b.caps.kvDTypes.includes(kvDtype)) return;
-      if (b.name === "webgpu" && kvDtype === "i8" && hd !== 8) {
-        // found 2026-11-25 (branch w8wasm): webgpu's i8 attention gives nmse 0.9 here at headDim 16/32/64
-        // (0.01 at 128) on lavapipe; left to the webgpu owner, visible until fixed
-        console.warn(`SKIP backend webgpu: i8 attention at headDim ${hd} does not match (known, reported)`);
-        return;
-      }
       const scales = kvDtype === "i8"
         ? {
           kScale: b.alloc("f32", [16, nKvHeads], "kv", "ks"),

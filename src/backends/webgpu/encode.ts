@@ -491,8 +491,11 @@ export class NodeEncoder implements Disposable {
 
   #rope(n: Extract<Node, { kind: "rope_kv" }>, s: StepShape, out: Dispatch[]): void {
     const write = n.write;
-    const hd = n.headDim || 8;
     const kvDim = write ? (write.cache.k as WgTensor).width : 0;
+    // a kv_write without rope carries no head dim (0): an int8 cache is quantized per (row, kv head), so the
+    // head dim comes from its scales' width (kv heads); f32/f16 writes may cut the row into any units
+    const scaleW = write?.cache.kScale ? (write.cache.kScale as WgTensor).width : 0;
+    const hd = n.headDim || (scaleW ? kvDim / scaleW : kvDim % 8 === 0 ? 8 : 4);
     const half = n.style === "half" && (n.nHq > 0 || n.nHk > 0);
     const np = half ? 4 : 2;
     const kvf = write ? kvFormat(write.cache.k) : 0;
