@@ -13,6 +13,7 @@ import type { LlamaConfig } from "../src/model/config.ts";
 import type { ModelFile } from "../src/format/model_file.ts";
 import { Engine, LlmError, pickBackend } from "../mod.ts";
 import { createWebGpuBackend, webGpuInfo, type WebGpuOptions } from "../src/backends/webgpu/webgpu.ts";
+import { DEFAULT_TUNING, type Tuning } from "../src/backends/webgpu/encode.ts";
 import { uploadWeights } from "../src/model/weights.ts";
 import { KvCache, SequenceSlots } from "../src/model/kv_cache.ts";
 import { buildLlamaGraph } from "../src/model/llama.ts";
@@ -191,6 +192,44 @@ for (const scheme of ["int8", "int4"] as const) {
     },
   });
 }
+
+// The defaults are checked above; here the one-row and batched layouts of the quantized GEMV and of
+// matmul_a8 are swapped (so every default layout also runs on the other path), on decode steps (one row)
+// and a 6-row step (batched GEMV, not GEMM)
+Deno.test({
+  name: "webgpu: quantized GEMV and matmul_a8 layouts swapped between one row and batched rows match ref",
+  ignore,
+  fn: async () => {
+    const d = DEFAULT_TUNING;
+    const tuning: Partial<Tuning> = {
+      gemv: { ...d.gemv, q8: d.gemvBatch.q8, q4: d.gemvBatch.q4 },
+      gemvBatch: { ...d.gemvBatch, q8: d.gemv.q8, q4: d.gemv.q4 },
+      a8: d.a8Batch,
+      a8Batch: d.a8,
+    };
+    const ids = IDS.slice(0, 6);
+    for (const scheme of ["int8", "int4"] as const) {
+      const want = await refLogits(`${scheme} 6`, quantizedWeights(CONFIG, WEIGHTS, scheme), "f32", { ids });
+      using b = await createWebGpuBackend({ weightQuant: scheme, f16: false, tuning });
+      const got = await logits(b, memoryModel(CONFIG, WEIGHTS, "f32"), { ids });
+      for (const k of ["decode", "prefill"] as const) {
+        const e = nmse(got[k], want[k]);
+        assert.ok(e < BOUND.f32, `${scheme} ${k}: nmse ${e.toExponential(2)}`);
+      }
+    }
+    let want: { decode: Float32Array; prefill: Float32Array };
+    {
+      using ref = await pickBackend("ref");
+      want = await logits(ref, memoryModel(W8A8, W8A8_WEIGHTS, "q8_0"), { ids });
+    }
+    using b = await createWebGpuBackend({ f16: false, tuning });
+    const got = await logits(b, memoryModel(W8A8, W8A8_WEIGHTS, "q8_0"), { ids });
+    for (const k of ["decode", "prefill"] as const) {
+      const e = nmse(got[k], want[k]);
+      assert.ok(e < 1e-9, `w8a8 ${k}: nmse ${e.toExponential(2)}`);
+    }
+  },
+});
 
 Deno.test({
   name:

@@ -35,12 +35,29 @@ export interface StepShape {
   readonly distinct: boolean;
 }
 
+/** Weight formats of the GEMV kernels. */
+export type GemvFormat = "f32" | "f16" | "bf16" | "q8" | "q4";
+
+/** A GEMV-style thread layout: NR output rows per thread, TK threads along K, TR thread rows. */
+export interface Layout {
+  readonly NR: number;
+  readonly TK: number;
+  readonly TR: number;
+}
+
 /** Kernel shape choices (defaults in {@link DEFAULT_TUNING}). */
 export interface Tuning {
-  /** GEMV: output rows per thread, threads along K, thread rows, per weight format. */
-  readonly gemv: Readonly<
-    Record<"f32" | "f16" | "bf16" | "q8" | "q4", { NR: number; TK: number; TR: number }>
-  >;
+  /**
+   * GEMV for one row of x (decode at batch 1, what bench/webgpu_gemv_sweep.ts times): output rows per
+   * thread, threads along K, thread rows, per weight format.
+   */
+  readonly gemv: Readonly<Record<GemvFormat, Layout>>;
+  /** GEMV for 2..gemvMaxRows rows of x (batched decode), per weight format; not swept on a GPU yet. */
+  readonly gemvBatch: Readonly<Record<GemvFormat, Layout>>;
+  /** matmul_a8 (W8A8) for one row of x, its own layout: it is a different kernel from the q8/q4 GEMV. */
+  readonly a8: Layout;
+  /** matmul_a8 for more rows (batched decode, prefill row groups of 8). */
+  readonly a8Batch: Layout;
   /** GEMM thread tile (TM rows of x by TN weight rows; 16 x 16 threads). */
   readonly gemm: { readonly TM: number; readonly TN: number };
   /** Cached positions per attention split when decoding. */
@@ -52,18 +69,33 @@ export interface Tuning {
 }
 
 /**
- * The default tuning: the H100 sweep's winners (bench/webgpu_gemv_sweep.ts, NVIDIA H100 80GB HBM3 over
- * Vulkan, 2026-11-25; bench/RESULTS.md): one row per thread for f16 and q8 (NR 2-4 ran 4-5x slower there),
- * q4 two rows of 16 threads along K, and the 8 x 8 GEMM tile (2.2x the 4 x 4 one).
+ * The default tuning, from the H100 runs (NVIDIA H100 80GB HBM3 over Vulkan, 2026-11-25; bench/RESULTS.md,
+ * "run 2"). One row of x: f16 NR1 TK32 TR8 (the single-matrix sweeps of runs 0 and 1 put it first at ~1 TB/s
+ * and run 0's 7B f16 step ran its GEMVs at ~1 TB/s with it; run 2's sweep preferred TK16 TR8, with which the
+ * 7B f16 GEMVs ran at 767 GB/s); q8 NR4 TK64 TR2 and q4 NR4 TK32 TR4 (run 2's sweep winners with the
+ * register path of matmul_gemv_q, the layouts of run 2's 7B int8 161.6 / int4 141.3 tok/s). Batched rows keep
+ * the earlier defaults (their path holds indexed arrays, where more rows per thread ran 4-5x slower in run
+ * 1). matmul_a8, one row: NR1 TK32 TR4 (3,826 us per W8A8 decode step in run 1, 7,716 us with run 2's q8
+ * NR4 TK64 TR2); more rows: NR4 TK64 TR2 (W8A8 prefill 398 tok/s in run 2, 313 with NR1 TK32 TR4 in run 1).
+ * GEMM tile 8 x 8 (2.2x the 4 x 4 one).
  */
 export const DEFAULT_TUNING: Tuning = {
   gemv: {
     f32: { NR: 1, TK: 32, TR: 8 },
     f16: { NR: 1, TK: 32, TR: 8 },
     bf16: { NR: 1, TK: 32, TR: 8 },
+    q8: { NR: 4, TK: 64, TR: 2 },
+    q4: { NR: 4, TK: 32, TR: 4 },
+  },
+  gemvBatch: {
+    f32: { NR: 1, TK: 32, TR: 8 },
+    f16: { NR: 1, TK: 32, TR: 8 },
+    bf16: { NR: 1, TK: 32, TR: 8 },
     q8: { NR: 1, TK: 32, TR: 4 },
     q4: { NR: 2, TK: 16, TR: 4 },
   },
+  a8: { NR: 1, TK: 32, TR: 4 },
+  a8Batch: { NR: 4, TK: 64, TR: 2 },
   gemm: { TM: 8, TN: 8 },
   splitTokens: 256,
   maxSplits: 32,
@@ -291,7 +323,7 @@ export class NodeEncoder implements Disposable {
   /** Whether a GEMV of these weights fits workgroup memory, and its constants. */
   #gemvPlan(w: WeightLayout, nt: number, gateup: boolean): { kernel: KernelName; c: Constants } | undefined {
     const ctx = this.#ctx;
-    const t = ctx.tuning.gemv[FMT_NAME[w.fmt]];
+    const t = (nt === 1 ? ctx.tuning.gemv : ctx.tuning.gemvBatch)[FMT_NAME[w.fmt]];
     const red = (nr: number): number => (gateup ? 2 : 1) * t.TR * nr * nt * t.TK * 4;
     if (w.fmt >= FMT.q8) {
       // matmul_gemv_q: no staged x; NR <= 8 rows per thread, NR * NT <= 16 accumulators; one row of x
@@ -443,8 +475,8 @@ export class NodeEncoder implements Disposable {
       [Math.ceil(w.k / 1024), rows, 1],
       "q",
     );
-    const t = ctx.tuning.gemv[FMT_NAME[w.fmt]];
     const nt = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
+    const t = nt === 1 ? ctx.tuning.a8 : ctx.tuning.a8Batch;
     const nr = Math.max(1, Math.min(t.NR, 8, Math.floor(16 / nt)));
     const c = { FMT: w.fmt, NT: nt, NR: nr, TK: t.TK, TR: t.TR, DP4: ctx.packedDot };
     w.parts.forEach((part, pi) => {
