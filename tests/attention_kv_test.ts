@@ -5,7 +5,8 @@
  * prefill-sized continuation; with GQA, with and without RoPE ahead of the write (the webgpu backend folds
  * a rope + kv_write into its decode attention, and runs a kv_write without rope as its own node; the int8
  * cache quantizes per (row, kv head), so the head dim must reach that node: found broken at head dims
- * 16..64 on 2026-11-25). WebGPU also runs with attention split every 8 positions (flash decoding).
+ * 16..64 on 2026-11-25). WebGPU also runs with its decode attention split as on a GPU (short rows too),
+ * every 8 positions, and one position per workgroup (flash decoding).
  */
 import assert from "node:assert/strict";
 import type { Backend } from "../src/backend.ts";
@@ -15,6 +16,7 @@ import type { RopeStyle } from "../src/model/config.ts";
 import type { DType } from "../src/types.ts";
 import { pickBackend } from "../mod.ts";
 import { createWebGpuBackend, webGpuInfo } from "../src/backends/webgpu/webgpu.ts";
+import { DEFAULT_TUNING } from "../src/backends/webgpu/encode.ts";
 import { nmse, randn } from "./_util.ts";
 import { forEachBackend } from "./_backends.ts";
 
@@ -173,8 +175,19 @@ for (const c of CASES) {
         check(b.name, await runCase(b, c));
       });
       if (info.available) {
-        using b = await createWebGpuBackend({ tuning: { splitTokens: 8 } });
-        check("webgpu, splits of 8 positions", await runCase(b, c));
+        // forEachBackend above ran the adapter's default (one split per row on lavapipe, where splitGroups
+        // defaults to 0); then a GPU's default splits of short rows; splits of 8 positions; one position
+        // per split (up to 32 splits: the 3-row step leaves splits empty)
+        for (
+          const [name, tuning] of [
+            ["GPU default splits", { splitGroups: DEFAULT_TUNING.splitGroups }],
+            ["splits of 8 positions", { splitTokens: 8, splitGroups: 0 }],
+            ["one position per split", { splitMinTokens: 1, splitGroups: 1 << 16 }],
+          ] as const
+        ) {
+          using b = await createWebGpuBackend({ tuning });
+          check(`webgpu, ${name}`, await runCase(b, c));
+        }
       }
     },
   );

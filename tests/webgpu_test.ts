@@ -14,6 +14,7 @@ import type { ModelFile } from "../src/format/model_file.ts";
 import { Engine, LlmError, pickBackend } from "../mod.ts";
 import { createWebGpuBackend, webGpuInfo, type WebGpuOptions } from "../src/backends/webgpu/webgpu.ts";
 import { DEFAULT_TUNING, type Tuning } from "../src/backends/webgpu/encode.ts";
+import { attentionSplits } from "../src/backends/webgpu/run.ts";
 import { uploadWeights } from "../src/model/weights.ts";
 import { KvCache, SequenceSlots } from "../src/model/kv_cache.ts";
 import { buildLlamaGraph } from "../src/model/llama.ts";
@@ -231,6 +232,22 @@ Deno.test({
   },
 });
 
+Deno.test("webgpu: decode attention splits fill the GPU at short contexts, long contexts by length", () => {
+  const t = DEFAULT_TUNING;
+  const at = (maxLen: number, kvHeads = 32, rows = 1): number =>
+    attentionSplits(t, { rows, maxLen, kvHeads });
+  // LLaMA-7B (32 KV heads), one row: 256 / 32 = 8 splits once there are 8 positions for each
+  assert.deepEqual([1, 2, 8, 9, 17, 64, 65, 81, 144, 2048].map((n) => at(n)), [1, 1, 1, 2, 3, 8, 8, 8, 8, 8]);
+  // long rows: one split per 256 positions, at most 32
+  assert.deepEqual([2049, 4096, 8192, 100000].map((n) => at(n)), [9, 16, 32, 32]);
+  // GQA with 4 KV heads: 64 splits wanted, capped at 32 and at 8 positions per split
+  assert.deepEqual([40, 200, 300].map((n) => at(n, 4)), [5, 25, 32]);
+  // 8 rows of 32 KV heads already make 256 workgroups; more rows are prefill (one split)
+  assert.deepEqual([at(100, 32, 8), at(100, 32, 4), at(100, 32, 9)], [1, 2, 1]);
+  // splitGroups 0: the length rule alone
+  assert.equal(attentionSplits({ ...t, splitGroups: 0 }, { rows: 1, maxLen: 300, kvHeads: 32 }), 2);
+});
+
 Deno.test({
   name:
     "webgpu: f16 KV cache, matrices split over many buffers and attention split over workgroups match ref",
@@ -238,7 +255,7 @@ Deno.test({
   fn: async () => {
     const want = await refLogits("f32-kv16", WEIGHTS, "f32", { kvDType: "f16", ids: LONG });
     // 4 KiB buffers: every matrix (and the embedding, gathered per part) spans several parts; 70
-    // positions in splits of 8 (rounded up to whole tiles) make several splits and tiles per row
+    // positions in splits of 8 make 9 splits per row
     await eachVariant(async (b, variant) => {
       const got = await logits(b, memoryModel(CONFIG, WEIGHTS, "f32"), { kvDType: "f16", ids: LONG });
       for (const k of ["decode", "prefill"] as const) {
@@ -258,13 +275,14 @@ for (const style of ["interleaved", "half"] as const) {
       const model = (): ModelFile => ({ ...memoryModel(CONFIG, WEIGHTS, "f32"), config });
       using ref = await pickBackend("ref");
       const want = await logits(ref, model(), { kvDType: "i8", ids: LONG.slice(0, 40) });
+      // decode attention split as on a GPU (software adapters default to one split per row)
       await eachVariant(async (b, variant) => {
         const got = await logits(b, model(), { kvDType: "i8", ids: LONG.slice(0, 40) });
         for (const k of ["decode", "prefill"] as const) {
           const e = nmse(got[k], want[k]);
           assert.ok(e < 1e-7, `i8 ${style} ${variant} ${k}: nmse ${e.toExponential(2)}`);
         }
-      });
+      }, { tuning: { splitGroups: DEFAULT_TUNING.splitGroups } });
     },
   });
 }

@@ -1,9 +1,10 @@
 // attention_decode: causal grouped-query attention for a few rows (decode), flash-decoding style: each
-// row's cached positions 0..pos are cut into step[7] splits; a workgroup takes one (split, KV head, row)
-// and all NG query heads that share the KV head, walking its positions in tiles of TP with an online
-// softmax. K and V tiles are staged in shared memory with coalesced loads (rows padded by one word so
-// the per-position reads do not collide in banks). With one split it writes the output; with more it
-// writes (max, sum, unnormalised output) partials for attention_combine.
+// row's cached positions 0..pos are cut into step[7] splits of ceil((pos + 1) / splits) positions (the
+// host picks the splits: attentionSplits in src/backends/webgpu/run.ts); a workgroup takes one (split,
+// KV head, row) and all NG query heads that share the KV head, walking its positions in tiles of TP
+// with an online softmax. K and V tiles are staged in shared memory with coalesced loads (rows padded
+// by one word so the per-position reads do not collide in banks). With one split it writes the output;
+// with more it writes (max, sum, unnormalised output) partials for attention_combine.
 // ROPE (decode steps whose rows are all of different sequences): the step's RoPE and KV write happen here
 // instead of in rope_kv_write: each workgroup rotates its query heads in shared memory, and the workgroup
 // of the split holding the row's position rotates k, writes k and v (quantized for int8, as
@@ -110,7 +111,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let S = u32(step[7]);
   let seq = seqAt(t);
   let len = posAt(t) + 1u;
-  let chunk = ((len + S - 1u) / S + TP - 1u) / TP * TP;
+  // split s takes positions [s * chunk, min(len, (s + 1) * chunk)): not rounded to whole tiles, so short
+  // rows spread over every split (a split past len is empty: l = 0, which attention_combine skips)
+  let chunk = (len + S - 1u) / S;
   let p0 = s * chunk;
   let p1 = min(len, p0 + chunk);
   let qStride = p.nHeads * HD;

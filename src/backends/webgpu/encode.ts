@@ -60,8 +60,17 @@ export interface Tuning {
   readonly a8Batch: Layout;
   /** GEMM thread tile (TM rows of x by TN weight rows; 16 x 16 threads). */
   readonly gemm: { readonly TM: number; readonly TN: number };
-  /** Cached positions per attention split when decoding. */
+  /** Cached positions per attention split when decoding (long contexts: more positions, more splits). */
   readonly splitTokens: number;
+  /**
+   * Decode attention workgroups to aim for at short contexts (splits x KV heads x rows): without it a
+   * LLaMA-7B step had one workgroup per head, 32 on the H100's 132 SMs. WebGPU does not report a GPU's
+   * core count; 256 is about 2x the H100's SMs. 0 turns it off (splits from splitTokens only); software
+   * adapters (lavapipe) default to 0.
+   */
+  readonly splitGroups: number;
+  /** Fewest cached positions per split when splitting for splitGroups. */
+  readonly splitMinTokens: number;
   /** Most attention splits. */
   readonly maxSplits: number;
   /** Most rows a GEMV dispatch takes (more use GEMM). */
@@ -77,7 +86,8 @@ export interface Tuning {
  * the earlier defaults (their path holds indexed arrays, where more rows per thread ran 4-5x slower in run
  * 1). matmul_a8, one row: NR1 TK32 TR4 (3,826 us per W8A8 decode step in run 1, 7,716 us with run 2's q8
  * NR4 TK64 TR2); more rows: NR4 TK64 TR2 (W8A8 prefill 398 tok/s in run 2, 313 with NR1 TK32 TR4 in run 1).
- * GEMM tile 8 x 8 (2.2x the 4 x 4 one).
+ * GEMM tile 8 x 8 (2.2x the 4 x 4 one). Decode attention splits its positions until a step has ~256
+ * workgroups (at least 8 positions each; unmeasured on a GPU: run 2 had 32 per layer at 32 us each).
  */
 export const DEFAULT_TUNING: Tuning = {
   gemv: {
@@ -98,6 +108,8 @@ export const DEFAULT_TUNING: Tuning = {
   a8Batch: { NR: 4, TK: 64, TR: 2 },
   gemm: { TM: 8, TN: 8 },
   splitTokens: 256,
+  splitGroups: 256,
+  splitMinTokens: 8,
   maxSplits: 32,
   gemvMaxRows: 8,
 };

@@ -24,6 +24,28 @@ const SLOTS = 128;
 const MAX_BATCH = 48;
 const BATCH_TARGET_MS = 15;
 
+/**
+ * How many splits decode attention cuts each row's cached positions into (step[7]): one per
+ * `splitTokens` positions, and at short contexts enough that splits x KV heads x rows reaches
+ * `splitGroups` workgroups, each split keeping at least `splitMinTokens` positions; at most `maxSplits`.
+ * Prefill steps (more than `gemvMaxRows` rows) do not split.
+ */
+export function attentionSplits(
+  t: Tuning,
+  step: { readonly rows: number; readonly maxLen: number; readonly kvHeads: number },
+): number {
+  const { rows, maxLen, kvHeads } = step;
+  if (rows > t.gemvMaxRows || maxLen <= 1) return 1;
+  const byLen = Math.ceil(maxLen / t.splitTokens);
+  const fill = t.splitGroups > 0
+    ? Math.min(
+      Math.ceil(t.splitGroups / (Math.max(1, kvHeads) * Math.max(1, rows))),
+      Math.ceil(maxLen / Math.max(1, t.splitMinTokens)),
+    )
+    : 1;
+  return Math.max(1, Math.min(t.maxSplits, Math.max(byLen, fill)));
+}
+
 /** What the compiled graph was built for. */
 export interface GraphLimits {
   readonly maxTokens: number;
@@ -38,6 +60,8 @@ export interface GraphLimits {
   /** Highest position the RoPE tables cover. */
   readonly maxPos: number;
   readonly hasAttention: boolean;
+  /** Fewest KV heads of the graph's attention nodes (1 without attention): workgroups per split and row. */
+  readonly kvHeads: number;
   /** Most sequences (block-table rows) one step carries. */
   readonly maxSeqs: number;
   /** The graph reads logit rows' values (gather_rows): they must index the step's rows. */
@@ -107,7 +131,12 @@ export class WgGraph implements CompiledGraph {
   }
 
   /** Validate a step against the graph and write it into the next slot. */
-  #write(step: StepParams, fromDevice: boolean, prevSlot: number): { slot: number; shape: StepShape } {
+  #write(
+    step: StepParams,
+    fromDevice: boolean,
+    prevSlot: number,
+    splitsOverride?: number,
+  ): { slot: number; shape: StepShape } {
     const l = this.#limits;
     const n = step.nTokens, nl = step.logitRows.length;
     const bad = (why: string): never => {
@@ -158,9 +187,18 @@ export class WgGraph implements CompiledGraph {
       );
     }
     const t = this.#tuning;
-    const splits = n <= t.gemvMaxRows
-      ? Math.max(1, Math.min(t.maxSplits, Math.ceil(maxLen / t.splitTokens)))
-      : 1;
+    if (
+      splitsOverride !== undefined &&
+      !(Number.isInteger(splitsOverride) && splitsOverride >= 1 && splitsOverride <= t.maxSplits)
+    ) {
+      throw new LlmError(
+        "BAD_REQUEST",
+        `webgpu: profile splits ${splitsOverride} is not an integer in 1..${t.maxSplits} (tuning.maxSplits)`,
+      );
+    }
+    const splits = n > t.gemvMaxRows
+      ? 1
+      : splitsOverride ?? attentionSplits(t, { rows: n, maxLen, kvHeads: l.kvHeads });
     const slot = this.#slot;
     this.#slot = (this.#slot + 1) % SLOTS;
     w.set([n, nl, nSeqs, l.blocksPerSeq, fromDevice ? 1 : 0, Math.max(prevSlot, 0), slot, splits]);
@@ -326,16 +364,21 @@ export class WgGraph implements CompiledGraph {
   /**
    * Profiling (benchmarks only): the device time of each dispatch of this step's command buffer, each
    * repeated `reps` times in its own timed pass (timestamp-query). Overwrites activations and cache rows
-   * the step touches.
+   * the step touches. `splits` replaces attentionSplits' choice for a decode step (1..tuning.maxSplits),
+   * to time decode attention split differently on the same graph.
    */
-  async profile(step: StepParams, reps = 20): Promise<{ label: string; grid: number[]; us: number }[]> {
+  async profile(
+    step: StepParams,
+    reps = 20,
+    options?: { readonly splits?: number },
+  ): Promise<{ label: string; grid: number[]; us: number }[]> {
     const gpu = this.#gpu;
     if (!gpu.hasTimestamps) {
       throw new LlmError("BACKEND_UNAVAILABLE", "webgpu: the device has no timestamp-query");
     }
     this.#enter();
     try {
-      const { slot, shape } = this.#write(step, false, -1);
+      const { slot, shape } = this.#write(step, false, -1, options?.splits);
       const list = this.#dispatches(shape);
       const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 * list.length });
       const resolve = gpu.buffer(
