@@ -157,20 +157,46 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
   log(`${v}: prefill ${prefill.prefillTokPerS.toFixed(0)} tok/s`);
   // device time of each kernel of one decode step at position 80 (the decode run's mean position)
   const graph = (backend as unknown as {
-    compiledGraphs(): { profile(s: unknown, r: number): Promise<{ label: string; us: number }[]> }[];
+    compiledGraphs(): {
+      profile(s: unknown, r: number, o?: { splits?: number }): Promise<{ label: string; us: number }[]>;
+    }[];
   })
     .compiledGraphs()[0];
+  const stepAt = (pos: number): Record<string, unknown> => {
+    const blocks = Math.ceil((pos + 1) / 16);
+    return {
+      nTokens: 1,
+      tokens: Int32Array.of(5),
+      positions: Int32Array.of(pos),
+      seqIndex: new Int32Array(1),
+      blockTables: Int32Array.from({ length: blocks }, (_, i) => i),
+      maxBlocksPerSeq: blocks,
+      logitRows: Int32Array.of(0),
+    };
+  };
   const pos = 80;
-  const blocks = Math.ceil((pos + 1) / 16);
-  const prof = await graph.profile({
-    nTokens: 1,
-    tokens: Int32Array.of(5),
-    positions: Int32Array.of(pos),
-    seqIndex: new Int32Array(1),
-    blockTables: Int32Array.from({ length: blocks }, (_, i) => i),
-    maxBlocksPerSeq: blocks,
-    logitRows: Int32Array.of(0),
-  }, 10);
+  const prof = await graph.profile(stepAt(pos), 10);
+  // decode attention per step, the old one split per row (the baseline) against the default splits, at
+  // the decode run's first, mean and last positions
+  const attention = [];
+  for (const at of [16, 80, 143]) {
+    for (const splits of [1, undefined]) {
+      const ps = await graph.profile(stepAt(at), 10, { splits });
+      const us = (k: string): number => ps.filter((p) => p.label.startsWith(k)).reduce((a, p) => a + p.us, 0);
+      const grid = (ps.find((p) => p.label.startsWith("attention_decode")) as { grid?: number[] })?.grid;
+      attention.push({
+        pos: at,
+        splits: grid?.[0] ?? 0,
+        decodeUs: us("attention_decode"),
+        combineUs: us("attention_combine"),
+      });
+    }
+  }
+  log(
+    `${v}: attention per step (decode + combine us): ` +
+      attention.map((a) => `pos ${a.pos} ${a.splits} split(s) ${(a.decodeUs + a.combineUs).toFixed(0)}`)
+        .join(", "),
+  );
   const byKernel = new Map<string, Profile>();
   for (const p of prof) {
     const k = p.label.split(" ")[0];
@@ -200,6 +226,7 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
     profileDeviceUs: deviceUs,
     profileGBps: bytes / (deviceUs * 1e3),
     kernels,
+    attention,
     slowest: prof.sort((a, b) => b.us - a.us).slice(0, 8),
   };
   log(`${v}: one decode step: ${prof.length} dispatches, ${deviceUs.toFixed(0)} us of device time`);

@@ -72,6 +72,24 @@ if (b7) {
     const ks = (r.kernels ?? []) as { kernel: string; us: number; count: number }[];
     lines.push(`${r.variant} step: ` + ks.map((k) => `${k.kernel} ${n(k.us, 0)} us/${k.count}`).join(", "));
   }
+  const att = rs.filter((r) => Array.isArray(r.attention));
+  if (att.length) {
+    lines.push(
+      "",
+      "Decode attention per step, one split per row (the old rule below 256 positions) vs the default splits:",
+      "| variant | position | splits | attention_decode us | attention_combine us | sum us |",
+      "| --- | --- | --- | --- | --- | --- |",
+    );
+    for (const r of att) {
+      for (const a of r.attention as { pos: number; splits: number; decodeUs: number; combineUs: number }[]) {
+        lines.push(
+          `| ${r.variant} | ${a.pos} | ${a.splits} | ${n(a.decodeUs, 0)} | ${n(a.combineUs, 0)} | ${
+            n(a.decodeUs + a.combineUs, 0)
+          } |`,
+        );
+      }
+    }
+  }
   const cs = (b7.comparisons ?? []) as Record<string, unknown>[];
   if (cs.length) {
     lines.push(
