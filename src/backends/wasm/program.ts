@@ -253,7 +253,7 @@ function build(
   }
 
   const ptr = alloc(words.byteLength, "program");
-  mem.views().i32.set(words, ptr >> 2);
+  mem.views().i32.set(words, ptr >>> 2);
   let stepPtr = 0, stepCap = 0;
   return {
     ptr,
@@ -268,7 +268,7 @@ function build(
         stepPtr = mem.alloc(stepCap * 4, "step inputs");
       }
       const { i32, f32, f64 } = mem.views();
-      const base = stepPtr >> 2,
+      const base = stepPtr >>> 2,
         tok = base + 12,
         pos = tok + nT,
         seq = pos + nT,
@@ -281,8 +281,8 @@ function build(
       i32.set(step.logitRows, lr);
       i32.set(bt, bts);
       for (const t of tables.values()) {
-        const half = t.headDim / 2, inv = f32.subarray(t.invFreq.ptr >> 2, (t.invFreq.ptr >> 2) + half);
-        const out = t.ptr >> 3;
+        const half = t.headDim / 2, inv = f32.subarray(t.invFreq.ptr >>> 2, (t.invFreq.ptr >>> 2) + half);
+        const out = t.ptr >>> 3;
         for (let r = 0; r < nT; r++) {
           const p = step.positions[r];
           for (let j = 0; j < half; j++) {
