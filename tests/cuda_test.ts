@@ -215,6 +215,37 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cuda: int8 weights, 12 sequences together (decode-batch GEMM, fused QKV and gate/up) match one at a time",
+  ignore: gpu.score === 0 || !modelPath || !tokPath,
+  fn: async () => {
+    // 12-row steps of per-channel int8 weights take kernels/cuda/gemm_rows.cu (QKV and gate/up in one launch
+    // each); one sequence alone takes the GEMV. Same weights, so only f16(x) in the GEMM separates them.
+    const prompts = Array.from({ length: 12 }, (_, i) => `One day, a ${["bird", "boy", "frog"][i % 3]} ${i}`);
+    const { model, tokenizer } = await loadModel(modelPath!, { tokenizer: tokPath });
+    using e = await Engine.create(model, tokenizer, {
+      backend: "cuda",
+      maxBatch: 12,
+      kvDType: "f32",
+      weightQuant: "int8",
+    });
+    model.close();
+    const opts = { maxTokens: 24, temperature: 0 };
+    const together = await Promise.all(prompts.map((p) => e.complete(p, opts)));
+    let agree = 0, total = 0;
+    for (let i = 0; i < prompts.length; i++) {
+      const alone = (await e.complete(prompts[i], opts)).generatedIds, both = together[i].generatedIds;
+      let k = 0;
+      while (k < alone.length && both[k] === alone[k]) k++;
+      agree += k;
+      total += alone.length;
+    }
+    console.log(`int8, 12 sequences together vs alone on cuda: ${agree}/${total} greedy tokens equal`);
+    assert.ok(agree >= 0.9 * total, `${agree}/${total}`);
+  },
+});
+
 /** A W8A8 model in memory: every matrix with whole 32-blocks in `dtype`, int8 activations in the layers. */
 function w8a8Synth(dtype: "q8_0" | "q4_0", activationQuant: "int8" | undefined): ModelFile {
   const config = {
