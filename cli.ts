@@ -8,7 +8,8 @@ import { createServeHandler, Engine, LlmError, type LoadedModel, loadModel } fro
 import type { BackendName, ProgressEvent } from "./src/types.ts";
 import { defaultCacheDir } from "./src/io/hf_hub.ts";
 import { createRateMeter, progressBar } from "./src/cli/progress.ts";
-import { openModelFile } from "./src/io/load.ts";
+import { openModelFile, resolveModelRef } from "./src/io/load.ts";
+import { readText } from "./src/io/deno_fs.ts";
 import { modelSummary } from "./src/cli/info.ts";
 import { runBench } from "./src/cli/bench.ts";
 import { kvDTypeFlag, weightQuantFlag } from "./src/cli/flags.ts";
@@ -112,6 +113,39 @@ function num(v: string | undefined, flag: string, int = false): number | undefin
   return n;
 }
 
+/**
+ * `--temperature -1` → `--temperature=-1`: node's parseArgs takes a value starting with "-" for an
+ * unknown flag and refuses it, so a negative number would never reach the range checks that say
+ * what is allowed.
+ */
+function joinNegativeValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i], next = args[i + 1];
+    if (/^--[a-z-]+$/.test(a) && next !== undefined && /^-(\d|\.\d|Infinity|NaN)/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+function portFlag(port: number): number {
+  if (port < 0 || port > 65535) {
+    throw new LlmError("BAD_REQUEST", `--port must be in 0..65535 (0 picks a free port), got ${port}`);
+  }
+  return port;
+}
+
+const BACKENDS = ["auto", "ref", "wasm", "webgpu", "cuda"];
+
+function backendFlag(v: string): string {
+  if (!BACKENDS.includes(v)) {
+    throw new LlmError("BAD_REQUEST", `unknown backend "${v}"; choose one of ${BACKENDS.join(", ")}`);
+  }
+  return v;
+}
+
 function onProgress(): ((e: ProgressEvent) => void) | undefined {
   if (!Deno.stderr.isTerminal()) return undefined;
   const enc = new TextEncoder();
@@ -137,7 +171,7 @@ async function main(argv: string[]): Promise<void> {
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv.slice(1),
+      args: joinNegativeValues(argv.slice(1)),
       strict: true,
       allowPositionals: false,
       options: {
@@ -222,7 +256,7 @@ async function main(argv: string[]): Promise<void> {
   if (cmd === "quantize") {
     if (!f.out) fail(2, `--out is required\n\n${HELP[cmd]}`);
     if (!f.scheme) fail(2, `--scheme is required\n\n${HELP[cmd]}`);
-    const r = await quantizeModelFile(f.model, f.out, {
+    const r = await quantizeModelFile(await resolveModelRef(f.model, loadOptions), f.out, {
       scheme: parseScheme(f.scheme),
       tokenizer: f.tokenizer,
       calibration: f.calibration,
@@ -250,10 +284,16 @@ async function main(argv: string[]): Promise<void> {
   }
 
   if (cmd === "info") {
-    const model = await openModelFile(f.model);
+    const ctx = num(f.ctx, "ctx", true);
+    if (ctx !== undefined && (ctx < 1 || ctx > 1 << 20)) {
+      throw new LlmError("BAD_REQUEST", `--ctx must be an integer in 1..1048576, got ${ctx}`);
+    }
+    if (f.backend) backendFlag(f.backend);
+    const path = await resolveModelRef(f.model, loadOptions);
+    const model = await openModelFile(path);
     let summary;
     try {
-      summary = modelSummary(model, { contextSize: num(f.ctx, "ctx", true) });
+      summary = modelSummary(model, { contextSize: ctx });
     } finally {
       model.close();
     }
@@ -262,7 +302,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     // load onto the backend to report what it really takes there
-    const loaded = await loadModel(f.model, loadOptions);
+    const loaded = await loadModel(path, loadOptions);
     using engine = await Engine.create(loaded.model, loaded.tokenizer, engineOptions).finally(() =>
       loaded.model.close()
     );
@@ -295,12 +335,12 @@ async function main(argv: string[]): Promise<void> {
   if (cmd === "serve") {
     await serve(f.model, loadOptions, engineOptions, {
       host: f.host ?? "127.0.0.1",
-      port: num(f.port, "port", true) ?? 8080,
+      port: portFlag(num(f.port, "port", true) ?? 8080),
       maxBatch: num(f["max-batch"], "max-batch", true) ?? 64,
       kvTokens: num(f["kv-tokens"], "kv-tokens", true),
       maxQueue: num(f["max-queue"], "max-queue", true) ?? 256,
       modelName: f["model-name"] ?? f.model.replace(/\/+$/, "").split("/").pop()!,
-      chatTemplate: f["chat-template"] ? await Deno.readTextFile(f["chat-template"]) : undefined,
+      chatTemplate: f["chat-template"] ? await readText(f["chat-template"]) : undefined,
       apiKey: f["api-key"] ?? env.LLAMA_TS_API_KEY,
       prefixCache: !f["no-prefix-cache"],
     });
@@ -370,7 +410,11 @@ async function main(argv: string[]): Promise<void> {
             `${t.prefillTokPerS.toFixed(1)} tok/s, decode ${t.generatedTokens} tok ${
               t.decodeTokPerS.toFixed(1)
             } tok/s ` +
-            `(${r.finishReason})`,
+            `(${r.finishReason}${
+              r.finishReason === "length" && r.promptIds.length + r.generatedIds.length >= info.contextSize
+                ? `: the context of ${info.contextSize} tokens is full; raise --ctx for more`
+                : ""
+            })`,
         );
       }
     }
@@ -441,7 +485,11 @@ async function serve(
         `KV ${i.kvCapacity} tokens (${(i.kvBytes / 2 ** 20).toFixed(0)} MiB ${i.kvDType})`,
     );
   } catch (e) {
-    console.error(`error: the model failed to load: ${(e as Error).message}; /health reports it`);
+    // a server that can never answer is no use: stop and exit non-zero with the reason
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+    await server.shutdown();
+    throw e;
   }
   await server.finished;
   Deno.removeSignalListener("SIGINT", stop);

@@ -28,6 +28,7 @@ import type {
   SequenceSpec,
 } from "./generation.ts";
 
+const FLOAT_DTYPES: ReadonlySet<string> = new Set(["f32", "f16", "bf16"]);
 /** Options for {@link Engine.create}. */
 export interface EngineOptions {
   /** A backend name, "auto" (default), or a backend you created. */
@@ -227,6 +228,17 @@ export class Engine implements Disposable {
     let kvCapacity = auto
       ? ctx * maxBatch
       : intOption("kvCapacity", options.kvCapacity as number, ctx, 1 << 24) ?? ctx;
+    const matrixDTypes = new Set(
+      [...model.tensors.values()].filter((t) => t.shape.length === 2).map((t) => t.dtype),
+    );
+    if (options.weightQuant && ![...matrixDTypes].some((d) => FLOAT_DTYPES.has(d))) {
+      throw new LlmError(
+        "BAD_REQUEST",
+        `weightQuant ${options.weightQuant} quantizes float weight matrices, but every matrix of this model is ` +
+          `already quantized (${[...matrixDTypes].join(", ")}); ` +
+          `drop --weight-quant, or start from the float model`,
+      );
+    }
     if (options.maxQueue !== undefined && !(options.maxQueue >= 0)) {
       throw new LlmError("BAD_REQUEST", `maxQueue ${options.maxQueue} must be >= 0`);
     }
@@ -385,7 +397,10 @@ export class Engine implements Disposable {
     const sampling = validateSamplingOptions(options);
     const maxTokens = options.maxTokens ?? 256;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) {
-      throw new LlmError("BAD_REQUEST", `maxTokens must be a non-negative integer, got ${maxTokens}`);
+      throw new LlmError(
+        "BAD_REQUEST",
+        `maxTokens must be a non-negative integer, got ${maxTokens}: pass 0 or more, or leave it out (256)`,
+      );
     }
     const stops = new StopMatcher(options.stop ?? []);
     const promptIds = typeof prompt === "string"

@@ -287,7 +287,8 @@ function checkSize(src: ByteSource, h: Header, expected: number): void {
   if (expected > src.size) {
     // Far more than the file holds: the header, not the file length, is what is wrong.
     const hint = expected > 2 * src.size + (1 << 20)
-      ? `; the header (${shown}) is implausible for this file, which is likely corrupt or not a llama2.c checkpoint`
+      ? `; either the download stopped early (download it again) or the header (${shown}) is implausible ` +
+        `for this file, which is then corrupt or not a llama2.c checkpoint`
       : `; download it again`;
     throw new LlmError(
       "MODEL_FORMAT",

@@ -78,6 +78,28 @@ async function engineFor(
   }
 }
 
+/** Text eval scores the reference's token ids with the model: both must tokenize alike (checked before loading weights). */
+async function checkSameTokenization(f: EvalFlags, load: LoadModelOptions, probe: string): Promise<void> {
+  const ids: number[][] = [];
+  for (
+    const [path, tok] of [[f.model, f.tokenizer], [f.reference!, f["reference-tokenizer"] ?? f.tokenizer]]
+  ) {
+    const loaded = await loadModel(path!, { ...load, tokenizer: tok });
+    loaded.model.close();
+    ids.push(loaded.tokenizer.encode(probe, { addBos: false }));
+  }
+  const [a, b] = ids;
+  let at = a.findIndex((id, i) => id !== b[i]);
+  if (at < 0 && a.length !== b.length) at = Math.min(a.length, b.length);
+  if (at >= 0) {
+    throw new LlmError(
+      "TOKENIZER_MISMATCH",
+      `--model and --reference tokenize the --text differently (first difference at token ${at}), ` +
+        `so their logits cannot be compared; give both the same tokenizer (--tokenizer / --reference-tokenizer)`,
+    );
+  }
+}
+
 const pct = (a: number, b: number): string => `${a >= b ? "+" : ""}${((a / b - 1) * 100).toFixed(2)}%`;
 
 function textReport(r: TextEvalResult, hasRef: boolean): string[] {
@@ -140,6 +162,9 @@ export async function runEvalCommand(
   // the reference runs first and is freed before the model loads: two 7B models need not fit at once
   let ri: EngineInfo | undefined, windows: number[][] | undefined, refRows: Float32Array[][] | undefined;
   let sumRef: SummaryEvalResult | undefined;
+  if (f.reference && text !== undefined) {
+    await checkSameTokenization(f, o.loadOptions, text.slice(0, 4096));
+  }
   if (f.reference) {
     using reference = await engineFor(f.reference, f["reference-tokenizer"] ?? f.tokenizer, o.loadOptions, {
       ...base,

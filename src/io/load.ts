@@ -55,6 +55,16 @@ export async function openModelFile(path: string): Promise<ModelFile> {
   try {
     const m = await magic(src);
     if (m === "GGUF") return await parseGguf(src);
+    if (/\.gguf$/i.test(path)) {
+      const head = [...(await src.read(0, Math.min(4, src.size)))].map((b) =>
+        b.toString(16).padStart(2, "0")
+      );
+      throw new LlmError(
+        "MODEL_FORMAT",
+        `${path}: a GGUF file starts with "GGUF", this one with [${head.join(" ")}] (${src.size} bytes); ` +
+          `it is truncated or corrupt: download it again`,
+      );
+    }
     if (path.endsWith(".safetensors")) {
       throw new LlmError(
         "BAD_REQUEST",
@@ -73,6 +83,13 @@ export async function openModelFile(path: string): Promise<ModelFile> {
 
 /** Read tokenizer data from a file: llama2.c tokenizer.bin, HF tokenizer.json, or a GGUF's metadata. */
 export async function openTokenizerData(path: string, vocabSize: number): Promise<TokenizerData> {
+  if (path.startsWith("hf:")) {
+    throw new LlmError(
+      "BAD_REQUEST",
+      `${path}: a tokenizer is read from a local file, not an hf: reference; give the model as hf:owner/repo ` +
+        `(its tokenizer comes with it) or download the tokenizer file and pass its path`,
+    );
+  }
   if (path.endsWith(".json")) {
     const text = await readText(path);
     let json: unknown;
@@ -107,6 +124,32 @@ export async function openTokenizerData(path: string, vocabSize: number): Promis
 }
 
 /**
+ * The local path of a model reference: an `hf:` reference is downloaded into `options.cacheDir` (or
+ * found there), any other reference is returned as is.
+ *
+ * @example
+ * ```ts ignore
+ * const path = await resolveModelRef("hf:owner/repo/model.gguf", { cacheDir: "/tmp/llama-ts" });
+ * ```
+ */
+export async function resolveModelRef(
+  ref: string,
+  options: Omit<LoadModelOptions, "tokenizer"> = {},
+): Promise<string> {
+  if (!ref.startsWith("hf:")) return ref;
+  if (!options.cacheDir) {
+    throw new LlmError("BAD_REQUEST", "hf: references need a cacheDir to download into");
+  }
+  return await resolveHfModel(ref, {
+    cacheDir: options.cacheDir,
+    token: options.hfToken,
+    endpoint: options.hfEndpoint,
+    onProgress: options.onProgress,
+    signal: options.signal,
+  });
+}
+
+/**
  * Open a model (a llama2.c .bin, a GGUF, an HF directory, or an `hf:owner/repo[/file]` reference)
  * with its tokenizer.
  *
@@ -118,19 +161,7 @@ export async function openTokenizerData(path: string, vocabSize: number): Promis
  * ```
  */
 export async function loadModel(ref: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
-  let path = ref;
-  if (ref.startsWith("hf:")) {
-    if (!options.cacheDir) {
-      throw new LlmError("BAD_REQUEST", "hf: references need a cacheDir to download into");
-    }
-    path = await resolveHfModel(ref, {
-      cacheDir: options.cacheDir,
-      token: options.hfToken,
-      endpoint: options.hfEndpoint,
-      onProgress: options.onProgress,
-      signal: options.signal,
-    });
-  }
+  const path = await resolveModelRef(ref, options);
   const model = await openModelFile(path);
   try {
     let data = model.tokenizer;

@@ -52,6 +52,7 @@ export async function quantizeModelFile(
   options: QuantizeFileOptions,
 ): Promise<QuantizeReport> {
   const t0 = performance.now();
+  await checkWritable(out); // before minutes of calibration and quantization
   const model = await openModelFile(modelPath);
   try {
     const tokData = options.tokenizer
@@ -97,7 +98,9 @@ export async function quantizeModelFile(
     }
     const tmp = `${out}.tmp`;
     let bytes = 0;
-    const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    const file = await Deno.open(tmp, { write: true, create: true, truncate: true }).catch((e) => {
+      throw writeError(tmp, e);
+    });
     try {
       for await (const chunk of streamGguf(plan)) {
         for (let off = 0; off < chunk.byteLength;) off += await file.write(chunk.subarray(off));
@@ -106,10 +109,13 @@ export async function quantizeModelFile(
     } catch (e) {
       file.close();
       await Deno.remove(tmp).catch(() => {});
-      throw e;
+      throw writeError(tmp, e);
     }
     file.close();
-    await Deno.rename(tmp, out);
+    await Deno.rename(tmp, out).catch(async (e) => {
+      await Deno.remove(tmp).catch(() => {});
+      throw writeError(out, e);
+    });
     return {
       out,
       scheme: options.scheme,
@@ -122,4 +128,36 @@ export async function quantizeModelFile(
   } finally {
     model.close();
   }
+}
+
+/** A failed write as an LlmError naming the path and what to do (LlmErrors from the writer pass through). */
+function writeError(path: string, e: unknown): LlmError {
+  if (e instanceof LlmError) return e;
+  const why = e instanceof Deno.errors.NotFound
+    ? "its folder does not exist"
+    : e instanceof Deno.errors.IsADirectory
+    ? "it is a directory"
+    : e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable
+    ? "permission denied"
+    : (e as Error)?.message ?? String(e);
+  return new LlmError(
+    "BAD_REQUEST",
+    `cannot write ${path} (${why}); pass an --out path in a writable folder`,
+    {
+      cause: e,
+    },
+  );
+}
+
+/** Fail early when `out` cannot be written: it is a directory, or `out.tmp` cannot be created beside it. */
+async function checkWritable(out: string): Promise<void> {
+  const st = await Deno.stat(out).catch(() => undefined);
+  if (st?.isDirectory) throw writeError(out, new Deno.errors.IsADirectory(out));
+  const tmp = `${out}.tmp`;
+  try {
+    (await Deno.open(tmp, { write: true, create: true })).close();
+  } catch (e) {
+    throw writeError(tmp, e);
+  }
+  await Deno.remove(tmp).catch(() => {});
 }
