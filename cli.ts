@@ -497,7 +497,31 @@ async function serve(
   loaded?.[Symbol.dispose]();
 }
 
+/**
+ * Mesa's Vulkan drivers (lavapipe, the CPU WebGPU adapter on headless Linux) print "error: XDG_RUNTIME_DIR is
+ * invalid or not set" twice when a process without a login session asks for a WebGPU adapter, which
+ * `--backend auto` does. The message is harmless but reads like a failure of ours; give such processes a
+ * private runtime directory (mode 700, as the XDG spec asks) before any adapter is requested.
+ */
+function quietHeadlessVulkan(): void {
+  if (Deno.build.os !== "linux") return;
+  try {
+    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
+    const uid = Deno.uid();
+    if (uid === null) return;
+    const dir = `/tmp/llama-ts-runtime-${uid}`;
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const st = Deno.lstatSync(dir); // ours, a real directory (not a link someone planted), private
+    if (!st.isDirectory || st.uid !== uid) return;
+    if ((st.mode ?? 0) & 0o077) Deno.chmodSync(dir, 0o700);
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+  } catch {
+    // no env or file-system permission: the drivers' message is cosmetic, leave it
+  }
+}
+
 if (import.meta.main) {
+  quietHeadlessVulkan();
   try {
     await main(Deno.args);
   } catch (e) {
