@@ -1,5 +1,5 @@
 // Device helpers shared by the kernel files (warp/block reductions, NaN, alignment tests, paged-cache
-// slots, RoPE tables) and the programmatic-dependent-launch (PDL) helpers.
+// slots, RoPE tables, weight streaming loads, f16 mma and int8 -> f16 conversion) and the PDL helpers.
 //
 // PDL (sm_90): kernels launched with launch_pdl may start while the previous kernel of the stream is
 // still running. Each such kernel calls pdl_wait() in every block before it reads or writes any memory
@@ -44,6 +44,37 @@ __device__ float block_reduce(float v, float* sh) {
 }
 
 inline bool aligned(const void* p, size_t a) { return (reinterpret_cast<uintptr_t>(p) % a) == 0; }
+
+// ---- weight streaming and f16 tensor-core helpers (gemm.cu, gemm_rows.cu, w8a8.cu) ---------------------
+// 16-byte streaming load of weights (read once: no L1 allocation).
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+// D = A(16x16, row) * B(16x8, col) + D, f16 inputs, f32 accumulators.
+__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t h2_u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+__device__ __forceinline__ __half2 u32_h2(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
+// Four unsigned bytes b0..b3 of u (each < 1024 - bias) -> f16 (b - bias), in order, as two half2 words, exact:
+// 0x64XX is the f16 1024 + XX, so (0x6400 | b) - (1024 + off) = b - off.
+__device__ __forceinline__ void biased_bytes_to_h2(uint32_t u, __half2 bias, uint32_t& lo, uint32_t& hi) {
+  lo = h2_u32(__hsub2(u32_h2(__byte_perm(u, 0x64646464u, 0x4140)), bias));  // bytes 0, 1
+  hi = h2_u32(__hsub2(u32_h2(__byte_perm(u, 0x64646464u, 0x4342)), bias));  // bytes 2, 3
+}
+// The same times s (one rounding in the multiply).
+__device__ __forceinline__ void bytes_to_h2(uint32_t u, __half2 bias, __half2 s, uint32_t& lo, uint32_t& hi) {
+  biased_bytes_to_h2(u, bias, lo, hi);
+  lo = h2_u32(__hmul2(u32_h2(lo), s));
+  hi = h2_u32(__hmul2(u32_h2(hi), s));
+}
 
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

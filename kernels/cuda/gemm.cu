@@ -42,6 +42,7 @@
 //   gemm_set_max_splits(n) / env LLAMA_TS_GEMM_MAX_SPLITS: most split-K ways (1..8, default 8);
 //   gemm_splits_for(nRows, w): the ways a tensor-core GEMM with a workspace would split k now.
 #include "kernels.cuh"
+#include "device_util.cuh"
 
 #include <algorithm>
 #include <cstdlib>
@@ -94,29 +95,10 @@ __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r
                : "r"(addr)
                : "memory");
 }
-// D = A(16x16, row) * B(16x8, col) + D, f16 inputs, f32 accumulators.
-__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
   __half2 h = __floats2half2_rn(lo, hi);  // .x (low 16 bits) = lo
   return *reinterpret_cast<uint32_t*>(&h);
 }
-__device__ __forceinline__ uint32_t h2_u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
-__device__ __forceinline__ __half2 u32_h2(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
-
-// Four unsigned bytes b0..b3 of u (each < 1024 - bias) -> f16 (b - bias) * s, in order, as two half2 words.
-// 0x64XX is the f16 1024 + XX, so (0x6400 | b) - (1024 + off) = b - off exactly; one rounding in the multiply.
-__device__ __forceinline__ void bytes_to_h2(uint32_t u, __half2 bias, __half2 s, uint32_t& lo, uint32_t& hi) {
-  const uint32_t e0 = __byte_perm(u, 0x64646464u, 0x4140);  // bytes 0, 1
-  const uint32_t e1 = __byte_perm(u, 0x64646464u, 0x4342);  // bytes 2, 3
-  lo = h2_u32(__hmul2(__hsub2(u32_h2(e0), bias), s));
-  hi = h2_u32(__hmul2(__hsub2(u32_h2(e1), bias), s));
-}
-
 struct TcArgs {
   const float* x;  // f32 x (AH == false)
   const __half* xh;  // f16 copy of x, row stride k (AH == true)
@@ -523,8 +505,6 @@ struct Variant {
 };
 constexpr Variant kVariants[6] = {{0, 0, false}, {0, 0, false}, {3, 2, false},
                                   {4, 1, false}, {3, 2, true},  {4, 2, true}};
-
-bool aligned(const void* p, size_t a) { return (reinterpret_cast<uintptr_t>(p) % a) == 0; }
 
 bool is_quant(int fmt) { return fmt == WF_I8 || fmt == WF_I4; }
 

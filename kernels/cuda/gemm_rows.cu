@@ -39,33 +39,6 @@ constexpr int SK_D = 4;          // segments of weights in flight per warp
 constexpr int SK_MAX_ROWS = 64;  // activation rows (8 n-tiles of 8)
 constexpr int SK_STRIDE = SK_KB * 2 + 16;  // bytes per slab row: 16 B pad -> conflict-free 16-byte loads
 
-__device__ __forceinline__ uint4 ldg_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-// Four int8 (one 32-bit word) -> two half2: lo = (b0, b1), hi = (b2, b3), exact.
-__device__ __forceinline__ void i8x4_to_h2(uint32_t u, uint32_t& lo, uint32_t& hi) {
-  const uint32_t t = u ^ 0x80808080u;  // b + 128, unsigned
-  const uint32_t e0 = __byte_perm(t, 0x64646464u, 0x4140);
-  const uint32_t e1 = __byte_perm(t, 0x64646464u, 0x4342);
-  const __half2 bias = __float2half2_rn(1152.f);  // 1024 + 128
-  __half2 h0 = __hsub2(*reinterpret_cast<const __half2*>(&e0), bias);
-  __half2 h1 = __hsub2(*reinterpret_cast<const __half2*>(&e1), bias);
-  lo = *reinterpret_cast<uint32_t*>(&h0);
-  hi = *reinterpret_cast<uint32_t*>(&h1);
-}
-
-__device__ __forceinline__ void mma16816(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // Up to 3 weights of the same k over one x (QKV; gate/up): their 16-row groups are numbered one after the
 // other (weight i owns groups g0[i] .. g0[i+1]-1) and its partial sums go to its own part[i][z][r][j].
 struct RowsW {
@@ -109,8 +82,8 @@ __global__ void __launch_bounds__(SK_WARPS * 32, 1) gemm_rows_i8_kernel(const __
       const RowsW& W = p.w[weight_of(p, lg)];
       const int r0 = (lg - W.g0) * 16 + g;
       const size_t off = (size_t)k0 + (size_t)ls * 64 + (size_t)q * 16;
-      if (r0 < W.m) w[0] = ldg_stream(W.q + (size_t)r0 * k + off);
-      if (r0 + 8 < W.m) w[1] = ldg_stream(W.q + (size_t)(r0 + 8) * k + off);
+      if (r0 < W.m) w[0] = ld_stream16(W.q + (size_t)r0 * k + off);
+      if (r0 + 8 < W.m) w[1] = ld_stream16(W.q + (size_t)(r0 + 8) * k + off);
     }
     if (++ls == nseg) {
       ls = 0;
@@ -154,10 +127,11 @@ __global__ void __launch_bounds__(SK_WARPS * 32, 1) gemm_rows_i8_kernel(const __
         const uint32_t w0[4] = {wv[j][0].x, wv[j][0].y, wv[j][0].z, wv[j][0].w};
         const uint32_t w1[4] = {wv[j][1].x, wv[j][1].y, wv[j][1].z, wv[j][1].w};
         uint32_t a0[4], a1[4], a2[4], a3[4];
+        const __half2 bias = __float2half2_rn(1152.f);  // int8 ^ 0x80 = b + 128; 1024 + 128
 #pragma unroll
         for (int s = 0; s < 4; s++) {
-          i8x4_to_h2(w0[s], a0[s], a2[s]);  // row g: slots (2q, 2q+1) and (2q+8, 2q+9) of step s
-          i8x4_to_h2(w1[s], a1[s], a3[s]);  // row g + 8
+          biased_bytes_to_h2(w0[s] ^ 0x80808080u, bias, a0[s], a2[s]);  // row g: slots (2q, 2q+1), (2q+8, 2q+9)
+          biased_bytes_to_h2(w1[s] ^ 0x80808080u, bias, a1[s], a3[s]);  // row g + 8
         }
         load(wv[j]);  // refill this slot SK_D segments ahead
         const unsigned char* xs = xl + cs * 128;
@@ -165,10 +139,12 @@ __global__ void __launch_bounds__(SK_WARPS * 32, 1) gemm_rows_i8_kernel(const __
         for (int t = 0; t < NT; t++) {
           const uint4 v0 = *reinterpret_cast<const uint4*>(xs + (size_t)t * 8 * SK_STRIDE);
           const uint4 v1 = *reinterpret_cast<const uint4*>(xs + (size_t)t * 8 * SK_STRIDE + 16);
-          mma16816(acc[t], a0[0], a1[0], a2[0], a3[0], v0.x, v0.y);
-          mma16816(acc[t], a0[1], a1[1], a2[1], a3[1], v0.z, v0.w);
-          mma16816(acc[t], a0[2], a1[2], a2[2], a3[2], v1.x, v1.y);
-          mma16816(acc[t], a0[3], a1[3], a2[3], a3[3], v1.z, v1.w);
+          const uint32_t f0[4] = {a0[0], a1[0], a2[0], a3[0]}, f1[4] = {a0[1], a1[1], a2[1], a3[1]};
+          const uint32_t f2[4] = {a0[2], a1[2], a2[2], a3[2]}, f3[4] = {a0[3], a1[3], a2[3], a3[3]};
+          mma_16816(acc[t], f0, v0.x, v0.y);
+          mma_16816(acc[t], f1, v0.z, v0.w);
+          mma_16816(acc[t], f2, v1.x, v1.y);
+          mma_16816(acc[t], f3, v1.z, v1.w);
         }
         if (++cs == nseg) {
           // epilogue of group cg: c0 = (row g, col 2q), c1 = (g, 2q+1), c2 = (g+8, 2q), c3 = (g+8, 2q+1)
