@@ -6,3 +6,12 @@
 export LLAMA_TS_MODELS=$PWD/.deno/models NO_COLOR=1 DENO_DIR=${DENO_DIR:-$PWD/.deno/cache}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+# use_prebuilt: unpack .deno/prebuilt.tar.xz (bench/cuda_prebuild.sh) when it was built from these very
+# sources; returns 1 (build here instead) otherwise.
+source "$(dirname "${BASH_SOURCE[0]}")/_cuda_stamp.sh"
+use_prebuilt() {
+  [ -f .deno/prebuilt.tar.xz ] || return 1
+  mkdir -p /tmp/prebuilt && tar xJf .deno/prebuilt.tar.xz -C /tmp/prebuilt || return 1
+  [ "$(cat /tmp/prebuilt/build/PREBUILT_STAMP)" = "$(cuda_stamp)" ] || { echo "prebuilt: stale, building here"; return 1; }
+  mkdir -p build && cp /tmp/prebuilt/build/* build/ && echo "prebuilt: using build/ from .deno/prebuilt.tar.xz"
+}

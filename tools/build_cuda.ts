@@ -29,6 +29,7 @@ const src = [
   "attention.cu",
   "kv_int8.cu",
   "w8a8.cu",
+  "profile.cu",
 ].map((f) => `kernels/cuda/${f}`);
 const gencode = f.arch ? [`-arch=${f.arch}`] : [
   "-gencode=arch=compute_80,code=sm_80",

@@ -2,8 +2,9 @@
 // Contract: kernels.cuh. Semantics: src/backends/ref/ref_ops.ts. In-kernel validation: see ops.cu's header.
 //
 // Attention design. Two paths, one scratch layout, one combine kernel:
-//   Single-row launches (nTokens == 1: decode of one sequence) with headDim 64/128, <= 4 q heads per kv head
-//   and 16-byte aligned cache rows -> attn_decode_kernel: grid (nKvHeads/HG, 1, nSplits), 128 threads. The
+//   Single-row launches (nTokens == 1: decode of one sequence), and decode batches of up to 64 rows each of
+//   its own sequence (the rowsOwnSeq hint), with headDim 64/128, <= 4 q heads per kv head and 16-byte aligned
+//   cache rows -> attn_decode_kernel: grid (nKvHeads/HG, nTokens, nSplits), 128 threads. The
 //     grid holds as many splits as fit on the GPU at once (SMs x resident blocks / head blocks, at most one per
 //     32 positions), and each block takes ceil(ceil((pos+1)/32) / nSplits) * 32 positions of the row, chosen
 //     in-kernel from the row's position: short contexts get short splits (all loads in one round trip), long
@@ -542,6 +543,9 @@ cudaError_t launch_attn(AttnParams& p, int qnCap, cudaStream_t s) {
 // once at the end. Same splits (adaptive rule), scratch layout and combine kernel as attn_partial_kernel.
 // grid (nKvHeads, 1, nSplits), 128 threads.
 constexpr int kDecWindow = 256;  // positions whose cache-row offsets are held in shared memory at a time
+// Most rows of a decode batch (attention()'s rowsOwnSeq) the decode kernel takes, one block row per step
+// row (a row reads its own context; more rows go to the partial kernel).
+constexpr int kDecMaxRows = 64;
 constexpr int kDecChunk = 32;    // split granularity (positions)
 
 template <typename T> __device__ __forceinline__ void unpack16(const uint4& raw, float* f);
@@ -593,10 +597,10 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
   float* lR = mR + NG * GBT;                               // [NG][GBT] lane-group sum
   int* sBad = reinterpret_cast<int*>(lR + NG * GBT);       // first position with an unusable block
   const int tid = threadIdx.x;
-  const int hb = blockIdx.x, split = blockIdx.z;
+  const int hb = blockIdx.x, row = blockIdx.y, split = blockIdx.z;
   const StepDev& st = p.st;
 
-  const int pos = st.positions[0], seq = st.seqIndex[0];
+  const int pos = st.positions[row], seq = st.seqIndex[row];
   if (!(pos >= 0 && pos < p.maxCtx && seq >= 0 && pos / p.blockSize < st.maxBlocksPerSeq)) return;  // combine: NaN
   const int L = ((((pos >> p.logC) + 1) + p.nSplits - 1) / p.nSplits) << p.logC;  // as attn_combine_kernel
   const int p0 = split * L;
@@ -616,7 +620,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
   for (int h = 0; h < GBT; h++)
 #pragma unroll
     for (int e = 0; e < VE; e++)
-      qr[h][e] = h < GBa ? p.q[(size_t)(hFirst + h) * HD + col * VE + e] * p.scale2 : 0.f;
+      qr[h][e] = h < GBa ? p.q[((size_t)row * p.nHeads + hFirst + h) * HD + col * VE + e] * p.scale2 : 0.f;
   if (tid == 0) *sBad = INT_MAX;
   // running softmax state of this lane's row group (identical across its LPR lanes)
   float acc[GBT][VE], mRun[GBT], lRun[GBT];
@@ -734,7 +738,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
       l = fmaf(w, lR[e], l);
       if (d < HD) o = fmaf(w, red[(size_t)e * HD + d], o);
     }
-    const int hh = (hb * HG + gl) * p.G + h;
+    const int hh = row * p.nHeads + (hb * HG + gl) * p.G + h;  // (row, q head)
     if (pos < L) {
       if (d < HD) p.out[(size_t)hh * HD + d] = bad ? qnan() : o / l;
     } else if (d < HD) {
@@ -768,14 +772,16 @@ cudaError_t launch_attn_decode(AttnParams& p, cudaStream_t s) {
     hg *= 2;
   p.HG = hg;
   const int headBlocks = p.nKvHeads / hg;
-  p.nSplits = std::max(1, std::min(maxChunks, std::max(1, sms * perSm) / headBlocks));
+  // one wave of blocks over all rows; n rows x nSplits stays within the scratch attention_scratch_bytes
+  // sized (one row's maxChunks splits, or one split per row)
+  p.nSplits = std::max(1, std::min(maxChunks / p.nTokens, std::max(1, sms * perSm) / (headBlocks * p.nTokens)));
   p.L = (maxChunks + p.nSplits - 1) / p.nSplits * p.C;  // largest in-kernel split (informational)
-  p.opart = p.ml + (size_t)p.nHeads * p.nSplits * 2;
-  LAUNCH_PDL(kern, dim3(headBlocks, 1, p.nSplits), kAttnThreads, smem, s, p);
+  p.opart = p.ml + (size_t)p.nTokens * p.nHeads * p.nSplits * 2;
+  LAUNCH_PDL(kern, dim3(headBlocks, p.nTokens, p.nSplits), kAttnThreads, smem, s, p);
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   const size_t csmem = ((size_t)p.nSplits + 3) / 4 * 16 + 16;
-  LAUNCH_PDL(attn_combine_kernel, dim3(p.nHeads, 1), kAttnThreads, csmem, s, p);
+  LAUNCH_PDL(attn_combine_kernel, dim3(p.nHeads, p.nTokens), kAttnThreads, csmem, s, p);
   return cudaGetLastError();
 }
 
@@ -800,7 +806,7 @@ size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCt
 
 cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, int kvFmt, float* out, int nTokens,
                       int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
-                      StepDev st, cudaStream_t s) {
+                      StepDev st, cudaStream_t s, bool rowsOwnSeq) {
   if (nTokens < 0 || nHeads <= 0 || nKvHeads <= 0 || nHeads % nKvHeads || blockSize <= 0 || maxCtx <= 0)
     return cudaErrorInvalidValue;
   if (headDim < 2 || headDim > 256 || headDim % 2) return cudaErrorInvalidValue;
@@ -846,7 +852,8 @@ cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, in
       !aligned(q, 4))
     return cudaErrorInvalidValue;
   p.ml = scratch;  // p.opart is placed by launch_attn once nSplits is final
-  if (p.adaptive && p.nSub == 1 && p.G <= 4 && p.cpw == 16 && (headDim == 64 || headDim == 128)) {
+  if ((nTokens == 1 || (rowsOwnSeq && nTokens <= kDecMaxRows)) && p.nSub == 1 && p.G <= 4 && p.cpw == 16 && (headDim == 64 || headDim == 128)) {
+    p.adaptive = 1;  // splits sized in-kernel from each row's position (the combine kernel follows)
     const int gbt = p.G == 1 ? 1 : p.G == 2 ? 2 : 4;
 #define LLAMA_TS_DEC(T, HD)                                         \
   if (headDim == HD) {                                              \

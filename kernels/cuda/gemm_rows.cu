@@ -6,7 +6,7 @@
 // 0.5-0.75 TB/s (latency-bound tile loop, two 4 KB stages in flight per SM). Here the weights go straight
 // from global memory into mma fragments in registers, several 64-wide k-segments ahead (like the GEMV), and
 // the activations wait in shared memory:
-//   * grid (gx, R): blockIdx.y = k-range z of SK_KB columns; the block first converts x[:, range] to f16
+//   * grid (gx, R): blockIdx.y = k-range z of kb columns; the block first converts x[:, range] to f16
 //     into shared memory (one slab row per activation row, zero rows up to the 8-row n-tile), then each of
 //     its 16 warps takes 16-row weight groups g = blockIdx.x * 16 + warp, + gx * 16, ...
 //   * m16n8k16 f16 mma, A = 16 weight rows x 16 k-slots, B = 16 k-slots x 8 activation rows. Lane (g, q)
@@ -18,8 +18,11 @@
 //   * int8 -> f16 exactly (byte ^ 0x80 in the mantissa of 1024, minus 1152); the row's f16 scale multiplies
 //     the f32 sum once at the end; partial sums per k-range go to the workspace and rows_reduce_kernel adds
 //     them in a fixed order (deterministic), plus res, or as silu(gate) * up for gate/up.
-//   * Up to 3 weights of the same k in one launch (QKV, gate/up): their row groups are one list, so the
-//     warps of a launch are busier than with one 4096-row weight (256 groups x 4 k-ranges for ~2,100 warps).
+//   * Up to 3 weights of the same k in one launch (QKV, gate/up): their row groups are one list.
+//   * The k-range width kb (a multiple of 64, 512..1536) is planned per call (rows_plan): a warp's work is
+//     ceil(groups / warps per range) x kb / 64 segments, so kb trades load balance (a 4096-row weight in
+//     1024-wide ranges fills only 64 SMs: 256 groups x 4 ranges) against the partial sums' traffic and the
+//     time a block spends staging x before its first mma.
 //   * Programmatic dependent launch: the first segments' weights are loaded before griddepcontrol.wait; the
 //     reduce kernel is PDL-launched too (it waits for the GEMM's completion, its launch overlaps it).
 // Requirements (gemm_rows_usable): WF_I8 with group == k (per channel), k % 64 == 0, q 16-byte aligned, x
@@ -33,11 +36,13 @@
 namespace llama_ts {
 namespace {
 
-constexpr int SK_KB = 1024;      // k columns per block (16 segments of 64)
+constexpr int SK_KB_MIN = 512;   // k-range widths the planner may choose (multiples of 64)
+constexpr int SK_KB_MAX = 1536;
 constexpr int SK_WARPS = 16;     // warps per block
 constexpr int SK_D = 4;          // segments of weights in flight per warp
 constexpr int SK_MAX_ROWS = 64;  // activation rows (8 n-tiles of 8)
-constexpr int SK_STRIDE = SK_KB * 2 + 16;  // bytes per slab row: 16 B pad -> conflict-free 16-byte loads
+// bytes per slab row: 2 * kb + 16 (= 16 x an odd number as kb % 64 == 0) -> conflict-free 16-byte loads
+__host__ __device__ constexpr int slab_stride(int kb) { return kb * 2 + 16; }
 
 // Up to 3 weights of the same k over one x (QKV; gate/up): their 16-row groups are numbered one after the
 // other (weight i owns groups g0[i] .. g0[i+1]-1) and its partial sums go to its own part[i][z][r][j].
@@ -51,6 +56,7 @@ struct RowsW {
 struct RowsParams {
   const float* x;
   int ldx, nRows, k, n, groups;
+  int kb;  // k-range width (multiple of 64); blockIdx.y = range
   RowsW w[3];
 };
 
@@ -60,12 +66,13 @@ __device__ __forceinline__ int weight_of(const RowsParams& p, int grp) {
 
 template <int NT>
 __global__ void __launch_bounds__(SK_WARPS * 32, 1) gemm_rows_i8_kernel(const __grid_constant__ RowsParams p) {
-  extern __shared__ __align__(16) unsigned char slab[];  // [NT * 8][SK_STRIDE] bytes of f16
+  extern __shared__ __align__(16) unsigned char slab[];  // [NT * 8][slab_stride(kb)] bytes of f16
   const float* __restrict__ x = p.x;
   const int ldx = p.ldx, nRows = p.nRows, k = p.k;
   const int z = blockIdx.y;
-  const int k0 = z * SK_KB;
-  const int kLen = min(SK_KB, k - k0);  // multiple of 64
+  const int k0 = z * p.kb;
+  const int stride = slab_stride(p.kb);
+  const int kLen = min(p.kb, k - k0);  // multiple of 64
   const int nseg = kLen >> 6;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
@@ -97,19 +104,29 @@ __global__ void __launch_bounds__(SK_WARPS * 32, 1) gemm_rows_i8_kernel(const __
   pdl_wait();
   pdl_trigger();
 
-  // ---- stage x[:, k0 .. k0 + kLen) as f16; rows nRows .. NT*8-1 are zeros ----
+  // ---- stage x[:, k0 .. k0 + kLen) as f16; rows nRows .. NT*8-1 are zeros. SU loads in flight per thread
+  // (x comes from L2: one load at a time made staging latency-bound, ~6 us for 64 rows x 1408 columns) ----
   {
+    constexpr int SU = 8;
     const int c4n = kLen >> 2;  // float4 chunks per row
     const int total = NT * 8 * c4n;
-    for (int i = threadIdx.x; i < total; i += blockDim.x) {
-      const int n = i / c4n, c = i - n * c4n;
-      uint2 h = make_uint2(0u, 0u);
-      if (n < nRows) {
-        const float4 v = *reinterpret_cast<const float4*>(x + (size_t)n * ldx + k0 + 4 * c);
-        __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
-        h = make_uint2(*reinterpret_cast<uint32_t*>(&a), *reinterpret_cast<uint32_t*>(&b));
+    for (int i0 = threadIdx.x; i0 < total; i0 += SU * blockDim.x) {
+      float4 v[SU];
+#pragma unroll
+      for (int u = 0; u < SU; u++) {
+        const int i = i0 + u * blockDim.x, n = i / c4n, c = i - n * c4n;
+        v[u] = (i < total && n < nRows) ? *reinterpret_cast<const float4*>(x + (size_t)n * ldx + k0 + 4 * c)
+                                        : make_float4(0.f, 0.f, 0.f, 0.f);
       }
-      *reinterpret_cast<uint2*>(slab + (size_t)n * SK_STRIDE + 8 * c) = h;
+#pragma unroll
+      for (int u = 0; u < SU; u++) {
+        const int i = i0 + u * blockDim.x, n = i / c4n, c = i - n * c4n;
+        if (i < total) {
+          __half2 a = __floats2half2_rn(v[u].x, v[u].y), b = __floats2half2_rn(v[u].z, v[u].w);
+          *reinterpret_cast<uint2*>(slab + (size_t)n * stride + 8 * c) =
+              make_uint2(*reinterpret_cast<uint32_t*>(&a), *reinterpret_cast<uint32_t*>(&b));
+        }
+      }
     }
   }
   __syncthreads();
@@ -119,7 +136,7 @@ __global__ void __launch_bounds__(SK_WARPS * 32, 1) gemm_rows_i8_kernel(const __
 #pragma unroll
   for (int t = 0; t < NT; t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
   int cg = first, cs = 0;
-  const unsigned char* xl = slab + (size_t)g * SK_STRIDE + q * 32;  // + n-tile * 8 rows + segment * 128 B
+  const unsigned char* xl = slab + (size_t)g * stride + q * 32;  // + n-tile * 8 rows + segment * 128 B
   while (cg < groups) {
 #pragma unroll
     for (int j = 0; j < SK_D; j++) {
@@ -137,8 +154,8 @@ __global__ void __launch_bounds__(SK_WARPS * 32, 1) gemm_rows_i8_kernel(const __
         const unsigned char* xs = xl + cs * 128;
 #pragma unroll
         for (int t = 0; t < NT; t++) {
-          const uint4 v0 = *reinterpret_cast<const uint4*>(xs + (size_t)t * 8 * SK_STRIDE);
-          const uint4 v1 = *reinterpret_cast<const uint4*>(xs + (size_t)t * 8 * SK_STRIDE + 16);
+          const uint4 v0 = *reinterpret_cast<const uint4*>(xs + (size_t)t * 8 * stride);
+          const uint4 v1 = *reinterpret_cast<const uint4*>(xs + (size_t)t * 8 * stride + 16);
           const uint32_t f0[4] = {a0[0], a1[0], a2[0], a3[0]}, f1[4] = {a0[1], a1[1], a2[1], a3[1]};
           const uint32_t f2[4] = {a0[2], a1[2], a2[2], a3[2]}, f3[4] = {a0[3], a1[3], a2[3], a3[3]};
           mma_16816(acc[t], f0, v0.x, v0.y);
@@ -176,6 +193,55 @@ __global__ void __launch_bounds__(SK_WARPS * 32, 1) gemm_rows_i8_kernel(const __
 }
 
 int g_rowsOn = -1;  // -1: not read yet; env LLAMA_TS_GEMM_NO_ROWS=1 turns this path off (A/B)
+int g_rowsKb = -1;  // -1: not read yet; 0: planned per call; else a fixed k-range width (env LLAMA_TS_GEMM_ROWS_KB)
+
+int fixed_kb() {
+  if (g_rowsKb < 0) {
+    const char* e = std::getenv("LLAMA_TS_GEMM_ROWS_KB");
+    const int v = e ? std::atoi(e) : 0;
+    g_rowsKb = (v >= SK_KB_MIN && v <= SK_KB_MAX && v % 64 == 0) ? v : 0;
+  }
+  return g_rowsKb;
+}
+
+// Most k-ranges any plan gives for width k (sizes the workspace).
+int max_ranges(int k) { return (k + SK_KB_MIN - 1) / SK_KB_MIN; }
+
+struct RowsPlan {
+  int kb, R, gx;
+};
+
+// Pick kb for one launch with a cost model in us, fitted (rms error 3 us) to gemm_check's table of the
+// four LLaMA-7B layer launches at 16 and 64 rows and widths 512..1536 on an H100: 1.02 per round of the
+// busiest warp (one 1 KB weight segment each), + 0.064 per KB of x a block stages (NT * 8 rows x kb f32;
+// measured before the staging loop kept 8 loads in flight) + 0.375 per MB of partial sums written and read
+// back (R x nRows x m x 8 bytes). Ties keep the narrower range. k <= SK_KB_MIN: one range of k.
+RowsPlan rows_plan(int groups, int k, int nRows, long long mTotal, int nt, int sms) {
+  auto make = [&](int kb) {
+    RowsPlan pl;
+    pl.kb = kb;
+    pl.R = (k + kb - 1) / kb;
+    pl.gx = std::min(std::max(1, sms / pl.R), (groups + SK_WARPS - 1) / SK_WARPS);
+    return pl;
+  };
+  if (k <= SK_KB_MIN) return make(k);
+  if (const int f = fixed_kb()) return make(std::min(f, (k + 63) / 64 * 64));
+  RowsPlan best = make(SK_KB_MIN);
+  double bestCost = 1e30;
+  for (int kb = SK_KB_MIN; kb <= SK_KB_MAX; kb += 64) {
+    const RowsPlan pl = make(kb);
+    if (pl.R > max_ranges(k)) continue;
+    const int warps = pl.gx * SK_WARPS;
+    const double rounds = (double)((groups + warps - 1) / warps) * (kb / 64);
+    const double cost = rounds * 1.02 + nt * 8.0 * kb * 4e-3 * 0.064 + (double)pl.R * nRows * mTotal * 8e-6 * 0.375;
+    if (cost < bestCost - 1e-9) {
+      bestCost = cost;
+      best = pl;
+    }
+    if (kb >= k) break;
+  }
+  return best;
+}
 
 // y_i[r*ldy_i + j] = (res_i ? res_i[..] : 0) + sum_z part_i[z][r][j] for each weight i, z in order; gate/up
 // (n == 2): y_0 = silu(sum_z part_0) * sum_z part_1, as ops.cu's silu_mul.
@@ -214,21 +280,19 @@ __global__ void __launch_bounds__(256) rows_reduce_kernel(const __grid_constant_
 }
 
 template <int NT>
-cudaError_t launch_rows(const RowsParams& rp, int R, int sms, cudaStream_t s) {
-  constexpr int smem = NT * 8 * SK_STRIDE;
+cudaError_t launch_rows(const RowsParams& rp, const RowsPlan& pl, cudaStream_t s) {
+  constexpr int smemMax = NT * 8 * slab_stride(SK_KB_MAX);
   static unsigned done = 0;
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
   if (!(dev < 32 && ((done >> dev) & 1u))) {
-    e = cudaFuncSetAttribute(gemm_rows_i8_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    e = cudaFuncSetAttribute(gemm_rows_i8_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemMax);
     if (e != cudaSuccess) return e;
     if (dev < 32) done |= 1u << dev;
   }
-  int gx = std::max(1, sms / R);
-  gx = std::min(gx, (rp.groups + SK_WARPS - 1) / SK_WARPS);
-  return launch_pdl(gemm_rows_i8_kernel<NT>, dim3((unsigned)gx, (unsigned)R), dim3(SK_WARPS * 32), (size_t)smem, s,
-                    rp);
+  const size_t smem = (size_t)NT * 8 * slab_stride(pl.kb);
+  return launch_pdl(gemm_rows_i8_kernel<NT>, dim3((unsigned)pl.gx, (unsigned)pl.R), dim3(SK_WARPS * 32), smem, s, rp);
 }
 
 }  // namespace
@@ -243,12 +307,16 @@ bool gemm_rows_enabled() {
 
 void gemm_set_rows_kernel(int on) { g_rowsOn = on ? 1 : 0; }
 
+// Test hook (declared by checks/gemm_check.cu): 0 = plan kb per call (default), else a fixed width.
+void gemm_set_rows_kb(int kb) { g_rowsKb = (kb >= SK_KB_MIN && kb <= SK_KB_MAX && kb % 64 == 0) ? kb : 0; }
+
 bool gemm_rows_weight_ok(const WeightRef& w) {
   return w.fmt == WF_I8 && w.q && w.scales && w.group == w.k && w.k > 0 && w.k % 64 == 0 && w.m > 0 &&
          aligned(w.q, 16);
 }
 
 bool gemm_rows_usable(const float* x, int ldx, int nRows, const WeightRef& w) {
+  fixed_kb();  // read the env switch outside any graph capture
   return gemm_rows_enabled() && nRows >= 1 && nRows <= SK_MAX_ROWS && gemm_rows_weight_ok(w) && x &&
          aligned(x, 16) && ldx % 4 == 0 && ldx >= w.k;
 }
@@ -256,11 +324,8 @@ bool gemm_rows_usable(const float* x, int ldx, int nRows, const WeightRef& w) {
 // Partial sums of one weight; a multi call of n weights needs the sum over them (gemm_rows_multi_bytes).
 size_t gemm_rows_workspace_bytes(const WeightRef& w, int maxRows) {
   if (!gemm_rows_weight_ok(w) || maxRows <= 0) return 0;
-  const size_t R = (size_t)((w.k + SK_KB - 1) / SK_KB);
-  return R * (size_t)std::min(maxRows, SK_MAX_ROWS) * (size_t)w.m * sizeof(float);
+  return (size_t)max_ranges(w.k) * (size_t)std::min(maxRows, SK_MAX_ROWS) * (size_t)w.m * sizeof(float);
 }
-
-static int gemm_rows_splits(const WeightRef& w) { return (w.k + SK_KB - 1) / SK_KB; }
 
 static int sm_count() {
   static int cache[32] = {0};
@@ -276,25 +341,34 @@ cudaError_t gemm_rows_multi(const float* x, int ldx, int nRows, const WeightRef*
                             cudaStream_t s) {
   const int sms = sm_count();
   if (n < 1 || n > 3 || (gateup && n != 2)) return cudaErrorInvalidValue;
-  const int R = gemm_rows_splits(ws[0]);
+  int groups = 0;
+  long long mTotal = 0;
+  for (int i = 0; i < n; i++) {
+    if (ws[i].k != ws[0].k) return cudaErrorInvalidValue;
+    groups += (ws[i].m + 15) / 16;
+    mTotal += ws[i].m;
+  }
+  const int nt = nRows <= 8 ? 1 : nRows <= 16 ? 2 : nRows <= 32 ? 4 : 8;
+  const RowsPlan pl = rows_plan(groups, ws[0].k, nRows, mTotal, nt, sms);
+  const int R = pl.R;
   RowsParams rp{};
   rp.x = x;
   rp.ldx = ldx;
   rp.nRows = nRows;
   rp.k = ws[0].k;
   rp.n = n;
+  rp.kb = pl.kb;
   ReduceParams dp{};
   dp.n = n;
   dp.R = R;
   dp.nRows = nRows;
   dp.gateup = gateup ? 1 : 0;
   float* pp = static_cast<float*>(part);
-  int groups = 0;
+  int g0 = 0;
   long long cum = 0;
   for (int i = 0; i < n; i++) {
-    if (ws[i].k != ws[0].k) return cudaErrorInvalidValue;
-    rp.w[i] = RowsW{static_cast<const int8_t*>(ws[i].q), ws[i].scales, ws[i].m, groups, pp};
-    groups += (ws[i].m + 15) / 16;
+    rp.w[i] = RowsW{static_cast<const int8_t*>(ws[i].q), ws[i].scales, ws[i].m, g0, pp};
+    g0 += (ws[i].m + 15) / 16;
     dp.y[i] = ys[i];
     dp.ldy[i] = ldys[i];
     dp.res[i] = res ? res[i] : nullptr;
@@ -305,10 +379,10 @@ cudaError_t gemm_rows_multi(const float* x, int ldx, int nRows, const WeightRef*
     pp += (size_t)R * nRows * ws[i].m;
   }
   rp.groups = groups;
-  cudaError_t e = nRows <= 8    ? launch_rows<1>(rp, R, sms, s)
-                  : nRows <= 16 ? launch_rows<2>(rp, R, sms, s)
-                  : nRows <= 32 ? launch_rows<4>(rp, R, sms, s)
-                                : launch_rows<8>(rp, R, sms, s);
+  cudaError_t e = nt == 1   ? launch_rows<1>(rp, pl, s)
+                  : nt == 2 ? launch_rows<2>(rp, pl, s)
+                  : nt == 4 ? launch_rows<4>(rp, pl, s)
+                            : launch_rows<8>(rp, pl, s);
   if (e != cudaSuccess) return e;
   const long long total = dp.end[gateup ? 0 : n - 1];
   const unsigned blocks = (unsigned)std::min<long long>((total + 255) / 256, 4096);

@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <string>
 
 namespace llama_ts {
 
@@ -81,6 +82,14 @@ cudaError_t gemm_rows_multi(const float* x, int ldx, int nRows, const WeightRef*
                             const int* ldys, const float* const* res, int n, bool gateup, void* part,
                             cudaStream_t s);
 
+// ---- step profiler (profile.cu): env LLAMA_TS_CUDA_PROFILE=FILE; the runtime then runs steps uncaptured,
+// calling profile_begin, profile_mark after each op record (its label) and profile_end(rows) ----------------
+bool profile_enabled();
+cudaError_t profile_begin(cudaStream_t s);
+cudaError_t profile_mark(cudaStream_t s, const std::string& label);
+cudaError_t profile_end(cudaStream_t s, int rows);
+void profile_flush();
+
 // ---- W8A8: per-token int8 activations x int8 / int4 block weights (w8a8.cu) ---------------------------
 // Each row r < nRows of xn = normW ? rms_norm(x, normW, eps) : x (row stride ldx, width k % 32 == 0) is
 // quantized: sx = f32(max|xn| / 127), qx = clamp(roundf(xn * f32(1 / sx)), -127, 127) (0 when sx == 0);
@@ -134,9 +143,12 @@ cudaError_t rope_kv_write(float* q, float* k, const float* v, int nTokens, int n
 // 0..positions[r]; out is nTokens x nHeads*headDim. Split-K over the context (flash-decoding): the grid is
 // sized from maxCtx (fixed, so the launch can be captured in a CUDA graph and replayed at any position);
 // blocks past a row's length exit early; partial results go to `scratch` and are combined by a second kernel.
+// rowsOwnSeq: a hint that the rows are decode rows, each of its own sequence (every row has a logit row):
+// up to 64 of them then take the register decode kernel, one block row per step row (any rows stay correct
+// there; rows of one sequence would each re-read its context, which the default prefill path shares).
 cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, int kvFmt, float* out, int nTokens,
                       int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
-                      StepDev st, cudaStream_t s);
+                      StepDev st, cudaStream_t s, bool rowsOwnSeq = false);
 size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCtx);
 
 // ---- int8 KV cache (kv_int8.cu) -----------------------------------------------------------------------

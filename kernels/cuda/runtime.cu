@@ -117,14 +117,34 @@ constexpr int kGraphAlwaysTokens = 8;
 constexpr int kGraphMaxTokens = 128;
 constexpr size_t kMaxGraphs = 64;
 
-// Launch every record for a step of nT rows (nL logit rows).
-cudaError_t launch_all(Program& p, int nT, int nL) {
+const char* op_name(int64_t op) {
+  static const char* names[] = {"?",   "embed", "rms_norm", "matmul", "matmul_multi", "gateup",  "rope", "kv_write",
+                                "rope_kv", "attention", "add", "silu_mul", "gather", "argmax", "matmul_a8"};
+  return op >= 1 && op <= OP_MATMUL_A8 ? names[op] : names[0];
+}
+
+// Profiler label of one record: op, and for matmuls the weight (first of several), count and path.
+std::string op_label(int64_t op, const WeightRef* w, int nW, int rows) {
+  std::string s = op_name(op);
+  if (w) {
+    char b[96];
+    std::snprintf(b, sizeof b, " %dx%d fmt %d x%d %s", w->m, w->k, w->fmt, nW,
+                  rows <= gemv_max_rows(w->k) ? "gemv" : "gemm");
+    s += b;
+  }
+  return s;
+}
+
+// Launch every record for a step of nT rows (nL logit rows); prof: mark each record for the profiler.
+cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
   const StepDev st = p.st;
   for (int start : p.starts) {
     Reader r{p.words.data(), start};
     const int64_t op = r.i64();
     r.i64();  // length
     cudaError_t e = cudaSuccess;
+    WeightRef lw{};  // for the profiler label
+    int lN = 0, lRows = nT;
     switch (op) {
       case OP_EMBED: {
         WeightRef t = r.weight();
@@ -152,6 +172,7 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
         float eps = r.f();
         float* normOut = r.ptr<float>();
         int rows = r.i32() ? nL : nT;
+        lw = w, lN = 1, lRows = rows;
         if (rows == 0) break;
         if (rows <= gemv_max_rows(w.k)) {
           GemvArgs a{x, ldx, rows, w, y, ldy, res, normW, eps};
@@ -179,6 +200,7 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
           ws[i] = r.weight();
           ys[i] = r.ptr<float>();
         }
+        lw = ws[0], lN = n, lRows = rows;
         if (rows == 0) break;
         if (rows <= gemv_max_rows(ws[0].k)) {
           e = gemv_multi(x, ldx, rows, ws, ys, n, normW, eps, g_stream);
@@ -211,6 +233,7 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
         float* y = r.ptr<float>();
         float* tmp = r.ptr<float>();
         int rows = r.i32() ? nL : nT;
+        lw = w1, lN = 2, lRows = rows;
         if (rows == 0) break;
         if (rows <= gemv_max_rows(w1.k)) {
           e = gemv_gateup(x, ldx, rows, w1, w3, y, w1.m, normW, eps, g_stream);
@@ -296,7 +319,7 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
                             nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch, st, g_stream);
         else
           e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch,
-                        st, g_stream);
+                        st, g_stream, nL == nT);  // a logit row per token: decode rows of distinct sequences
         break;
       }
       case OP_ADD: {
@@ -346,12 +369,15 @@ cudaError_t launch_all(Program& p, int nT, int nL) {
           a.res[i] = r.ptr<const float>();
         }
         a.k = a.w[0].k;
+        lw = a.w[0], lN = a.nW, lRows = a.nRows;
         if (a.nRows) e = matmul_a8(a, p.workspace, g_stream);
         break;
       }
       default:
         return cudaErrorInvalidValue;
     }
+    if (e != cudaSuccess) return e;
+    if (prof) e = profile_mark(g_stream, op_label(op, lN ? &lw : nullptr, lN, lRows));
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
@@ -642,7 +668,12 @@ int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t step
   TRY(cudaMemcpyAsync(p.stepDev, p.stepHost, p.stepInts * 4, cudaMemcpyHostToDevice, g_stream), "step upload");
   const auto key = std::make_pair(nT, nL);
   auto g = p.graphs.find(key);
-  if (g != p.graphs.end()) {
+  if (profile_enabled()) {  // LLAMA_TS_CUDA_PROFILE: uncaptured, one event per record (profile.cu)
+    TRY(profile_begin(g_stream), "profile");
+    cudaError_t e = launch_all(p, nT, nL, true);
+    if (e != cudaSuccess) return cuda_fail(e, "kernel launch");
+    TRY(profile_end(g_stream, nT), "profile");
+  } else if (g != p.graphs.end()) {
     g->second.lastUse = ++p.clock;
     TRY(cudaGraphLaunch(g->second.exec, g_stream), "cudaGraphLaunch");
   } else {
@@ -689,6 +720,7 @@ int32_t llama_ts_program_destroy(uint64_t program) {
   if (program) {
     cudaStreamSynchronize(g_stream);
     destroy((Program*)(uintptr_t)program);
+    profile_flush();
   }
   return LLAMA_TS_OK;
 }

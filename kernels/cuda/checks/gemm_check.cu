@@ -29,6 +29,7 @@ void gemm_set_path(int p);
 int gemm_path_for(const float* x, int ldx, int nRows, const WeightRef& w, const void* workspace);
 void gemm_set_skip_dead(int on);
 void gemm_set_rows_kernel(int on);
+void gemm_set_rows_kb(int kb);  // gemm_rows.cu: 0 = planned per call, else a fixed k-range width
 void gemm_set_max_splits(int n);
 int gemm_splits_for(int nRows, const WeightRef& w);
 }  // namespace llama_ts
@@ -430,9 +431,18 @@ int main(int argc, char** argv) {
     for (const Shape& s : rowsShapes)
       for (int rm = 0; rm < 3; rm++)
         run_case({WF_I8, s.k, s.nRows, s.m, s.k, s.k + s.ldxPad, s.m + s.ldyPad, rm, 0}, seed += 17, s.m * s.k > 4e6);
-    // gemm_rows_multi: QKV-like (3 weights, GQA widths) must equal the single-weight calls bit for bit (same
-    // k-ranges, same mma and sum order); gate/up against silu(gate) * up of the single calls
+    // fixed k-range widths (the planner's extremes and an odd multiple of 64), one res mode each
+    for (int kb : {512, 1344, 1536}) {
+      gemm_set_rows_kb(kb);
+      for (const Shape& s : rowsShapes)
+        run_case({WF_I8, s.k, s.nRows, s.m, s.k, s.k + s.ldxPad, s.m + s.ldyPad, 1, 0}, seed += 17, s.m * s.k > 4e6);
+    }
+    gemm_set_rows_kb(0);
+    // gemm_rows_multi: QKV-like (3 weights, GQA widths) must equal the single-weight calls bit for bit given
+    // the same k-ranges (fixed here: the planner may choose other widths for other group counts), same mma and
+    // sum order; gate/up against silu(gate) * up of the single calls
     {
+      gemm_set_rows_kb(1024);
       const int rows = 24, k = 2048, ms[3] = {1024, 256, 264};
       DevW dw[3];
       WeightRef wr[3];
@@ -490,9 +500,10 @@ int main(int argc, char** argv) {
       }
       CK(cudaFree(dx));
       CK(cudaFree(ws));
+      gemm_set_rows_kb(0);
     }
-    if (rowsCases < 24) {
-      std::printf("rows kernel: only %d cases took it (expected >= 24)  FAIL\n", rowsCases);
+    if (rowsCases < 48) {
+      std::printf("rows kernel: only %d cases took it (expected >= 48)  FAIL\n", rowsCases);
       check::g_failures++;
     }
   }
@@ -609,6 +620,61 @@ int main(int argc, char** argv) {
       CK(cudaFree(dx));
       CK(cudaFree(dy));
     }
+  }
+  // one LLaMA-7B layer's decode-batch GEMMs on the rows kernel (QKV and gate/up as one launch each, as the
+  // runtime runs them) at each k-range width: the planner's choice ("auto") against fixed widths
+  {
+    const int K = 4096, H = 11008;
+    DevW wq = upload(make_weight(WF_I8, K, K, K, 51)), wk = upload(make_weight(WF_I8, K, K, K, 52));
+    DevW wv = upload(make_weight(WF_I8, K, K, K, 53)), wo = upload(make_weight(WF_I8, K, K, K, 54));
+    DevW w1 = upload(make_weight(WF_I8, K, H, K, 55)), w3 = upload(make_weight(WF_I8, K, H, K, 56));
+    DevW w2 = upload(make_weight(WF_I8, H, K, H, 57));
+    const size_t wsb = std::max(3 * gemm_rows_workspace_bytes(wq.ref, 64),
+                                std::max(2 * gemm_rows_workspace_bytes(w1.ref, 64), gemm_rows_workspace_bytes(w2.ref, 64)));
+    void* ws = nullptr;
+    CK(cudaMalloc(&ws, wsb));
+    float* dx = check::to_dev(check::rand_vec((size_t)64 * H, 79));
+    float *y0 = nullptr, *y1 = nullptr, *y2 = nullptr;
+    for (float** b : {&y0, &y1, &y2}) CK(cudaMalloc(b, (size_t)64 * H * sizeof(float)));
+    const WeightRef qkv[3] = {wq.ref, wk.ref, wv.ref}, gu[2] = {w1.ref, w3.ref};
+    float* yq[3] = {y0, y1, y2};
+    const int ldq[3] = {K, K, K}, ldg[2] = {H, H};
+    const int kbs[] = {0, 512, 768, 1024, 1408, 1536};
+    for (int rows : {16, 64}) {
+      double tot[6] = {0};
+      char hdr[160];
+      std::snprintf(hdr, sizeof hdr, "7B layer, %d rows, us (cold) by k-range width: auto / 512 / 768 / 1024 / 1408 / 1536",
+                    rows);
+      table.push_back(hdr);
+      std::printf("%s\n", hdr);
+      for (int op = 0; op < 4; op++) {
+        double us[6];
+        for (int i = 0; i < 6; i++) {
+          gemm_set_rows_kb(kbs[i]);
+          auto fn = [&] {
+            if (op == 0) CK(gemm_rows_multi(dx, K, rows, qkv, yq, ldq, nullptr, 3, false, ws, 0));
+            if (op == 1) CK(gemm_rows(dx, K, rows, wo.ref, y0, K, y1, ws, 0));
+            if (op == 2) CK(gemm_rows_multi(dx, K, rows, gu, yq, ldg, nullptr, 2, true, ws, 0));
+            if (op == 3) CK(gemm_rows(dx, H, rows, w2.ref, y0, K, y1, ws, 0));
+          };
+          us[i] = time_cold_us(fn, flush, flushBytes);
+          tot[i] += us[i];
+        }
+        static const char* names[4] = {"qkv 3x4096x4096", "wo 4096x4096", "gate/up 2x11008x4096", "w2 4096x11008"};
+        std::snprintf(line, sizeof line, "  %-22s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f", names[op], us[0], us[1], us[2],
+                      us[3], us[4], us[5]);
+        table.push_back(line);
+        std::printf("%s\n", line);
+      }
+      std::snprintf(line, sizeof line, "  %-22s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f", "layer", tot[0], tot[1], tot[2],
+                    tot[3], tot[4], tot[5]);
+      table.push_back(line);
+      std::printf("%s\n", line);
+    }
+    gemm_set_rows_kb(0);
+    for (DevW* d : {&wq, &wk, &wv, &wo, &w1, &w3, &w2}) release(*d);
+    for (float* b : {y0, y1, y2, dx}) CK(cudaFree(b));
+    CK(cudaFree(ws));
   }
   CK(cudaFree(flush));
   CK(cudaGetLastError());

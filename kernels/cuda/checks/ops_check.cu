@@ -463,6 +463,7 @@ struct AttnSpec {
   int mbps = 0;                                     // 0: ceil(maxCtx / bs)
   float qScale = 1.f;
   std::vector<std::pair<int, int>> graphRows;       // non-empty: also replay a captured graph with these rows
+  bool ownSeq = false;                              // attention()'s rowsOwnSeq hint (decode batches)
 };
 
 struct AttnData {
@@ -580,13 +581,13 @@ void run_attention(const AttnSpec& c, uint64_t seed) {
   check::poison(scratch, sb);
   check::poison(dout, (size_t)nTok * qd * 4);
   CK(attention(dq, d.dK, d.dV, c.fmt, dout, nTok, c.nHeads, c.nKvHeads, c.hd, scale, c.bs, c.maxCtx, scratch,
-               st.sd(), 0));
+               st.sd(), 0, c.ownSeq));
   CK(cudaDeviceSynchronize());
   auto got = check::from_dev(dout, (size_t)nTok * qd);
   std::vector<double> want;
   std::vector<char> nanRow;
   ref_attention(c, d, c.rows, q, scale, want, nanRow);
-  const std::string base = "attn " + c.name + (c.fmt == KV_F16 ? " f16" : " f32");
+  const std::string base = "attn " + c.name + (c.fmt == KV_F16 ? " f16" : " f32") + (c.ownSeq ? " (rowsOwnSeq)" : "");
   compare_attention(base, c, got, want, nanRow);
 
   if (!c.graphRows.empty()) {
@@ -597,7 +598,7 @@ void run_attention(const AttnSpec& c, uint64_t seed) {
     cudaGraphExec_t ge;
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     CK(attention(dq, d.dK, d.dV, c.fmt, dout, nTok, c.nHeads, c.nKvHeads, c.hd, scale, c.bs, c.maxCtx, scratch,
-                 st.sd(), s));
+                 st.sd(), s, c.ownSeq));
     CK(cudaStreamEndCapture(s, &g));
     CK(cudaGraphInstantiate(&ge, g, 0));
     std::vector<int> pos2, seq2;
@@ -718,6 +719,31 @@ void attention_cases() {
                    2.f, {{0, 5}}},
                   seed++);
   }
+  // decode batches (rowsOwnSeq): one row per sequence through the register decode kernel, several splits
+  // when few rows meet a long context, invalid rows -> NaN, graph replay with new positions; and the hint
+  // given for rows of one sequence (slower there, still right)
+  for (int fmt : {KV_F32, KV_F16}) {
+    R many, many2;
+    for (int i = 0; i < 64; i++) {
+      many.push_back({i, (i * 37) % 160});
+      many2.push_back({63 - i, (i * 53 + 7) % 160});
+    }
+    AttnSpec a{"32/32/128 bs16 ctx160 64 decode rows", 32, 32, 128, fmt, 16, 160, 64, many, {}, 0, 2.f, many2};
+    a.ownSeq = true;
+    run_attention(a, seed++);
+    AttnSpec b{"32/8/128 bs16 ctx4096 3 decode rows (G=4)", 32, 8, 128, fmt, 16, 4096, 3, R{{0, 4000}, {1, 0}, {2, 2500}},
+               {}, 0, 2.f, R{{2, 17}, {0, 4095}, {1, 1000}}};
+    b.ownSeq = true;
+    run_attention(b, seed++);
+    AttnSpec c{"16/8/64 bs16 ctx512 decode rows, hole -> NaN", 16, 8, 64, fmt, 16, 512, 3,
+               R{{0, 300}, {1, 5}, {2, 511}, {1, 512}, {-1, 3}}, {{0, 12}}, 0, 2.f, {}};
+    c.ownSeq = true;
+    run_attention(c, seed++);
+    AttnSpec d{"32/32/128 bs16 ctx1024 prefill rows with the hint", 32, 32, 128, fmt, 16, 1024, 2,
+               cat({prefill(0, 600, 20), R{{1, 3}}}), {}, 0, 2.f, {}};
+    d.ownSeq = true;
+    run_attention(d, seed++);
+  }
   if (!g_small) {
     // many kv heads: few splits, several 256-position windows per decode block
     run_attention({"64/64/64 bs16 ctx8192 decode pos 8000", 64, 64, 64, KV_F16, 16, 8192, 1, {{0, 8000}}, {}, 0, 2.f,
@@ -823,6 +849,25 @@ void timing() {
       CK(cudaMemcpy(st.positions, pos.data(), 512 * 4, cudaMemcpyHostToDevice));
       std::printf("attention prefill 32/32/128 f16 512 rows at pos 3584..4095   : %7.1f us\n",
                   check::time_us(fn, 10, 2));
+      // a decode batch: 64 rows, one per step sequence (only 4 sequences' caches here, so rows share some
+      // cache blocks in L2), register decode kernel (rowsOwnSeq) against the partial kernel
+      for (int base : {80, 1000}) {
+        std::vector<int> dpos(64), dseq(64);
+        for (int i = 0; i < 64; i++) {
+          dseq[i] = i % nSeqs;
+          dpos[i] = base + (i * 37) % 64;
+        }
+        DevStep ds = make_step({}, dpos, dseq, {}, bt, mbps);
+        for (bool own : {true, false}) {
+          auto dfn = [&] {
+            CK(attention(dq2, cK, cV, KV_F16, dout2, 64, nHeads, nKv, hd, scale, bs, maxCtx, scratch, ds.sd(), 0,
+                         own));
+          };
+          std::printf("attention decode batch 32/32/128 f16 64 rows at pos ~%4d, %s: %7.1f us\n", base,
+                      own ? "decode kernel " : "partial kernel", check::time_us(dfn, 50, 5));
+        }
+        ds.free_all();
+      }
       CK(cudaFree(dq2));
       CK(cudaFree(dout2));
       st.free_all();
