@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import { createServeHandler, Engine, LlmError, type LoadedModel, loadModel } from "./mod.ts";
 import type { BackendName, ProgressEvent } from "./src/types.ts";
+import type { LlamaConfig } from "./src/model/config.ts";
 import { defaultCacheDir } from "./src/io/hf_hub.ts";
 import { createRateMeter, progressBar } from "./src/cli/progress.ts";
 import { openModelFile, resolveModelRef } from "./src/io/load.ts";
@@ -102,6 +103,18 @@ Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET 
 function fail(code: number, message: string): never {
   console.error(message);
   Deno.exit(code);
+}
+
+/**
+ * A context longer than the model's training length is allowed (RoPE extrapolates), but past that position
+ * the output usually degrades: say so once, on stderr, when --ctx asks for it.
+ */
+function warnContextPastTraining(config: LlamaConfig, ctx: number | undefined): void {
+  if (ctx === undefined || ctx <= config.seqLen) return;
+  console.error(
+    `warning: --ctx ${ctx} is longer than the ${config.seqLen} tokens this model was trained for; text past ` +
+      `position ${config.seqLen} may degrade (use --ctx ${config.seqLen} or less to stay within it)`,
+  );
 }
 
 function num(v: string | undefined, flag: string, int = false): number | undefined {
@@ -303,6 +316,7 @@ async function main(argv: string[]): Promise<void> {
     }
     // load onto the backend to report what it really takes there
     const loaded = await loadModel(path, loadOptions);
+    warnContextPastTraining(loaded.model.config, engineOptions.contextSize);
     using engine = await Engine.create(loaded.model, loaded.tokenizer, engineOptions).finally(() =>
       loaded.model.close()
     );
@@ -348,6 +362,7 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const loaded: LoadedModel = await loadModel(f.model, loadOptions);
+  warnContextPastTraining(loaded.model.config, engineOptions.contextSize);
   using engine = await Engine.create(loaded.model, loaded.tokenizer, engineOptions).finally(() =>
     loaded.model.close()
   );
@@ -447,6 +462,7 @@ async function serve(
   const engine = (async () => {
     const loaded = await loadModel(model, loadOptions);
     chatTemplate ??= loaded.model.tokenizer?.chatTemplate;
+    warnContextPastTraining(loaded.model.config, engineOptions?.contextSize);
     return await Engine.create(loaded.model, loaded.tokenizer, {
       ...engineOptions,
       maxBatch: o.maxBatch,

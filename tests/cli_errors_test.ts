@@ -200,7 +200,7 @@ Deno.test({
   },
 });
 
-Deno.test("cli errors: --weight-quant on an already quantized model; eval with another model's tokenizer", async () => {
+Deno.test("cli errors: --weight-quant on an already quantized model or on rows it cannot group; eval with another model's tokenizer", async () => {
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeFile(`${dir}/q8.gguf`, synthGguf("q8_0"));
@@ -208,6 +208,13 @@ Deno.test("cli errors: --weight-quant on an already quantized model; eval with a
       await cli(["generate", "--model", `${dir}/q8.gguf`, "--backend", "wasm", "--weight-quant", "int8"]),
       "BAD_REQUEST",
       /every matrix of this model is already quantized \(q8_0\); drop --weight-quant/,
+    );
+    // int4 groups of 128 fit none of this model's rows (32 and 64 wide): the flag would do nothing
+    await Deno.writeFile(`${dir}/f16.gguf`, synthGguf("f16"));
+    assertClean(
+      await cli(["generate", "--model", `${dir}/f16.gguf`, "--backend", "wasm", "--weight-quant", "int4"]),
+      "BAD_REQUEST",
+      /multiple of 128, but this model's rows are 32, 64 values long, so nothing would be quantized; use --weight-quant int8/,
     );
     if (modelPath && tokPath) {
       // same vocab size (512), different tokens: KL over its token ids would be meaningless

@@ -114,3 +114,30 @@ Deno.test({
     assert.ok(b.decodeTokPerS > 0 && b.prefillTokPerS > 0);
   },
 });
+
+Deno.test({
+  name: "a --ctx past the model's training length runs but warns once on stderr; within it, no warning",
+  ignore: !modelPath || !tokPath,
+  fn: async () => {
+    const args = [
+      "generate",
+      "--model",
+      modelPath!,
+      "--tokenizer",
+      tokPath!,
+      "--backend",
+      "ref",
+      "--prompt",
+      "Once",
+    ];
+    const long = await cli([...args, "--max-tokens", "2", "--ctx", "600"]);
+    assert.equal(long.code, 0, long.err);
+    const warnings = long.err.match(
+      /warning: --ctx 600 is longer than the 512 tokens this model was trained for/g,
+    );
+    assert.equal(warnings?.length, 1, long.err);
+    const within = await cli([...args, "--max-tokens", "2", "--ctx", "512"]);
+    assert.equal(within.code, 0, within.err);
+    assert.doesNotMatch(within.err, /warning/);
+  },
+});

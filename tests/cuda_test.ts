@@ -77,25 +77,29 @@ if (gpu.score === 0) console.warn(`SKIP cuda GPU tests: ${gpu.reason}`);
 const modelPath = sharedModel("stories260K.bin"), tokPath = sharedModel("tok512.bin");
 
 Deno.test({
-  name: "cuda: weight-only int8 and int4 quantization at load keep stories260K close to f32",
+  name: "cuda: weight-only int8 keeps stories260K close to f32; int4 (rows of 64 and 172) is refused",
   ignore: gpu.score === 0 || !modelPath || !tokPath,
   fn: async () => {
     const prompt = "Once upon a time";
     const runs: number[][] = [];
-    for (const weightQuant of [undefined, "int8", "int4"] as const) {
+    for (const weightQuant of [undefined, "int8"] as const) {
       const { model, tokenizer } = await loadModel(modelPath!, { tokenizer: tokPath });
       using e = await Engine.create(model, tokenizer, { backend: "cuda", weightQuant });
       model.close();
       runs.push((await e.complete(prompt, { maxTokens: 32, temperature: 0 })).generatedIds);
     }
+    const { model, tokenizer } = await loadModel(modelPath!, { tokenizer: tokPath });
+    await assert.rejects(
+      Engine.create(model, tokenizer, { backend: "cuda", weightQuant: "int4" }),
+      (e: LlmError) => e.code === "BAD_REQUEST" && /multiple of 128/.test(e.message),
+    );
+    model.close();
     const agree = (a: number[], b: number[]): number => {
       let k = 0;
       while (k < a.length && a[k] === b[k]) k++;
       return k;
     };
-    console.log(
-      `int8: ${agree(runs[1], runs[0])}/32, int4: ${agree(runs[2], runs[0])}/32 greedy tokens agree`,
-    );
+    console.log(`int8: ${agree(runs[1], runs[0])}/32 greedy tokens agree`);
     assert.ok(agree(runs[1], runs[0]) >= 8);
   },
 });

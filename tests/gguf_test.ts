@@ -478,7 +478,23 @@ Deno.test("hostile: magic, versions, absurd counts and lengths, n_dims, unknown 
     assert.equal(ggmlTypeName(t.ggmlType), name);
     await rejects(file, "UNSUPPORTED_DTYPE", name, new RegExp(`blk\\.0\\.attn_q\\.weight.*${name}.*Q4_K`));
   }
+
+  // A known type edited into another known one of another size: the tensor's bytes no longer match the data
+  // layout (a smaller type leaves a gap before the next tensor, a larger one overlaps it), never garbage
+  // weights. (f16 <-> bf16 keeps every size and cannot be told from the layout.)
+  const per32: Record<number, number> = { 0: 128, 1: 64, 30: 64, 8: 34, 2: 18 }; // bytes per 32 elements
+  const own = h0(await readGgufHeader(bytesSource(bytes)));
+  for (const id of [0, 1, 8, 2].filter((i) => per32[i] !== per32[own])) {
+    await rejects(
+      u32At(q + 4 + 16, id),
+      "MODEL_FORMAT",
+      `type ${id}`,
+      /types or shapes do not match the data/,
+    );
+  }
 });
+
+const h0 = (h: GgufHeader): number => h.tensors.find((t) => t.name === "blk.0.attn_q.weight")!.ggmlType;
 
 Deno.test("hostile: architecture, missing keys and bad tokenizer metadata", async () => {
   const base = ggufMetadataForLlama(CONFIG, TOKENIZER);

@@ -239,6 +239,25 @@ export class Engine implements Disposable {
           `drop --weight-quant, or start from the float model`,
       );
     }
+    if (options.weightQuant) {
+      // every backend quantizes a float matrix only when its rows split into whole groups (int8: blocks of
+      // 32; int4: groups of 128) and keeps the others float: when none qualifies, the flag would do nothing
+      const need = options.weightQuant === "int4" ? 128 : 32;
+      const floats = [...model.tensors.values()].filter((t) =>
+        t.shape.length === 2 && FLOAT_DTYPES.has(t.dtype)
+      );
+      if (floats.length > 0 && floats.every((t) => t.shape[1] % need !== 0)) {
+        const widths = [...new Set(floats.map((t) => t.shape[1]))].sort((a, b) => a - b).join(", ");
+        throw new LlmError(
+          "BAD_REQUEST",
+          `weightQuant ${options.weightQuant} needs matrix rows whose length is a multiple of ${need}, but this ` +
+            `model's rows are ${widths} values long, so nothing would be quantized` +
+            (options.weightQuant === "int4" && floats.some((t) => t.shape[1] % 32 === 0)
+              ? "; use --weight-quant int8 instead"
+              : "; leave --weight-quant out"),
+        );
+      }
+    }
     if (options.maxQueue !== undefined && !(options.maxQueue >= 0)) {
       throw new LlmError("BAD_REQUEST", `maxQueue ${options.maxQueue} must be >= 0`);
     }

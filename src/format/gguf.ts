@@ -383,7 +383,33 @@ async function readHeaderInner(src: ByteSource): Promise<GgufHeader> {
     }
     return { name, ne, ggmlType, dtype, byteOffset, byteLength };
   });
+  checkLayout(src, tensors, alignment);
   return { version, metadata, tensors, alignment, dataOffset };
+}
+
+/**
+ * GGUF writers lay the tensors' data out back to back, each start aligned. Sorted by offset, a tensor whose
+ * data overlaps the next one's, or ends more than the alignment padding before it, has a type or shape that
+ * does not match the bytes stored for it (an edited or corrupt tensor table): loading it would read another
+ * tensor's bytes as weights. A tensor of a type this reader does not know (no length) is not checked.
+ */
+function checkLayout(src: ByteSource, tensors: readonly GgufTensorInfo[], alignment: number): void {
+  const sorted = [...tensors].sort((a, b) => a.byteOffset - b.byteOffset);
+  for (let i = 0; i + 1 < sorted.length; i++) {
+    const a = sorted[i], b = sorted[i + 1];
+    if (a.byteLength === undefined) continue;
+    const end = a.byteOffset + a.byteLength;
+    if (end > b.byteOffset || alignUp(end, alignment) < b.byteOffset) {
+      throw corrupt(
+        src,
+        `tensor "${a.name}" (${a.dtype}, [${
+          a.ne.join(", ")
+        }]) needs bytes ${a.byteOffset}..${end}, but the next ` +
+          `tensor "${b.name}" starts at ${b.byteOffset}: the tensor table's types or shapes do not match the ` +
+          `data (an edited or corrupt file)`,
+      );
+    }
+  }
 }
 
 /** Turn anything that is not already an LlmError into MODEL_FORMAT: a parser must never leak raw errors. */
