@@ -6,6 +6,9 @@ const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const modelPath = sharedModel("stories260K.bin");
 const tokPath = sharedModel("tok512.bin");
 
+/** The shared stories260K model and tokenizer on the ref backend, as flags. */
+const onRef = (): string[] => ["--model", modelPath!, "--tokenizer", tokPath!, "--backend", "ref"];
+
 async function cli(
   args: string[],
   env: Record<string, string> = {},
@@ -94,12 +97,7 @@ Deno.test({
     assert.ok(j.kvBytes.f16 > 0 && j.weightBytes > 1_000_000);
     const bench = await cli([
       "bench",
-      "--model",
-      modelPath!,
-      "--tokenizer",
-      tokPath!,
-      "--backend",
-      "ref",
+      ...onRef(),
       "--prompt-tokens",
       "8",
       "--gen-tokens",
@@ -119,17 +117,7 @@ Deno.test({
   name: "a --ctx past the model's training length runs but warns once on stderr; within it, no warning",
   ignore: !modelPath || !tokPath,
   fn: async () => {
-    const args = [
-      "generate",
-      "--model",
-      modelPath!,
-      "--tokenizer",
-      tokPath!,
-      "--backend",
-      "ref",
-      "--prompt",
-      "Once",
-    ];
+    const args = ["generate", ...onRef(), "--prompt", "Once"];
     const long = await cli([...args, "--max-tokens", "2", "--ctx", "600"]);
     assert.equal(long.code, 0, long.err);
     const warnings = long.err.match(
