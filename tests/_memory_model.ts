@@ -7,23 +7,21 @@
 import type { DType } from "../src/types.ts";
 import type { LlamaConfig } from "../src/model/config.ts";
 import type { ModelFile, TensorEntry } from "../src/format/model_file.ts";
-import type { Tokenizer } from "../src/format/tokenizer.ts";
+import type { Tokenizer, TokenizerData } from "../src/format/tokenizer.ts";
 import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
 import { createTokenizer } from "../src/format/tokenizer_load.ts";
 import { bytesSource } from "../src/io/byte_source.ts";
 import { quantize, roundF16 } from "../src/dtype.ts";
 
+/** An spm vocabulary of `n` pieces: `<unk>`, `<s>` (BOS 1), `</s>` (EOS 2), then `▁{prefix}3`, `▁{prefix}4`, ... */
+export function placeholderVocab(n: number, prefix = "w"): TokenizerData {
+  const tokens = Array.from({ length: n }, (_, i) => i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁${prefix}${i}`);
+  return { kind: "spm", tokens, scores: tokens.map((_, i) => -i), bosId: 1, eosId: 2, unkId: 0 };
+}
+
 /** A tokenizer of `n` placeholder pieces (BOS 1, EOS 2). */
 export function placeholderTokenizer(n: number): Tokenizer {
-  const tokens = Array.from({ length: n }, (_, i) => i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁w${i}`);
-  return createTokenizer({
-    kind: "spm",
-    tokens,
-    scores: tokens.map((_, i) => -i),
-    bosId: 1,
-    eosId: 2,
-    unkId: 0,
-  });
+  return createTokenizer(placeholderVocab(n));
 }
 
 /** A model whose matrices are stored as `dtype` (norms f32), from canonical f32 weights. */
@@ -32,10 +30,19 @@ export function memoryModel(
   weights: Map<string, Float32Array>,
   dtype: DType,
 ): ModelFile {
+  return inMemoryModel(config, weights, (shape) => shape.length === 1 ? "f32" : dtype);
+}
+
+/** Every tensor `config` requires, stored as `dtypeOf(shape, name)` behind an in-memory byte source. */
+function inMemoryModel(
+  config: LlamaConfig,
+  weights: Map<string, Float32Array>,
+  dtypeOf: (shape: readonly number[], name: string) => DType,
+): ModelFile {
   const tensors = new Map<string, TensorEntry>();
   for (const name of requiredTensors(config)) {
     const shape = expectedShape(config, name);
-    const d = shape.length === 1 ? "f32" : dtype;
+    const d = dtypeOf(shape, name);
     const bytes = quantize(d, weights.get(name)!);
     tensors.set(name, {
       name,
@@ -101,20 +108,12 @@ export function blockQuantModel(
   weights: Map<string, Float32Array>,
   opts: { dtype: DType; floatHead?: boolean },
 ): ModelFile {
-  const tensors = new Map<string, TensorEntry>();
-  for (const name of requiredTensors(config)) {
-    const shape = expectedShape(config, name);
-    const quant = shape.length === 2 && shape[1] % 32 === 0 && !(opts.floatHead && name === "output");
-    const d: DType = quant ? opts.dtype : "f32";
-    const bytes = quantize(d, weights.get(name)!);
-    tensors.set(name, {
-      name,
-      dtype: d,
-      shape,
-      source: bytesSource(bytes, name),
-      byteOffset: 0,
-      byteLength: bytes.byteLength,
-    });
-  }
-  return { format: "gguf", config, tensors, metadata: {}, close() {} };
+  return inMemoryModel(
+    config,
+    weights,
+    (shape, name) =>
+      shape.length === 2 && shape[1] % 32 === 0 && !(opts.floatHead && name === "output")
+        ? opts.dtype
+        : "f32",
+  );
 }

@@ -13,9 +13,32 @@
  * @module
  */
 import type { LlamaConfig } from "../src/model/config.ts";
+import type { DType } from "../src/types.ts";
+import type { TokenizerData } from "../src/format/tokenizer.ts";
 import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
+import { ggufMetadataForLlama, ggufTensorName, writeGgufBytes } from "../src/format/gguf_write.ts";
 import { quantize } from "../src/dtype.ts";
 import { randn } from "./_util.ts";
+
+/**
+ * A GGUF file of `config` in memory, from canonical weights: 1-D tensors (the norms) f32, matrices stored as
+ * `dtype`; `vocab` goes into the metadata as the file's tokenizer.
+ */
+export function synthGgufBytes(
+  config: LlamaConfig,
+  weights: Map<string, Float32Array>,
+  dtype: DType,
+  vocab?: TokenizerData,
+): Uint8Array {
+  return writeGgufBytes({
+    metadata: ggufMetadataForLlama(config, vocab),
+    tensors: requiredTensors(config).map((name) => {
+      const shape = [...expectedShape(config, name)];
+      const d = shape.length === 1 ? "f32" : dtype;
+      return { name: ggufTensorName(name), dtype: d, shape, data: quantize(d, weights.get(name)!) };
+    }),
+  });
+}
 
 /** A small GQA model: every test that needs "a model" can start here. */
 export const TINY_CONFIG: LlamaConfig = {

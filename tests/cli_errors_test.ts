@@ -5,12 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { sharedModel } from "./_util.ts";
-import { synthWeights, TINY_CONFIG } from "./_synth.ts";
-import { ggufMetadataForLlama, ggufTensorName, writeGgufBytes } from "../src/format/gguf_write.ts";
-import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
-import { quantize } from "../src/dtype.ts";
+import { synthGgufBytes, synthWeights, TINY_CONFIG } from "./_synth.ts";
+import { placeholderVocab } from "./_memory_model.ts";
 import type { LlamaConfig } from "../src/model/config.ts";
-import type { TokenizerData } from "../src/format/tokenizer.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const modelPath = sharedModel("stories260K.bin");
@@ -37,28 +34,7 @@ function assertClean(r: { code: number; err: string }, code: string, re: RegExp)
 /** A small synthetic GGUF with vocab 512 and its own tokenizer ("t3", "t4", ...), weights f16 or q8_0. */
 function synthGguf(dtype: "f16" | "q8_0"): Uint8Array {
   const config: LlamaConfig = { ...TINY_CONFIG, nLayers: 1, hiddenDim: 64, dim: 32, nHeads: 4, headDim: 8 };
-  const w = synthWeights(config, 5);
-  const tokens = Array.from({ length: 512 }, (_, i) => (i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁t${i}`));
-  const tok: TokenizerData = {
-    kind: "spm",
-    tokens,
-    scores: tokens.map((_, i) => -i),
-    bosId: 1,
-    eosId: 2,
-    unkId: 0,
-  };
-  return writeGgufBytes({
-    metadata: ggufMetadataForLlama(config, tok),
-    tensors: requiredTensors(config).map((name) => {
-      const d = name.endsWith("norm") ? "f32" : dtype;
-      return {
-        name: ggufTensorName(name),
-        dtype: d,
-        shape: [...expectedShape(config, name)],
-        data: quantize(d, w.get(name)!),
-      };
-    }),
-  });
+  return synthGgufBytes(config, synthWeights(config, 5), dtype, placeholderVocab(512, "t"));
 }
 
 Deno.test("cli errors: unreadable and unwritable paths name the path and the fix", async () => {

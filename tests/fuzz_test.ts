@@ -13,12 +13,10 @@ import { hfConfigToLlama } from "../src/format/safetensors.ts";
 import { parseLlama2cTokenizer } from "../src/format/llama2c_tokenizer.ts";
 import { tokenizerDataFromHfJson } from "../src/format/tokenizer_hf.ts";
 import { createTokenizer } from "../src/format/tokenizer_load.ts";
-import { ggufMetadataForLlama, ggufTensorName, writeGgufBytes } from "../src/format/gguf_write.ts";
-import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
-import { quantize } from "../src/dtype.ts";
 import { rng } from "./_util.ts";
 import {
   hfConfigJson,
+  synthGgufBytes,
   synthWeights,
   TINY_CONFIG,
   toHfTensors,
@@ -27,6 +25,7 @@ import {
 } from "./_synth.ts";
 import type { LlamaConfig } from "../src/model/config.ts";
 import type { TokenizerData } from "../src/format/tokenizer.ts";
+import { placeholderVocab } from "./_memory_model.ts";
 
 const config: LlamaConfig = {
   ...TINY_CONFIG,
@@ -38,15 +37,8 @@ const config: LlamaConfig = {
   vocabSize: 64,
 };
 const weights = synthWeights(config, 3);
-const tokens = Array.from({ length: 64 }, (_, i) => (i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁t${i}`));
-const tokData: TokenizerData = {
-  kind: "spm",
-  tokens,
-  scores: tokens.map((_, i) => -i),
-  bosId: 1,
-  eosId: 2,
-  unkId: 0,
-};
+const tokData: TokenizerData = placeholderVocab(64, "t");
+const tokens = tokData.tokens;
 
 /** Apply one of several mutation kinds, chosen by the seeded RNG. */
 function mutate(src: Uint8Array, r: () => number): Uint8Array {
@@ -114,15 +106,7 @@ async function fuzz(
 }
 
 Deno.test("fuzz: GGUF", async () => {
-  const base = writeGgufBytes({
-    metadata: ggufMetadataForLlama(config, tokData),
-    tensors: requiredTensors(config).map((name) => {
-      const w = weights.get(name)!;
-      const d = name.endsWith("norm") ? "f32" : "q8_0";
-      const shape = [...expectedShape(config, name)];
-      return { name: ggufTensorName(name), dtype: d, shape, data: quantize(d, w) };
-    }),
-  });
+  const base = synthGgufBytes(config, weights, "q8_0", tokData);
   await parseGguf(bytesSource(base)); // the unmutated file parses
   await fuzz("gguf", 1, 400, base, async (b) => {
     const m = await parseGguf(bytesSource(b));

@@ -11,15 +11,13 @@ import type { LlamaConfig } from "../src/model/config.ts";
 import type { TokenizerData } from "../src/format/tokenizer.ts";
 import { Engine, LlmError, loadModel, pickBackend } from "../mod.ts";
 import { createWasmBackend } from "../src/backends/wasm/wasm.ts";
-import { ggufMetadataForLlama, ggufTensorName, writeGgufBytes } from "../src/format/gguf_write.ts";
 import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
 import { parseGguf } from "../src/format/gguf.ts";
 import { bytesSource } from "../src/io/byte_source.ts";
 import { createTokenizer } from "../src/format/tokenizer_load.ts";
-import { quantize } from "../src/dtype.ts";
 import { nmse, NMSE_TOLERANCE, randn, sharedModel } from "./_util.ts";
-import { synthWeights } from "./_synth.ts";
-import { simulateQuant } from "./_memory_model.ts";
+import { synthGgufBytes, synthWeights } from "./_synth.ts";
+import { placeholderVocab, simulateQuant } from "./_memory_model.ts";
 
 const base = {
   nLayers: 2,
@@ -50,29 +48,11 @@ const QUANT_CONFIG: LlamaConfig = {
   ropeStyle: "interleaved",
 };
 
-const VOCAB: TokenizerData = {
-  kind: "spm",
-  tokens: Array.from({ length: 320 }, (_, i) => i < 3 ? ["<unk>", "<s>", "</s>"][i] : `▁w${i}`),
-  scores: Array.from({ length: 320 }, (_, i) => -i),
-  bosId: 1,
-  eosId: 2,
-  unkId: 0,
-};
+const VOCAB: TokenizerData = placeholderVocab(320);
 const IDS = Array.from({ length: 21 }, (_, i) => (i * 37 + 5) % 320);
 
 function gguf(config: LlamaConfig, dtype: DType, weights = synthWeights(config, 3)): Uint8Array {
-  return writeGgufBytes({
-    metadata: ggufMetadataForLlama(config, VOCAB),
-    tensors: requiredTensors(config).map((name) => {
-      const d = name.endsWith("norm") ? "f32" : dtype;
-      return {
-        name: ggufTensorName(name),
-        dtype: d,
-        shape: [...expectedShape(config, name)],
-        data: quantize(d, weights.get(name)!),
-      };
-    }),
-  });
+  return synthGgufBytes(config, weights, dtype, VOCAB);
 }
 
 /** Logits after each prefix of IDS: a 16-token prefill step, then one token at a time. */
