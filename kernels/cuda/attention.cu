@@ -516,11 +516,12 @@ cudaError_t launch_attn(AttnParams& p, int qnCap, cudaStream_t s) {
     if (e != cudaSuccess) return e;
   }
   if (p.adaptive) {  // as many splits as fit on the GPU at once (one wave), at most one per chunk
-    int dev = 0, sms = 0, perSm = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    DeviceProps dp;
+    int perSm = 0;
+    cudaError_t e = device_props(dp);
     if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, kern, kAttnThreads, smem);
     if (e != cudaSuccess) return e;
+    const int sms = dp.sms;
     const int maxChunks = (p.maxCtx + p.C - 1) / p.C;
     const int headBlocks = p.nKvHeads * p.nSub;
     p.nSplits = std::max(1, std::min(maxChunks, std::max(1, sms * perSm) / headBlocks));
@@ -755,11 +756,12 @@ template <typename T, int HD, int GBT>
 cudaError_t launch_attn_decode(AttnParams& p, cudaStream_t s) {
   auto kern = attn_decode_kernel<T, HD, GBT>;
   const size_t smem = attn_decode_smem<T, HD, GBT>();
-  int dev = 0, sms = 0, perSm = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  DeviceProps dp;
+  int perSm = 0;
+  cudaError_t e = device_props(dp);
   if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, kern, kAttnThreads, smem);
   if (e != cudaSuccess) return e;
+  const int sms = dp.sms;
   p.C = kDecChunk;
   p.logC = 5;
   const int maxChunks = (p.maxCtx + p.C - 1) / p.C;

@@ -1,5 +1,6 @@
 // Device helpers shared by the kernel files (warp/block reductions, NaN, alignment tests, paged-cache
-// slots, RoPE tables, weight streaming loads, f16 mma and int8 -> f16 conversion) and the PDL helpers.
+// slots, RoPE tables, weight streaming loads, f16 mma and int8 -> f16 conversion), the PDL helpers and the
+// device properties the launchers size their grids by.
 //
 // PDL (sm_90): kernels launched with launch_pdl may start while the previous kernel of the stream is
 // still running. Each such kernel calls pdl_wait() in every block before it reads or writes any memory
@@ -9,6 +10,7 @@
 #include "kernels.cuh"
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <utility>
 
 namespace llama_ts {
@@ -44,6 +46,32 @@ __device__ float block_reduce(float v, float* sh) {
 }
 
 inline bool aligned(const void* p, size_t a) { return (reinterpret_cast<uintptr_t>(p) % a) == 0; }
+
+// Properties of the current device, asked once per device (per kernel file); a failed query is returned
+// and asked again next time.
+struct DeviceProps {
+  int sms = 0, smemOptin = 0, ccMajor = 0;
+};
+inline cudaError_t device_props(DeviceProps& out) {
+  static std::mutex mu;
+  static DeviceProps cache[64];
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
+  std::lock_guard<std::mutex> lock(mu);
+  DeviceProps& d = cache[dev];
+  if (!d.sms) {
+    DeviceProps n;
+    e = cudaDeviceGetAttribute(&n.sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&n.smemOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&n.ccMajor, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e != cudaSuccess) return e;
+    d = n;
+  }
+  out = d;
+  return cudaSuccess;
+}
 
 // ---- weight streaming and f16 tensor-core helpers (gemm.cu, gemm_rows.cu, w8a8.cu) ---------------------
 // 16-byte streaming load of weights (read once: no L1 allocation).

@@ -527,20 +527,10 @@ bool w_tc_ok(const WeightRef& w) {
 // A from f32 x (paths 2, 3): x 16-byte aligned, ldx % 4 == 0.
 bool x_f32_ok(const float* x, int ldx) { return aligned(x, 16) && ldx % 4 == 0; }
 
-struct DevInfo {
-  int smemOptin = 0, sms = 0;
-};
-const DevInfo& dev_info() {
-  static DevInfo cache[32];
-  static DevInfo none;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 32) return none;
-  DevInfo& d = cache[dev];
-  if (!d.sms) {
-    if (cudaDeviceGetAttribute(&d.smemOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-      d.smemOptin = 0;
-    if (cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) d.sms = 0;
-  }
+// The current device's properties, all zero when they cannot be read.
+DeviceProps dev_info() {
+  DeviceProps d;
+  if (device_props(d) != cudaSuccess) d = DeviceProps{};
   return d;
 }
 
@@ -567,7 +557,7 @@ int choose_path(const float* x, int ldx, int nRows, const WeightRef& w, const vo
   if (ps == 1 || !w_tc_ok(w)) return 1;
   const bool ahOk = workspace && aligned(workspace, 16);
   const bool f32Ok = x_f32_ok(x, ldx);
-  const DevInfo& d = dev_info();
+  const DeviceProps d = dev_info();
   const long blocks = (long)((nRows + BM - 1) / BM) * ((w.m + BN - 1) / BN);
   // preference order: a forced variant first (if usable), then the defaults
   int cand[5];

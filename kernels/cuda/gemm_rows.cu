@@ -328,12 +328,8 @@ size_t gemm_rows_workspace_bytes(const WeightRef& w, int maxRows) {
 }
 
 static int sm_count() {
-  static int cache[32] = {0};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 32) return 132;
-  if (!cache[dev] && cudaDeviceGetAttribute(&cache[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-    cache[dev] = 0;
-  return cache[dev] > 0 ? cache[dev] : 132;
+  DeviceProps d;
+  return device_props(d) == cudaSuccess && d.sms > 0 ? d.sms : 132;
 }
 
 cudaError_t gemm_rows_multi(const float* x, int ldx, int nRows, const WeightRef* ws, float* const* ys,

@@ -37,6 +37,7 @@
 // x must not alias any y. Weights must not be written by a kernel that runs concurrently with (or, without
 // a stream sync, right before) the GEMV: the prefetch reads them before griddepcontrol.wait.
 #include "kernels.cuh"
+#include "device_util.cuh"
 
 #include <climits>
 #include <map>
@@ -634,9 +635,6 @@ struct LaunchCache {
   std::mutex mu;
   std::map<std::pair<int, const void*>, int> configured;  // (device, kernel) -> maxDynSmem set
   std::map<std::tuple<int, const void*, size_t>, int> occ;  // (device, kernel, smem) -> blocks per SM
-  int numSms[64] = {0};
-  int ccMajor[64] = {0};
-  int optin[64] = {0};
 };
 LaunchCache& cache() {
   static LaunchCache c;
@@ -648,26 +646,17 @@ cudaError_t prepare_kernel(KernelFn fn, size_t smem, int* blocksPerSm, int* numS
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
+  DeviceProps dp;
+  e = device_props(dp);
+  if (e != cudaSuccess) return e;
   LaunchCache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  if (dev < 0 || dev >= 64) return cudaErrorInvalidDevice;
-  if (c.numSms[dev] == 0) {
-    int n = 0, major = 0;
-    e = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    if (e != cudaSuccess) return e;
-    e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    if (e != cudaSuccess) return e;
-    c.ccMajor[dev] = major;
-    c.numSms[dev] = n;
-  }
-  *numSms = c.numSms[dev];
-  *pdl = c.ccMajor[dev] >= 9;  // griddepcontrol exists from sm_90
+  *numSms = dp.sms;
+  *pdl = dp.ccMajor >= 9;  // griddepcontrol exists from sm_90
   const void* key = reinterpret_cast<const void*>(fn);
   auto ck = std::make_pair(dev, key);
   if (c.configured.find(ck) == c.configured.end()) {
-    int optin = 0;
-    e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    if (e != cudaSuccess) return e;
+    const int optin = dp.smemOptin;
     cudaFuncAttributes fa;
     e = cudaFuncGetAttributes(&fa, fn);
     if (e != cudaSuccess) return e;
@@ -694,16 +683,9 @@ cudaError_t prepare_kernel(KernelFn fn, size_t smem, int* blocksPerSm, int* numS
 
 // Dynamic shared memory budget of the current device: min(kSmemBudget, opt-in limit - 2 KB for static data).
 int smem_budget() {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
-  LaunchCache& c = cache();
-  std::lock_guard<std::mutex> lock(c.mu);
-  if (c.optin[dev] == 0) {
-    int optin = 0;
-    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
-    c.optin[dev] = optin;
-  }
-  const int b = c.optin[dev] - 2048;
+  DeviceProps d;
+  if (device_props(d) != cudaSuccess) return 0;
+  const int b = d.smemOptin - 2048;
   return b < kSmemBudget ? b : kSmemBudget;
 }
 

@@ -232,29 +232,6 @@ GemvFn gemv_kernel(int fmt, int nr, int nwr) {
   return nwr == 2 ? gemv_for_nr<WF_I4, 2>(nr) : gemv_for_nr<WF_I4, 1>(nr);
 }
 
-struct DeviceInfo {
-  int sms = 0, optin = 0;
-};
-// Multiprocessors and opt-in shared memory of the current device (asked once per device).
-cudaError_t device_info(DeviceInfo& out) {
-  static std::mutex mu;
-  static std::map<int, DeviceInfo> cache;
-  int dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e != cudaSuccess) return e;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(dev);
-  if (it == cache.end()) {
-    DeviceInfo d;
-    e = cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&d.optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    if (e != cudaSuccess) return e;
-    it = cache.emplace(dev, d).first;
-  }
-  out = it->second;
-  return cudaSuccess;
-}
-
 // Allows `smem` bytes of dynamic shared memory for fn (set once per kernel and size; the first run of a
 // shape happens outside graph capture, see runtime.cu).
 cudaError_t allow_smem(const void* fn, size_t smem) {
@@ -443,15 +420,13 @@ __global__ void __launch_bounds__(GT) a8_gemm_kernel(const A8GemmParams p) {
     }
 }
 
-bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
-
 }  // namespace
 
 int a8_gemv_max_rows(int k) {
   if (k < 32) return 0;
-  DeviceInfo d;
-  if (device_info(d) != cudaSuccess) return 0;
-  const int budget = d.optin - 2048;  // room for the kernel's static shared memory
+  DeviceProps d;
+  if (device_props(d) != cudaSuccess) return 0;
+  const int budget = d.smemOptin - 2048;  // room for the kernel's static shared memory
   int n = budget > 0 ? budget / k : 0;
   return n > kMaxNR ? kMaxNR : n;
 }
@@ -463,7 +438,7 @@ size_t matmul_a8_workspace_bytes(int maxRows, int k) {
 
 cudaError_t matmul_a8(const A8Args& a, void* workspace, cudaStream_t s) {
   const int k = a.k, n = a.nW;
-  if (a.nRows < 1 || k < 32 || k % 32 != 0 || a.x == nullptr || workspace == nullptr || !aligned16(workspace))
+  if (a.nRows < 1 || k < 32 || k % 32 != 0 || a.x == nullptr || workspace == nullptr || !aligned(workspace, 16))
     return cudaErrorInvalidValue;
   if (a.nRows > 1 && a.ldx < k) return cudaErrorInvalidValue;
   if (a.mode != 0 && a.mode != 1) return cudaErrorInvalidValue;
@@ -471,7 +446,7 @@ cudaError_t matmul_a8(const A8Args& a, void* workspace, cudaStream_t s) {
   for (int i = 0; i < n; i++) {
     const WeightRef& w = a.w[i];
     if ((w.fmt != WF_I8 && w.fmt != WF_I4) || w.group != 32 || w.k != k || w.m < 1) return cudaErrorInvalidValue;
-    if (w.q == nullptr || w.scales == nullptr || !aligned16(w.q) || a.y[i] == nullptr) return cudaErrorInvalidValue;
+    if (w.q == nullptr || w.scales == nullptr || !aligned(w.q, 16) || a.y[i] == nullptr) return cudaErrorInvalidValue;
     if (a.nRows > 1 && a.ldy[i] < w.m) return cudaErrorInvalidValue;
   }
   if (a.mode == 1 && (a.w[1].m != a.w[0].m || a.w[1].fmt != a.w[0].fmt)) return cudaErrorInvalidValue;
@@ -481,8 +456,8 @@ cudaError_t matmul_a8(const A8Args& a, void* workspace, cudaStream_t s) {
   LAUNCH_PDL(a8_quantize_kernel, a.nRows, kQThreads, 0, s, a.x, a.ldx, k, a.normW, a.eps, qx, sx);
 
   if (a.nRows <= a8_gemv_max_rows(k)) {
-    DeviceInfo d;
-    cudaError_t e = device_info(d);
+    DeviceProps d;
+    cudaError_t e = device_props(d);
     if (e != cudaSuccess) return e;
     // one launch for weights of one format; mixed formats (not met in practice) one launch each
     bool same = true;

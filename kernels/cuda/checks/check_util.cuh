@@ -34,6 +34,13 @@ struct Rng {
   }
 };
 
+// Code (0..15) of element i of a row of 4-bit blocks (kernels.cuh WF_I4, ggml q4_0 order): 16 bytes per 32
+// elements, element i in byte i % 16 of its block, low nibble for i % 32 < 16, else high.
+inline int q4_code(const uint8_t* row, size_t i) {
+  const uint8_t b = row[(i / 32) * 16 + i % 16];
+  return (i % 32) < 16 ? (b & 15) : (b >> 4);
+}
+
 inline std::vector<float> rand_vec(size_t n, uint64_t seed, float scale = 1.f) {
   Rng r(seed);
   std::vector<float> v(n);

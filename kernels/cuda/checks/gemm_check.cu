@@ -139,10 +139,7 @@ static void deq_row(const HostW& w, int j, bool tc, float* out) {
       const uint8_t* p = w.q.data() + (size_t)j * (k / 2);
       const __half* s = w.sc.data() + (size_t)j * (k / w.group);
       for (int i = 0; i < k; i++) {
-        const int e = i & 31;
-        const int b = p[(i >> 5) * 16 + (e & 15)];
-        const int nib = e < 16 ? (b & 15) : (b >> 4);
-        const float v = h2f(s[i / w.group]) * (float)(nib - 8);
+        const float v = h2f(s[i / w.group]) * (float)(check::q4_code(p, i) - 8);
         out[i] = tc ? round_h(v) : v;
       }
       break;

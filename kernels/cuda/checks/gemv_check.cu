@@ -75,9 +75,7 @@ HostW make_weight(int fmt, int m, int k, int group, uint64_t seed) {
       for (size_t i = 0; i < n / 2; i++) w.q[i] = (uint8_t)(r.s >> 24), r.next();
       for (int j = 0; j < m; j++)
         for (int i = 0; i < k; i++) {
-          const int sb = i / 32, pos = i % 32;
-          const uint8_t b = w.q[((size_t)j * k) / 2 + sb * 16 + (pos % 16)];
-          const int nib = pos < 16 ? (b & 15) : (b >> 4);
+          const int nib = check::q4_code(w.q.data() + ((size_t)j * k) / 2, i);
           w.deq[(size_t)j * k + i] = h2f(w.scales[(size_t)j * ng + i / group]) * (float)(nib - 8);
         }
     }
@@ -434,10 +432,7 @@ void test_quantize(int srcFmt, int dstFmt, int m, int k, int group, uint64_t see
       const float sc = h2f(gs[(size_t)j * ng + i / group]);
       int qv;
       if (dstFmt == WF_I8) qv = (int8_t)gq[e];
-      else {
-        const uint8_t b = gq[(e / 32) * 16 + (e % 32) % 16];
-        qv = ((e % 32) < 16 ? (b & 15) : (b >> 4)) - 8;
-      }
+      else qv = check::q4_code(gq.data(), e) - 8;
       deq[e] = sc * (float)qv;
       want[e] = sv[e];
     }

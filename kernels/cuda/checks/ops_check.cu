@@ -148,9 +148,7 @@ void test_embed(int fmt, int group, int vocab, int dim, const char* name) {
       for (auto& b : q) b = (uint8_t)((int)((rng.next() * 0.5f + 0.5f) * 255.99f) & 255);
       for (size_t i = 0; i < n; i++) {
         const size_t row = i / dim, e = i % dim;
-        const uint8_t b = q[row * dim / 2 + (e / 32) * 16 + (e % 16)];
-        const int nib = (e % 32) < 16 ? (b & 15) : (b >> 4);
-        deq[i] = __half2float(sc[row * ng + e / group]) * (float)(nib - 8);
+        deq[i] = __half2float(sc[row * ng + e / group]) * (float)(check::q4_code(q.data() + row * dim / 2, e) - 8);
       }
       dq = check::to_dev(q);
     }

@@ -50,8 +50,7 @@ HostW make_weight(int fmt, int m, int k, uint64_t seed) {
     for (auto& b : w.q) b = (uint8_t)(r.s >> 24), r.next();
     for (int j = 0; j < m; j++)
       for (int i = 0; i < k; i++) {
-        const uint8_t b = w.q[((size_t)j * k) / 2 + (i / 32) * 16 + (i % 16)];
-        w.codes[(size_t)j * k + i] = (int8_t)(((i % 32) < 16 ? (b & 15) : (b >> 4)) - 8);
+        w.codes[(size_t)j * k + i] = (int8_t)(check::q4_code(w.q.data() + ((size_t)j * k) / 2, i) - 8);
       }
   }
   return w;
