@@ -26,6 +26,33 @@ function xorshift(seed: number): () => number {
   };
 }
 
+/**
+ * A source of `size` bytes generated per block of `blockBytes`: a read calls `fill` for every block it
+ * touches with the block's byte range [from, to) to write into `out` at `at`.
+ */
+function blockSource(
+  name: string,
+  size: number,
+  blockBytes: number,
+  fill: (b: number, from: number, to: number, out: Uint8Array, at: number) => void,
+): ByteSource {
+  return {
+    name,
+    size,
+    read(offset: number, length: number): Promise<Uint8Array> {
+      checkRange(name, size, offset, length);
+      const out = new Uint8Array(length);
+      for (let b = Math.floor(offset / blockBytes); b * blockBytes < offset + length; b++) {
+        const start = b * blockBytes;
+        const from = Math.max(offset, start), to = Math.min(offset + length, start + blockBytes, size);
+        fill(b, from - start, to - start, out, from - offset);
+      }
+      return Promise.resolve(out);
+    },
+    close(): void {},
+  };
+}
+
 /** Values per f16 pool: blocks are copied out of a pool at pseudo-random offsets. */
 const POOL = 1 << 21;
 const pools = new Map<number, Uint8Array>();
@@ -51,8 +78,7 @@ function pool(a: number): Uint8Array {
 function generated(name: string, n: number, kind: "f16" | "f32", a: number, seed: number): ByteSource {
   const size = n * (kind === "f16" ? 2 : 4);
   const src = kind === "f16" ? pool(a) : undefined;
-  /** Copy block `b`'s bytes [from, to) into `out` at `at`. */
-  const fill = (b: number, from: number, to: number, out: Uint8Array, at: number): void => {
+  return blockSource(name, size, BLOCK, (b, from, to, out, at) => {
     const r = xorshift((seed * 2654435761) ^ (b + 1) * 40503);
     if (src) {
       const start = (r() % (POOL - BLOCK / 2)) * 2;
@@ -62,22 +88,7 @@ function generated(name: string, n: number, kind: "f16" | "f32", a: number, seed
     const f = new Float32Array(BLOCK / 4);
     for (let i = 0; i < f.length; i++) f[i] = 1 + ((r() / 4294967296) * 2 - 1) * a;
     out.set(new Uint8Array(f.buffer, from, to - from), at);
-  };
-  return {
-    name,
-    size,
-    read(offset: number, length: number): Promise<Uint8Array> {
-      checkRange(name, size, offset, length);
-      const out = new Uint8Array(length);
-      for (let b = Math.floor(offset / BLOCK); b * BLOCK < offset + length; b++) {
-        const start = b * BLOCK;
-        const from = Math.max(offset, start), to = Math.min(offset + length, start + BLOCK, size);
-        fill(b, from - start, to - start, out, from - offset);
-      }
-      return Promise.resolve(out);
-    },
-    close(): void {},
-  };
+  });
 }
 
 /** q8_0 blocks (34 bytes: f16 scale, 32 int8 codes) per read block, and blocks per pool. */
@@ -104,25 +115,12 @@ function qpool(a: number): Uint8Array {
 
 /** A q8_0 source of `n` values (n a multiple of 32), blocks copied from a shared pool like the f16 ones. */
 function generatedQ8(name: string, n: number, a: number, seed: number): ByteSource {
-  const size = (n / 32) * 34, RB = QB * 34;
   const src = qpool(a);
-  return {
-    name,
-    size,
-    read(offset: number, length: number): Promise<Uint8Array> {
-      checkRange(name, size, offset, length);
-      const out = new Uint8Array(length);
-      for (let b = Math.floor(offset / RB); b * RB < offset + length; b++) {
-        const start = b * RB;
-        const from = Math.max(offset, start), to = Math.min(offset + length, start + RB, size);
-        const r = xorshift((seed * 2654435761) ^ (b + 1) * 40503);
-        const at = (r() % (QPOOL - QB)) * 34;
-        out.set(src.subarray(at + from - start, at + to - start), from - offset);
-      }
-      return Promise.resolve(out);
-    },
-    close(): void {},
-  };
+  return blockSource(name, (n / 32) * 34, QB * 34, (b, from, to, out, at) => {
+    const r = xorshift((seed * 2654435761) ^ (b + 1) * 40503);
+    const p = (r() % (QPOOL - QB)) * 34;
+    out.set(src.subarray(p + from, p + to), at);
+  });
 }
 
 /**
