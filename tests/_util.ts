@@ -1,8 +1,24 @@
 /**
- * Test helpers: seeded RNG, NMSE, the per-dtype tolerance table and paths to the shared test models.
+ * Test helpers: seeded RNG, NMSE, the per-dtype tolerance table, paths to the shared test models and a
+ * step for graphs without attention.
  * @module
  */
 import { existsSync } from "node:fs";
+import type { StepParams } from "../src/ops.ts";
+
+/** A step of `n` token rows (all zero: token 0 at position 0 of sequence 0) and no logit rows, for graphs
+ * of ops that do not read the KV cache (matmuls, norms, embeddings). */
+export function rowsStep(n: number, tokens: Int32Array = new Int32Array(n)): StepParams {
+  return {
+    nTokens: n,
+    tokens,
+    positions: new Int32Array(n),
+    seqIndex: new Int32Array(n),
+    blockTables: new Int32Array(1),
+    maxBlocksPerSeq: 1,
+    logitRows: new Int32Array(0),
+  };
+}
 
 /** Mulberry32: a tiny deterministic PRNG. */
 export function rng(seed: number): () => number {

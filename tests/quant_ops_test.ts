@@ -5,11 +5,11 @@
  */
 import assert from "node:assert/strict";
 import type { Backend, BackendCaps } from "../src/backend.ts";
-import type { Op, StepParams } from "../src/ops.ts";
+import type { Op } from "../src/ops.ts";
 import type { DType } from "../src/types.ts";
 import { dequantize, quantize } from "../src/dtype.ts";
 import { Engine, LlmError, pickBackend } from "../mod.ts";
-import { nmse, randn } from "./_util.ts";
+import { nmse, randn, rowsStep } from "./_util.ts";
 import { forEachBackend } from "./_backends.ts";
 import type { ModelFile } from "../src/format/model_file.ts";
 import { synthWeights, TINY_CONFIG } from "./_synth.ts";
@@ -34,18 +34,6 @@ function naiveActInt8(x: Float32Array, w: Float32Array, rows: number, m: number,
     }
   }
   return out;
-}
-
-function step(n: number): StepParams {
-  return {
-    nTokens: n,
-    tokens: new Int32Array(n),
-    positions: new Int32Array(n),
-    seqIndex: new Int32Array(n),
-    blockTables: new Int32Array(1),
-    maxBlocksPerSeq: 1,
-    logitRows: new Int32Array(0),
-  };
 }
 
 for (const dtype of ["q8_0", "q4_0"] as DType[]) {
@@ -73,7 +61,7 @@ for (const dtype of ["q8_0", "q4_0"] as DType[]) {
         }
         assert.ok(b.supportsOp(op), `${b.name} declares matmul_act_int8 but refuses ${dtype} weights`);
         using g = b.compile([op]);
-        await g.run(step(rows));
+        await g.run(rowsStep(rows));
         await b.synchronize();
         const got = new Float32Array(await b.download(to)).subarray(0, rows * m);
         const want = naiveActInt8(x, wf, rows, m, k);

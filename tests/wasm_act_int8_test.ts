@@ -6,27 +6,15 @@
  */
 import assert from "node:assert/strict";
 import type { Backend } from "../src/backend.ts";
-import type { Op, StepParams } from "../src/ops.ts";
+import type { Op } from "../src/ops.ts";
 import type { DType } from "../src/types.ts";
 import type { ModelFile } from "../src/format/model_file.ts";
 import { quantize } from "../src/dtype.ts";
 import { Engine, pickBackend } from "../mod.ts";
 import { createWasmBackend } from "../src/backends/wasm/wasm.ts";
-import { nmse, NMSE_TOLERANCE, randn } from "./_util.ts";
+import { nmse, NMSE_TOLERANCE, randn, rowsStep } from "./_util.ts";
 import { synthWeights, TINY_CONFIG } from "./_synth.ts";
 import { blockQuantModel, placeholderTokenizer } from "./_memory_model.ts";
-
-function step(n: number): StepParams {
-  return {
-    nTokens: n,
-    tokens: new Int32Array(n),
-    positions: new Int32Array(n),
-    seqIndex: new Int32Array(n),
-    blockTables: new Int32Array(1),
-    maxBlocksPerSeq: 1,
-    logitRows: new Int32Array(0),
-  };
-}
 
 const K = 256, M = 37, ROWS = 9;
 
@@ -49,7 +37,7 @@ async function runAll(b: Backend, dtype: DType, x: Float32Array, w: Uint8Array):
   const outs: Float32Array[] = [];
   for (let n = 1; n <= ROWS; n++) {
     await b.upload(to, new Float32Array(ROWS * M).fill(NaN));
-    await g.run(step(n));
+    await g.run(rowsStep(n));
     await b.synchronize();
     outs.push(new Float32Array(await b.download(to)).slice(0, n * M));
   }
@@ -96,7 +84,7 @@ Deno.test("wasm: a weight-only q8_0 matmul after a W8A8 one over the same x quan
       { op: "matmul", x: tx, w: tw, out: o3, rows: "tokens", actQuant: "int8" },
     ];
     using g = b.compile(graph);
-    await g.run(step(5));
+    await g.run(rowsStep(5));
     const got: Float32Array[] = [];
     for (const t of [o1, o2, o3]) got.push(new Float32Array(await b.download(t)).slice(0, 5 * M));
     outs.push(got);

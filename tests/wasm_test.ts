@@ -15,7 +15,7 @@ import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
 import { parseGguf } from "../src/format/gguf.ts";
 import { bytesSource } from "../src/io/byte_source.ts";
 import { createTokenizer } from "../src/format/tokenizer_load.ts";
-import { nmse, NMSE_TOLERANCE, randn, sharedModel } from "./_util.ts";
+import { nmse, NMSE_TOLERANCE, randn, rowsStep, sharedModel } from "./_util.ts";
 import { synthGgufBytes, synthWeights } from "./_synth.ts";
 import { placeholderVocab, simulateQuant } from "./_memory_model.ts";
 
@@ -186,15 +186,7 @@ for (const scheme of ["int8", "int4"] as const) {
     const out = b.alloc("f32", [4, dim], "compute", "out");
     using g = b.compile([{ op: "embed", table: t, out }]);
     const ids = Int32Array.of(0, 2, 3, 319);
-    await g.run({
-      nTokens: 4,
-      tokens: ids,
-      positions: new Int32Array(4),
-      seqIndex: new Int32Array(4),
-      blockTables: new Int32Array(1),
-      maxBlocksPerSeq: 1,
-      logitRows: new Int32Array(0),
-    });
+    await g.run(rowsStep(4, ids));
     const got = new Float32Array(await b.download(out));
     const want = host.get("tok_embd")!;
     ids.forEach((id, r) => {
