@@ -12,6 +12,7 @@
 // Precision: f32 math and accumulation; weights dequantized exactly.
 //!include lib/weights.wgsl
 //!include lib/step.wgsl
+//!include lib/fused_gemv.wgsl
 
 override FMT: u32 = 0u;
 override G: u32 = 32u;
@@ -119,10 +120,6 @@ fn scaleB(r: u32, c: u32) -> f32 {
   return scaleAt(sB[r * p.SW + g / 2u], g);
 }
 
-fn silu(v: f32) -> f32 {
-  return v / (1.0 + exp(-v));
-}
-
 @compute @workgroup_size(TK * TR)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -132,18 +129,10 @@ fn main(
   let WG = TK * TR;
   let wg = wid.x + wid.y * nwg.x;
   let live = select(nTokens(), nLogits(), p.logitRows == 1u);
-  var mat = 0u;
-  var blk = wg;
-  if (blk >= p.wgA) {
-    blk -= p.wgA;
-    mat = 1u;
-    if (blk >= p.wgB) {
-      blk -= p.wgB;
-      mat = 2u;
-    }
-  }
-  let m = select(select(p.mC, p.mB, mat == 1u), p.mA, mat == 0u);
-  let row0 = blk * TR * NR;
+  let fb = fusedBlock(wg, p.wgA, p.wgB, p.mA, p.mB, p.mC);
+  let mat = fb.mat;
+  let m = fb.m;
+  let row0 = fb.blk * TR * NR;
   if (row0 >= m) { return; }
   let tk = li % TK;
   let tr = li / TK;

@@ -8,6 +8,7 @@
 //   4 chunks (32 weights) and then accumulated in f32. Used only after the start-up self-check passed.
 enable f16;
 //!include lib/step.wgsl
+//!include lib/fused_gemv.wgsl
 
 override NT: u32 = 1u;
 override NR: u32 = 2u;
@@ -63,10 +64,6 @@ fn loadW(mat: u32, i: u32) -> vec4<f16> {
   }
 }
 
-fn silu(v: f32) -> f32 {
-  return v / (1.0 + exp(-v));
-}
-
 @compute @workgroup_size(TK * TR)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -76,18 +73,10 @@ fn main(
   let WG = TK * TR;
   let wg = wid.x + wid.y * nwg.x;
   let live = select(nTokens(), nLogits(), p.logitRows == 1u);
-  var mat = 0u;
-  var blk = wg;
-  if (blk >= p.wgA) {
-    blk -= p.wgA;
-    mat = 1u;
-    if (blk >= p.wgB) {
-      blk -= p.wgB;
-      mat = 2u;
-    }
-  }
-  let m = select(select(p.mC, p.mB, mat == 1u), p.mA, mat == 0u);
-  let row0 = blk * TR * NR;
+  let fb = fusedBlock(wg, p.wgA, p.wgB, p.mA, p.mB, p.mC);
+  let mat = fb.mat;
+  let m = fb.m;
+  let row0 = fb.blk * TR * NR;
   if (row0 >= m) { return; }
   let tk = li % TK;
   let tr = li / TK;
