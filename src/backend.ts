@@ -151,3 +151,13 @@ export interface BackendOptions {
    */
   readonly weightQuant?: "int8" | "int4";
 }
+
+/** Row lengths load-time weight quantization needs a multiple of: int8 whole blocks of 32, int4 groups of 128. */
+export const WEIGHT_QUANT_ROW_MULTIPLE = { int8: 32, int4: 128 } as const;
+
+/**
+ * Whether `weightQuant` quantizes a float matrix whose rows are `k` wide; every backend keeps the others float.
+ */
+export function quantizesAtLoad(weightQuant: "int8" | "int4", k: number): boolean {
+  return k % WEIGHT_QUANT_ROW_MULTIPLE[weightQuant] === 0;
+}

@@ -12,6 +12,7 @@ import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
 import { createTokenizer } from "../src/format/tokenizer_load.ts";
 import { bytesSource } from "../src/io/byte_source.ts";
 import { quantize, roundF16 } from "../src/dtype.ts";
+import { quantizesAtLoad } from "../src/backend.ts";
 
 /** An spm vocabulary of `n` pieces: `<unk>`, `<s>` (BOS 1), `</s>` (EOS 2), then `▁{prefix}3`, `▁{prefix}4`, ... */
 export function placeholderVocab(n: number, prefix = "w"): TokenizerData {
@@ -81,7 +82,7 @@ export function simulateQuant(w: Float32Array, rows: number, scheme: "int8" | "i
 
 /** Whether the backends quantize a matrix of `k` columns under `scheme` (else they keep it as it is). */
 export function quantizable(k: number, scheme: "int8" | "int4"): boolean {
-  return scheme === "int8" ? k % 32 === 0 : k % 128 === 0;
+  return quantizesAtLoad(scheme, k);
 }
 
 /** Canonical weights with every quantizable matrix replaced by its quantized-then-dequantized values. */

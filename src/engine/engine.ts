@@ -4,7 +4,7 @@
  * to `maxBatch` sequences); a single one runs alone, prompt chunks then one token per step.
  * @module
  */
-import type { Backend, CompiledGraph } from "../backend.ts";
+import { type Backend, type CompiledGraph, quantizesAtLoad, WEIGHT_QUANT_ROW_MULTIPLE } from "../backend.ts";
 import type { BackendName, DType, ProgressCallback } from "../types.ts";
 import type { ModelFile } from "../format/model_file.ts";
 import type { Tokenizer } from "../format/tokenizer.ts";
@@ -240,19 +240,21 @@ export class Engine implements Disposable {
       );
     }
     if (options.weightQuant) {
-      // every backend quantizes a float matrix only when its rows split into whole groups (int8: blocks of
-      // 32; int4: groups of 128) and keeps the others float: when none qualifies, the flag would do nothing
-      const need = options.weightQuant === "int4" ? 128 : 32;
+      // every backend quantizes a float matrix only when its rows split into whole groups and keeps the
+      // others float (quantizesAtLoad): when none qualifies, the flag would do nothing
+      const q = options.weightQuant;
       const floats = [...model.tensors.values()].filter((t) =>
         t.shape.length === 2 && FLOAT_DTYPES.has(t.dtype)
       );
-      if (floats.length > 0 && floats.every((t) => t.shape[1] % need !== 0)) {
+      if (floats.length > 0 && !floats.some((t) => quantizesAtLoad(q, t.shape[1]))) {
         const widths = [...new Set(floats.map((t) => t.shape[1]))].sort((a, b) => a - b).join(", ");
         throw new LlmError(
           "BAD_REQUEST",
-          `weightQuant ${options.weightQuant} needs matrix rows whose length is a multiple of ${need}, but this ` +
+          `weightQuant ${q} needs matrix rows whose length is a multiple of ${
+            WEIGHT_QUANT_ROW_MULTIPLE[q]
+          }, but this ` +
             `model's rows are ${widths} values long, so nothing would be quantized` +
-            (options.weightQuant === "int4" && floats.some((t) => t.shape[1] % 32 === 0)
+            (q === "int4" && floats.some((t) => quantizesAtLoad("int8", t.shape[1]))
               ? "; use --weight-quant int8 instead"
               : "; leave --weight-quant out"),
         );

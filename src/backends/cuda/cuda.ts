@@ -17,7 +17,7 @@ import type { Tensor, TensorUsage } from "../../tensor.ts";
 import type { DType, Shape } from "../../types.ts";
 import type { Op, StepParams } from "../../ops.ts";
 import { OP_NAMES } from "../../ops.ts";
-import { BACKEND_API_VERSION } from "../../backend.ts";
+import { BACKEND_API_VERSION, quantizesAtLoad } from "../../backend.ts";
 import { byteLengthOf } from "../../dtype.ts";
 import { numel } from "../../tensor.ts";
 import { LlmError } from "../../errors.ts";
@@ -137,7 +137,7 @@ class CudaBackend implements Backend {
     const [m, k] = t.shape;
     const float = t.dtype === "f32" || t.dtype === "f16" || t.dtype === "bf16";
     const quant = float ? this.#quant : undefined;
-    const canQuant = quant === "int8" ? k % 32 === 0 : quant === "int4" ? k % 128 === 0 : false;
+    const canQuant = quant !== undefined && quantizesAtLoad(quant, k);
     if (float && !canQuant) {
       t.ptr = this.#malloc(t.byteLength, t.label);
       t.allocations.push(t.ptr);

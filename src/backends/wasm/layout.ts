@@ -17,6 +17,7 @@
  */
 import type { DType, Shape } from "../../types.ts";
 import { byteLengthOf } from "../../dtype.ts";
+import { quantizesAtLoad } from "../../backend.ts";
 import { WF } from "./program.ts";
 
 /** The storage plan of one tensor. */
@@ -70,8 +71,8 @@ export function planLayout(
     prepare,
   });
   if (float !== undefined) {
-    if (options.weightQuant === "int8" && k % 32 === 0) return q8(k, "int8");
-    if (options.weightQuant === "int4" && k % 128 === 0) return q4(128, "int4");
+    if (options.weightQuant === "int8" && quantizesAtLoad("int8", k)) return q8(k, "int8");
+    if (options.weightQuant === "int4" && quantizesAtLoad("int4", k)) return q4(128, "int4");
     return floats(float, "float");
   }
   if (dtype === "q8_0") return q8(32, "q8_0");

@@ -12,6 +12,7 @@
 import type { DType } from "../../types.ts";
 import { LlmError } from "../../errors.ts";
 import { byteLengthOf } from "../../dtype.ts";
+import { quantizesAtLoad } from "../../backend.ts";
 import { type Gpu, STORAGE } from "./device.ts";
 
 /** Device weight formats (lib/weights.wgsl FMT). */
@@ -64,10 +65,10 @@ export function planFormat(
 ): { fmt: number; group: number; prepare: WeightLayout["prepare"] } {
   const src = SRC_FLOAT[dtype];
   if (src !== undefined) {
-    if (quant === "int8" && k % 32 === 0) {
+    if (quant === "int8" && quantizesAtLoad(quant, k)) {
       return { fmt: FMT.q8, group: k, prepare: { kind: "quantize", src } };
     }
-    if (quant === "int4" && k % 128 === 0) {
+    if (quant === "int4" && quantizesAtLoad(quant, k)) {
       return { fmt: FMT.q4, group: 128, prepare: { kind: "quantize", src } };
     }
     const fmt = dtype === "f32" ? FMT.f32 : dtype === "f16" ? FMT.f16 : FMT.bf16;
