@@ -316,7 +316,6 @@ bool gemm_rows_weight_ok(const WeightRef& w) {
 }
 
 bool gemm_rows_usable(const float* x, int ldx, int nRows, const WeightRef& w) {
-  fixed_kb();  // read the env switch outside any graph capture
   return gemm_rows_enabled() && nRows >= 1 && nRows <= SK_MAX_ROWS && gemm_rows_weight_ok(w) && x &&
          aligned(x, 16) && ldx % 4 == 0 && ldx >= w.k;
 }
