@@ -27,6 +27,7 @@ const src = [
   "gemm_rows.cu",
   "ops.cu",
   "attention.cu",
+  "attention_decode.cu",
   "kv_int8.cu",
   "w8a8.cu",
   "profile.cu",
@@ -61,9 +62,9 @@ if (f.checks) {
   for (
     const [name, deps] of [
       ["gemv", ["gemv.cu"]],
-      ["ops", ["ops.cu", "attention.cu", "kv_int8.cu"]],
+      ["ops", ["ops.cu", "attention.cu", "attention_decode.cu", "kv_int8.cu"]],
       ["gemm", ["gemm.cu", "gemm_rows.cu"]],
-      ["w8a8", ["w8a8.cu", "gemv.cu", "gemm.cu", "gemm_rows.cu", "ops.cu", "attention.cu", "kv_int8.cu"]],
+      ["w8a8", ["w8a8.cu", "gemv.cu", "gemm.cu", "gemm_rows.cu", "ops.cu", "attention.cu", "attention_decode.cu", "kv_int8.cu"]],
     ] as const
   ) {
     await nvcc([

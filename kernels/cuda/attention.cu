@@ -4,7 +4,7 @@
 // Attention design. Two paths, one scratch layout, one combine kernel:
 //   Single-row launches (nTokens == 1: decode of one sequence), and decode batches of up to 64 rows each of
 //   its own sequence (the rowsOwnSeq hint), with headDim 64/128, <= 4 q heads per kv head and 16-byte aligned
-//   cache rows -> attn_decode_kernel: grid (nKvHeads/HG, nTokens, nSplits), 128 threads. The
+//   cache rows -> attn_decode_kernel (attention_decode.cu): grid (nKvHeads/HG, nTokens, nSplits), 128 threads. The
 //     grid holds as many splits as fit on the GPU at once (SMs x resident blocks / head blocks, at most one per
 //     32 positions), and each block takes ceil(ceil((pos+1)/32) / nSplits) * 32 positions of the row, chosen
 //     in-kernel from the row's position: short contexts get short splits (all loads in one round trip), long
@@ -26,6 +26,7 @@
 //   context falls in split 0 gets its final output directly. attn_combine_kernel (grid (nHeads, nTokens))
 //   rescales the row's pos/L+1 partials by exp2(m_s - max m) and writes out = sum w_s o_s / sum w_s l_s
 //   (and NaN for invalid rows). Blocks whose range starts past their rows' positions exit before loading.
+#include "attention.cuh"
 #include "device_util.cuh"
 #include <algorithm>
 #include <climits>
@@ -37,7 +38,6 @@ namespace {
 // =====================================================================================================
 // attention
 // =====================================================================================================
-constexpr int kAttnThreads = 128;
 constexpr int kQnMax = 16;  // query vectors (rows x heads) per partial block
 #ifndef LLAMA_TS_ATTN_TARGET_BLOCKS
 #define LLAMA_TS_ATTN_TARGET_BLOCKS 528  // 4 per SM of an H100
@@ -48,29 +48,6 @@ constexpr int kQnMax = 16;  // query vectors (rows x heads) per partial block
 constexpr int kTargetBlocks = LLAMA_TS_ATTN_TARGET_BLOCKS;  // split heuristic: about this many blocks
 constexpr float kLog2e = 1.4426950408889634f;
 
-struct AttnParams {
-  const float* q;
-  const char* cacheK;
-  const char* cacheV;
-  float* ml;     // [nTokens][nHeads][nSplits][2]: (m, l), log2 domain
-  float* opart;  // [nTokens][nHeads][nSplits][hd]: unnormalized sum_t exp2(s_t - m) v_t
-  float* out;
-  StepDev st;
-  int nTokens, nHeads, nKvHeads, hd, kvDim;
-  int G, nSub, GB, R;            // heads per kv head, head sub-blocks per kv head, heads per block, rows per group
-  int C, logC, L, nSplits;       // chunk positions, log2(C), positions per split, splits
-  int stages;                    // K/V pipeline stages in shared memory (1 when a split is one chunk, else 2)
-  int adaptive;                  // nTokens == 1: positions per split chosen in-kernel from the row's position
-                                 // (splits of ceil(nChunks(pos) / nSplits) chunks), so short contexts get one
-                                 // chunk per block and long ones one wave of pipelined blocks
-  int DS;                        // threads per score (power of 2) in q.k
-  int HG;                        // decode kernel: adjacent kv heads per block
-  int maxCtx, blockSize;
-  int NP, KSTR;                  // 16-byte pieces per cached row (padded), shared row stride in bytes
-  int cpw;                       // cp.async width for K/V rows (16, 8 or 4)
-  float scale2;                  // scale * log2(e)
-  int stageBytes, offSlot, offQ, offS, offM, offL, offA, offRow;  // shared-memory layout (bytes)
-};
 
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -530,260 +507,6 @@ cudaError_t launch_attn(AttnParams& p, int qnCap, cudaStream_t s) {
   p.opart = p.ml + (size_t)p.nTokens * p.nHeads * p.nSplits * 2;
   const dim3 grid(p.nKvHeads * p.nSub, p.nTokens, p.nSplits);
   LAUNCH_PDL(kern, grid, kAttnThreads, smem, s, p);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
-  const size_t csmem = ((size_t)p.nSplits + 3) / 4 * 16 + 16;
-  LAUNCH_PDL(attn_combine_kernel, dim3(p.nHeads, p.nTokens), kAttnThreads, csmem, s, p);
-  return cudaGetLastError();
-}
-
-// ---- single-row decode kernel (nTokens == 1, headDim 64/128, <= 4 q heads per kv head, 16-byte aligned
-// cache rows): K and V rows go straight from global memory into registers (16-byte loads; a batch of U K
-// rows and U V rows in flight per lane), q stays in registers, a row's score is reduced over its LPR lanes
-// with shuffles, and each row group (LPR lanes) keeps its own online softmax; the RPB row groups are merged
-// once at the end. Same splits (adaptive rule), scratch layout and combine kernel as attn_partial_kernel.
-// grid (nKvHeads, 1, nSplits), 128 threads.
-constexpr int kDecWindow = 256;  // positions whose cache-row offsets are held in shared memory at a time
-// Most rows of a decode batch (attention()'s rowsOwnSeq) the decode kernel takes, one block row per step
-// row (a row reads its own context; more rows go to the partial kernel).
-constexpr int kDecMaxRows = 64;
-constexpr int kDecChunk = 32;    // split granularity (positions)
-
-template <typename T> __device__ __forceinline__ void unpack16(const uint4& raw, float* f);
-template <> __device__ __forceinline__ void unpack16<__half>(const uint4& raw, float* f) {
-  const __half2* h = reinterpret_cast<const __half2*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const float2 x = __half22float2(h[i]);
-    f[2 * i] = x.x;
-    f[2 * i + 1] = x.y;
-  }
-}
-template <> __device__ __forceinline__ void unpack16<float>(const uint4& raw, float* f) {
-  f[0] = __uint_as_float(raw.x); f[1] = __uint_as_float(raw.y);
-  f[2] = __uint_as_float(raw.z); f[3] = __uint_as_float(raw.w);
-}
-
-#ifndef LLAMA_TS_DEC_ROW_BYTES
-// Contiguous bytes of a cache row one decode block reads (HG adjacent kv heads). Both 256 (HG = 1 for f16
-// headDim 128) and 1024 pass ops_check and the sanitizers; on an H100 1024 was ~7% slower (32/32/128 f16,
-// pos 4095: 34.5 vs 32.3 us), so the default is 256.
-#define LLAMA_TS_DEC_ROW_BYTES 256
-#endif
-
-template <typename T, int HD>
-struct DecGeom {
-  static constexpr int ES = (int)sizeof(T), VE = 16 / ES, LPR = HD * ES / 16;  // lanes per head slice
-  static constexpr int NG = kAttnThreads / LPR;  // (row slot, kv head) lane groups per block
-};
-
-template <typename T, int HD, int GBT>
-size_t attn_decode_smem() {
-  using Gm = DecGeom<T, HD>;
-  return (size_t)kDecWindow * 8 + (size_t)Gm::NG * GBT * (HD + 2) * 4 + 16;
-}
-
-template <typename T, int HD, int GBT>
-__global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const AttnParams p) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
-  using Gm = DecGeom<T, HD>;
-  constexpr int ES = Gm::ES, VE = Gm::VE, LPR = Gm::LPR, NG = Gm::NG;
-  constexpr int U = GBT >= 4 ? 4 : 8;  // rows per lane per batch: U K and U V loads in flight together
-  constexpr int W = kDecWindow;
-  extern __shared__ __align__(16) unsigned char smem[];
-  long long* slotS = reinterpret_cast<long long*>(smem);  // [W] element offset of the row, -1 unusable
-  float* red = reinterpret_cast<float*>(smem + W * 8);     // [NG][GBT][HD] per lane-group accumulators
-  float* mR = red + NG * GBT * HD;                         // [NG][GBT] lane-group max (log2 domain)
-  float* lR = mR + NG * GBT;                               // [NG][GBT] lane-group sum
-  int* sBad = reinterpret_cast<int*>(lR + NG * GBT);       // first position with an unusable block
-  const int tid = threadIdx.x;
-  const int hb = blockIdx.x, row = blockIdx.y, split = blockIdx.z;
-  const StepDev& st = p.st;
-
-  const int pos = st.positions[row], seq = st.seqIndex[row];
-  if (!(pos >= 0 && pos < p.maxCtx && seq >= 0 && pos / p.blockSize < st.maxBlocksPerSeq)) return;  // combine: NaN
-  const int L = ((((pos >> p.logC) + 1) + p.nSplits - 1) / p.nSplits) << p.logC;  // as attn_combine_kernel
-  const int p0 = split * L;
-  if (p0 > pos) return;
-  const int p1 = min(p0 + L, pos + 1);
-  // Lanes: group lg = tid / LPR of LPR lanes holds a 16-byte column col of kv head g's slice; HG adjacent kv
-  // heads make a row slot (HG * LPR lanes, HG * HD * ES contiguous bytes of a cache row); RPB row slots.
-  const int HG = p.HG;
-  const int RPB = kAttnThreads / (HG * LPR);
-  const int lg = tid / LPR, col = tid % LPR, rs = lg / HG, hl = lg - rs * HG;
-  const int g = hb * HG + hl;
-  const int GBa = p.G;   // <= GBT
-  const int hFirst = g * p.G;
-
-  float qr[GBT][VE];
-#pragma unroll
-  for (int h = 0; h < GBT; h++)
-#pragma unroll
-    for (int e = 0; e < VE; e++)
-      qr[h][e] = h < GBa ? p.q[((size_t)row * p.nHeads + hFirst + h) * HD + col * VE + e] * p.scale2 : 0.f;
-  if (tid == 0) *sBad = INT_MAX;
-  // running softmax state of this lane's row group (identical across its LPR lanes)
-  float acc[GBT][VE], mRun[GBT], lRun[GBT];
-#pragma unroll
-  for (int h = 0; h < GBT; h++) {
-    mRun[h] = -INFINITY;
-    lRun[h] = 0.f;
-#pragma unroll
-    for (int e = 0; e < VE; e++) acc[h][e] = 0.f;
-  }
-
-  const int* btRow = st.blockTables + (size_t)seq * st.maxBlocksPerSeq;
-  const char* kBase = p.cacheK + ((size_t)g * HD + col * VE) * ES;
-  const char* vBase = p.cacheV + ((size_t)g * HD + col * VE) * ES;
-
-  for (int w0 = p0; w0 < p1; w0 += W) {
-    const int nw = min(W, p1 - w0);
-    __syncthreads();  // previous window done with slotS (and *sBad initialized)
-    for (int i = tid; i < nw; i += kAttnThreads) {
-      const int lpos = w0 + i, lb = lpos / p.blockSize;
-      const int phys = btRow[lb];
-      long long off = -1;
-      if (phys >= 0) off = ((long long)phys * p.blockSize + (lpos - lb * p.blockSize)) * p.kvDim;
-      else atomicMin(sBad, lpos);
-      slotS[i] = off;
-    }
-    __syncthreads();
-    for (int base = 0; base < nw; base += U * RPB) {  // block-uniform trip count: shuffles below
-      uint4 kr[U], vr[U];
-      bool ok[U];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int i = base + u * RPB + rs;
-        const long long off = i < nw ? slotS[i] : -1;
-        ok[u] = off >= 0;
-        kr[u] = ok[u] ? __ldg(reinterpret_cast<const uint4*>(kBase + off * ES)) : make_uint4(0u, 0u, 0u, 0u);
-        vr[u] = ok[u] ? __ldg(reinterpret_cast<const uint4*>(vBase + off * ES)) : make_uint4(0u, 0u, 0u, 0u);
-      }
-      float sc[U][GBT];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        float kf[VE];
-        unpack16<T>(kr[u], kf);
-#pragma unroll
-        for (int h = 0; h < GBT; h++) {
-          float a0 = 0.f, a1 = 0.f;
-#pragma unroll
-          for (int e = 0; e < VE; e += 2) {
-            a0 = fmaf(qr[h][e], kf[e], a0);
-            a1 = fmaf(qr[h][e + 1], kf[e + 1], a1);
-          }
-          sc[u][h] = a0 + a1;
-        }
-#pragma unroll
-        for (int m = 1; m < LPR; m <<= 1)
-#pragma unroll
-          for (int h = 0; h < GBT; h++) sc[u][h] += __shfl_xor_sync(kFull, sc[u][h], m);
-#pragma unroll
-        for (int h = 0; h < GBT; h++) sc[u][h] = ok[u] ? sc[u][h] : -INFINITY;
-      }
-#pragma unroll
-      for (int h = 0; h < GBT; h++) {
-        float mb = mRun[h];
-#pragma unroll
-        for (int u = 0; u < U; u++) mb = fmaxf(mb, sc[u][h]);
-        if (mb != -INFINITY) {  // else: nothing visible yet in this row group
-          const float alpha = exp2f(mRun[h] - mb);
-          lRun[h] *= alpha;
-#pragma unroll
-          for (int e = 0; e < VE; e++) acc[h][e] *= alpha;
-          mRun[h] = mb;
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        float vf[VE];
-        unpack16<T>(vr[u], vf);
-#pragma unroll
-        for (int h = 0; h < GBT; h++) {
-          const float pw = ok[u] ? exp2f(sc[u][h] - mRun[h]) : 0.f;
-          lRun[h] += pw;
-#pragma unroll
-          for (int e = 0; e < VE; e++) acc[h][e] = fmaf(pw, vf[e], acc[h][e]);
-        }
-      }
-    }
-  }
-
-  // ---- merge the RPB row slots per kv head and write (final output when the row fits in split 0) -------
-#pragma unroll
-  for (int h = 0; h < GBT; h++) {
-    if (h < GBa) {
-      float* d = red + ((size_t)lg * GBT + h) * HD + col * VE;
-#pragma unroll
-      for (int e = 0; e < VE; e += 4)
-        *reinterpret_cast<float4*>(d + e) = make_float4(acc[h][e], acc[h][e + 1], acc[h][e + 2], acc[h][e + 3]);
-      if (col == 0) {
-        mR[lg * GBT + h] = mRun[h];
-        lR[lg * GBT + h] = lRun[h];
-      }
-    }
-  }
-  __syncthreads();
-  const bool bad = pos >= *sBad;
-  for (int idx = tid; idx < HG * GBa * (HD + 1); idx += kAttnThreads) {
-    const int hq = idx / (HD + 1), d = idx - hq * (HD + 1);  // d == HD: the (m, l) entry
-    const int gl = hq / GBa, h = hq - gl * GBa;              // kv head (in block), q head (in group)
-    float M = -INFINITY;
-    for (int k = 0; k < RPB; k++) M = fmaxf(M, mR[(k * HG + gl) * GBT + h]);
-    float o = 0.f, l = 0.f;
-    for (int k = 0; k < RPB; k++) {
-      const int e = (k * HG + gl) * GBT + h;
-      const float mk = mR[e];
-      const float w = mk == -INFINITY ? 0.f : exp2f(mk - M);
-      l = fmaf(w, lR[e], l);
-      if (d < HD) o = fmaf(w, red[(size_t)e * HD + d], o);
-    }
-    const int hh = row * p.nHeads + (hb * HG + gl) * p.G + h;  // (row, q head)
-    if (pos < L) {
-      if (d < HD) p.out[(size_t)hh * HD + d] = bad ? qnan() : o / l;
-    } else if (d < HD) {
-      p.opart[((size_t)hh * p.nSplits + split) * HD + d] = o;
-    } else {
-      const size_t e = (size_t)hh * p.nSplits + split;
-      p.ml[2 * e] = M;
-      p.ml[2 * e + 1] = bad ? qnan() : l;
-    }
-  }
-}
-
-template <typename T, int HD, int GBT>
-cudaError_t launch_attn_decode(AttnParams& p, cudaStream_t s) {
-  auto kern = attn_decode_kernel<T, HD, GBT>;
-  const size_t smem = attn_decode_smem<T, HD, GBT>();
-  DeviceProps dp;
-  int perSm = 0;
-  cudaError_t e = device_props(dp);
-  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, kern, kAttnThreads, smem);
-  if (e != cudaSuccess) return e;
-  const int sms = dp.sms;
-  p.C = kDecChunk;
-  p.logC = 5;
-  const int maxChunks = (p.maxCtx + p.C - 1) / p.C;
-  // kv heads per block (HG): up to LLAMA_TS_DEC_ROW_BYTES contiguous bytes per cache row and
-  // at least two row slots, while a full context still gives >= 3 blocks per SM
-  constexpr int LPR = DecGeom<T, HD>::LPR, ES = (int)sizeof(T);
-  int hg = 1;
-  while (hg * 2 * HD * ES <= LLAMA_TS_DEC_ROW_BYTES && hg * 2 * LPR * 2 <= kAttnThreads &&
-         p.nKvHeads % (hg * 2) == 0 && (long long)(p.nKvHeads / (hg * 2)) * maxChunks >= 3LL * sms)
-    hg *= 2;
-  p.HG = hg;
-  const int headBlocks = p.nKvHeads / hg;
-  // one wave of blocks over all rows; n rows x nSplits stays within the scratch attention_scratch_bytes
-  // sized (one row's maxChunks splits, or one split per row)
-  p.nSplits = std::max(1, std::min(maxChunks / p.nTokens, std::max(1, sms * perSm) / (headBlocks * p.nTokens)));
-  p.L = (maxChunks + p.nSplits - 1) / p.nSplits * p.C;  // largest in-kernel split (informational)
-  p.opart = p.ml + (size_t)p.nTokens * p.nHeads * p.nSplits * 2;
-  LAUNCH_PDL(kern, dim3(headBlocks, p.nTokens, p.nSplits), kAttnThreads, smem, s, p);
-  e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
-  const size_t csmem = ((size_t)p.nSplits + 3) / 4 * 16 + 16;
-  LAUNCH_PDL(attn_combine_kernel, dim3(p.nHeads, p.nTokens), kAttnThreads, csmem, s, p);
   return cudaGetLastError();
 }
 
@@ -854,32 +577,26 @@ cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, in
       !aligned(q, 4))
     return cudaErrorInvalidValue;
   p.ml = scratch;  // p.opart is placed by launch_attn once nSplits is final
-  if ((nTokens == 1 || (rowsOwnSeq && nTokens <= kDecMaxRows)) && p.nSub == 1 && p.G <= 4 && p.cpw == 16 && (headDim == 64 || headDim == 128)) {
+  const bool decodeKernel = (nTokens == 1 || (rowsOwnSeq && nTokens <= kDecMaxRows)) && p.nSub == 1 && p.G <= 4 &&
+                            p.cpw == 16 && (headDim == 64 || headDim == 128);
+  cudaError_t e;
+  if (decodeKernel) {
     p.adaptive = 1;  // splits sized in-kernel from each row's position (the combine kernel follows)
-    const int gbt = p.G == 1 ? 1 : p.G == 2 ? 2 : 4;
-#define LLAMA_TS_DEC(T, HD)                                         \
-  if (headDim == HD) {                                              \
-    if (gbt == 1) return launch_attn_decode<T, HD, 1>(p, s);        \
-    if (gbt == 2) return launch_attn_decode<T, HD, 2>(p, s);        \
-    return launch_attn_decode<T, HD, 4>(p, s);                      \
+    e = attn_decode_launch(p, kvFmt, s);
+  } else if (kvFmt == KV_F16) {
+    e = headDim == 64    ? launch_attn<__half, 64, 1>(p, qnCap, s)
+        : headDim == 128 ? launch_attn<__half, 128, 2>(p, qnCap, s)
+                         : launch_attn<__half, 0, 4>(p, qnCap, s);
+  } else {
+    e = headDim == 64    ? launch_attn<float, 64, 2>(p, qnCap, s)
+        : headDim == 128 ? launch_attn<float, 128, 4>(p, qnCap, s)
+                         : launch_attn<float, 0, 8>(p, qnCap, s);
   }
-    if (kvFmt == KV_F16) {
-      LLAMA_TS_DEC(__half, 64)
-      LLAMA_TS_DEC(__half, 128)
-    } else {
-      LLAMA_TS_DEC(float, 64)
-      LLAMA_TS_DEC(float, 128)
-    }
-#undef LLAMA_TS_DEC
-  }
-  if (kvFmt == KV_F16) {
-    if (headDim == 64) return launch_attn<__half, 64, 1>(p, qnCap, s);
-    if (headDim == 128) return launch_attn<__half, 128, 2>(p, qnCap, s);
-    return launch_attn<__half, 0, 4>(p, qnCap, s);
-  }
-  if (headDim == 64) return launch_attn<float, 64, 2>(p, qnCap, s);
-  if (headDim == 128) return launch_attn<float, 128, 4>(p, qnCap, s);
-  return launch_attn<float, 0, 8>(p, qnCap, s);
+  if (e != cudaSuccess) return e;
+  // both paths: rows whose context spans several splits are merged here
+  const size_t csmem = ((size_t)p.nSplits + 3) / 4 * 16 + 16;
+  LAUNCH_PDL(attn_combine_kernel, dim3(p.nHeads, p.nTokens), kAttnThreads, csmem, s, p);
+  return cudaGetLastError();
 }
 
 }  // namespace llama_ts

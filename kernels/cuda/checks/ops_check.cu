@@ -1,7 +1,7 @@
 // Check of kernels/cuda/ops.cu against CPU double-precision references: embed, rms_norm, add, silu_mul,
 // gather_rows, rope, kv_write, rope_kv_write, attention (+ CUDA-graph replay with new step data), and a
 // timing table. Build (from kernels/cuda):
-//   nvcc -O3 -std=c++17 -arch=sm_90 -o ops_check checks/ops_check.cu ops.cu attention.cu
+//   nvcc -O3 -std=c++17 -arch=sm_90 -o ops_check checks/ops_check.cu ops.cu attention.cu attention_decode.cu kv_int8.cu
 // Exit status non-zero on any failure.
 #include "../kernels.cuh"
 #include "check_util.cuh"

@@ -1,0 +1,44 @@
+// Internal to attention.cu and attention_decode.cu: the parameter block both attention paths and the
+// combine kernel share, and the decode kernel's launcher. The contract for everything else is
+// kernels.cuh's attention().
+#pragma once
+#include "kernels.cuh"
+
+namespace llama_ts {
+
+constexpr int kAttnThreads = 128;
+
+struct AttnParams {
+  const float* q;
+  const char* cacheK;
+  const char* cacheV;
+  float* ml;     // [nTokens][nHeads][nSplits][2]: (m, l), log2 domain
+  float* opart;  // [nTokens][nHeads][nSplits][hd]: unnormalized sum_t exp2(s_t - m) v_t
+  float* out;
+  StepDev st;
+  int nTokens, nHeads, nKvHeads, hd, kvDim;
+  int G, nSub, GB, R;            // heads per kv head, head sub-blocks per kv head, heads per block, rows per group
+  int C, logC, L, nSplits;       // chunk positions, log2(C), positions per split, splits
+  int stages;                    // K/V pipeline stages in shared memory (1 when a split is one chunk, else 2)
+  int adaptive;                  // nTokens == 1: positions per split chosen in-kernel from the row's position
+                                 // (splits of ceil(nChunks(pos) / nSplits) chunks), so short contexts get one
+                                 // chunk per block and long ones one wave of pipelined blocks
+  int DS;                        // threads per score (power of 2) in q.k
+  int HG;                        // decode kernel: adjacent kv heads per block
+  int maxCtx, blockSize;
+  int NP, KSTR;                  // 16-byte pieces per cached row (padded), shared row stride in bytes
+  int cpw;                       // cp.async width for K/V rows (16, 8 or 4)
+  float scale2;                  // scale * log2(e)
+  int stageBytes, offSlot, offQ, offS, offM, offL, offA, offRow;  // shared-memory layout (bytes)
+};
+
+// Most rows of a decode batch (attention()'s rowsOwnSeq) the decode kernel takes, one block row per step
+// row (a row reads its own context; more rows go to the partial kernel).
+constexpr int kDecMaxRows = 64;
+
+// Launches the register decode kernel (attention_decode.cu; headDim p.hd 64 or 128, at most 4 q heads per
+// kv head, 16-byte aligned cache rows) over p's rows and sets p.HG, p.C, p.logC, p.nSplits, p.L and p.opart;
+// attention() launches the combine kernel after it.
+cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, cudaStream_t s);
+
+}  // namespace llama_ts
