@@ -64,7 +64,16 @@ if (f.checks) {
       ["gemv", ["gemv.cu"]],
       ["ops", ["ops.cu", "attention.cu", "attention_decode.cu", "kv_int8.cu"]],
       ["gemm", ["gemm.cu", "gemm_rows.cu"]],
-      ["w8a8", ["w8a8.cu", "gemv.cu", "gemm.cu", "gemm_rows.cu", "ops.cu", "attention.cu", "attention_decode.cu", "kv_int8.cu"]],
+      ["w8a8", [
+        "w8a8.cu",
+        "gemv.cu",
+        "gemm.cu",
+        "gemm_rows.cu",
+        "ops.cu",
+        "attention.cu",
+        "attention_decode.cu",
+        "kv_int8.cu",
+      ]],
     ] as const
   ) {
     await nvcc([
