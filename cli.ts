@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import { createServeHandler, Engine, LlmError, type LoadedModel, loadModel } from "./mod.ts";
 import type { BackendName, ProgressEvent } from "./src/types.ts";
+import type { SamplingOptions } from "./src/sample/sampler.ts";
 import type { LlamaConfig } from "./src/model/config.ts";
 import { defaultCacheDir } from "./src/io/hf_hub.ts";
 import { createRateMeter, progressBar } from "./src/cli/progress.ts";
@@ -26,6 +27,7 @@ const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, o
   --threads N          CPU threads for the wasm backend (default: all cores)
   --cuda-lib PATH      the CUDA library (default build/libllama_ts_cuda.so; env LLAMA_TS_CUDA_LIB)
   --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda, wasm, webgpu
+  --host-sampling      sample on the host even where the backend samples on the device (cuda, ref); same tokens
   --format F           text | json (default text)`;
 
 const HELP: Record<string, string> = {
@@ -70,7 +72,8 @@ ${COMMON}
   --prompt-tokens N    prompt length for the prefill measurement (default 64)
   --gen-tokens N       tokens to decode (default 64)
   --repeat N           runs; the best is reported (default 3)
-
+  --sample             decode with generate's sampling (flags --temperature, --top-k, --top-p, --min-p as there,
+                       seed 1) instead of greedy
 Prints JSON naming the device, backend, model and tokens per second.`,
   serve: `Usage: cli.ts serve --model PATH [flags]
 
@@ -223,6 +226,8 @@ async function main(argv: string[]): Promise<void> {
         "chat-template": { type: "string" },
         "api-key": { type: "string" },
         "no-prefix-cache": { type: "boolean" },
+        "host-sampling": { type: "boolean" },
+        sample: { type: "boolean" },
         out: { type: "string", short: "o" },
         scheme: { type: "string" },
         calibration: { type: "string" },
@@ -263,8 +268,19 @@ async function main(argv: string[]): Promise<void> {
     threads: num(f.threads, "threads", true),
     cudaLibrary: f["cuda-lib"] ?? env.LLAMA_TS_CUDA_LIB,
     weightQuant: weightQuantFlag(f["weight-quant"]),
+    deviceSampling: !f["host-sampling"],
     onProgress: loadOptions.onProgress,
   };
+  // generate's sampling settings (bench --sample uses them too)
+  const sampling = (): SamplingOptions => ({
+    temperature: num(f.temperature, "temperature") ?? 0.8,
+    topK: num(f["top-k"], "top-k", true) ?? 40,
+    topP: num(f["top-p"], "top-p") ?? 0.95,
+    minP: num(f["min-p"], "min-p") ?? 0.05,
+    repetitionPenalty: num(f["repeat-penalty"], "repeat-penalty"),
+    frequencyPenalty: num(f["frequency-penalty"], "frequency-penalty"),
+    presencePenalty: num(f["presence-penalty"], "presence-penalty"),
+  });
 
   if (cmd === "quantize") {
     if (!f.out) fail(2, `--out is required\n\n${HELP[cmd]}`);
@@ -373,6 +389,7 @@ async function main(argv: string[]): Promise<void> {
       promptTokens: num(f["prompt-tokens"], "prompt-tokens", true) ?? 64,
       genTokens: num(f["gen-tokens"], "gen-tokens", true) ?? 64,
       repeat: num(f.repeat, "repeat", true) ?? 3,
+      sampling: f.sample ? { ...sampling(), seed: 1 } : undefined,
     });
     console.log(JSON.stringify(report, null, 2));
     return;
@@ -384,13 +401,7 @@ async function main(argv: string[]): Promise<void> {
   try {
     const gen = engine.generate(f.prompt ?? "", {
       maxTokens: num(f["max-tokens"], "max-tokens", true),
-      temperature: num(f.temperature, "temperature") ?? 0.8,
-      topK: num(f["top-k"], "top-k", true) ?? 40,
-      topP: num(f["top-p"], "top-p") ?? 0.95,
-      minP: num(f["min-p"], "min-p") ?? 0.05,
-      repetitionPenalty: num(f["repeat-penalty"], "repeat-penalty"),
-      frequencyPenalty: num(f["frequency-penalty"], "frequency-penalty"),
-      presencePenalty: num(f["presence-penalty"], "presence-penalty"),
+      ...sampling(),
       seed: num(f.seed, "seed", true),
       stop: f.stop,
       addBos: f["no-bos"] ? false : undefined,

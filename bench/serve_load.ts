@@ -7,7 +7,7 @@
  *
  *   deno run -A bench/serve_load.ts [--clients 64] [--max-tokens 64] [--prompt-tokens 16] [--rounds 1]
  *     [--timeout-s 600] [--out result.json] [--cpu-profile prof.cpuprofile] [--cli path/to/cli.ts]
- *     [--sweep 8,9,16,32]
+ *     [--sweep 8,9,16,32] [--temperature 0] [--top-p 1]
  *     -- <cli.ts serve flags: --model ... --backend ... --max-batch 64>
  *
  * The report's `split` says where the server's step cycle went during the best concurrent round, from the
@@ -21,7 +21,8 @@
  * the whole process's.
  *
  * Prompts are token ids (the completions API takes them), so any vocabulary works, synthetic ones too;
- * generation is greedy with ignore_eos so every stream does the same work.
+ * generation is greedy (or sampled with --temperature / --top-p, seeded per stream) with ignore_eos so every
+ * stream does the same number of tokens.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -43,8 +44,11 @@ const { values: f } = parseArgs({
     "cpu-profile": { type: "string" },
     cli: { type: "string" },
     sweep: { type: "string" },
+    temperature: { type: "string", default: "0" },
+    "top-p": { type: "string", default: "1" },
   },
 });
+const temperature = Number(f.temperature), topP = Number(f["top-p"]);
 const clients = Number(f.clients),
   maxTokens = Number(f["max-tokens"]),
   promptTokens = Number(f["prompt-tokens"]);
@@ -117,7 +121,9 @@ try {
           model,
           prompt,
           max_tokens: maxTokens,
-          temperature: 0,
+          temperature,
+          top_p: topP,
+          seed: i,
           ignore_eos: true,
           stream: true,
           stream_options: { include_usage: true },

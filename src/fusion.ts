@@ -36,6 +36,7 @@ export function opAccess(o: Op): { reads: Tensor[]; writes: Tensor[] } {
       return { reads: [o.gate, o.up], writes: [o.out] };
     case "gather_rows":
     case "argmax":
+    case "sample":
       return { reads: [o.x], writes: [o.out] };
   }
 }

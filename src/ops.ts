@@ -48,6 +48,12 @@ export interface StepParams {
   readonly maxBlocksPerSeq: number;
   /** Rows whose logits are produced, in output order (usually each sequence's last row). */
   readonly logitRows: Int32Array;
+  /**
+   * For graphs ending in a `sample` op: per logit row, in output order, `PICK_PARAMS` (5) values:
+   * temperature, topK, topP, minP and the uniform u in [0, 1) (src/sample/pick.ts). Absent: every row
+   * greedy.
+   */
+  readonly sampling?: Float64Array;
 }
 
 /** The decoder's ops. */
@@ -117,7 +123,14 @@ export type Op =
    * logit rows; ties go to the lowest index, and a row holding NaN gives -1. Optional: the engine
    * appends it only when the backend supports it and the sampler is greedy without penalties.
    */
-  | { readonly op: "argmax"; readonly x: Tensor; readonly out: Tensor };
+  | { readonly op: "argmax"; readonly x: Tensor; readonly out: Tensor }
+  /**
+   * Sampling on the device: out[r] (i32) = `pickToken` (src/sample/pick.ts) of x's row r with the
+   * settings and uniform of row r of `StepParams.sampling`, over the logit rows; without
+   * `step.sampling` every row is greedy (as `argmax`). -1 for a row holding NaN, -2 for a row of only
+   * -Infinity. Optional: the engine uses it in place of `argmax` where the backend supports it.
+   */
+  | { readonly op: "sample"; readonly x: Tensor; readonly out: Tensor };
 
 /** An int8 cache needs f32 scales with one row per cache row; other caches have none. */
 function checkKvScales(c: KvLayer, fail: (why: string) => never): void {
@@ -149,6 +162,7 @@ export const OP_NAMES: readonly OpName[] = [
   "silu_mul",
   "gather_rows",
   "argmax",
+  "sample",
 ];
 
 /** Check an op's tensor shapes against each other; throws INTERNAL naming the op and shapes. */
@@ -195,6 +209,7 @@ export function checkOp(o: Op): void {
       }
       return;
     case "argmax":
+    case "sample":
       if (o.out.dtype !== "i32" || o.x.dtype !== "f32" || o.out.shape[0] !== o.x.shape[0]) {
         fail(`x ${o.x.dtype} ${shapeStr(o.x.shape)} -> out ${o.out.dtype} ${shapeStr(o.out.shape)}`);
       }

@@ -114,6 +114,40 @@ Deno.test({
 });
 
 Deno.test({
+  name: "--host-sampling gives the device sampler's text; bench --sample reports its settings",
+  ignore: !modelPath || !tokPath,
+  fn: async () => {
+    const args = ["generate", ...onRef(), "--prompt", "Once upon", "--max-tokens", "24", "--seed", "7"];
+    const device = await cli(args);
+    const host = await cli([...args, "--host-sampling"]);
+    assert.equal(device.code, 0, device.err);
+    assert.equal(host.code, 0, host.err);
+    assert.equal(device.out, host.out);
+    const other = await cli([...args.slice(0, -1), "8"]);
+    assert.notEqual(other.out, device.out, "another seed samples other text");
+    const bench = await cli([
+      "bench",
+      ...onRef(),
+      "--prompt-tokens",
+      "4",
+      "--gen-tokens",
+      "4",
+      "--repeat",
+      "1",
+      "--sample",
+    ]);
+    assert.equal(bench.code, 0, bench.err);
+    assert.deepEqual(JSON.parse(bench.out).sampling, {
+      temperature: 0.8,
+      topK: 40,
+      topP: 0.95,
+      minP: 0.05,
+      seed: 1,
+    });
+  },
+});
+
+Deno.test({
   name: "a --ctx past the model's training length runs but warns once on stderr; within it, no warning",
   ignore: !modelPath || !tokPath,
   fn: async () => {

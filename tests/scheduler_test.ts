@@ -205,7 +205,7 @@ function countReadback(
 
 Deno.test({
   name:
-    "greedy rows take the device argmax next to sampled rows: same tokens as alone, only sampled logits read back",
+    "greedy and sampled rows take device ids next to host-sampled rows: same tokens as alone, only host rows' logits read back",
   fn: async () => {
     const { config, bytes, tokenizer } = tinyModel(3);
     const prompts = [[1, 5, 9], [1, 17, 4, 33], [1, 40], [1, 8, 8, 8, 21], [1, 60, 2, 7]];
@@ -237,18 +237,74 @@ Deno.test({
       } finally {
         seen.restore();
       }
-      // with all five decoding: 5 ids plus the logits of the 2 sampled rows
+      // with all five decoding: 5 ids plus the logits of the host-sampled rows: the penalty row, and the
+      // temperature row where the backend has no device `sample` op (only an argmax)
       const V = config.vocabSize;
       const full = seen.perStep.filter((s) => s.seqs === 5);
       assert.ok(full.length >= 8, `${full.length} five-sequence steps`);
-      // backends without a device argmax (none yet) read back every row's logits
-      const lean = 5 * 4 + 2 * V * 4, argmax = ["ref", "cuda"].includes(backend.name);
+      const sampleOp = ["ref", "cuda"].includes(backend.name);
+      const lean = 5 * 4 + (sampleOp ? 1 : 2) * V * 4;
       for (const s of full) {
         assert.ok(
-          s.bytes === lean || (!argmax && s.bytes === 5 * V * 4),
+          s.bytes === lean || (!sampleOp && s.bytes === 5 * V * 4),
           `${backend.name}: ${JSON.stringify(s)}`,
         );
       }
+    });
+  },
+});
+
+/** The backend with its `sample` op hidden, so the engine samples on the host (and argmaxes on it). */
+function withoutSampleOp(b: Backend): Backend {
+  return new Proxy(b, {
+    get(t, k) {
+      if (k === "supportsOp") {
+        return (op: Parameters<Backend["supportsOp"]>[0]) => op.op !== "sample" && t.supportsOp(op);
+      }
+      const v = Reflect.get(t, k);
+      return typeof v === "function" ? v.bind(t) : v;
+    },
+  });
+}
+
+Deno.test({
+  name: "device sampling gives the host sampler's tokens (same seeds, batched, every setting)",
+  fn: async () => {
+    const { bytes, tokenizer } = tinyModel(4);
+    const prompts = [[1, 5, 9], [1, 17, 4, 33], [1, 40], [1, 8, 8, 8, 21], [1, 60, 2, 7], [1, 3]];
+    const options = [
+      { temperature: 0.8, seed: 1 },
+      { temperature: 1, topK: 20, seed: 2 },
+      { temperature: 0.9, topP: 0.9, seed: 3 },
+      { temperature: 1.3, minP: 0.1, seed: 4 },
+      { temperature: 1, topK: 5, topP: 0.5, seed: 5 },
+      { temperature: 2, topK: 0, topP: 0.99, minP: 0.02, seed: 6 },
+    ];
+    await forEachBackend(async (backend) => {
+      const model = await parseLlama2c(bytesSource(bytes));
+      const run = async (b: Backend, sampleOp: boolean) => {
+        using e = await Engine.create(model, tokenizer, { backend: b, contextSize: 96, maxBatch: 6 });
+        const seen = countReadback(b, e);
+        try {
+          const got = await Promise.all(
+            prompts.map((p, i) => e.complete(p, { maxTokens: 16, ignoreEos: true, ...options[i] })),
+          );
+          // where the op exists, decode steps of all six read back ids only
+          const six = seen.perStep.filter((s) => s.seqs === 6);
+          if (sampleOp) {
+            for (const s of six) assert.equal(s.bytes, 6 * 4, `${backend.name}: ${JSON.stringify(s)}`);
+          }
+          return got.map((g) => g.generatedIds);
+        } finally {
+          seen.restore();
+        }
+      };
+      const sampleOp = ["ref", "cuda"].includes(backend.name);
+      const device = await run(backend, sampleOp);
+      const host = await run(withoutSampleOp(backend), false);
+      assert.deepEqual(device, host, backend.name);
+      // the settings really sample: the sequences are not all their greedy continuations
+      assert.ok(new Set(device.flat()).size > 10, `${backend.name}: ${JSON.stringify(device)}`);
     });
   },
 });

@@ -1,9 +1,11 @@
 /**
  * `bench`: prefill and decode tokens per second on a loaded engine. Prompts are synthetic token ids
- * (deterministic), decode runs greedy past end-of-sequence so every run does the same work.
+ * (deterministic), decode runs past end-of-sequence so every run does the same work: greedy, or with
+ * the given sampling settings (seeded, so runs are repeatable).
  * @module
  */
 import type { Engine } from "../engine/engine.ts";
+import type { SamplingOptions } from "../sample/sampler.ts";
 import { LlmError } from "../errors.ts";
 
 /** A benchmark report, as JSON. */
@@ -17,6 +19,8 @@ export interface BenchReport {
   readonly promptTokens: number;
   readonly genTokens: number;
   readonly repeat: number;
+  /** The decode's sampling settings (absent: greedy). */
+  readonly sampling?: SamplingOptions;
   readonly loadMs: number;
   /** Device memory in use after the runs (bytes), where the backend reports it. */
   readonly deviceMemoryUsed?: number;
@@ -28,7 +32,13 @@ export interface BenchReport {
 /** Run the benchmark `repeat` times and report the best run (and every run). */
 export async function runBench(
   engine: Engine,
-  options: { model: string; promptTokens: number; genTokens: number; repeat: number },
+  options: {
+    model: string;
+    promptTokens: number;
+    genTokens: number;
+    repeat: number;
+    sampling?: SamplingOptions;
+  },
 ): Promise<BenchReport> {
   const { promptTokens, genTokens, repeat } = options;
   if (promptTokens < 1 || genTokens < 1 || repeat < 1) {
@@ -48,7 +58,12 @@ export async function runBench(
   );
   const runs: { prefillTokPerS: number; decodeTokPerS: number }[] = [];
   for (let r = 0; r < repeat; r++) {
-    const res = await engine.complete(prompt, { maxTokens: genTokens, temperature: 0, ignoreEos: true });
+    const res = await engine.complete(prompt, {
+      maxTokens: genTokens,
+      temperature: 0,
+      ...options.sampling,
+      ignoreEos: true,
+    });
     runs.push({ prefillTokPerS: res.timings.prefillTokPerS, decodeTokPerS: res.timings.decodeTokPerS });
   }
   const info = engine.info();
@@ -62,6 +77,7 @@ export async function runBench(
     promptTokens,
     genTokens,
     repeat,
+    sampling: options.sampling,
     loadMs: info.loadMs,
     deviceMemoryUsed: engine.info().deviceMemoryUsed,
     prefillTokPerS: Math.max(...runs.map((r) => r.prefillTokPerS)),

@@ -61,6 +61,12 @@ export interface EngineOptions {
   readonly maxQueue?: number;
   /** Reuse the KV blocks of identical prompt prefixes across generations. Default false. */
   readonly prefixCache?: boolean;
+  /**
+   * Sample on the device where the backend has a `sample` op (cuda, ref): rows without penalties read
+   * back one token id instead of a row of logits. Default true; false samples every non-greedy row on
+   * the host (the A/B baseline). The tokens are the same either way (src/sample/pick.ts).
+   */
+  readonly deviceSampling?: boolean;
 }
 
 export type {
@@ -150,7 +156,7 @@ export class Engine implements Disposable {
   #kv: KvCache;
   #graph: LlamaGraph;
   #compiled: CompiledGraph;
-  /** The graph with a device argmax, compiled on first greedy use (backends that support it). */
+  /** The graph with a device argmax or sample op, compiled on first use (backends that support it). */
   #greedy?: CompiledGraph;
   #scheduler: Scheduler;
   #loadMs: number;
@@ -191,6 +197,7 @@ export class Engine implements Disposable {
     const greedy = g
       ? {
         ids: g.ids,
+        sampling: g.sampling,
         compiled: (): CompiledGraph =>
           this.#greedy ??= backend.compile(g.ops, {
             outputs: [g.ids],
@@ -310,6 +317,7 @@ export class Engine implements Disposable {
       const graph = buildLlamaGraph(backend, weights, kv, {
         maxTokens: Math.max(prefillChunk, maxBatch),
         maxLogitRows: maxBatch,
+        deviceSampling: options.deviceSampling,
       });
       return new Engine(
         backend,

@@ -17,6 +17,7 @@ import type { Tensor } from "../tensor.ts";
 import type { KvCache } from "../model/kv_cache.ts";
 import type { LlamaGraph } from "../model/llama.ts";
 import { LlmError } from "../errors.ts";
+import { PICK_ALL_NEG_INF, PICK_PARAMS } from "../sample/pick.ts";
 import { PrefixCache } from "./prefix_cache.ts";
 import { type FinishReason, type GenerationHandle, Sequence, type SequenceSpec } from "./generation.ts";
 
@@ -89,14 +90,24 @@ export interface SchedulerParts {
   readonly compiled: CompiledGraph;
   readonly vocabSize: number;
   /**
-   * The same step with a device argmax over the logit rows (backends that have it): rows that sample
-   * greedily without penalties take their id from it, so an all-greedy step reads back one id per row
-   * instead of the logits, and a mixed step reads back the ids and only the sampled rows' logits.
+   * The same step with a device argmax, or a device `sample` op (`sampling`), over the logit rows
+   * (backends that have one): rows whose choice needs no host work (greedy without penalties; with
+   * `sampling`, any sampler without penalties) take their id from it, so such a step reads back one id
+   * per row instead of the logits, and a mixed step reads back the ids and only the host rows' logits.
    */
-  readonly greedy?: { readonly ids: Tensor; compiled(): CompiledGraph };
+  readonly greedy?: { readonly ids: Tensor; readonly sampling: boolean; compiled(): CompiledGraph };
 }
 
 const now = (): number => performance.now();
+
+/** The error for an id the device argmax / sample op gave that is no token (src/sample/pick.ts codes). */
+function badDeviceId(id: number): LlmError {
+  const why = id === PICK_ALL_NEG_INF ? "every logit is -Infinity" : "the logits hold NaN";
+  return new LlmError(
+    "INTERNAL",
+    `device sampling returned ${id}: ${why}; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
+  );
+}
 
 /** Runs many sequences through one compiled step. */
 export class Scheduler {
@@ -119,6 +130,7 @@ export class Scheduler {
   readonly #positions: Int32Array;
   readonly #rowSeq: Int32Array;
   readonly #logitRows: Int32Array;
+  readonly #sampling: Float64Array;
   #tables = new Int32Array(0);
 
   constructor(parts: SchedulerParts, options: SchedulerOptions) {
@@ -131,6 +143,7 @@ export class Scheduler {
     this.#positions = new Int32Array(T);
     this.#rowSeq = new Int32Array(T);
     this.#logitRows = new Int32Array(parts.graph.maxLogitRows);
+    this.#sampling = new Float64Array(parts.graph.maxLogitRows * PICK_PARAMS);
     if (parts.graph.maxLogitRows < options.maxBatch || parts.graph.maxTokens < options.maxBatch) {
       throw new LlmError(
         "INTERNAL",
@@ -314,11 +327,13 @@ export class Scheduler {
   }
 
   /**
-   * Whether a logit row of `s` needs only its argmax id (plain greedy, or no token wanted), so a backend
-   * with a device argmax can skip reading its logits back.
+   * Whether a logit row of `s` needs only its id from the device (plain greedy, no token wanted, or, with
+   * a device `sample` op, sampling without penalties), so the step can skip reading its logits back.
    */
   #idOnly(s: Sequence): boolean {
-    return !s.spec.onLogits && (s.spec.maxTokens === 0 || s.spec.sampler?.isPlainGreedy === true);
+    if (s.spec.onLogits) return false;
+    if (s.spec.maxTokens === 0 || s.spec.sampler?.isPlainGreedy === true) return true;
+    return this.#p.greedy?.sampling === true && s.spec.sampler?.canPickOnDevice === true;
   }
 
   /**
@@ -370,13 +385,7 @@ export class Scheduler {
           s.computed = base[r] + steps;
           const id = row[r];
           if (!(id >= 0 && id < V)) {
-            finished.set(
-              s,
-              new LlmError(
-                "INTERNAL",
-                `device argmax returned ${id}: the logits hold NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
-              ),
-            );
+            finished.set(s, badDeviceId(id));
             return;
           }
           const reason = s.accept(id, ctx);
@@ -472,7 +481,19 @@ export class Scheduler {
     const logitRows = this.#logitRows.subarray(0, nL);
     logitRows.set(hostRows);
     logitRows.set(idRows, nS);
+    // device-sampled rows: their settings and uniform (drawn now from the row's sampler, in the order
+    // its host sampling would have drawn); host and greedy rows stay zeros (greedy)
+    let sampling: Float64Array | undefined;
+    if (this.#p.greedy?.sampling) {
+      for (let i = 0; i < idOf.length; i++) {
+        const sp = idOf[i].spec.sampler;
+        if (!sp || sp.isPlainGreedy || idOf[i].spec.maxTokens === 0) continue;
+        sampling ??= this.#sampling.subarray(0, nL * PICK_PARAMS).fill(0);
+        sp.devicePick(sampling, (nS + i) * PICK_PARAMS);
+      }
+    }
     const step: StepParams = {
+      sampling,
       nTokens: nT,
       tokens: tokens.subarray(0, nT),
       positions: positions.subarray(0, nT),
@@ -520,12 +541,7 @@ export class Scheduler {
         if (i < nS) id = s.spec.sampler!.sample(logits!.subarray(i * V, (i + 1) * V), s.tokens);
         else {
           id = ids![i];
-          if (!(id >= 0 && id < V)) {
-            throw new LlmError(
-              "INTERNAL",
-              `device argmax returned ${id}: the logits hold NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
-            );
-          }
+          if (!(id >= 0 && id < V)) throw badDeviceId(id);
         }
         const reason = s.accept(id, this.options.contextSize);
         if (reason) finished.set(s, reason);

@@ -21,10 +21,12 @@ export interface LlamaGraph {
   readonly maxTokens: number;
   readonly maxLogitRows: number;
   /**
-   * Where the backend can sample greedily on the device: the same ops plus an argmax of the logits into
-   * `ids` ((R) i32), so a greedy step reads back R token ids instead of R x vocabSize logits.
+   * Where the backend can pick tokens on the device: the same ops plus a `sample` op (or, on backends
+   * without it, an `argmax`) of the logits into `ids` ((R) i32), so a step reads back R token ids
+   * instead of R x vocabSize logits. `sampling`: the op is `sample`, so rows may carry sampling
+   * settings (`StepParams.sampling`); otherwise only greedy rows can use it.
    */
-  readonly greedy?: { readonly ops: readonly Op[]; readonly ids: Tensor };
+  readonly greedy?: { readonly ops: readonly Op[]; readonly ids: Tensor; readonly sampling: boolean };
   /** Free the graph's activations. */
   free(): void;
 }
@@ -34,7 +36,7 @@ export function buildLlamaGraph(
   backend: Backend,
   w: LlamaWeights,
   kv: KvCache,
-  options: { maxTokens: number; maxLogitRows: number },
+  options: { maxTokens: number; maxLogitRows: number; deviceSampling?: boolean },
 ): LlamaGraph {
   const c = w.config;
   const T = options.maxTokens, R = options.maxLogitRows;
@@ -109,7 +111,13 @@ export function buildLlamaGraph(
   g.push({ op: "matmul", x: xlNorm, w: w.output, out: logits, rows: "logits" }); //          (R, vocabSize)
 
   const ops = [...g.ops];
-  const argmax = { op: "argmax", x: logits, out: g.act("ids", [R], "i32") } as const;
-  const greedy = backend.supportsOp(argmax) ? { ops: [...ops, argmax], ids: argmax.out } : undefined;
+  const ids = g.act("ids", [R], "i32");
+  const sample = { op: "sample", x: logits, out: ids } as const;
+  const argmax = { op: "argmax", x: logits, out: ids } as const;
+  const greedy = options.deviceSampling !== false && backend.supportsOp(sample)
+    ? { ops: [...ops, sample], ids, sampling: true }
+    : backend.supportsOp(argmax)
+    ? { ops: [...ops, argmax], ids, sampling: false }
+    : undefined;
   return { ops, logits, maxTokens: T, maxLogitRows: R, greedy, free: () => g.free() };
 }

@@ -11,10 +11,14 @@
  * 4. top-p (nucleus): keep the smallest prefix, by descending probability, whose mass reaches `topP` (found by
  *    quickselect after a mass-safe pre-filter, not by sorting the vocabulary);
  * 5. min-p: drop tokens whose probability is below `minP` times the most likely token's;
- * 6. draw one token from what is left, renormalized.
+ * 6. draw one token from what is left, renormalized, walking it in token id order.
+ *
+ * Steps 2-6 are {@link pickToken} (src/sample/pick.ts), which the `sample` graph op shares, so a backend
+ * can make the same choice on the device from the row's settings and this sampler's uniform draw.
  * @module
  */
 import { LlmError } from "../errors.ts";
+import { PICK_ALL_NEG_INF, PICK_NAN, PickScratch, pickToken } from "./pick.ts";
 
 /** Sampling settings. Every field is optional; the defaults leave the model's distribution untouched. */
 export interface SamplingOptions {
@@ -175,11 +179,6 @@ function randomSeed(): number {
   return Math.floor(Math.random() * 4294967296);
 }
 
-/** True when token (a, va) ranks above (b, vb): higher logit first, lower id first on ties. */
-function above(va: number, a: number, vb: number, b: number): boolean {
-  return va > vb || (va === vb && a < b);
-}
-
 /**
  * Picks the next token from a logits vector. Stateful only through its RNG: the same seed and the same
  * sequence of `sample` calls give the same tokens.
@@ -201,10 +200,7 @@ export class Sampler {
   #rng: Xoshiro128;
   // Reused between calls so a 128k-vocab step does not allocate megabytes each token.
   #work: Float32Array | undefined;
-  #heapIdx: Int32Array | undefined;
-  #heapVal: Float64Array | undefined;
-  #ci: Int32Array | undefined;
-  #cw: Float64Array | undefined;
+  #scratch = new PickScratch();
 
   /** Create a sampler for logits of length `vocabSize`; throws BAD_REQUEST for invalid options. */
   constructor(vocabSize: number, options: SamplingOptions = {}) {
@@ -241,94 +237,45 @@ export class Sampler {
       );
     }
     const l = this.#penalize(logits, history);
-    // One scan finds the max and catches NaN: a NaN logit means a broken model or kernel, and sampling from it
-    // would silently emit garbage.
-    let best = -1;
-    let max = -Infinity;
-    for (let i = 0; i < V; i++) {
-      const v = l[i];
-      if (v > max) {
-        max = v;
-        best = i;
-      } else if (v !== v) {
-        throw new LlmError(
-          "INTERNAL",
-          `Sampler: logit ${i} is NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
-        );
-      }
+    const id = pickToken(l, this.options, () => this.#rng.next(), this.#scratch);
+    if (id === PICK_NAN) {
+      // A NaN logit means a broken model or kernel, and sampling from it would silently emit garbage.
+      throw new LlmError(
+        "INTERNAL",
+        `Sampler: logit ${
+          l.findIndex((v) => v !== v)
+        } is NaN; the model or backend kernel produced invalid numbers (try the ref backend to compare)`,
+      );
     }
-    if (best < 0) {
+    if (id === PICK_ALL_NEG_INF) {
       throw new LlmError("INTERNAL", `Sampler: all ${V} logits are -Infinity, so no token can be chosen`);
     }
-    const o = this.options;
-    if (o.temperature === 0) return best;
-    // With a +Infinity logit, only the +Infinity tokens have probability; they share it equally.
-    const src = max === Infinity ? l.map((v) => (v === Infinity ? 0 : -Infinity)) : l;
-    const top = max === Infinity ? 0 : max;
-    const T = o.temperature;
+    return id;
+  }
 
-    // Candidates as parallel arrays: token ids and weights w = exp((logit - max) / T) = p / p_max, so the best
-    // token has w = 1 exactly.
-    let ci: Int32Array;
-    let cw: Float64Array;
-    let n: number;
-    let z = 0; // normalizer of the distribution top-p sees: over the top-k set, or over the whole vocabulary
-    if (o.topK > 0 && o.topK < V) {
-      // Temperature does not change the ranking, so select on the raw logits and exponentiate only k of them.
-      [ci, cw] = this.#topK(src, o.topK);
-      n = ci.length;
-      for (let j = 0; j < n; j++) z += cw[j] = Math.exp((cw[j] - top) / T);
-    } else {
-      if (this.#cw === undefined) {
-        this.#ci = new Int32Array(V);
-        this.#cw = new Float64Array(V);
-      }
-      [ci, cw] = [this.#ci!, this.#cw];
-      // One pass of exp over the vocabulary; the rest works on this copy.
-      for (let i = 0; i < V; i++) z += cw[i] = Math.exp((src[i] - top) / T);
-      if (o.topP >= 1 && o.minP <= 0) {
-        // Nothing to filter: walk the softmax in id order, no sorting or selection at all.
-        let u = this.#rng.next() * z;
-        let last = best;
-        for (let i = 0; i < V; i++) {
-          if (cw[i] === 0) continue;
-          last = i;
-          u -= cw[i];
-          if (u < 0) return i;
-        }
-        return last;
-      }
-      // Pre-filter: tokens under minP never survive min-p, and all tokens under (1 - topP) / (2V) of the mass
-      // together hold less than (1 - topP) / 2 of it, so the nucleus lies among the rest.
-      const thr = Math.max(o.minP, o.topP < 1 ? ((1 - o.topP) / (2 * V)) * z : 0);
-      n = 0;
-      for (let i = 0; i < V; i++) {
-        const w = cw[i];
-        if (w >= thr && w > 0) {
-          ci[n] = i;
-          cw[n++] = w; // n <= i, so this never overwrites a weight still to be read
-        }
-      }
-    }
-    if (o.topP < 1) n = nucleus(ci, cw, n, o.topP * z);
-    if (o.minP > 0) {
-      let m = 0;
-      for (let j = 0; j < n; j++) {
-        if (cw[j] >= o.minP) {
-          ci[m] = ci[j];
-          cw[m++] = cw[j];
-        }
-      }
-      n = m; // >= 1: the best token's ratio is exactly 1
-    }
-    let total = 0;
-    for (let j = 0; j < n; j++) total += cw[j];
-    let u = this.#rng.next() * total;
-    for (let j = 0; j < n; j++) {
-      u -= cw[j];
-      if (u < 0) return ci[j];
-    }
-    return ci[n - 1]; // rounding left u a hair above 0: the last kept token takes it
+  /**
+   * True when this sampler's choice depends only on the logits row and one uniform draw (no penalties
+   * apply), so a backend with the `sample` op can make it on the device: see {@link devicePick}.
+   */
+  get canPickOnDevice(): boolean {
+    const o = this.options;
+    return (o.repetitionPenalty === 1 && o.frequencyPenalty === 0 && o.presencePenalty === 0) ||
+      o.penaltyLastN === 0;
+  }
+
+  /**
+   * The next token's row of `StepParams.sampling` (temperature, topK, topP, minP, u) into `out` at
+   * `offset`, drawing u from this sampler's RNG exactly as {@link sample} would (not at temperature 0).
+   * The device's choice then equals `sample` on the same logits (up to f64 rounding at a boundary; see
+   * src/sample/pick.ts). Only for samplers with {@link canPickOnDevice}.
+   */
+  devicePick(out: Float64Array, offset: number): void {
+    const o = this.options;
+    out[offset] = o.temperature;
+    out[offset + 1] = o.topK;
+    out[offset + 2] = o.topP;
+    out[offset + 3] = o.minP;
+    out[offset + 4] = o.temperature === 0 ? 0 : this.#rng.next();
   }
 
   /** Apply the penalties to a private copy (or return `logits` itself when none applies). */
@@ -360,108 +307,4 @@ export class Sampler {
     }
     return w;
   }
-
-  /**
-   * The k best tokens by (logit desc, id asc), in no particular order, with their logits. A size-k
-   * min-heap costs O(V log k), not a full sort; -Infinity tokens never enter, so fewer than k can come back.
-   */
-  #topK(l: Float32Array, k: number): [Int32Array, Float64Array] {
-    if (this.#heapIdx === undefined || this.#heapIdx.length < k) {
-      this.#heapIdx = new Int32Array(k);
-      this.#heapVal = new Float64Array(k);
-    }
-    const hi = this.#heapIdx;
-    const hv = this.#heapVal!;
-    let size = 0;
-    for (let i = 0; i < l.length; i++) {
-      const v = l[i];
-      if (v === -Infinity) continue;
-      if (size < k) {
-        // Sift up: the root holds the worst of the kept tokens.
-        let c = size++;
-        while (c > 0) {
-          const p = (c - 1) >> 1;
-          if (!above(hv[p], hi[p], v, i)) break;
-          hi[c] = hi[p];
-          hv[c] = hv[p];
-          c = p;
-        }
-        hi[c] = i;
-        hv[c] = v;
-      } else if (above(v, i, hv[0], hi[0])) {
-        // Replace the root and sift down.
-        let c = 0;
-        for (;;) {
-          const a = 2 * c + 1;
-          if (a >= size) break;
-          const b = a + 1;
-          const w = b < size && above(hv[a], hi[a], hv[b], hi[b]) ? b : a;
-          if (!above(v, i, hv[w], hi[w])) break;
-          hi[c] = hi[w];
-          hv[c] = hv[w];
-          c = w;
-        }
-        hi[c] = i;
-        hv[c] = v;
-      }
-    }
-    return [hi.slice(0, size), hv.slice(0, size)];
-  }
-}
-
-/**
- * Top-p without sorting: reorder the first `len` candidates so that [0, n) is the nucleus, the smallest set of
- * highest-weight tokens (lowest id first among equal weights, as a full sort would rank them) whose weights sum
- * to at least `target`, and return n (all `len` when rounding keeps the sum short of the target). Three-way
- * quickselect on the weight: expected O(len), where sorting a 128k vocabulary with a comparator costs ~50 ms.
- */
-function nucleus(ci: Int32Array, cw: Float64Array, len: number, target: number): number {
-  const swap = (a: number, b: number): void => {
-    const t = ci[a];
-    ci[a] = ci[b];
-    ci[b] = t;
-    const v = cw[a];
-    cw[a] = cw[b];
-    cw[b] = v;
-  };
-  let lo = 0;
-  let hi = len;
-  let need = target;
-  while (hi - lo > 16) {
-    // Median of three, not a random pivot: the RNG stream must only depend on the draws.
-    const x = cw[lo], y = cw[(lo + hi) >> 1], zz = cw[hi - 1];
-    const pivot = Math.max(Math.min(x, y), Math.min(Math.max(x, y), zz));
-    // Partition [lo, hi) into [lo, lt) > pivot, [lt, gt) == pivot, [gt, hi) < pivot.
-    let lt = lo, i = lo, gt = hi;
-    while (i < gt) {
-      if (cw[i] > pivot) swap(lt++, i++);
-      else if (cw[i] < pivot) swap(i, --gt);
-      else i++;
-    }
-    let above = 0;
-    for (let j = lo; j < lt; j++) above += cw[j];
-    if (above >= need) {
-      hi = lt; // the nucleus ends inside the heavier part
-      continue;
-    }
-    need -= above;
-    const eq = gt - lt;
-    if (eq * pivot >= need) {
-      ci.subarray(lt, gt).sort(); // equal weights: lowest ids first; cw in that range is all `pivot`
-      return lt + Math.min(eq, Math.max(1, Math.ceil(need / pivot)));
-    }
-    need -= eq * pivot;
-    lo = gt;
-  }
-  // A few left: insertion sort by (weight desc, id asc) and take the prefix.
-  for (let i = lo + 1; i < hi; i++) {
-    for (let j = i; j > lo && (cw[j] > cw[j - 1] || (cw[j] === cw[j - 1] && ci[j] < ci[j - 1])); j--) {
-      swap(j, j - 1);
-    }
-  }
-  for (let j = lo; j < hi; j++) {
-    need -= cw[j];
-    if (need <= 0) return j + 1;
-  }
-  return hi;
 }

@@ -8,6 +8,7 @@ import type { RefTensor } from "./ref.ts";
 import { liveRows } from "../../ops.ts";
 import { dequantize, f16ToF32, f32ToF16 } from "../../dtype.ts";
 import { LlmError } from "../../errors.ts";
+import { PICK_PARAMS, PickScratch, pickToken } from "../../sample/pick.ts";
 
 type T = RefTensor;
 
@@ -225,6 +226,31 @@ function argmaxRow(x: Float32Array): number {
   return best;
 }
 
+const pickScratch = new PickScratch();
+
+/** The `sample` op: pickToken per logit row with that row's settings (all greedy without step.sampling). */
+function sampleRows(x: T, out: T, step: StepParams): void {
+  const n = width(x), xs = x.f32, ids = out.i32, sp = step.sampling, nL = step.logitRows.length;
+  if (sp && sp.length < nL * PICK_PARAMS) {
+    throw new LlmError(
+      "INTERNAL",
+      `sample: step.sampling holds ${sp.length} values for ${nL} logit rows (${PICK_PARAMS} per row)`,
+    );
+  }
+  for (let r = 0; r < nL; r++) {
+    const row = xs.subarray(r * n, (r + 1) * n);
+    if (!sp) {
+      ids[r] = pickToken(row, GREEDY, () => 0, pickScratch);
+      continue;
+    }
+    const b = r * PICK_PARAMS;
+    const o = { temperature: sp[b], topK: sp[b + 1], topP: sp[b + 2], minP: sp[b + 3] };
+    ids[r] = pickToken(row, o, () => sp[b + 4], pickScratch);
+  }
+}
+
+const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0 } as const;
+
 /** Run one op over a step's live rows. */
 export function runRefOp(o: Op, step: StepParams, scratch: (n: number) => Float32Array): void {
   switch (o.op) {
@@ -262,6 +288,8 @@ export function runRefOp(o: Op, step: StepParams, scratch: (n: number) => Float3
       for (let r = 0; r < step.logitRows.length; r++) ids[r] = argmaxRow(xs.subarray(r * n, (r + 1) * n));
       return;
     }
+    case "sample":
+      return sampleRows(o.x as T, o.out as T, step);
     case "gather_rows": {
       const n = width(o.x as T), xs = (o.x as T).f32, os = (o.out as T).f32;
       step.logitRows.forEach((row, i) => os.set(xs.subarray(row * n, (row + 1) * n), i * n));

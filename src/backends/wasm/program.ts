@@ -143,6 +143,9 @@ function build(
   graph.forEach((o, i) => {
     const r = i * REC_WORDS, a = (k: number, v: number): void => void (words[r + 2 + k] = v);
     const f32bits = (v: number): number => new Int32Array(Float32Array.of(v).buffer)[0];
+    if (o.op === "sample") {
+      throw new LlmError("INTERNAL", "wasm: the sample op has no kernel (supportsOp says so)");
+    }
     words[r] = OP[o.op];
     words[r + 1] = "rows" in o && o.rows === "logits" ? 1 : 0;
     const p = (t: Tensor): number => (t as WasmTensorRef).ptr;
@@ -329,6 +332,7 @@ function access(o: Op): { reads: [Tensor, Part][]; writes: [Tensor, Part][] } {
       return { reads: [[o.gate, "cols"], [o.up, "cols"]], writes: [[o.out, "cols"]] };
     case "gather_rows":
     case "argmax":
+    case "sample":
       return { reads: [[o.x, "all"]], writes: [[o.out, "dup"]] };
   }
 }

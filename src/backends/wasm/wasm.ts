@@ -20,7 +20,8 @@ import { type Layout, layoutBytes, planLayout } from "./layout.ts";
 import { mainCanWait, ThreadPool, threadsAvailable } from "./threads.ts";
 import { type KernelVariant, loadKernels } from "./kernels.ts";
 
-const OPS: readonly OpName[] = OP_NAMES;
+// "sample" (device-side top-k / top-p sampling) has no kernel here: steps read logits back instead.
+const OPS: readonly OpName[] = OP_NAMES.filter((o) => o !== "sample");
 const WEIGHT_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k"];
 /** Weight dtypes of int8-activation (W8A8) matmuls: blocks of 32 integers with one f16 scale. */
 const ACT_INT8_WEIGHTS: readonly DType[] = ["q8_0", "q4_0"];

@@ -26,7 +26,8 @@ import { DEFAULT_TUNING, NodeEncoder, type Tuning } from "./encode.ts";
 import { type GraphLimits, WgGraph } from "./run.ts";
 import { WgTensor } from "./wg_tensor.ts";
 
-const OPS: readonly OpName[] = OP_NAMES;
+// "sample" (device-side top-k / top-p sampling) has no kernel here: steps read logits back instead.
+const OPS: readonly OpName[] = OP_NAMES.filter((o) => o !== "sample");
 const WEIGHT_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
 /** Uploads between waits for the queue, so staged copies do not pile up in host memory. */
 const UPLOAD_SYNC_BYTES = 1 << 30;
