@@ -15,3 +15,12 @@ use_prebuilt() {
   [ "$(cat /tmp/prebuilt/build/PREBUILT_STAMP)" = "$(cuda_stamp)" ] || { echo "prebuilt: stale, building here"; return 1; }
   mkdir -p build && cp /tmp/prebuilt/build/* build/ && echo "prebuilt: using build/ from .deno/prebuilt.tar.xz"
 }
+# ckpt_7b: sets $ckpt to the random-weight LLaMA-7B-shape HF checkpoint (fp16), writing it with
+# bench/hf_compare.py first unless $CKPT (or /tmp/llama7b-hf) already holds one; returns 1 if that fails.
+ckpt_7b() {
+  ckpt=${CKPT:-/tmp/llama7b-hf}
+  [ -f "$ckpt/config.json" ] && return 0
+  local t=$(date +%s)
+  python3 bench/hf_compare.py --checkpoint-only --ckpt "$ckpt" 2>&1 | tail -1 || return 1
+  echo "checkpoint: $(($(date +%s) - t)) s"
+}

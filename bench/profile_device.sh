@@ -29,12 +29,7 @@ if [ "${TESTS:-1}" = 1 ]; then
   grep -E "FAILED|passed|=> " "$OUT/gpu_tests.log" | grep -vE "\.\.\. ok" | tail -12
   echo "tests: $(($(date +%s) - t)) s"
 fi
-ckpt=${CKPT:-/tmp/llama7b-hf}
-if [ ! -f "$ckpt/config.json" ]; then
-  t=$(date +%s)
-  python3 bench/hf_compare.py --checkpoint-only --ckpt "$ckpt" 2>&1 | tail -1 || exit 1
-  echo "checkpoint: $(($(date +%s) - t)) s"
-fi
+ckpt_7b || exit 1  # $ckpt (CKPT: an earlier command of the same call wrote one)
 t=$(date +%s)
 LLAMA_TS_CUDA_PROFILE=$OUT/profile.txt timeout 400 deno run -A bench/serve_load.ts --clients "$CLIENTS" \
   --max-tokens "${MAX_TOKENS:-32}" --prompt-tokens 16 --rounds 1 --timeout-s 380 --out "$OUT/profile_load.json" -- \

@@ -29,12 +29,7 @@ t=$(date +%s)
 echo "build: $(($(date +%s) - t)) s"
 timeout 300 deno test -A tests/scheduler_test.ts >"$OUT/serve_tests.log" 2>&1 || status=1
 grep -E "FAILED|passed|SKIP|error:|nmse" "$OUT/serve_tests.log" | tail -15
-ckpt=${CKPT:-/tmp/llama7b-hf}  # CKPT: an earlier command of the same call wrote one
-if [ ! -f "$ckpt/config.json" ]; then
-  t=$(date +%s)
-  python3 bench/hf_compare.py --checkpoint-only --ckpt "$ckpt" 2>&1 | tail -1 || exit 1
-  echo "checkpoint: $(($(date +%s) - t)) s"
-fi
+ckpt_7b || exit 1  # $ckpt (CKPT: an earlier command of the same call wrote one)
 # KV: CLIENTS sequences of prompt 16 + MAX_TOKENS tokens fit in CLIENTS * 256 tokens (f16: 0.5 MiB/token)
 timeout 560 deno run -A bench/serve_load.ts --clients "$CLIENTS" --max-tokens "$MAX_TOKENS" --prompt-tokens 16 \
   --rounds 2 --timeout-s 540 --out "$OUT/serve_load.json" --cpu-profile "$OUT/serve_concurrent.cpuprofile" \

@@ -31,6 +31,7 @@ const src = [
   "kv_int8.cu",
   "w8a8.cu",
   "profile.cu",
+  "sample.cu",
 ].map((f) => `kernels/cuda/${f}`);
 const gencode = f.arch ? [`-arch=${f.arch}`] : [
   "-gencode=arch=compute_80,code=sm_80",

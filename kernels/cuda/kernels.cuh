@@ -168,4 +168,12 @@ size_t kv8_attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int m
 // out[r] = argmax of x's row r (n values; lowest index on ties), -1 when the row holds NaN.
 cudaError_t argmax_rows(const float* x, int* out, int nRows, int n, cudaStream_t s);
 
+// ---- device sampling (sample.cu) ----------------------------------------------------------------------
+// out[r] = the token of x's row r by src/sample/pick.ts's rule, with params[5r..5r+4] = temperature,
+// topK, topP, minP, u (f64; temperature 0 = argmax); -1 for a row holding NaN, -2 for a row of only
+// -Infinity. params null: every row greedy. scratch: sample_scratch_bytes(nRows, n) (f64 weights).
+cudaError_t sample_rows(const float* x, int* out, const double* params, double* scratch, int nRows, int n,
+                        cudaStream_t s);
+size_t sample_scratch_bytes(int maxRows, int n);
+
 }  // namespace llama_ts

@@ -12,7 +12,7 @@
 #define LLAMA_TS_CUDA_H
 #include <stdint.h>
 
-#define LLAMA_TS_CUDA_ABI_VERSION 3 /* 3: MATMUL_A8 program records (W8A8 matmuls) */
+#define LLAMA_TS_CUDA_ABI_VERSION 4 /* 4: SAMPLE program records and the step's sampling rows */
 
 #define LLAMA_TS_OK 0
 #define LLAMA_TS_E_CUDA (-1)        /* a CUDA runtime call failed */
@@ -49,9 +49,11 @@ int32_t llama_ts_weight_prepare(const int64_t* args);
  */
 int32_t llama_ts_program_create(const int64_t* records, int32_t nWords, const int64_t* config, uint64_t* program);
 /*
- * Run one step. step (int32): [nTokens, nLogitRows, nSeqs, 0, tokens[nTokens], positions[nTokens],
- * seqIndex[nTokens], logitRows[nLogitRows], blockTables[nSeqs * maxBlocksPerSeq]]. When out is not null,
- * nLogitRows * outRowBytes bytes of the output tensor are copied to it before returning.
+ * Run one step. step (int32): [nTokens, nLogitRows, nSeqs, sampling, tokens[nTokens], positions[nTokens],
+ * seqIndex[nTokens], logitRows[nLogitRows], blockTables[nSeqs * maxBlocksPerSeq], then when sampling is 1
+ * (programs with a SAMPLE record only) nLogitRows x 5 doubles (as 10 int32 each, little-endian):
+ * temperature, topK, topP, minP, u]. When out is not null, nLogitRows * outRowBytes bytes of the output
+ * tensor are copied to it before returning.
  */
 int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t stepInts, void* out, uint64_t outBytes);
 int32_t llama_ts_program_destroy(uint64_t program);

@@ -69,7 +69,10 @@ enum Op : int64_t {
   OP_GATHER = 12,       // x, out, n
   OP_ARGMAX = 13,       // x, out (int), n; over the logit rows
   OP_MATMUL_A8 = 14,    // x, ldx, normW, eps, rows, mode, nW, (W, y, ldy, res) * nW   (w8a8.cu: matmul_a8)
+  OP_SAMPLE = 15,       // x, out (int), n; over the logit rows, with the step's sampling rows (sample.cu)
 };
+constexpr int64_t kLastOp = OP_SAMPLE;
+constexpr int kSampleInts = 10;  // one logit row's sampling settings: 5 doubles
 
 struct Reader {
   const int64_t* w;
@@ -96,9 +99,13 @@ struct Program {
   int maxTokens = 0, maxLogitRows = 0, maxSeqs = 0, maxBlocksPerSeq = 0;
   float* out = nullptr;
   int64_t outRowBytes = 0;
-  int* stepDev = nullptr;   // [tokens(maxT) positions(maxT) seqIndex(maxT) logitRows(maxL) blockTables(maxSeqs*maxBlocks)]
+  // [sampling (maxL * 5 doubles, programs with a SAMPLE record only) tokens(maxT) positions(maxT) seqIndex(maxT)
+  //  logitRows(maxL) blockTables(maxSeqs*maxBlocks)]
+  int* stepDev = nullptr;
   int* stepHost = nullptr;  // pinned staging, same layout
   size_t stepInts = 0;
+  size_t sampleInts = 0;        // ints of the sampling region at the start of stepDev (0: no SAMPLE record)
+  double* sampleScratch = nullptr;  // SAMPLE: f64 weights, maxLogitRows x vocabulary
   void* outHost = nullptr;  // pinned staging for the output rows
   void* workspace = nullptr;
   size_t workspaceBytes = 0;
@@ -119,8 +126,8 @@ constexpr size_t kMaxGraphs = 64;
 
 const char* op_name(int64_t op) {
   static const char* names[] = {"?",   "embed", "rms_norm", "matmul", "matmul_multi", "gateup",  "rope", "kv_write",
-                                "rope_kv", "attention", "add", "silu_mul", "gather", "argmax", "matmul_a8"};
-  return op >= 1 && op <= OP_MATMUL_A8 ? names[op] : names[0];
+                                "rope_kv", "attention", "add", "silu_mul", "gather", "argmax", "matmul_a8", "sample"};
+  return op >= 1 && op <= kLastOp ? names[op] : names[0];
 }
 
 // Profiler label of one record: op, and for matmuls the weight (first of several), count and path.
@@ -353,6 +360,13 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
         if (nL) e = argmax_rows(x, out, nL, n, g_stream);
         break;
       }
+      case OP_SAMPLE: {
+        const float* x = r.ptr<const float>();
+        int* out = r.ptr<int>();
+        int n = r.i32();
+        if (nL) e = sample_rows(x, out, reinterpret_cast<const double*>(p.stepDev), p.sampleScratch, nL, n, g_stream);
+        break;
+      }
       case OP_MATMUL_A8: {
         A8Args a{};
         a.x = r.ptr<const float>();
@@ -389,13 +403,16 @@ int32_t validate(Program& p) {
   while (i < p.words.size()) {
     if (i + 2 > p.words.size()) return fail(LLAMA_TS_E_ARGUMENT, "program: truncated record header");
     int64_t op = p.words[i], len = p.words[i + 1];
-    if (op < OP_EMBED || op > OP_MATMUL_A8) return fail(LLAMA_TS_E_ARGUMENT, "program: unknown opcode " + std::to_string(op));
+    if (op < OP_EMBED || op > kLastOp) return fail(LLAMA_TS_E_ARGUMENT, "program: unknown opcode " + std::to_string(op));
     if (len < 2 || i + (size_t)len > p.words.size()) return fail(LLAMA_TS_E_ARGUMENT, "program: bad record length");
     if (op == OP_MATMUL_MULTI && (p.words[i + 8] < 1 || p.words[i + 8] > 3)) {
       return fail(LLAMA_TS_E_ARGUMENT, "program: MATMUL_MULTI takes 1 to 3 weights");
     }
     if (op == OP_MATMUL_A8 && (len < 9 || p.words[i + 8] < 1 || p.words[i + 8] > 3 || len != 9 + 9 * p.words[i + 8])) {
       return fail(LLAMA_TS_E_ARGUMENT, "program: MATMUL_A8 takes 1 to 3 weights");
+    }
+    if (op == OP_SAMPLE && (len != 5 || p.words[i + 4] < 1)) {
+      return fail(LLAMA_TS_E_ARGUMENT, "program: SAMPLE takes x, out and a positive row width");
     }
     p.starts.push_back((int)i);
     i += (size_t)len;
@@ -464,6 +481,7 @@ void destroy(Program* p) {
   if (p->outHost) cudaFreeHost(p->outHost);
   if (p->workspace) cudaFree(p->workspace);
   if (p->attnScratch) cudaFree(p->attnScratch);
+  if (p->sampleScratch) cudaFree(p->sampleScratch);
   delete p;
 }
 
@@ -622,8 +640,14 @@ int32_t llama_ts_program_create(const int64_t* records, int32_t nWords, const in
   }
   size_t attnBytes = 0;
   size_scratch(*p, p->workspaceBytes, attnBytes);
-  p->stepInts = (size_t)3 * p->maxTokens + p->maxLogitRows + (size_t)p->maxSeqs * p->maxBlocksPerSeq;
+  int sampleN = 0;  // vocabulary width of the SAMPLE record, if any
+  for (int start : p->starts)
+    if (p->words[start] == OP_SAMPLE) sampleN = (int)p->words[start + 4];
+  p->sampleInts = sampleN ? (size_t)kSampleInts * p->maxLogitRows : 0;
+  p->stepInts = p->sampleInts + (size_t)3 * p->maxTokens + p->maxLogitRows + (size_t)p->maxSeqs * p->maxBlocksPerSeq;
   cudaError_t e = cudaMalloc(&p->stepDev, p->stepInts * 4);
+  if (e == cudaSuccess && sampleN && p->maxLogitRows)
+    e = cudaMalloc(&p->sampleScratch, sample_scratch_bytes(p->maxLogitRows, sampleN));
   if (e == cudaSuccess) e = cudaMallocHost(&p->stepHost, p->stepInts * 4);
   if (e == cudaSuccess && p->maxLogitRows && p->outRowBytes) e = cudaMallocHost(&p->outHost, p->maxLogitRows * p->outRowBytes);
   if (e == cudaSuccess && p->workspaceBytes) e = cudaMalloc(&p->workspace, p->workspaceBytes);
@@ -632,7 +656,7 @@ int32_t llama_ts_program_create(const int64_t* records, int32_t nWords, const in
     destroy(p);
     return cuda_fail(e, "program scratch allocation");
   }
-  int* d = p->stepDev;
+  int* d = p->stepDev + p->sampleInts;
   p->st.tokens = d;
   p->st.positions = d + p->maxTokens;
   p->st.seqIndex = d + 2 * p->maxTokens;
@@ -654,12 +678,19 @@ int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t step
                                          std::to_string(p.maxTokens) + " / " + std::to_string(p.maxLogitRows) + " / " +
                                          std::to_string(p.maxSeqs));
   }
-  const int64_t want = 4 + 3 * (int64_t)nT + nL + (int64_t)nSeqs * p.maxBlocksPerSeq;
+  const int sampling = step[3];
+  if (sampling != 0 && sampling != 1) return fail(LLAMA_TS_E_ARGUMENT, "step: header word 3 must be 0 or 1");
+  if (sampling && !p.sampleInts) return fail(LLAMA_TS_E_ARGUMENT, "step: sampling rows for a program without SAMPLE");
+  const int64_t want = 4 + 3 * (int64_t)nT + nL + (int64_t)nSeqs * p.maxBlocksPerSeq + (sampling ? (int64_t)kSampleInts * nL : 0);
   if (stepInts != want) return fail(LLAMA_TS_E_ARGUMENT, "step: expected " + std::to_string(want) + " ints");
   if (out && outBytes < (uint64_t)nL * p.outRowBytes) return fail(LLAMA_TS_E_ARGUMENT, "step: output buffer too small");
   // scatter into the fixed device layout
   const int32_t* src = step + 4;
-  int* h = p.stepHost;
+  if (p.sampleInts) {  // sampling rows (all zeros, i.e. greedy, when the step has none)
+    if (sampling) std::memcpy(p.stepHost, src + 3 * nT + nL + (size_t)nSeqs * p.maxBlocksPerSeq, (size_t)nL * kSampleInts * 4);
+    else std::memset(p.stepHost, 0, (size_t)nL * kSampleInts * 4);
+  }
+  int* h = p.stepHost + p.sampleInts;
   std::memcpy(h, src, nT * 4);                                   // tokens
   std::memcpy(h + p.maxTokens, src + nT, nT * 4);                // positions
   std::memcpy(h + 2 * p.maxTokens, src + 2 * nT, nT * 4);        // seqIndex

@@ -23,6 +23,7 @@ import { numel } from "../../tensor.ts";
 import { LlmError } from "../../errors.ts";
 import { check, type CudaLib, defaultLibraryPath, openLibrary } from "./ffi.ts";
 import { compileProgram, type DeviceTensor, type WeightLayout } from "./program.ts";
+import { PICK_PARAMS } from "../../sample/pick.ts";
 
 /** kernels.cuh WeightFormat. */
 const WF = { f32: 0, f16: 1, bf16: 2, i8: 3, i4: 4 } as const;
@@ -239,7 +240,10 @@ class CudaBackend implements Backend {
       Object.values(o).filter((v): v is Tensor => typeof v === "object" && "usage" in v)
     );
     const maxTokens = Math.max(1, ...acts.map(rowsOf));
-    const gathers = graph.flatMap((o) => o.op === "gather_rows" || o.op === "argmax" ? [o.out.shape[0]] : []);
+    const gathers = graph.flatMap((o) =>
+      o.op === "gather_rows" || o.op === "argmax" || o.op === "sample" ? [o.out.shape[0]] : []
+    );
+    const samples = graph.some((o) => o.op === "sample");
     const maxLogitRows = Math.max(output ? output.shape[0] : 0, ...gathers);
     const cache = graph.find((o) => o.op === "attention" || o.op === "kv_write");
     const kvCache = cache && (cache.op === "attention" || cache.op === "kv_write") ? cache.cache : undefined;
@@ -287,8 +291,18 @@ class CudaBackend implements Backend {
             throw new LlmError("BAD_REQUEST", `token id ${id} is outside the vocabulary (0..${vocab - 1})`);
           }
         }
-        const ints = new Int32Array(4 + 3 * nT + nL + nSeqs * maxBlocksPerSeq);
-        ints.set([nT, nL, nSeqs, 0]);
+        // sampling rows (programs with a sample op): 5 doubles per logit row after the block tables
+        const sp = samples && step.sampling ? step.sampling.subarray(0, nL * PICK_PARAMS) : undefined;
+        if (sp && sp.length !== nL * PICK_PARAMS) {
+          throw new LlmError(
+            "INTERNAL",
+            `cuda: step.sampling holds ${sp.length} values for ${nL} logit rows`,
+          );
+        }
+        const tail = 3 * nT + nL + nSeqs * maxBlocksPerSeq;
+        const ints = new Int32Array(4 + tail + (sp ? 2 * sp.length : 0));
+        ints.set([nT, nL, nSeqs, sp ? 1 : 0]);
+        if (sp) ints.set(new Int32Array(sp.slice().buffer), 4 + tail);
         ints.set(step.tokens.subarray(0, nT), 4);
         ints.set(step.positions.subarray(0, nT), 4 + nT);
         ints.set(step.seqIndex.subarray(0, nT), 4 + 2 * nT);

@@ -6,7 +6,7 @@
 import { LlmError, type LlmErrorCode } from "../../errors.ts";
 
 /** Must equal LLAMA_TS_CUDA_ABI_VERSION in llama_ts_cuda.h. */
-export const CUDA_ABI_VERSION = 3;
+export const CUDA_ABI_VERSION = 4;
 
 /** The C ABI, one entry per exported function of llama_ts_cuda.h. */
 export const SYMBOLS = {

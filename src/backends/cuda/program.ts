@@ -50,6 +50,7 @@ export const OP = {
   GATHER: 12,
   ARGMAX: 13,
   MATMUL_A8: 14,
+  SAMPLE: 15,
 } as const;
 
 /** Scale pointers of an int8 cache (0 for float caches), appended to every KV record. */
@@ -345,6 +346,9 @@ export function compileProgram(ops: readonly Op[]): BigInt64Array {
         break;
       case "argmax":
         emit(OP.ARGMAX, [dev(o.x), dev(o.out), width(o.x)]);
+        break;
+      case "sample":
+        emit(OP.SAMPLE, [dev(o.x), dev(o.out), width(o.x)]);
         break;
     }
   }
