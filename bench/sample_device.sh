@@ -14,7 +14,8 @@
 #    first, device sampling then host sampling (same server flags otherwise);
 # 6. the per-op device time of a sampled batch-1 step (LLAMA_TS_CUDA_PROFILE), for the kernel's own cost,
 #    with top-k 40 (candidate path) and top-k 0 (whole-vocabulary top-p path).
-# GPU_TESTS overrides the test files of step 2 (tests/cuda_test.ts adds a 90 s nvcc build).
+# GPU_TESTS overrides the test files of step 2 (tests/cuda_test.ts adds a 90 s nvcc build); ONLY_TESTS=1 stops
+# after it.
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
 CLIENTS=${CLIENTS:-64}
@@ -31,6 +32,7 @@ if [ "${TESTS:-1}" = 1 ]; then
   grep -E "FAILED|passed|SKIP|error" "$OUT/gpu_tests.log" | grep -vE "\.\.\. ok|XDG" | tail -12
   echo "tests: $(($(date +%s) - t)) s"
 fi
+[ -n "${ONLY_TESTS:-}" ] && exit $status
 ckpt_7b || exit 1  # $ckpt (CKPT: an earlier command of the same call wrote one)
 model=(--model "$ckpt" --tokenizer .deno/models/llama-2-tiny-random.gguf --backend cuda --weight-quant int8)
 bench() {  # name, extra flags
