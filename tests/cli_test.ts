@@ -144,6 +144,20 @@ Deno.test({
       minP: 0.05,
       seed: 1,
     });
+    assert.equal(JSON.parse(bench.out).devicePick, "sample");
+    const hostBench = await cli([
+      "bench",
+      ...onRef(),
+      "--prompt-tokens",
+      "4",
+      "--gen-tokens",
+      "4",
+      "--repeat",
+      "1",
+      "--host-sampling",
+    ]);
+    assert.equal(hostBench.code, 0, hostBench.err);
+    assert.equal(JSON.parse(hostBench.out).devicePick, "argmax", "greedy rows still take the device argmax");
   },
 });
 

@@ -21,6 +21,8 @@ export interface BenchReport {
   readonly repeat: number;
   /** The decode's sampling settings (absent: greedy). */
   readonly sampling?: SamplingOptions;
+  /** Where tokens were chosen (`EngineInfo.devicePick`). */
+  readonly devicePick: string;
   readonly loadMs: number;
   /** Device memory in use after the runs (bytes), where the backend reports it. */
   readonly deviceMemoryUsed?: number;
@@ -78,6 +80,7 @@ export async function runBench(
     genTokens,
     repeat,
     sampling: options.sampling,
+    devicePick: info.devicePick,
     loadMs: info.loadMs,
     deviceMemoryUsed: engine.info().deviceMemoryUsed,
     prefillTokPerS: Math.max(...runs.map((r) => r.prefillTokPerS)),

@@ -106,6 +106,11 @@ export interface EngineInfo {
   readonly maxBatch: number;
   /** Time {@link Engine.create} took (backend, weight upload, KV cache, graph), in milliseconds. */
   readonly loadMs: number;
+  /**
+   * Where tokens are chosen for rows without penalties: `"sample"` (the backend's `sample` op: every
+   * setting on the device), `"argmax"` (greedy rows on the device, sampled rows on the host) or `"host"`.
+   */
+  readonly devicePick: "sample" | "argmax" | "host";
 }
 
 /** Bytes of KV cache (with int8 scales) and activations an engine allocates besides the weights. */
@@ -357,6 +362,7 @@ export class Engine implements Disposable {
       maxBatch: this.maxBatch,
       loadMs: this.#loadMs,
       deviceMemoryUsed: this.#deviceMemoryUsed(),
+      devicePick: this.#graph.greedy ? (this.#graph.greedy.sampling ? "sample" : "argmax") : "host",
     };
   }
 
