@@ -292,6 +292,39 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cuda: the QKV GEMV's fused RoPE + KV write (interleaved and half RoPE, f32 and f16 KV, GQA) gives ref's logits",
+  ignore: gpu.score === 0,
+  fn: async () => {
+    // Decode steps of one row take the QKV GEMV with RoPE and the cache write in its epilogue (runtime.cu
+    // fuses MATMUL_MULTI + ROPE_KV); half-style RoPE pairs rows (j, j + headDim/2) of a head in one warp.
+    // logitsFor runs one position per step, so every position goes through it.
+    const ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 5, 9, 33, 7];
+    for (const ropeStyle of ["interleaved", "half"] as const) {
+      for (const kvDType of ["f32", "f16"] as const) {
+        const config = {
+          ...TINY_CONFIG,
+          dim: 256,
+          hiddenDim: 512,
+          headDim: 64,
+          nHeads: 4,
+          nKvHeads: 2,
+          ropeStyle,
+        };
+        const model = memoryModel(config, synthWeights(config, 21), "f32");
+        const logits = async (backend: "ref" | "cuda") => {
+          using e = await Engine.create(model, synthTok, { backend, kvDType });
+          return flatten(await e.logitsFor(ids));
+        };
+        const err = nmse(await logits("cuda"), await logits("ref"));
+        console.log(`rope ${ropeStyle}, KV ${kvDType}: logits nmse ${err.toExponential(2)}`);
+        assert.ok(err < 1e-6, `rope ${ropeStyle}, KV ${kvDType}: nmse ${err}`);
+      }
+    }
+  },
+});
+
 /** A W8A8 model in memory: every matrix with whole 32-blocks in `dtype`, int8 activations in the layers. */
 function w8a8Synth(dtype: "q8_0" | "q4_0", activationQuant: "int8" | undefined): ModelFile {
   const config = {
