@@ -293,13 +293,12 @@ Deno.test({
 });
 
 Deno.test({
-  name:
-    "cuda: the QKV GEMV's fused RoPE + KV write (interleaved and half RoPE, f32 and f16 KV, GQA) gives ref's logits",
+  name: "cuda: one-row decode steps with interleaved and half RoPE, f32 and f16 KV and GQA give ref's logits",
   ignore: gpu.score === 0,
   fn: async () => {
-    // Decode steps of one row take the QKV GEMV with RoPE and the cache write in its epilogue (runtime.cu
-    // fuses MATMUL_MULTI + ROPE_KV); half-style RoPE pairs rows (j, j + headDim/2) of a head in one warp.
-    // logitsFor runs one position per step, so every position goes through it.
+    // The QKV GEMV, the fused RoPE + KV write (ops.cu rope_kv_kernel) and decode attention on one-row steps
+    // (logitsFor runs one position per step), for both RoPE pairings and both float caches; the other
+    // model tests use interleaved RoPE (llama2.c) and mostly f32 KV.
     const ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 5, 9, 33, 7];
     for (const ropeStyle of ["interleaved", "half"] as const) {
       for (const kvDType of ["f32", "f16"] as const) {

@@ -117,8 +117,6 @@ struct GemvParams {
   int mode;               // 0: rows 2p, 2p+1 of one weight; 1: gate/up (row p of w[0] and of w[1])
   int xVec;               // x rows can be read as float4
   int scalarW;            // float formats: scalar (unaligned) weight path
-  int rope;               // mode 0, w = (Q, K, V): RoPE on Q and K in the epilogue, K and V into the cache
-  GemvRopeKv rk;          // (rope) its parameters; with ROPE_HALF a Q/K pair is rows (j, j + headDim/2) of a head
 };
 
 // 16-byte streaming load, predicated inside the asm (zeros when !ok) so the compiler can never speculate
@@ -205,19 +203,6 @@ struct Pair {
   int wi, lp;
 };
 
-// Rows of pair lp of weight wi in mode 0: (2lp, 2lp + 1), or for the RoPE'd Q/K weights of half style the
-// rotation pair (h*hd + j, h*hd + j + hd/2) with h = lp / (hd/2), j = lp % (hd/2).
-__device__ __forceinline__ void pair_rows(const GemvParams& p, int wi, int lp, int& r0, int& r1) {
-  if (p.rope && wi < 2 && p.rk.style == ROPE_HALF) {
-    const int half = p.rk.headDim >> 1, h = lp / half, j = lp - h * half;
-    r0 = h * p.rk.headDim + j;
-    r1 = r0 + half;
-  } else {
-    r0 = 2 * lp;
-    r1 = 2 * lp + 1;
-  }
-}
-
 __device__ __forceinline__ void setup_pair(const GemvParams& p, int pr, Pair& c) {
   int wi = 0;
   if (p.nw > 1 && pr >= p.w[1].pairBegin) wi = 1;
@@ -235,10 +220,8 @@ __device__ __forceinline__ void setup_pair(const GemvParams& p, int pr, Pair& c)
     q0 = p.w[0].q; q1 = p.w[1].q; s0 = p.w[0].scales; s1 = p.w[1].scales;
   } else {
     const int m = p.w[wi].m;
-    int a, b;
-    pair_rows(p, wi, lp, a, b);
-    r0 = (size_t)a;
-    r1 = (size_t)min(b, m - 1);  // odd m: the last warp reads its row twice, writes it once
+    r0 = (size_t)(2 * lp);
+    r1 = (size_t)min(2 * lp + 1, m - 1);  // odd m: the last warp reads its row twice, writes it once
     q0 = q1 = p.w[wi].q;
     s0 = s1 = p.w[wi].scales;
   }
@@ -334,38 +317,6 @@ __device__ __forceinline__ float load_scalar_w(const uint8_t* rowp, int e) {
   }
 }
 
-// The fused RoPE / KV-write epilogue of one output (x-row r, row rw of pair lp of weight wi; `other`: the
-// pair's other row): Q and K rotated as ops.cu's rope_kv_kernel does (cos/sin of pos * invFreq[j] in double,
-// from the table the block filled during its weight prefetch; double products, one rounding), K and V also
-// written to the cache row of x-row r. Not inlined: it runs once per pair, and inlined its registers would
-// add to the weight pipeline's.
-__device__ __noinline__ void rope_kv_store(const GemvParams& p, int wi, int lp, int rw, int r, float o,
-                                           float other) {
-  extern __shared__ float4 dyn_smem[];
-  const GemvRopeKv& k = p.rk;
-  int r0, r1;
-  pair_rows(p, wi, lp, r0, r1);
-  const int row = rw ? r1 : r0;
-  float val = o;
-  if (wi < 2) {
-    const int half = k.headDim >> 1, j = lp % half;
-    const double* t = reinterpret_cast<const double*>(dyn_smem) + k.tabOffset + 2 * (r * half + j);
-    const double cs = t[0], sn = t[1];
-    const double v0 = rw ? other : o, v1 = rw ? o : other;
-    val = rw ? (float)__dadd_rn(__dmul_rn(v0, sn), __dmul_rn(v1, cs))
-             : (float)__dadd_rn(__dmul_rn(v0, cs), -__dmul_rn(v1, sn));
-  }
-  const GemvW& w = p.w[wi];
-  w.y[(size_t)r * w.ldy + row] = val;
-  if (wi == 0) return;
-  const long long slot = kv_slot(k.st, r, k.blockSize);
-  if (slot < 0) return;
-  const size_t at = (size_t)slot * w.m + row;  // w.m = kvDim for K and V
-  void* c = wi == 1 ? k.cacheK : k.cacheV;
-  if (k.kvF16) static_cast<__half*>(c)[at] = __float2half_rn(val);
-  else static_cast<float*>(c)[at] = val;
-}
-
 // Warp-reduces acc and writes the pair's outputs (lane-distributed).
 template <int NR>
 __device__ __forceinline__ void reduce_and_store(const GemvParams& p, int wi, int lp, int lane,
@@ -400,12 +351,6 @@ __device__ __forceinline__ void reduce_and_store(const GemvParams& p, int wi, in
 #pragma unroll
       for (int r = 0; r < NR; r++)
         if (lane == rw * NR + r) o = acc[rw][r];
-    if (p.rope) {
-      // the pair's other row of the same x-row sits NR lanes away
-      const float other = __shfl_sync(0xffffffffu, o, (lane < NR ? lane + NR : lane - NR) & 31);
-      if (lane < kRW * NR) rope_kv_store(p, wi, lp, lane / NR, lane % NR, o, other);
-      return;
-    }
     if (lane < kRW * NR) {
       const int rw = lane / NR, r = lane - rw * NR;
       const int row = 2 * lp + rw;
@@ -455,20 +400,6 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
         lpr += gstride;
         if (lpr < total) setup_pair(p, lpr, lc);
       }
-    }
-  }
-
-  // RoPE epilogue: cos/sin of every x-row's position, from the step's positions (copied in before the step,
-  // not written by kernels) and invFreq (a weight), so before the wait too
-  if (p.rope) {
-    double* t = reinterpret_cast<double*>(dyn_smem) + p.rk.tabOffset;
-    const int half = p.rk.headDim >> 1;
-    for (int i = tid; i < NR * half; i += nt) {
-      const int r = i / half, j = i - r * half;
-      double sn, cs;
-      sincospi((double)p.rk.st.positions[r] * (double)p.rk.invFreq[j] * 0.31830988618379067154, &sn, &cs);
-      t[2 * i] = cs;
-      t[2 * i + 1] = sn;
     }
   }
 
@@ -771,7 +702,7 @@ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
 // Validates and launches one GEMV kernel over 1..3 weights of identical format/k/group.
 cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int n, const float* res,
-                        const float* normW, float eps, int mode, cudaStream_t s, const GemvRopeKv* rk = nullptr) {
+                        const float* normW, float eps, int mode, cudaStream_t s) {
   if (n < 1 || n > 3 || x == nullptr) return cudaErrorInvalidValue;
   const WeightRef& w0 = wd[0].w;
   const int k = w0.k;
@@ -832,27 +763,10 @@ cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int
   p.mode = mode;
   p.xVec = (aligned16(x) && ldx % 4 == 0 && k % 4 == 0) ? 1 : 0;
   p.scalarW = scalarW ? 1 : 0;
-  p.rope = 0;
-  p.rk = GemvRopeKv{};
-  if (rk) {
-    // Q, K, V: whole heads, K and V alike, no residual, odd rows impossible (headDim even)
-    const int hd = rk->headDim;
-    if (mode != 0 || n != 3 || res || hd < 2 || hd % 2 || !rk->invFreq || !rk->cacheK || !rk->cacheV ||
-        rk->blockSize < 1 || wd[0].w.m % hd || wd[1].w.m % hd || wd[1].w.m != wd[2].w.m ||
-        (rk->style != ROPE_INTERLEAVED && rk->style != ROPE_HALF))
-      return cudaErrorInvalidValue;
-    p.rope = 1;
-    p.rk = *rk;
-  }
   if (pairs == 0) return cudaGetLastError();
 
   KernelFn fn = kernel_for(fmt, nRows);
-  size_t smem = gemv_smem_bytes(fmt, nRows, k);
-  if (p.rope) {  // the cos/sin table after x: nRows x headDim/2 pairs of doubles
-    smem = (smem + 7) / 8 * 8;
-    p.rk.tabOffset = (int)(smem / 8);
-    smem += (size_t)nRows * (p.rk.headDim / 2) * 2 * sizeof(double);
-  }
+  const size_t smem = gemv_smem_bytes(fmt, nRows, k);
   int bps = 0, nsm = 0;
   bool pdl = false;
   cudaError_t e = prepare_kernel(fn, smem, &bps, &nsm, &pdl);
@@ -893,19 +807,13 @@ int gemv_max_rows(int k) {
   return (int)n;
 }
 
-bool gemv_rope_kv_fits(int nRows, int k, int headDim) {
-  const size_t x = (gemv_smem_bytes(WF_I4, nRows, k) + 7) / 8 * 8;  // the largest format footprint
-  return nRows >= 1 && nRows <= gemv_max_rows(k) &&
-         x + (size_t)nRows * (headDim / 2) * 2 * sizeof(double) <= (size_t)smem_budget();
-}
-
 cudaError_t gemv(const GemvArgs& a, cudaStream_t s) {
   WDesc d{a.w, a.y, a.ldy};
   return launch_gemv(a.x, a.ldx, a.nRows, &d, 1, a.res, a.normW, a.eps, 0, s);
 }
 
 cudaError_t gemv_multi(const float* x, int ldx, int nRows, const WeightRef* w, float* const* ys, int n,
-                       const float* normW, float eps, cudaStream_t s, const GemvRopeKv* rk) {
+                       const float* normW, float eps, cudaStream_t s) {
   if (n < 1 || n > 3 || w == nullptr || ys == nullptr) return cudaErrorInvalidValue;
   WDesc d[3];
   bool same = true;
@@ -915,8 +823,7 @@ cudaError_t gemv_multi(const float* x, int ldx, int nRows, const WeightRef* w, f
         (is_quant(w[0].fmt) && w[i].group != w[0].group))
       same = false;
   }
-  if (same) return launch_gemv(x, ldx, nRows, d, n, nullptr, normW, eps, 0, s, rk);
-  if (rk) return cudaErrorInvalidValue;  // the fused epilogue needs Q, K and V in one launch
+  if (same) return launch_gemv(x, ldx, nRows, d, n, nullptr, normW, eps, 0, s);
   // Mixed formats: one launch per weight (each recomputes the norm; same results).
   for (int i = 0; i < n; i++) {
     cudaError_t e = launch_gemv(x, ldx, nRows, &d[i], 1, nullptr, normW, eps, 0, s);

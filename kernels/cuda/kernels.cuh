@@ -56,27 +56,13 @@ struct GemvArgs {
 };
 cudaError_t gemv(const GemvArgs& a, cudaStream_t s);
 // Up to 3 weights sharing one (normed) input, e.g. wq/wk/wv, in ONE launch; ys[i] has stride w[i].m.
-// With rk (n == 3, w = Q, K, V of whole heads, f32 / f16 cache): the epilogue also applies RoPE to Q and K
-// and writes K and V to the cache, as rope_kv_write would after it (same numerics).
-struct GemvRopeKv {
-  const float* invFreq;
-  int headDim, style;  // RopeStyle
-  void* cacheK;
-  void* cacheV;
-  int kvF16;  // 1: f16 cache, 0: f32
-  int blockSize;
-  StepDev st;
-  int tabOffset;  // (set by the launcher) doubles into the dynamic shared memory where the cos/sin table starts
-};
 cudaError_t gemv_multi(const float* x, int ldx, int nRows, const WeightRef* w, float* const* ys, int n,
-                       const float* normW, float eps, cudaStream_t s, const GemvRopeKv* rk = nullptr);
+                       const float* normW, float eps, cudaStream_t s);
 // y[r*ldy + j] = silu(W1[j]·xn[r]) * (W3[j]·xn[r]) in one launch (w1, w3 same shape).
 cudaError_t gemv_gateup(const float* x, int ldx, int nRows, WeightRef w1, WeightRef w3, float* y, int ldy,
                         const float* normW, float eps, cudaStream_t s);
 // Most rows the GEMV kernels take for input width k (the runtime uses GEMM above it).
 int gemv_max_rows(int k);
-// Whether gemv_multi with a GemvRopeKv fits nRows rows of width k (its cos/sin table needs shared memory too).
-bool gemv_rope_kv_fits(int nRows, int k, int headDim);
 
 // ---- GEMM (prefill, many rows; tensor cores) ----------------------------------------------------------
 // y[r*ldy + j] = (res ? res[r*ldy + j] : 0) + sum_i x[r*ldx + i] * W[j, i], any nRows >= 1, any format.

@@ -12,7 +12,6 @@
 // in src/backends/cuda/program.ts, which writes them.
 #include "llama_ts_cuda.h"
 #include "kernels.cuh"
-#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <mutex>
@@ -144,50 +143,10 @@ std::string op_label(int64_t op, const WeightRef* w, int nW, int rows) {
 }
 
 // Launch every record for a step of nT rows (nL logit rows); prof: mark each record for the profiler.
-// Whether a QKV GEMV may take the RoPE / KV write of the record after it into its epilogue (gemv_multi's
-// GemvRopeKv): on unless LLAMA_TS_CUDA_NO_ROPE_FUSION=1 (the A/B baseline).
-bool rope_fusion_on() {
-  static const bool on = [] {
-    const char* e = std::getenv("LLAMA_TS_CUDA_NO_ROPE_FUSION");
-    return !(e && e[0] && e[0] != '0');
-  }();
-  return on;
-}
-
-// The ROPE_KV record at words[start], when it rotates and caches exactly the Q, K, V a MATMUL_MULTI just
-// produced (ys[0..2], whole heads) into an f32 / f16 cache: its epilogue parameters; else false.
-bool fusable_rope_kv(const Program& p, size_t next, float* const* ys, const WeightRef* ws, int n, int rows,
-                     StepDev st, GemvRopeKv& rk) {
-  if (next >= p.starts.size() || n != 3 || !rope_fusion_on()) return false;
-  for (int i = 1; i < 3; i++)  // one launch: one format (gemv_multi splits mixed ones)
-    if (ws[i].fmt != ws[0].fmt || ws[i].group != ws[0].group || ws[i].k != ws[0].k) return false;
-  Reader r{p.words.data(), p.starts[next]};
-  if (r.i64() != OP_ROPE_KV) return false;
-  r.i64();
-  float* q = r.ptr<float>();
-  float* k = r.ptr<float>();
-  float* v = r.ptr<float>();
-  const int nHeads = r.i32(), nKvHeads = r.i32(), headDim = r.i32(), style = r.i32();
-  const float* invFreq = r.ptr<const float>();
-  void* ck = r.ptr<void>();
-  void* cv = r.ptr<void>();
-  const int kvFmt = r.i32(), blockSize = r.i32();
-  if (q != ys[0] || k != ys[1] || v != ys[2] || (kvFmt != KV_F32 && kvFmt != KV_F16)) return false;
-  if (ws[0].m != nHeads * headDim || ws[1].m != nKvHeads * headDim || ws[2].m != ws[1].m) return false;
-  if (!gemv_rope_kv_fits(rows, ws[0].k, headDim)) return false;
-  rk = GemvRopeKv{invFreq, headDim, style, ck, cv, kvFmt == KV_F16 ? 1 : 0, blockSize, st, 0};
-  return true;
-}
-
 cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
   const StepDev st = p.st;
-  bool skip = false;  // the record was fused into the one before
-  for (size_t ri = 0; ri < p.starts.size(); ri++) {
-    if (skip) {
-      skip = false;
-      continue;
-    }
-    Reader r{p.words.data(), p.starts[ri]};
+  for (int start : p.starts) {
+    Reader r{p.words.data(), start};
     const int64_t op = r.i64();
     r.i64();  // length
     cudaError_t e = cudaSuccess;
@@ -250,11 +209,7 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
         }
         lw = ws[0], lN = n, lRows = rows;
         if (rows == 0) break;
-        GemvRopeKv rk;
-        if (rows <= gemv_max_rows(ws[0].k) && fusable_rope_kv(p, ri + 1, ys, ws, n, rows, st, rk)) {
-          e = gemv_multi(x, ldx, rows, ws, ys, n, normW, eps, g_stream, &rk);  // + RoPE and the KV write
-          skip = true;
-        } else if (rows <= gemv_max_rows(ws[0].k)) {
+        if (rows <= gemv_max_rows(ws[0].k)) {
           e = gemv_multi(x, ldx, rows, ws, ys, n, normW, eps, g_stream);
         } else {
           if (normW) {
