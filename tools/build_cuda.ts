@@ -23,6 +23,7 @@ Deno.chdir(root);
 const src = [
   "runtime.cu",
   "gemv.cu",
+  "weight_prepare.cu",
   "gemm.cu",
   "gemm_rows.cu",
   "ops.cu",
@@ -62,7 +63,7 @@ console.error(`built ${f.out} in ${((performance.now() - t0) / 1000).toFixed(1)}
 if (f.checks) {
   for (
     const [name, deps] of [
-      ["gemv", ["gemv.cu"]],
+      ["gemv", ["gemv.cu", "weight_prepare.cu"]],
       ["ops", ["ops.cu", "attention.cu", "attention_decode.cu", "kv_int8.cu"]],
       ["gemm", ["gemm.cu", "gemm_rows.cu"]],
       ["w8a8", [
