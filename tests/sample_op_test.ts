@@ -29,6 +29,7 @@ const SETTINGS: PickOptions[] = [
   { temperature: 1, topK: 0, topP: 1, minP: 0 },
   { temperature: 1, topK: 0, topP: 1, minP: 0 },
   { temperature: 1e30, topK: 0, topP: 0.3, minP: 0 }, // every weight rounds to 1: rank order decides
+  { temperature: 0.9, topK: 2000, topP: 0.9, minP: 0 }, // wider than the cuda kernel's 1,024 candidates
 ];
 
 /** Row r's logits: a model-like spread with a few strong tokens, and special rows. */
