@@ -9,6 +9,15 @@ const tokPath = sharedModel("tok512.bin");
 /** The shared stories260K model and tokenizer on the ref backend, as flags. */
 const onRef = (): string[] => ["--model", modelPath!, "--tokenizer", tokPath!, "--backend", "ref"];
 
+/** `cli.ts bench` on the shared model (ref backend) for `tokens` prompt and generated tokens, one run. */
+async function benchOnRef(
+  tokens: number,
+  ...extra: string[]
+): Promise<{ code: number; out: string; err: string }> {
+  const n = String(tokens);
+  return await cli(["bench", ...onRef(), "--prompt-tokens", n, "--gen-tokens", n, "--repeat", "1", ...extra]);
+}
+
 async function cli(
   args: string[],
   env: Record<string, string> = {},
@@ -95,16 +104,7 @@ Deno.test({
     assert.equal(j.parameters, 260032);
     assert.equal(j.config.nKvHeads, 4);
     assert.ok(j.kvBytes.f16 > 0 && j.weightBytes > 1_000_000);
-    const bench = await cli([
-      "bench",
-      ...onRef(),
-      "--prompt-tokens",
-      "8",
-      "--gen-tokens",
-      "8",
-      "--repeat",
-      "1",
-    ]);
+    const bench = await benchOnRef(8);
     assert.equal(bench.code, 0, bench.err);
     const b = JSON.parse(bench.out);
     assert.equal(b.backend, "ref");
@@ -125,17 +125,7 @@ Deno.test({
     assert.equal(device.out, host.out);
     const other = await cli([...args.slice(0, -1), "8"]);
     assert.notEqual(other.out, device.out, "another seed samples other text");
-    const bench = await cli([
-      "bench",
-      ...onRef(),
-      "--prompt-tokens",
-      "4",
-      "--gen-tokens",
-      "4",
-      "--repeat",
-      "1",
-      "--sample",
-    ]);
+    const bench = await benchOnRef(4, "--sample");
     assert.equal(bench.code, 0, bench.err);
     assert.deepEqual(JSON.parse(bench.out).sampling, {
       temperature: 0.8,
@@ -145,17 +135,7 @@ Deno.test({
       seed: 1,
     });
     assert.equal(JSON.parse(bench.out).devicePick, "sample");
-    const hostBench = await cli([
-      "bench",
-      ...onRef(),
-      "--prompt-tokens",
-      "4",
-      "--gen-tokens",
-      "4",
-      "--repeat",
-      "1",
-      "--host-sampling",
-    ]);
+    const hostBench = await benchOnRef(4, "--host-sampling");
     assert.equal(hostBench.code, 0, hostBench.err);
     assert.equal(JSON.parse(hostBench.out).devicePick, "argmax", "greedy rows still take the device argmax");
   },
