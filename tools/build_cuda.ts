@@ -20,20 +20,13 @@ const { values: f } = parseArgs({
 });
 const root = new URL("..", import.meta.url).pathname;
 Deno.chdir(root);
-const src = [
-  "runtime.cu",
-  "gemv.cu",
-  "weight_prepare.cu",
-  "gemm.cu",
-  "gemm_rows.cu",
-  "ops.cu",
-  "attention.cu",
-  "attention_decode.cu",
-  "kv_int8.cu",
-  "w8a8.cu",
-  "profile.cu",
-  "sample.cu",
-].map((f) => `kernels/cuda/${f}`);
+// Sources by family; a check program links the families it tests.
+const GEMV = ["gemv.cu", "weight_prepare.cu"];
+const GEMM = ["gemm.cu", "gemm_rows.cu"];
+const OPS = ["ops.cu", "attention.cu", "attention_decode.cu", "kv_int8.cu"];
+const src = ["runtime.cu", ...GEMV, ...GEMM, ...OPS, "w8a8.cu", "profile.cu", "sample.cu"].map((f) =>
+  `kernels/cuda/${f}`
+);
 const gencode = f.arch ? [`-arch=${f.arch}`] : [
   "-gencode=arch=compute_80,code=sm_80",
   "-gencode=arch=compute_90,code=sm_90",
@@ -63,19 +56,10 @@ console.error(`built ${f.out} in ${((performance.now() - t0) / 1000).toFixed(1)}
 if (f.checks) {
   for (
     const [name, deps] of [
-      ["gemv", ["gemv.cu", "weight_prepare.cu"]],
-      ["ops", ["ops.cu", "attention.cu", "attention_decode.cu", "kv_int8.cu"]],
-      ["gemm", ["gemm.cu", "gemm_rows.cu"]],
-      ["w8a8", [
-        "w8a8.cu",
-        "gemv.cu",
-        "gemm.cu",
-        "gemm_rows.cu",
-        "ops.cu",
-        "attention.cu",
-        "attention_decode.cu",
-        "kv_int8.cu",
-      ]],
+      ["gemv", GEMV],
+      ["ops", OPS],
+      ["gemm", GEMM],
+      ["w8a8", ["w8a8.cu", ...GEMV, ...GEMM, ...OPS]],
     ] as const
   ) {
     await nvcc([
