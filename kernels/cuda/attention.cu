@@ -93,14 +93,8 @@ template <typename T> struct Vec;
 template <> struct Vec<__half> {
   static constexpr int VE = 8;
   static __device__ __forceinline__ void load(const char* p, float* f) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    const __half2* h = reinterpret_cast<const __half2*>(&raw);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const float2 x = __half22float2(h[i]);
-      f[2 * i] = x.x;
-      f[2 * i + 1] = x.y;
-    }
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);  // one 16-byte load
+    unpack16<__half>(raw, f);
   }
 };
 template <> struct Vec<float> {

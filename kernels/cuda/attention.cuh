@@ -1,5 +1,5 @@
-// Internal to attention.cu and attention_decode.cu: the parameter block both attention paths and the
-// combine kernel share, and the decode kernel's launcher. The contract for everything else is
+// Internal to attention.cu and attention_decode.cu: the 16-byte K/V unpack and the parameter block both
+// attention paths and the combine kernel share, and the decode kernel's launcher. The contract for everything else is
 // kernels.cuh's attention().
 #pragma once
 #include "kernels.cuh"
@@ -7,6 +7,22 @@
 namespace llama_ts {
 
 constexpr int kAttnThreads = 128;
+
+// 16 bytes of cached K/V (8 halves or 4 floats) -> floats.
+template <typename T> __device__ __forceinline__ void unpack16(const uint4& raw, float* f);
+template <> __device__ __forceinline__ void unpack16<__half>(const uint4& raw, float* f) {
+  const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const float2 x = __half22float2(h[i]);
+    f[2 * i] = x.x;
+    f[2 * i + 1] = x.y;
+  }
+}
+template <> __device__ __forceinline__ void unpack16<float>(const uint4& raw, float* f) {
+  f[0] = __uint_as_float(raw.x); f[1] = __uint_as_float(raw.y);
+  f[2] = __uint_as_float(raw.z); f[3] = __uint_as_float(raw.w);
+}
 
 struct AttnParams {
   const float* q;

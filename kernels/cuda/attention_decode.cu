@@ -18,21 +18,6 @@ namespace {
 constexpr int kDecWindow = 256;  // positions whose cache-row offsets are held in shared memory at a time
 constexpr int kDecChunk = 32;    // split granularity (positions)
 
-template <typename T> __device__ __forceinline__ void unpack16(const uint4& raw, float* f);
-template <> __device__ __forceinline__ void unpack16<__half>(const uint4& raw, float* f) {
-  const __half2* h = reinterpret_cast<const __half2*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const float2 x = __half22float2(h[i]);
-    f[2 * i] = x.x;
-    f[2 * i + 1] = x.y;
-  }
-}
-template <> __device__ __forceinline__ void unpack16<float>(const uint4& raw, float* f) {
-  f[0] = __uint_as_float(raw.x); f[1] = __uint_as_float(raw.y);
-  f[2] = __uint_as_float(raw.z); f[3] = __uint_as_float(raw.w);
-}
-
 #ifndef LLAMA_TS_DEC_ROW_BYTES
 // Contiguous bytes of a cache row one decode block reads (HG adjacent kv heads). Both 256 (HG = 1 for f16
 // headDim 128) and 1024 pass ops_check and the sanitizers; on an H100 1024 was ~7% slower (32/32/128 f16,

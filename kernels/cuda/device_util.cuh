@@ -19,7 +19,8 @@ constexpr unsigned kFull = 0xffffffffu;
 
 __device__ __forceinline__ float qnan() { return __int_as_float(0x7fc00000); }
 
-__device__ __forceinline__ float warp_sum(float v) {
+template <class V>  // float, double, int, ...
+__device__ __forceinline__ V warp_sum(V v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
   return v;

@@ -56,20 +56,13 @@ struct Shared {
 __device__ __forceinline__ unsigned lane_id() { return threadIdx.x & 31; }
 __device__ __forceinline__ unsigned warp_id() { return threadIdx.x >> 5; }
 
-template <class V>
-__device__ __forceinline__ V warp_sum_t(V v) {
-#pragma unroll
-  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
-  return v;
-}
-
 // Sum over the block; every thread gets it. The leading barrier lets sh be reused back to back.
 __device__ __forceinline__ double block_sum(double v, double* sh) {
-  v = warp_sum_t(v);
+  v = warp_sum(v);
   __syncthreads();
   if (lane_id() == 0) sh[warp_id()] = v;
   __syncthreads();
-  return warp_sum_t(sh[lane_id()]);
+  return warp_sum(sh[lane_id()]);
 }
 
 __device__ __forceinline__ unsigned long long block_min_u64(unsigned long long v, unsigned long long* sh) {
@@ -407,7 +400,7 @@ __global__ void __launch_bounds__(kT) sample_kernel(const float* __restrict__ x,
     }
     tie += __popc(eqMask);
   }
-  mine = warp_sum_t(mine);
+  mine = warp_sum(mine);
   const double total = warps_exclusive(lane == 0 ? mine : 0, sh);
   const double goal = u * total;
   // the warp whose range holds the crossing walks it 32 at a time with a warp scan; the first crossing wins
