@@ -15,6 +15,14 @@ use_prebuilt() {
   [ "$(cat /tmp/prebuilt/build/PREBUILT_STAMP)" = "$(cuda_stamp)" ] || { echo "prebuilt: stale, building here"; return 1; }
   mkdir -p build && cp /tmp/prebuilt/build/* build/ && echo "prebuilt: using build/ from .deno/prebuilt.tar.xz"
 }
+# build_lib [tools/build_cuda.ts flags, e.g. --checks]: build/ for sm_90, unpacked from the prebuilt copy when
+# it matches the sources, else built here; prints the time; on failure the build log's tail, and returns 1.
+build_lib() {
+  local t=$(date +%s)
+  use_prebuilt || deno run -A tools/build_cuda.ts --arch sm_90 "$@" >"$OUT/build.log" 2>&1 ||
+    { tail -40 "$OUT/build.log"; return 1; }
+  echo "build: $(($(date +%s) - t)) s"
+}
 # ckpt_7b: sets $ckpt to the random-weight LLaMA-7B-shape HF checkpoint (fp16), writing it with
 # bench/hf_compare.py first unless $CKPT (or /tmp/llama7b-hf) already holds one; returns 1 if that fails.
 ckpt_7b() {

@@ -13,10 +13,7 @@ source "$(dirname "$0")/_device_common.sh"
 CLIENTS=${CLIENTS:-64}
 status=0
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
-t=$(date +%s)
-use_prebuilt || deno run -A tools/build_cuda.ts --arch sm_90 --checks >"$OUT/build.log" 2>&1 ||
-  { tail -40 "$OUT/build.log"; exit 1; }
-echo "build: $(($(date +%s) - t)) s"
+build_lib --checks || exit 1
 if [ "${CHECK:-1}" = 1 ]; then
   t=$(date +%s)
   timeout 240 build/gemm_check >"$OUT/gemm_check.txt" 2>&1 || status=1

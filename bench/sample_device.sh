@@ -21,10 +21,7 @@ source "$(dirname "$0")/_device_common.sh"
 CLIENTS=${CLIENTS:-64}
 status=0
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
-t=$(date +%s)
-use_prebuilt || deno run -A tools/build_cuda.ts --arch sm_90 >"$OUT/build.log" 2>&1 ||
-  { tail -40 "$OUT/build.log"; exit 1; }
-echo "build: $(($(date +%s) - t)) s"
+build_lib || exit 1
 if [ "${TESTS:-1}" = 1 ]; then
   t=$(date +%s)
   timeout 300 deno test -A ${GPU_TESTS:-tests/sample_op_test.ts tests/scheduler_test.ts} >"$OUT/gpu_tests.log" 2>&1 ||
