@@ -324,40 +324,6 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name:
-    "cuda: the GEMVs' L2 prefetch (off, 64 KB, 1 MB, the default budget) leaves one-row logits bit-identical",
-  ignore: gpu.score === 0,
-  fn: async () => {
-    // Each decode GEMV ends by asking L2 for the start of the next GEMV's weights (runtime.cu plan_prefetch,
-    // read from LLAMA_TS_CUDA_L2_PREFETCH_MB when a program is created). A hint may change timing only: a
-    // wrong range would fault or, with a wrong slice, read nothing new, never change a value. f16, int8 and
-    // int4 weights; budgets that cover every weight, a part of one, and none.
-    const config = { ...TINY_CONFIG, dim: 256, hiddenDim: 768, headDim: 64, nHeads: 4, nKvHeads: 2 };
-    const model = memoryModel(config, synthWeights(config, 5), "f16");
-    const ids = [1, 17, 300, 42, 9, 250, 77, 3, 511, 128];
-    const key = "LLAMA_TS_CUDA_L2_PREFETCH_MB";
-    const before = Deno.env.get(key);
-    try {
-      for (const weightQuant of [undefined, "int8", "int4"] as const) {
-        const runs: Float32Array[] = [];
-        for (const mb of ["0", "0.0625", "1", undefined]) {
-          if (mb === undefined) Deno.env.delete(key);
-          else Deno.env.set(key, mb);
-          using e = await Engine.create(model, synthTok, { backend: "cuda", weightQuant, kvDType: "f16" });
-          runs.push(flatten(await e.logitsFor(ids)));
-        }
-        for (let i = 1; i < runs.length; i++) {
-          assert.deepEqual(runs[i], runs[0], `${weightQuant ?? "f16"} run ${i}`);
-        }
-      }
-    } finally {
-      if (before === undefined) Deno.env.delete(key);
-      else Deno.env.set(key, before);
-    }
-  },
-});
-
 /** A W8A8 model in memory: every matrix with whole 32-blocks in `dtype`, int8 activations in the layers. */
 function w8a8Synth(dtype: "q8_0" | "q4_0", activationQuant: "int8" | undefined): ModelFile {
   const config = {

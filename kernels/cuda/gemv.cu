@@ -117,10 +117,6 @@ struct GemvParams {
   int mode;               // 0: rows 2p, 2p+1 of one weight; 1: gate/up (row p of w[0] and of w[1])
   int xVec;               // x rows can be read as float4
   int scalarW;            // float formats: scalar (unaligned) weight path
-  // L2 prefetch of the next GEMV's weights (kernels.cuh L2Prefetch): 16-byte aligned ranges, multiples of 16.
-  const uint8_t* pf[L2Prefetch::kMax];
-  unsigned pfBytes[L2Prefetch::kMax];
-  int npf;
 };
 
 // 16-byte streaming load, predicated inside the asm (zeros when !ok) so the compiler can never speculate
@@ -319,27 +315,6 @@ __device__ __forceinline__ float load_scalar_w(const uint8_t* rowp, int e) {
     unsigned short b = __ldg(reinterpret_cast<const unsigned short*>(rowp) + e);
     return __uint_as_float((uint32_t)b << 16);
   }
-}
-
-// The warp's share of the L2 prefetch ranges: range i is cut into one 16-byte-multiple slice per warp of the
-// grid; lane 0 issues the warp's slices as bulk prefetches (sm_90; fire and forget, no registers held).
-__device__ __forceinline__ void issue_l2_prefetch(const GemvParams& p, int warp, int nwarps, int lane) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (p.npf == 0 || lane != 0) return;
-  const unsigned long long gw = (unsigned long long)blockIdx.x * nwarps + warp;
-  const unsigned long long nw = (unsigned long long)gridDim.x * nwarps;
-  for (int i = 0; i < p.npf; i++) {
-    const unsigned long long r = p.pfBytes[i];
-    const unsigned long long sl = (r / 16 + nw - 1) / nw * 16;
-    const unsigned long long b = gw * sl;
-    if (b < r) {
-      const unsigned n = (unsigned)(r - b < sl ? r - b : sl);
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.pf[i] + b), "r"(n) : "memory");
-    }
-  }
-#else
-  (void)p; (void)warp; (void)nwarps; (void)lane;
-#endif
 }
 
 // Warp-reduces acc and writes the pair's outputs (lane-distributed).
@@ -600,8 +575,6 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
       }
     }
   }
-  // Every weight load of this warp has been issued (and used): start the next GEMV's weights on their way.
-  issue_l2_prefetch(p, warp, nwarps, lane);
 }
 
 // ---- host side -----------------------------------------------------------------------------------------
@@ -729,7 +702,7 @@ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
 // Validates and launches one GEMV kernel over 1..3 weights of identical format/k/group.
 cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int n, const float* res,
-                        const float* normW, float eps, int mode, cudaStream_t s, const L2Prefetch* pf) {
+                        const float* normW, float eps, int mode, cudaStream_t s) {
   if (n < 1 || n > 3 || x == nullptr) return cudaErrorInvalidValue;
   const WeightRef& w0 = wd[0].w;
   const int k = w0.k;
@@ -790,13 +763,6 @@ cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int
   p.mode = mode;
   p.xVec = (aligned16(x) && ldx % 4 == 0 && k % 4 == 0) ? 1 : 0;
   p.scalarW = scalarW ? 1 : 0;
-  p.npf = 0;
-  for (int i = 0; pf != nullptr && i < pf->n && i < L2Prefetch::kMax; i++) {
-    if (!aligned16(pf->p[i]) || pf->bytes[i] < 16) continue;
-    p.pf[p.npf] = static_cast<const uint8_t*>(pf->p[i]);
-    p.pfBytes[p.npf] = pf->bytes[i] & ~15u;
-    p.npf++;
-  }
   if (pairs == 0) return cudaGetLastError();
 
   KernelFn fn = kernel_for(fmt, nRows);
@@ -841,13 +807,13 @@ int gemv_max_rows(int k) {
   return (int)n;
 }
 
-cudaError_t gemv(const GemvArgs& a, cudaStream_t s, const L2Prefetch* pf) {
+cudaError_t gemv(const GemvArgs& a, cudaStream_t s) {
   WDesc d{a.w, a.y, a.ldy};
-  return launch_gemv(a.x, a.ldx, a.nRows, &d, 1, a.res, a.normW, a.eps, 0, s, pf);
+  return launch_gemv(a.x, a.ldx, a.nRows, &d, 1, a.res, a.normW, a.eps, 0, s);
 }
 
 cudaError_t gemv_multi(const float* x, int ldx, int nRows, const WeightRef* w, float* const* ys, int n,
-                       const float* normW, float eps, cudaStream_t s, const L2Prefetch* pf) {
+                       const float* normW, float eps, cudaStream_t s) {
   if (n < 1 || n > 3 || w == nullptr || ys == nullptr) return cudaErrorInvalidValue;
   WDesc d[3];
   bool same = true;
@@ -857,48 +823,21 @@ cudaError_t gemv_multi(const float* x, int ldx, int nRows, const WeightRef* w, f
         (is_quant(w[0].fmt) && w[i].group != w[0].group))
       same = false;
   }
-  if (same) return launch_gemv(x, ldx, nRows, d, n, nullptr, normW, eps, 0, s, pf);
-  // Mixed formats: one launch per weight (each recomputes the norm; same results); the last one prefetches.
+  if (same) return launch_gemv(x, ldx, nRows, d, n, nullptr, normW, eps, 0, s);
+  // Mixed formats: one launch per weight (each recomputes the norm; same results).
   for (int i = 0; i < n; i++) {
-    cudaError_t e = launch_gemv(x, ldx, nRows, &d[i], 1, nullptr, normW, eps, 0, s, i == n - 1 ? pf : nullptr);
+    cudaError_t e = launch_gemv(x, ldx, nRows, &d[i], 1, nullptr, normW, eps, 0, s);
     if (e != cudaSuccess) return e;
   }
   return cudaGetLastError();
 }
 
 cudaError_t gemv_gateup(const float* x, int ldx, int nRows, WeightRef w1, WeightRef w3, float* y, int ldy,
-                        const float* normW, float eps, cudaStream_t s, const L2Prefetch* pf) {
+                        const float* normW, float eps, cudaStream_t s) {
   if (w1.fmt != w3.fmt || w1.k != w3.k || w1.m != w3.m || (is_quant(w1.fmt) && w1.group != w3.group))
     return cudaErrorInvalidValue;
   WDesc d[2] = {WDesc{w1, y, ldy}, WDesc{w3, y, ldy}};
-  return launch_gemv(x, ldx, nRows, d, 2, nullptr, normW, eps, 1, s, pf);
-}
-
-L2Prefetch l2_prefetch_plan(const WeightRef* w, int n, bool gateUp, size_t budget) {
-  L2Prefetch r;
-  // Whole 16-byte lines inside [ptr, ptr + bytes) only: a prefetch never touches memory outside a weight.
-  auto add = [&r](const void* ptr, size_t bytes) {
-    const uintptr_t b = ((uintptr_t)ptr + 15) & ~(uintptr_t)15, e = ((uintptr_t)ptr + bytes) & ~(uintptr_t)15;
-    if (ptr == nullptr || e <= b || r.n >= L2Prefetch::kMax) return;
-    const size_t len = (size_t)(e - b) < (size_t)UINT_MAX - 15 ? (size_t)(e - b) : (size_t)UINT_MAX - 15;
-    r.p[r.n] = reinterpret_cast<const void*>(b);
-    r.bytes[r.n] = (unsigned)len;
-    r.n++;
-  };
-  size_t left = budget;
-  for (int i = 0; i < n && i < 3; i++) {
-    if (w[i].q == nullptr || w[i].m < 1 || w[i].k < 1) continue;
-    const size_t qb = (size_t)w[i].m * (size_t)w[i].k * elem_bits(w[i].fmt) / 8;
-    const size_t sb = is_quant(w[i].fmt) && w[i].group > 0 ? (size_t)w[i].m * (size_t)(w[i].k / w[i].group) * 2 : 0;
-    // rows are read in order, both weights of a gate/up pair side by side, multi weights one after another
-    const size_t share = gateUp ? budget / (size_t)n : left;
-    const size_t take = qb < share ? qb : share;
-    if (take == 0) continue;
-    add(w[i].q, take);
-    if (sb) add(w[i].scales, (size_t)((double)sb * (double)take / (double)qb));
-    if (!gateUp) left -= take;
-  }
-  return r;
+  return launch_gemv(x, ldx, nRows, d, 2, nullptr, normW, eps, 1, s);
 }
 
 }  // namespace llama_ts

@@ -54,25 +54,13 @@ struct GemvArgs {
   const float* res;
   const float* normW; float eps;
 };
-// Byte ranges a GEMV asks the L2 cache to fetch once each of its warps has issued its last weight load
-// (sm_90 bulk prefetch; nothing on older GPUs): the start of the next GEMV's weights, so that HBM keeps
-// streaming through this kernel's tail and the small ops in between. A hint only: results never depend on it.
-struct L2Prefetch {
-  static constexpr int kMax = 6;
-  const void* p[kMax];
-  unsigned bytes[kMax];
-  int n = 0;
-};
-cudaError_t gemv(const GemvArgs& a, cudaStream_t s, const L2Prefetch* pf = nullptr);
+cudaError_t gemv(const GemvArgs& a, cudaStream_t s);
 // Up to 3 weights sharing one (normed) input, e.g. wq/wk/wv, in ONE launch; ys[i] has stride w[i].m.
 cudaError_t gemv_multi(const float* x, int ldx, int nRows, const WeightRef* w, float* const* ys, int n,
-                       const float* normW, float eps, cudaStream_t s, const L2Prefetch* pf = nullptr);
+                       const float* normW, float eps, cudaStream_t s);
 // y[r*ldy + j] = silu(W1[j]·xn[r]) * (W3[j]·xn[r]) in one launch (w1, w3 same shape).
 cudaError_t gemv_gateup(const float* x, int ldx, int nRows, WeightRef w1, WeightRef w3, float* y, int ldy,
-                        const float* normW, float eps, cudaStream_t s, const L2Prefetch* pf = nullptr);
-// The L2 prefetch list for a GEMV whose successor reads weights w[0..n) (gateUp: w1 and w3 read side by
-// side), at most `budget` bytes in the order that GEMV's first warps read them.
-L2Prefetch l2_prefetch_plan(const WeightRef* w, int n, bool gateUp, size_t budget);
+                        const float* normW, float eps, cudaStream_t s);
 // Most rows the GEMV kernels take for input width k (the runtime uses GEMM above it).
 int gemv_max_rows(int k);
 

@@ -12,7 +12,6 @@
 // in src/backends/cuda/program.ts, which writes them.
 #include "llama_ts_cuda.h"
 #include "kernels.cuh"
-#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <mutex>
@@ -74,7 +73,6 @@ enum Op : int64_t {
 };
 constexpr int64_t kLastOp = OP_SAMPLE;
 constexpr int kSampleInts = 10;  // one logit row's sampling settings: 5 doubles
-constexpr double kL2PrefetchMb = 24;  // default L2 prefetch budget per GEMV (see plan_prefetch)
 
 struct Reader {
   const int64_t* w;
@@ -98,7 +96,6 @@ struct Reader {
 struct Program {
   std::vector<int64_t> words;
   std::vector<int> starts;  // word index of each record
-  std::vector<L2Prefetch> pf;  // per record: what its GEMV prefetches into L2 (the next matmul's weights)
   int maxTokens = 0, maxLogitRows = 0, maxSeqs = 0, maxBlocksPerSeq = 0;
   float* out = nullptr;
   int64_t outRowBytes = 0;
@@ -148,9 +145,7 @@ std::string op_label(int64_t op, const WeightRef* w, int nW, int rows) {
 // Launch every record for a step of nT rows (nL logit rows); prof: mark each record for the profiler.
 cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
   const StepDev st = p.st;
-  for (size_t ri = 0; ri < p.starts.size(); ri++) {
-    const int start = p.starts[ri];
-    const L2Prefetch* pf = ri < p.pf.size() && p.pf[ri].n ? &p.pf[ri] : nullptr;
+  for (int start : p.starts) {
     Reader r{p.words.data(), start};
     const int64_t op = r.i64();
     r.i64();  // length
@@ -188,7 +183,7 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
         if (rows == 0) break;
         if (rows <= gemv_max_rows(w.k)) {
           GemvArgs a{x, ldx, rows, w, y, ldy, res, normW, eps};
-          e = gemv(a, g_stream, pf);
+          e = gemv(a, g_stream);
         } else {
           if (normW) {
             e = rms_norm(x, normW, normOut, rows, w.k, eps, g_stream);
@@ -215,7 +210,7 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
         lw = ws[0], lN = n, lRows = rows;
         if (rows == 0) break;
         if (rows <= gemv_max_rows(ws[0].k)) {
-          e = gemv_multi(x, ldx, rows, ws, ys, n, normW, eps, g_stream, pf);
+          e = gemv_multi(x, ldx, rows, ws, ys, n, normW, eps, g_stream);
         } else {
           if (normW) {
             e = rms_norm(x, normW, normOut, rows, ws[0].k, eps, g_stream);
@@ -248,7 +243,7 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
         lw = w1, lN = 2, lRows = rows;
         if (rows == 0) break;
         if (rows <= gemv_max_rows(w1.k)) {
-          e = gemv_gateup(x, ldx, rows, w1, w3, y, w1.m, normW, eps, g_stream, pf);
+          e = gemv_gateup(x, ldx, rows, w1, w3, y, w1.m, normW, eps, g_stream);
         } else {
           if (normW) {
             e = rms_norm(x, normW, normOut, rows, w1.k, eps, g_stream);
@@ -479,69 +474,6 @@ void size_scratch(Program& p, size_t& ws, size_t& attn) {
   }
 }
 
-// The weights of a GEMV-capable matmul record (MATMUL, MATMUL_MULTI, GATEUP), or 0 for other records.
-int matmul_weights(const Program& p, int start, WeightRef (&w)[3], bool& gateUp) {
-  Reader r{p.words.data(), start};
-  const int64_t op = r.i64();
-  r.i64();
-  gateUp = op == OP_GATEUP;
-  if (op == OP_MATMUL) {
-    r.i64(); r.i64();
-    w[0] = r.weight();
-    return 1;
-  }
-  if (op == OP_MATMUL_MULTI) {
-    for (int k = 0; k < 6; k++) r.i64();
-    const int n = r.i32();
-    for (int k = 0; k < n; k++) {
-      w[k] = r.weight();
-      r.i64();
-    }
-    return n;
-  }
-  if (op == OP_GATEUP) {
-    for (int k = 0; k < 5; k++) r.i64();
-    w[0] = r.weight();
-    w[1] = r.weight();
-    return 2;
-  }
-  return 0;
-}
-
-// L2 prefetch budget per GEMV in bytes: LLAMA_TS_CUDA_L2_PREFETCH_MB, megabytes, fractions allowed (0 turns
-// prefetching off).
-size_t l2_prefetch_budget() {
-  const char* e = std::getenv("LLAMA_TS_CUDA_L2_PREFETCH_MB");
-  double mb = kL2PrefetchMb;  // a malformed value keeps the default
-  if (e != nullptr && *e) {
-    char* end = nullptr;
-    const double v = std::strtod(e, &end);
-    if (end != e && *end == 0 && v >= 0 && v <= 4096) mb = v;
-  }
-  return (size_t)(mb * 1048576.0);
-}
-
-// Each matmul record prefetches the start of the next matmul record's weights (the last one: the first's,
-// i.e. the next step's first layer).
-void plan_prefetch(Program& p) {
-  const size_t budget = l2_prefetch_budget();
-  p.pf.assign(p.starts.size(), L2Prefetch{});
-  if (budget == 0) return;
-  std::vector<size_t> mm;
-  for (size_t i = 0; i < p.starts.size(); i++) {
-    WeightRef w[3];
-    bool gu = false;
-    if (matmul_weights(p, p.starts[i], w, gu) > 0) mm.push_back(i);
-  }
-  if (mm.size() < 2) return;
-  for (size_t j = 0; j < mm.size(); j++) {
-    WeightRef w[3];
-    bool gu = false;
-    const int n = matmul_weights(p, p.starts[mm[(j + 1) % mm.size()]], w, gu);
-    p.pf[mm[j]] = l2_prefetch_plan(w, n, gu, budget);
-  }
-}
-
 void destroy(Program* p) {
   for (auto& g : p->graphs) cudaGraphExecDestroy(g.second.exec);
   if (p->stepDev) cudaFree(p->stepDev);
@@ -708,7 +640,6 @@ int32_t llama_ts_program_create(const int64_t* records, int32_t nWords, const in
   }
   size_t attnBytes = 0;
   size_scratch(*p, p->workspaceBytes, attnBytes);
-  plan_prefetch(*p);
   int sampleN = 0;  // vocabulary width of the SAMPLE record, if any
   for (int start : p->starts)
     if (p->words[start] == OP_SAMPLE) sampleN = (int)p->words[start + 4];
