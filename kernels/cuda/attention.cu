@@ -104,9 +104,24 @@ template <> struct Vec<float> {
     f[0] = x.x; f[1] = x.y; f[2] = x.z; f[3] = x.w;
   }
 };
+// int8 cache: 16 values, unscaled (the score and P*V apply the position's K / V scale). Byte q ^ 0x80 goes
+// into the mantissa of 2^23 by PRMT: (2^23 + q + 128) - (2^23 + 128) = q exactly.
+template <> struct Vec<int8_t> {
+  static constexpr int VE = 16;
+  static __device__ __forceinline__ void load(const char* p, float* f) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const uint32_t w[4] = {raw.x ^ 0x80808080u, raw.y ^ 0x80808080u, raw.z ^ 0x80808080u, raw.w ^ 0x80808080u};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+      for (int b = 0; b < 4; b++)
+        f[4 * i + b] = __uint_as_float(__byte_perm(w[i], 0x4B000000u, 0x7440u | b)) - 8388736.0f;
+  }
+};
 
-// T: cache element type; DT: head dim when compile-time (64/128), 0 = runtime (even, <= 256);
-// QPT: query vectors per thread in P*V (QPT * (128 / pieces) >= kQnMax).
+// T: cache element type (int8_t: the int8 cache, its per-position scales staged beside each chunk); DT: head
+// dim when compile-time (64/128), 0 = runtime (even, <= 256); QPT: query vectors per thread in P*V
+// (QPT * (128 / pieces) >= kQnMax).
 template <typename T, int DT, int QPT>
 __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const AttnParams p) {
   pdl_wait();  // see device_util.cuh: before any read or early return
@@ -114,6 +129,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const Att
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int ES = (int)sizeof(T);
   constexpr int VE = Vec<T>::VE;
+  constexpr bool kI8 = ES == 1;
   const int hd = DT ? DT : p.hd;
   const int NP = DT ? (DT * ES + 15) / 16 : p.NP;  // pieces per row (= P*V column groups)
   const int KSTR = p.KSTR;
@@ -228,6 +244,19 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const Att
       load_piece(Kb + c * KSTR + o * 16, p.cacheK + gb, ok, o * 16, rowBytes, p.cpw);
       load_piece(Vb + c * KSTR + o * 16, p.cacheV + gb, ok, o * 16, rowBytes, p.cpw);
     }
+    if constexpr (kI8) {  // the positions' K and V scales: element offset / hd = cache row * nKvHeads + g
+      float* sc = reinterpret_cast<float*>(smem + p.offScale) + (j & 1) * 2 * p.C;
+      for (int c = tid; c < nv; c += kAttnThreads) {
+        const long long off = SL[c];
+        if (off >= 0) {
+          cp_async4(smem_u32(sc + c), p.kScale + off / hd);
+          cp_async4(smem_u32(sc + p.C + c), p.vScale + off / hd);
+        } else {
+          sc[c] = 0.f;
+          sc[p.C + c] = 0.f;
+        }
+      }
+    }
     cp_async_commit();
   };
 
@@ -268,6 +297,8 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const Att
     __syncthreads();
     const char* Ks = reinterpret_cast<const char*>(smem) + (j & 1) * p.stageBytes;
     const char* Vs = Ks + p.C * KSTR;
+    const float* scK = reinterpret_cast<const float*>(smem + p.offScale) + (j & 1) * 2 * p.C;  // int8 only
+    const float* scV = scK + p.C;
     // -- scores (log2 domain), masked by each row's own position --
     for (int base = 0; base < (QN << p.logC); base += ipp) {  // uniform trip count: shuffles below
       const int it = base + ig;
@@ -295,6 +326,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const Att
             }
           }
           part = (a0 + a1) + (a2 + a3);
+          if constexpr (kI8) part *= scK[c];
         }
       }
       for (int m = 1; m < DS; m <<= 1) part += __shfl_xor_sync(kFull, part, m);
@@ -344,10 +376,11 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const Att
       for (int c = cs; c < nValid; c += NCS) {
         float vf[VE];
         Vec<T>::load(vcol + c * KSTR, vf);
+        const float vsc = kI8 ? scV[c] : 1.f;
 #pragma unroll
         for (int k = 0; k < QPT; k++) {
           if (k < kq) {
-            const float pw = Sq[(k << p.logC) + c];
+            const float pw = kI8 ? Sq[(k << p.logC) + c] * vsc : Sq[(k << p.logC) + c];
 #pragma unroll
             for (int e = 0; e < VE; e++) acc[k][e] = fmaf(pw, vf[e], acc[k][e]);
           }
@@ -444,8 +477,10 @@ __global__ void __launch_bounds__(kAttnThreads) attn_combine_kernel(const AttnPa
 }
 
 // ---- launch-time geometry (shared by attention() and attention_scratch_bytes()) ------------------------
+int attn_elem_bytes(int kvFmt) { return kvFmt == KV_F16 ? 2 : kvFmt == KV_I8 ? 1 : 4; }
+
 int attn_chunk(int hd, int kvFmt) {  // positions per chunk: power of 2 in [32, 256]
-  const int es = kvFmt == KV_F16 ? 2 : 4;
+  const int es = attn_elem_bytes(kvFmt);
   const int rb = (hd * es + 15) / 16 * 16;
   int c = 256;
   while (c > 32 && c * rb > LLAMA_TS_ATTN_CHUNK_BYTES) c >>= 1;
@@ -480,6 +515,8 @@ cudaError_t launch_attn(AttnParams& p, int qnCap, cudaStream_t s) {
   p.offL = (int)off;    off += (size_t)qnCap * 4;
   p.offA = (int)off;    off += (size_t)qnCap * 4;
   p.offRow = (int)off;  off += (size_t)(p.R + 3) * 4;
+  p.offScale = (int)off;
+  if (sizeof(T) == 1) off += (size_t)2 * 2 * p.C * 4;
   const size_t smem = (off + 15) / 16 * 16 + 16;
   auto kern = attn_partial_kernel<T, DT, QPT>;
   if (smem > 48 * 1024) {
@@ -509,7 +546,7 @@ cudaError_t launch_attn(AttnParams& p, int qnCap, cudaStream_t s) {
 size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCtx) {
   if (maxTokens <= 0 || nHeads <= 0 || headDim <= 0 || maxCtx <= 0) return 0;
   size_t best = 0;
-  for (int fmt = KV_F32; fmt <= KV_F16; fmt++) {
+  for (int fmt = KV_F32; fmt <= KV_I8; fmt++) {
     const int chunk = attn_chunk(headDim, fmt);
     for (int n = 1; n <= maxTokens; n++) {
       // fewest blocks per split any head grouping can give (a block holds at most kQnMax query vectors),
@@ -525,16 +562,20 @@ size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCt
 
 cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, int kvFmt, float* out, int nTokens,
                       int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
-                      StepDev st, cudaStream_t s, bool rowsOwnSeq) {
+                      StepDev st, cudaStream_t s, bool rowsOwnSeq, const float* kScale, const float* vScale) {
   if (nTokens < 0 || nHeads <= 0 || nKvHeads <= 0 || nHeads % nKvHeads || blockSize <= 0 || maxCtx <= 0)
     return cudaErrorInvalidValue;
   if (headDim < 2 || headDim > 256 || headDim % 2) return cudaErrorInvalidValue;
-  if (kvFmt != KV_F32 && kvFmt != KV_F16) return cudaErrorInvalidValue;
+  if (kvFmt != KV_F32 && kvFmt != KV_F16 && kvFmt != KV_I8) return cudaErrorInvalidValue;
+  if (kvFmt == KV_I8 && (!kScale || !vScale)) return cudaErrorInvalidValue;
+  if (kvFmt == KV_I8 && headDim % 4) return cudaErrorNotSupported;  // rows narrower than a 4-byte copy
   if (!q || !cacheK || !cacheV || !out || !scratch) return cudaErrorInvalidValue;
   if (nTokens == 0) return cudaSuccess;
   AttnParams p{};
-  const int es = kvFmt == KV_F16 ? 2 : 4;
+  const int es = attn_elem_bytes(kvFmt);
   p.q = q;
+  p.kScale = kScale;
+  p.vScale = vScale;
   p.cacheK = static_cast<const char*>(cacheK);
   p.cacheV = static_cast<const char*>(cacheV);
   p.out = out;
@@ -571,12 +612,16 @@ cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, in
       !aligned(q, 4))
     return cudaErrorInvalidValue;
   p.ml = scratch;  // p.opart is placed by launch_attn once nSplits is final
-  const bool decodeKernel = (nTokens == 1 || (rowsOwnSeq && nTokens <= kDecMaxRows)) && p.nSub == 1 && p.G <= 4 &&
-                            p.cpw == 16 && (headDim == 64 || headDim == 128);
+  const bool decodeKernel = kvFmt != KV_I8 && (nTokens == 1 || (rowsOwnSeq && nTokens <= kDecMaxRows)) &&
+                            p.nSub == 1 && p.G <= 4 && p.cpw == 16 && (headDim == 64 || headDim == 128);
   cudaError_t e;
   if (decodeKernel) {
     p.adaptive = 1;  // splits sized in-kernel from each row's position (the combine kernel follows)
     e = attn_decode_launch(p, kvFmt, s);
+  } else if (kvFmt == KV_I8) {
+    e = headDim == 64    ? launch_attn<int8_t, 64, 1>(p, qnCap, s)
+        : headDim == 128 ? launch_attn<int8_t, 128, 1>(p, qnCap, s)
+                         : launch_attn<int8_t, 0, 2>(p, qnCap, s);
   } else if (kvFmt == KV_F16) {
     e = headDim == 64    ? launch_attn<__half, 64, 1>(p, qnCap, s)
         : headDim == 128 ? launch_attn<__half, 128, 2>(p, qnCap, s)

@@ -28,6 +28,8 @@ struct AttnParams {
   const float* q;
   const char* cacheK;
   const char* cacheV;
+  const float* kScale;  // int8 cache: one f32 scale per (cache row, kv head), index = element offset / hd
+  const float* vScale;
   float* ml;     // [nTokens][nHeads][nSplits][2]: (m, l), log2 domain
   float* opart;  // [nTokens][nHeads][nSplits][hd]: unnormalized sum_t exp2(s_t - m) v_t
   float* out;
@@ -46,6 +48,7 @@ struct AttnParams {
   int cpw;                       // cp.async width for K/V rows (16, 8 or 4)
   float scale2;                  // scale * log2(e)
   int stageBytes, offSlot, offQ, offS, offM, offL, offA, offRow;  // shared-memory layout (bytes)
+  int offScale;  // int8 cache: [2 stages][K, V][C] f32 scales of the chunk's positions
 };
 
 // Most rows of a decode batch (attention()'s rowsOwnSeq) the decode kernel takes, one block row per step

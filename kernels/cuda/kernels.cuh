@@ -127,7 +127,7 @@ cudaError_t silu_mul(const float* gate, const float* up, float* out, int64_t n, 
 cudaError_t gather_rows(const float* x, float* out, int nOut, int n, StepDev st, cudaStream_t s);
 
 // ---- RoPE, KV cache, attention ------------------------------------------------------------------------
-enum KvFormat : int { KV_F32 = 0, KV_F16 = 1, KV_I8 = 2 };  // KV_I8: kv_int8.cu (kv8_*), not attention()
+enum KvFormat : int { KV_F32 = 0, KV_F16 = 1, KV_I8 = 2 };  // KV_I8: kv_int8.cu (kv8_*) and attention()
 enum RopeStyle : int { ROPE_INTERLEAVED = 0, ROPE_HALF = 1 };
 // In-place RoPE of nHeads heads in each of nTokens rows (row stride ldx) at positions[r].
 cudaError_t rope(float* x, int ldx, int nTokens, int nHeads, int headDim, int style, const float* invFreq,
@@ -146,9 +146,12 @@ cudaError_t rope_kv_write(float* q, float* k, const float* v, int nTokens, int n
 // rowsOwnSeq: a hint that the rows are decode rows, each of its own sequence (every row has a logit row):
 // up to 64 of them then take the register decode kernel, one block row per step row (any rows stay correct
 // there; rows of one sequence would each re-read its context, which the default prefill path shares).
+// kvFmt KV_I8 (the int8 cache of kv8_write, scales kScale / vScale as below) takes the pipelined shared-K/V
+// kernel for any rows; it returns cudaErrorNotSupported when headDim % 4 != 0 (kv8_attention takes those).
 cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, int kvFmt, float* out, int nTokens,
                       int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
-                      StepDev st, cudaStream_t s, bool rowsOwnSeq = false);
+                      StepDev st, cudaStream_t s, bool rowsOwnSeq = false, const float* kScale = nullptr,
+                      const float* vScale = nullptr);
 size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCtx);
 
 // ---- int8 KV cache (kv_int8.cu) -----------------------------------------------------------------------
@@ -158,7 +161,8 @@ size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCt
 cudaError_t kv8_write(float* q, float* k, const float* v, int nTokens, int nHeads, int nKvHeads, int headDim,
                       int rope, int style, const float* invFreq, int8_t* cacheK, int8_t* cacheV, float* kScale,
                       float* vScale, int blockSize, StepDev st, cudaStream_t s);
-// attention() over an int8 cache: same semantics, scratch, validation.
+// attention() over an int8 cache: same semantics, scratch, validation; any even head dim <= 256. The runtime
+// uses it where attention()'s int8 path cannot (headDim % 4 != 0) and under LLAMA_TS_KV8_ATTN=kv8.
 cudaError_t kv8_attention(const float* q, const int8_t* cacheK, const int8_t* cacheV, const float* kScale,
                           const float* vScale, float* out, int nTokens, int nHeads, int nKvHeads, int headDim,
                           float scale, int blockSize, int maxCtx, float* scratch, StepDev st, cudaStream_t s);

@@ -7,7 +7,9 @@
 // reference), scale 0 -> q = 0. Attention dequantizes in registers: q.k = (q . kq) * kScale and
 // p * v = (p * vScale) * vq.
 //
-// Attention design (any nTokens, headDim even <= 256): grid (nKvHeads * nSub, nTokens, nSplits), 128
+// Attention (the runtime's fallback since attention.cu's pipelined kernel reads int8 caches too, which was
+// faster on the H100 in prefill and in decode; it remains for head dims that are not a multiple of 4, and
+// as the A/B baseline under LLAMA_TS_KV8_ATTN=kv8). Design (any nTokens, headDim even <= 256): grid (nKvHeads * nSub, nTokens, nSplits), 128
 // threads. A block takes GB q heads of one kv head for one row over its split of positions; split length
 // L = ceil(ceil((pos+1)/32) / nSplits) * 32 is chosen per row from its position, so short contexts use few
 // blocks with short ranges and long ones a full wave. Each of the 4 warps walks every 4th position, U

@@ -12,6 +12,7 @@
 // in src/backends/cuda/program.ts, which writes them.
 #include "llama_ts_cuda.h"
 #include "kernels.cuh"
+#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <mutex>
@@ -140,6 +141,14 @@ std::string op_label(int64_t op, const WeightRef* w, int nW, int rows) {
     s += b;
   }
   return s;
+}
+
+// int8 KV attention runs on attention()'s pipelined kernel, which on the H100 beat kv8_attention in prefill
+// (7x) and in decode (bench/RESULTS.md); LLAMA_TS_KV8_ATTN=kv8 forces kv8_attention, the A/B baseline and a
+// test path (read at each launch, so a captured graph keeps the choice of its capture).
+bool kv8_forced() {
+  const char* e = std::getenv("LLAMA_TS_KV8_ATTN");
+  return e != nullptr && std::strcmp(e, "kv8") == 0;
 }
 
 // Launch every record for a step of nT rows (nL logit rows); prof: mark each record for the profiler.
@@ -321,10 +330,17 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
         int blockSize = r.i32(), maxCtx = r.i32();
         const float* ks = r.ptr<const float>();
         const float* vs = r.ptr<const float>();
-        if (kvFmt == KV_I8)
-          e = kv8_attention(q, static_cast<const int8_t*>(ck), static_cast<const int8_t*>(cv), ks, vs, out, nT, nHeads,
-                            nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch, st, g_stream);
-        else
+        if (kvFmt == KV_I8) {
+          // attention()'s pipelined kernel (prefill rows share each K/V chunk); kv8_attention where that
+          // kernel cannot take the head dim, or when LLAMA_TS_KV8_ATTN=kv8
+          e = cudaErrorNotSupported;
+          if (!kv8_forced())
+            e = attention(q, ck, cv, KV_I8, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch,
+                          st, g_stream, false, ks, vs);
+          if (e == cudaErrorNotSupported)
+            e = kv8_attention(q, static_cast<const int8_t*>(ck), static_cast<const int8_t*>(cv), ks, vs, out, nT,
+                              nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch, st, g_stream);
+        } else
           e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch,
                         st, g_stream, nL == nT);  // a logit row per token: decode rows of distinct sequences
         break;
@@ -468,8 +484,8 @@ void size_scratch(Program& p, size_t& ws, size_t& attn) {
       int headDim = r.i32();
       r.i64(); r.i64();
       int maxCtx = r.i32();
-      attn = std::max(attn, kvFmt == KV_I8 ? kv8_attention_scratch_bytes(p.maxTokens, nHeads, headDim, maxCtx)
-                                           : attention_scratch_bytes(p.maxTokens, nHeads, headDim, maxCtx));
+      attn = std::max(attn, attention_scratch_bytes(p.maxTokens, nHeads, headDim, maxCtx));
+      if (kvFmt == KV_I8) attn = std::max(attn, kv8_attention_scratch_bytes(p.maxTokens, nHeads, headDim, maxCtx));
     }
   }
 }
