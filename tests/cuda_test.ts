@@ -324,6 +324,49 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cuda: both int8-KV attention paths (pipelined kernel, kv8_attention at head dim 6 or forced) give ref's logits",
+  ignore: gpu.score === 0,
+  fn: async () => {
+    // attention.cu's pipelined kernel takes int8 caches whose head dim is a multiple of 4; kv8_attention takes
+    // the others (headDim 6 here) and every step under LLAMA_TS_KV8_ATTN=kv8 (read at each launch).
+    // logitsFor steps one position at a time (decode); complete() prefills the same 40 ids in chunks of 16
+    // (rows of one sequence sharing K/V chunks, split-K combines) and then decodes greedily.
+    const ids = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % 512);
+    const key = "LLAMA_TS_KV8_ATTN";
+    const before = Deno.env.get(key);
+    try {
+      for (const [headDim, forced] of [[8, false], [8, true], [6, false]] as const) {
+        const config = { ...TINY_CONFIG, dim: 8 * headDim, headDim, nHeads: 8, nKvHeads: 4 };
+        const model = memoryModel(config, synthWeights(config, 31), "f32");
+        const run = async (backend: "ref" | "cuda") => {
+          if (forced) Deno.env.set(key, "kv8");
+          else Deno.env.delete(key);
+          using e = await Engine.create(model, synthTok, { backend, kvDType: "i8", maxStepTokens: 16 });
+          const gen = (await e.complete(ids, { maxTokens: 16, temperature: 0 })).generatedIds;
+          return { logits: flatten(await e.logitsFor(ids)), gen };
+        };
+        const got = await run("cuda"), want = await run("ref");
+        const err = nmse(got.logits, want.logits);
+        let agree = 0;
+        while (agree < want.gen.length && got.gen[agree] === want.gen[agree]) agree++;
+        console.log(
+          `int8 KV, headDim ${headDim}${forced ? ", kv8_attention forced" : ""}: nmse ${
+            err.toExponential(2)
+          }, ` +
+            `${agree}/${want.gen.length} greedy tokens after a chunked prefill equal ref's`,
+        );
+        assert.ok(err < 1e-8, `headDim ${headDim} forced ${forced}: nmse ${err}`);
+        assert.ok(agree >= 12, `headDim ${headDim} forced ${forced}: ${agree}/${want.gen.length}`);
+      }
+    } finally {
+      if (before === undefined) Deno.env.delete(key);
+      else Deno.env.set(key, before);
+    }
+  },
+});
+
 /** A W8A8 model in memory: every matrix with whole 32-blocks in `dtype`, int8 activations in the layers. */
 function w8a8Synth(dtype: "q8_0" | "q4_0", activationQuant: "int8" | undefined): ModelFile {
   const config = {
