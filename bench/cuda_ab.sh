@@ -5,14 +5,25 @@
 # checkpoint (hf_compare.py, logits checked against HF fp32 with A), then times decode (16-token prompt,
 # 128 new tokens, best of 3) for fp16 / int8 / int4 weights with A and with B, interleaved, and runs the
 # GPU tests with B (AB_TESTS=0 skips them and leaves A as build/libllama_ts_cuda.so; AB_CKPT names the
-# checkpoint directory, default /tmp/ab-ckpt). Output: $OUT/ab.txt.
+# checkpoint directory, default /tmp/ab-ckpt). To skip both builds on the device: bench/cuda_prebuild.sh for A,
+# and B built here with the same define into an ignored path that the call carries, named by AB_LIB_B.
+# Output: $OUT/ab.txt.
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
 def=${AB_DEFINE:?set AB_DEFINE=NAME=VALUE}
 tok=.deno/models/llama-2-tiny-random.gguf
 ck=${AB_CKPT:-/tmp/ab-ckpt}
-deno run -A tools/build_cuda.ts --arch sm_90 >"$OUT/build_a.log" 2>&1 &
-deno run -A tools/build_cuda.ts --arch sm_90 --out build/lib_b.so --define "$def" >"$OUT/build_b.log" 2>&1 &
+if [ -n "${AB_LIB_B:-}" ] && [ -f "$AB_LIB_B" ] && use_prebuilt; then
+  # AB_LIB_B: B built here before the call (tools/build_cuda.ts --arch sm_90 --out /tmp/lib_b.so --define ...,
+  # then xz -c /tmp/lib_b.so >.deno/ab/lib_b.so.xz, carried with .deno)
+  case "$AB_LIB_B" in
+    *.xz) xz -dc "$AB_LIB_B" >build/lib_b.so ;;
+    *) cp "$AB_LIB_B" build/lib_b.so ;;
+  esac && echo "A: prebuilt; B: $AB_LIB_B (built with -D$def before the call)"
+else
+  deno run -A tools/build_cuda.ts --arch sm_90 >"$OUT/build_a.log" 2>&1 &
+  deno run -A tools/build_cuda.ts --arch sm_90 --out build/lib_b.so --define "$def" >"$OUT/build_b.log" 2>&1 &
+fi
 PYTHONUNBUFFERED=1 python3 bench/hf_compare.py --out "$OUT" --tokenizer "$tok" --ckpt "$ck" --skip-hf-generate \
   --skip-bench --variants "" --positions 2 >/dev/null 2>"$OUT/ckpt.log" || true
 wait

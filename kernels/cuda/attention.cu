@@ -124,8 +124,7 @@ template <> struct Vec<int8_t> {
 // (QPT * (128 / pieces) >= kQnMax).
 template <typename T, int DT, int QPT>
 __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const AttnParams p) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int ES = (int)sizeof(T);
   constexpr int VE = Vec<T>::VE;
@@ -436,8 +435,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_partial_kernel(const Att
 // grid (nHeads, nTokens), 128 threads; dynamic smem: round_up(nSplits, 4) + 4 floats.
 // Rows with pos < L were finished by the partial kernel; invalid rows are written NaN here.
 __global__ void __launch_bounds__(kAttnThreads) attn_combine_kernel(const AttnParams p) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   extern __shared__ float wS[];
   __shared__ float sh[33];
   const int h = blockIdx.x, r = blockIdx.y, hd = p.hd, tid = threadIdx.x;

@@ -39,8 +39,7 @@ size_t attn_decode_smem() {
 
 template <typename T, int HD, int GBT>
 __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const AttnParams p) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   using Gm = DecGeom<T, HD>;
   constexpr int ES = Gm::ES, VE = Gm::VE, LPR = Gm::LPR, NG = Gm::NG;
   constexpr int U = GBT >= 4 ? 4 : 8;  // rows per lane per batch: U K and U V loads in flight together

@@ -101,8 +101,7 @@ __global__ void __launch_bounds__(SK_WARPS * 32, 1) gemm_rows_i8_kernel(const __
   for (int j = 0; j < SK_D; j++) load(wv[j]);
 
   // x and the workspace belong to earlier kernels of the stream
-  pdl_wait();
-  pdl_trigger();
+  pdl_enter();
 
   // ---- stage x[:, k0 .. k0 + kLen) as f16; rows nRows .. NT*8-1 are zeros. SU loads in flight per thread
   // (x comes from L2: one load at a time made staging latency-bound, ~6 us for 64 rows x 1408 columns) ----
@@ -256,8 +255,7 @@ struct ReduceParams {
 };
 
 __global__ void __launch_bounds__(256) rows_reduce_kernel(const __grid_constant__ ReduceParams p) {
-  pdl_wait();
-  pdl_trigger();
+  pdl_enter();
   const long long total = p.end[p.gateup ? 0 : p.n - 1];
   for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
        idx += (long long)gridDim.x * blockDim.x) {

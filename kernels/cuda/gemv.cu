@@ -385,6 +385,9 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
   const bool vecPath = !p.scalarW;
   const int nch = (p.kv + 31) >> 5;  // 32-vector chunks per row
 
+#if LLAMA_TS_PDL_EARLY_TRIGGER && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  // see device_util.cuh pdl_enter
+#endif
   // ---- software pipeline over the warp's flat (pair, chunk) sequence: D chunks in flight ----
   uint4 wv[D][kRW];
   uint32_t sc[D][kRW];
@@ -407,7 +410,9 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
   // kernels of the stream, so wait for them here. Let the next kernel launch early (its own wait protects it).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#if !LLAMA_TS_PDL_EARLY_TRIGGER
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
 #endif
 
   // ---- stage x (nRows rows, padded to kp with zeros) while the first chunks are in flight ----

@@ -66,8 +66,7 @@ __global__ void __launch_bounds__(kThreads) kv8_write_kernel(float* q, float* k,
                                                             int style, const float* __restrict__ invFreq,
                                                             int8_t* cacheK, int8_t* cacheV, float* kScale,
                                                             float* vScale, int blockSize, StepDev st) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   extern __shared__ double tab[];
   __shared__ float sh[33];
   const int r = blockIdx.x, u = blockIdx.y, half = headDim / 2, j = threadIdx.x;
@@ -107,8 +106,7 @@ __global__ void __launch_bounds__(kThreads) kv8_write_kernel(float* q, float* k,
 
 // ---- attention ------------------------------------------------------------------------------------------
 __global__ void __launch_bounds__(kThreads) kv8_attn_kernel(const Kv8Params p) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   __shared__ float sM[kWarps][kMaxGB], sL[kWarps][kMaxGB];
   __shared__ float sO[kWarps][kMaxGB][kMaxDPL * 32];
   __shared__ int sBad;
@@ -218,8 +216,7 @@ __global__ void __launch_bounds__(kThreads) kv8_attn_kernel(const Kv8Params p) {
 
 // grid (nHeads, nTokens): merges a row's splits when its context spans more than split 0.
 __global__ void __launch_bounds__(kThreads) kv8_combine_kernel(const Kv8Params p) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   const int h = blockIdx.x, r = blockIdx.y, hd = p.hd;
   const int pos = p.st.positions[r], seq = p.st.seqIndex[r];
   const size_t qh = (size_t)r * p.nHeads + h;
@@ -267,8 +264,7 @@ __device__ __forceinline__ void warp_argmax(float& best, int& bi) {
 
 // grid (nRows), 1024 threads: out[r] = index of the max of row r (lowest on ties), -1 when it holds NaN.
 __global__ void __launch_bounds__(1024) argmax_kernel(const float* __restrict__ x, int* out, int n) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   __shared__ float sv[32];
   __shared__ int si[32], sNan;
   const float* row = x + (size_t)blockIdx.x * n;

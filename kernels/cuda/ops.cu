@@ -28,8 +28,7 @@ namespace {
 // embed
 // =====================================================================================================
 __global__ void embed_kernel(WeightRef t, float* __restrict__ out, StepDev st) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   const int r = blockIdx.x, k = t.k;
   float* o = out + (size_t)r * k;
   const int id = st.tokens[r];
@@ -75,8 +74,7 @@ __global__ void embed_kernel(WeightRef t, float* __restrict__ out, StepDev st) {
 template <bool kVec4>
 __global__ void __launch_bounds__(256) rms_norm_kernel(const float* x, const float* __restrict__ w, float* out,
                                                        int n, float eps) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   __shared__ float sh[33];
   const size_t r = blockIdx.x;
   const float* xr = x + r * n;
@@ -113,8 +111,7 @@ __device__ __forceinline__ float silu_mul1(float g, float u) { return g / (1.0f 
 
 template <int kOp>  // 0 add, 1 silu_mul
 __global__ void ew_vec4_kernel(const float4* a, const float4* b, float4* o, int64_t n4) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
     const float4 x = a[i], y = b[i];
     float4 z;
@@ -128,8 +125,7 @@ __global__ void ew_vec4_kernel(const float4* a, const float4* b, float4* o, int6
 }
 template <int kOp>
 __global__ void ew_kernel(const float* a, const float* b, float* o, int64_t n) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     o[i] = kOp == 0 ? a[i] + b[i] : silu_mul1(a[i], b[i]);
   }
@@ -157,8 +153,7 @@ cudaError_t launch_ew(const float* a, const float* b, float* out, int64_t n, cud
 // gather_rows
 // =====================================================================================================
 __global__ void gather_rows_kernel(const float* __restrict__ x, float* __restrict__ out, int n, StepDev st) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   const int i = blockIdx.x;
   const int row = st.logitRows[i];
   float* o = out + (size_t)i * n;
@@ -181,8 +176,7 @@ template <> __device__ __forceinline__ __half to_cache<__half>(float x) { return
 // grid (nTokens, ceil(nHeads / hpb)); dynamic smem: headDim doubles.
 __global__ void rope_kernel(float* x, int ldx, int nHeads, int headDim, int style, const float* __restrict__ invFreq,
                             StepDev st, int hpb) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   extern __shared__ double tab[];
   const int r = blockIdx.x, half = headDim / 2;
   rope_table(tab, half, st.positions[r], invFreq);
@@ -202,8 +196,7 @@ __global__ void rope_kernel(float* x, int ldx, int nHeads, int headDim, int styl
 template <typename T>
 __global__ void kv_write_kernel(const float* __restrict__ k, const float* __restrict__ v, int kvDim, T* cacheK,
                                 T* cacheV, int blockSize, StepDev st) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   const int r = blockIdx.x;
   const long long slot = kv_slot(st, r, blockSize);
   if (slot < 0) return;
@@ -223,8 +216,7 @@ template <typename T>
 __global__ void rope_kv_kernel(float* q, float* k, const float* __restrict__ v, int nHeads, int nKvHeads,
                                int headDim, int style, const float* __restrict__ invFreq, T* cacheK, T* cacheV,
                                int blockSize, StepDev st, int upb) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   extern __shared__ double tab[];
   const int r = blockIdx.x, half = headDim / 2, kvDim = nKvHeads * headDim;
   const int units = nHeads + 2 * nKvHeads;

@@ -214,8 +214,7 @@ __device__ void bitonic(Shared& sh, int P) {
 __global__ void __launch_bounds__(kT) sample_kernel(const float* __restrict__ x, int* __restrict__ out,
                                                     const double* __restrict__ prm, double* __restrict__ wbuf,
                                                     int n, int cacheKeys) {
-  pdl_wait();  // see device_util.cuh: before any read or early return
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read or early return
   __shared__ Shared sh;
   extern __shared__ uint32_t skeys[];  // cacheKeys: the row's keys, read by every later pass
   const int r = blockIdx.x, lane = lane_id(), wid = warp_id();

@@ -49,8 +49,7 @@ size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 __global__ void __launch_bounds__(kQThreads) a8_quantize_kernel(const float* x, int ldx, int k,
                                                                 const float* __restrict__ normW, float eps,
                                                                 int8_t* qx, float* sx) {
-  pdl_wait();  // see device_util.cuh: before any read
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read
   __shared__ float sh[33];
   const int r = blockIdx.x;
   const float* xr = x + (size_t)r * ldx;
@@ -127,8 +126,7 @@ __device__ __forceinline__ int vec_dot(const uint4& w, const int8_t* sq, int k, 
 template <int FMT, int NR, int NWR>
 __global__ void __launch_bounds__(kGThreads, 1) a8_gemv_kernel(const A8GemvParams p) {
   extern __shared__ __align__(16) int8_t sq[];  // NR x k
-  pdl_wait();  // see device_util.cuh: before any read
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read
   {
     const uint4* src = reinterpret_cast<const uint4*>(p.qx);
     uint4* dst = reinterpret_cast<uint4*>(sq);
@@ -285,8 +283,7 @@ __global__ void __launch_bounds__(GT) a8_gemm_kernel(const A8GemmParams p) {
   constexpr int LDB = ldb<FMT>();
   __shared__ __align__(16) int8_t sA[GS][GM * LDA];  // 3 x 5120 bytes
   __shared__ __align__(16) int8_t sB[GS][GN * LDB];  // 3 x 10240 (int8) or 3 x 6144 (int4) bytes
-  pdl_wait();  // see device_util.cuh: before any read
-  pdl_trigger();
+  pdl_enter();  // see device_util.cuh: before any read
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int r0 = blockIdx.y * GM, n0 = blockIdx.x * GN;
   const int wm = (warp >> 2) * 32, wn = (warp & 3) * 32;
