@@ -247,21 +247,12 @@ export class NodeEncoder implements Disposable {
       case "gather_rows":
         return this.#gather(n, n.x, n.out, s, out);
       case "argmax":
-        this.#dispatch(
-          out,
-          n,
-          "argmax",
-          {},
-          { n: (n.x as WgTensor).width },
-          [bufferOf(n.x), bufferOf(n.out)],
-          [
-            n.x.shape[0],
-            1,
-            1,
-          ],
-          "argmax",
-        );
+      case "sample": {
+        const buffers = [bufferOf(n.x), bufferOf(n.out)];
+        const width = (n.x as WgTensor).width;
+        this.#dispatch(out, n, n.kind, {}, { n: width }, buffers, [n.x.shape[0], 1, 1], n.kind);
         return;
+      }
     }
   }
 

@@ -77,7 +77,7 @@ export type Node =
   }
   | { readonly kind: "silu_mul"; readonly gate: Tensor; readonly up: Tensor; readonly out: Tensor }
   | { readonly kind: "gather_rows"; readonly x: Tensor; readonly out: Tensor }
-  | { readonly kind: "argmax"; readonly x: Tensor; readonly out: Tensor }
+  | { readonly kind: "argmax" | "sample"; readonly x: Tensor; readonly out: Tensor }
   /** A matmul with int8 activations (W8A8): act_quant_int8 then matmul_a8, never fused. */
   | {
     readonly kind: "matmul_a8";
@@ -217,7 +217,8 @@ export function planNodes(ops: readonly Op[]): Node[] {
         nodes.push({ kind: "silu_mul", gate: o.gate, up: o.up, out: o.out });
         break;
       case "argmax":
-        nodes.push({ kind: "argmax", x: o.x, out: o.out });
+      case "sample":
+        nodes.push({ kind: o.op, x: o.x, out: o.out });
         break;
     }
   }

@@ -3,8 +3,9 @@
  * flight), one command buffer per step holding every dispatch, and the two ways to run steps:
  * - `run`: one step; when it has logit rows they are copied back in the same command buffer and mapped
  *   (the only wait);
- * - `decodeGreedy` (graphs ending in an argmax): decode steps queued back to back, each row taking its
- *   input token from the previous step's device argmax of the same row, so the host never waits per
+ * - `decodeGreedy` (graphs ending in an argmax or sample op): decode steps queued back to back, each row
+ *   taking its input token from the previous step's device choice for the same row (each step's slot
+ *   carries its rows' sampling settings and uniforms, written ahead), so the host never waits per
  *   token. Deno 2.9.6's mapAsync blocks until the queue is idle and then sleeps about 10 ms, so the ids
  *   are read back per batch of steps: batch k+1 is submitted right after batch k's map call returns, and
  *   batch k+2 is encoded while the map completes; batches grow until one keeps the GPU busy ~15 ms.
@@ -18,6 +19,7 @@ import type { Dispatch, NodeEncoder, StepShape, Tuning } from "./encode.ts";
 import { type Gpu, STORAGE } from "./device.ts";
 import { bufferOf, type WgTensor } from "./wg_tensor.ts";
 import { LlmError } from "../../errors.ts";
+import { PICK_PARAMS } from "../../sample/pick.ts";
 
 const HEADER = 16;
 const SLOTS = 128;
@@ -66,7 +68,7 @@ export interface GraphLimits {
   readonly maxSeqs: number;
   /** The graph reads logit rows' values (gather_rows): they must index the step's rows. */
   readonly gathers: boolean;
-  /** The graph ends in an argmax (its output is the ids): decodeGreedy is possible. */
+  /** The graph ends in an argmax or sample op (its output is the ids): decodeGreedy is possible. */
   readonly argmax: boolean;
 }
 
@@ -106,7 +108,8 @@ export class WgGraph implements CompiledGraph {
     this.#owned = options.owned;
     const l = options.limits;
     this.#seqCap = l.maxSeqs;
-    this.#slotWords = HEADER + 3 * l.maxTokens + l.maxLogitRows + this.#seqCap * l.blocksPerSeq;
+    this.#slotWords = HEADER + 3 * l.maxTokens + l.maxLogitRows + this.#seqCap * l.blocksPerSeq +
+      SAMPLING_WORDS * l.maxLogitRows;
     const align = Math.max(gpu.limits.storageAlign, 16);
     this.#slotBytes = Math.ceil((this.#slotWords * 4) / align) * align;
     this.#stepBuf = gpu.buffer(this.#slotBytes * SLOTS, STORAGE, "step slots");
@@ -152,6 +155,8 @@ export class WgGraph implements CompiledGraph {
     const w = new Int32Array(this.#slotWords);
     const off = { tok: HEADER, pos: HEADER + l.maxTokens, seq: HEADER + 2 * l.maxTokens };
     const offLogit = HEADER + 3 * l.maxTokens, offBlock = offLogit + l.maxLogitRows;
+    const offSampling = offBlock + this.#seqCap * l.blocksPerSeq;
+    if (step.sampling) writeSampling(w, offSampling, step.sampling, nl);
     let maxLen = 0;
     for (let r = 0; r < n; r++) {
       const id = step.tokens[r];
@@ -202,7 +207,7 @@ export class WgGraph implements CompiledGraph {
     const slot = this.#slot;
     this.#slot = (this.#slot + 1) % SLOTS;
     w.set([n, nl, nSeqs, l.blocksPerSeq, fromDevice ? 1 : 0, Math.max(prevSlot, 0), slot, splits]);
-    w.set([off.tok, off.pos, off.seq, offLogit, offBlock, l.maxLogitRows], 8);
+    w.set([off.tok, off.pos, off.seq, offLogit, offBlock, l.maxLogitRows, offSampling], 8);
     this.#gpu.device.queue.writeBuffer(this.#stepBuf, slot * this.#slotBytes, w);
     const distinct = new Set(step.seqIndex.subarray(0, n)).size === n;
     return { slot, shape: { nTokens: n, nLogits: nl, splits, distinct } };
@@ -279,7 +284,7 @@ export class WgGraph implements CompiledGraph {
     if (!this.#limits.argmax) {
       throw new LlmError(
         "INTERNAL",
-        "webgpu: decodeGreedy needs a graph that ends in an argmax of its logits",
+        "webgpu: decodeGreedy needs a graph that ends in an argmax or sample op of its logits",
       );
     }
     this.#enter();
@@ -304,7 +309,7 @@ export class WgGraph implements CompiledGraph {
         if (n !== rows || step.logitRows.length !== n || step.logitRows.some((r, i) => r !== i)) {
           throw new LlmError(
             "INTERNAL",
-            "webgpu: greedy decode steps carry the same decode rows, each its own logit row, in order",
+            "webgpu: queued decode steps carry the same decode rows, each its own logit row, in order",
           );
         }
         const { slot, shape } = this.#write(step, index > 0, prev);
@@ -427,5 +432,36 @@ export class WgGraph implements CompiledGraph {
     }
     this.#owned.length = 0;
     this.#cache.clear();
+  }
+}
+
+const F32_MAX = 3.4028234663852886e38;
+/** Slot words per logit row of sampling settings (lib/step.wgsl's samplingAt). */
+const SAMPLING_WORDS = 8;
+
+/**
+ * A step's sampling rows into its slot (lib/step.wgsl, step[14]): f32 temperature, topK (capped at
+ * 2^31 - 1; the kernel treats topK >= the row's width as off), f32 topP, minP, u, and the remainders
+ * of topP and u. f32 rounding of the settings and of u is part of the
+ * sample kernel's precision rule (kernels/wgsl/sample.wgsl).
+ */
+function writeSampling(w: Int32Array, at: number, sp: Float64Array, rows: number): void {
+  if (sp.length < rows * PICK_PARAMS) {
+    throw new LlmError(
+      "INTERNAL",
+      `webgpu: step.sampling holds ${sp.length} values for ${rows} logit rows (${PICK_PARAMS} per row)`,
+    );
+  }
+  const f = new Float32Array(w.buffer, w.byteOffset, w.length);
+  for (let r = 0; r < rows; r++) {
+    const i = r * PICK_PARAMS, o = at + r * SAMPLING_WORDS;
+    f[o] = Math.min(sp[i], F32_MAX);
+    w[o + 1] = Math.min(sp[i + 1], 0x7fffffff);
+    f[o + 2] = sp[i + 2];
+    f[o + 3] = sp[i + 3];
+    f[o + 4] = sp[i + 4];
+    // the f32 remainders: topP * z and u * total then carry the settings' f64 values to ~2^-48
+    f[o + 5] = sp[i + 2] - f[o + 2];
+    f[o + 6] = sp[i + 4] - f[o + 4];
   }
 }

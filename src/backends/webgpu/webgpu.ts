@@ -27,7 +27,7 @@ import { type GraphLimits, WgGraph } from "./run.ts";
 import { WgTensor } from "./wg_tensor.ts";
 
 // "sample" (device-side top-k / top-p sampling) has no kernel here: steps read logits back instead.
-const OPS: readonly OpName[] = OP_NAMES.filter((o) => o !== "sample");
+const OPS: readonly OpName[] = OP_NAMES;
 const WEIGHT_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0"];
 /** Uploads between waits for the queue, so staged copies do not pile up in host memory. */
 const UPLOAD_SYNC_BYTES = 1 << 30;
@@ -208,7 +208,10 @@ class WebGpuBackend implements Backend {
       case "attention":
         return this.caps.kvDTypes.includes(op.cache.k.dtype);
       case "argmax":
-        return op.x.dtype === "f32" && op.out.dtype === "i32";
+      case "sample":
+        // sample: one workgroup walks a row; keys and counts are u32, ids f32-exact below 2^24
+        return op.x.dtype === "f32" && op.out.dtype === "i32" &&
+          (op.op === "argmax" || op.x.byteLength / op.x.shape[0] / 4 < 1 << 24);
       default:
         return OPS.includes(op.op);
     }
@@ -240,7 +243,9 @@ class WebGpuBackend implements Backend {
       ? cacheOp.cache
       : undefined;
     const embed = graph.find((o) => o.op === "embed");
-    const gathers = graph.flatMap((o) => o.op === "gather_rows" || o.op === "argmax" ? [o.out.shape[0]] : []);
+    const gathers = graph.flatMap((o) =>
+      o.op === "gather_rows" || o.op === "argmax" || o.op === "sample" ? [o.out.shape[0]] : []
+    );
     const cacheRows = cache ? cache.k.shape[0] : 0;
     const blocksPerSeq = cache ? options?.maxBlocksPerSeq ?? Math.ceil(cacheRows / cache.blockSize) : 1;
     const maxTokens = Math.max(1, ...tensors.map(rowsOf));
@@ -258,7 +263,7 @@ class WebGpuBackend implements Backend {
       kvHeads: kvHeads.length ? Math.min(...kvHeads) : 1,
       maxSeqs: Math.max(1, options?.maxSeqs ?? Math.min(maxTokens, 64)),
       gathers: graph.some((o) => o.op === "gather_rows"),
-      argmax: last?.op === "argmax" && last.out === output,
+      argmax: (last?.op === "argmax" || last?.op === "sample") && last.out === output,
     };
     const owned: GPUBuffer[] = [];
     const tables = new Map<Tensor, Map<number, GPUBuffer>>();
