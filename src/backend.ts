@@ -71,8 +71,9 @@ export interface GreedyDecodeOptions {
   readonly first: StepParams;
   /**
    * Step i (i >= 1): the same sequences in the same rows, each one position further; its `tokens` are
-   * ignored (each row takes the previous step's argmax of its own logit row). Return undefined to stop.
-   * Called ahead of the ids being known, so it must not depend on them.
+   * ignored (each row takes the previous step's device choice for its own logit row). Return undefined to
+   * stop. Called ahead of the ids being known, so it must not depend on them; for a graph ending in a
+   * `sample` op its `sampling` (settings and uniforms) is the step's, known ahead too.
    */
   readonly next: (i: number) => StepParams | undefined;
 }
@@ -82,8 +83,8 @@ export interface CompiledGraph extends Disposable {
   /** Run every op for one step. Resolves when the step's results can be downloaded. */
   run(step: StepParams): Promise<void>;
   /**
-   * Optional, for graphs that end in an argmax of their logits (compiled with its ids as the output):
-   * greedy decoding queued on the device. Each step's input tokens are the previous step's argmax ids,
+   * Optional, for graphs that end in an argmax or `sample` op of their logits (compiled with its ids as
+   * the output): decoding queued on the device. Each step's input tokens are the previous step's ids,
    * so steps run back to back without the host in between; yields each step's ids (one per row, -1 for a
    * row whose logits hold NaN) in order. Stopping the iteration stops queueing steps; steps already
    * queued may still write cache rows past where the sequences stopped. For backends whose every

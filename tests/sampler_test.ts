@@ -217,6 +217,31 @@ Deno.test("same seed, same tokens; different seed, different tokens; unseeded ex
   assert.deepEqual(run(free), run(new Sampler(1000, { ...opts, seed: free.seed })));
 });
 
+Deno.test("peeked uniforms are the next draws; only committed ones are used up", () => {
+  const logits = Float32Array.from({ length: 50 }, (_, i) => Math.sin(i) * 3);
+  const o = { temperature: 0.9, topP: 0.95, seed: 11 };
+  const plain = new Sampler(50, o);
+  const want = Array.from({ length: 8 }, () => plain.sample(logits));
+  const s = new Sampler(50, o);
+  // peek far ahead (a queued burst), keep two steps' draws, then sample the rest on the host
+  const row = new Float64Array(5);
+  const peeked = [0, 1, 2, 3, 4].map((i) => s.peekUniform(i));
+  s.devicePick(row, 0, { ahead: 3 });
+  assert.equal(row[4], peeked[3]);
+  assert.equal(s.peekUniform(0), peeked[0], "peeking draws nothing");
+  s.commitUniforms(2);
+  assert.equal(s.peekUniform(0), peeked[2]);
+  const got = [...want.slice(0, 2), ...Array.from({ length: 6 }, () => s.sample(logits))];
+  assert.deepEqual(got, want);
+  // devicePick without ahead draws: the same u as sample() would have used
+  const a = new Sampler(50, o), b = new Sampler(50, o);
+  a.devicePick(row, 0);
+  assert.equal(row[4], b.peekUniform(0));
+  b.commitUniforms(1);
+  assert.deepEqual([a.sample(logits), a.sample(logits)], [b.sample(logits), b.sample(logits)]);
+  assert.throws(() => s.peekUniform(-1), /peekUniform/);
+});
+
 Deno.test("-Infinity logits are never sampled; all-equal logits are uniform", () => {
   const l = Float32Array.of(-Infinity, 0, -Infinity, 0, -Infinity);
   for (const o of [{}, { topK: 4 }, { topP: 0.99 }, { minP: 0.01 }] as SamplingOptions[]) {

@@ -242,7 +242,7 @@ Deno.test({
       const V = config.vocabSize;
       const full = seen.perStep.filter((s) => s.seqs === 5);
       assert.ok(full.length >= 8, `${full.length} five-sequence steps`);
-      const sampleOp = ["ref", "cuda"].includes(backend.name);
+      const sampleOp = ["ref", "cuda", "webgpu"].includes(backend.name);
       const lean = 5 * 4 + (sampleOp ? 1 : 2) * V * 4;
       for (const s of full) {
         assert.ok(
@@ -299,7 +299,7 @@ Deno.test({
           seen.restore();
         }
       };
-      const sampleOp = ["ref", "cuda"].includes(backend.name);
+      const sampleOp = ["ref", "cuda", "webgpu"].includes(backend.name);
       const device = await run(backend, sampleOp);
       const host = await run(withoutSampleOp(backend), false);
       assert.deepEqual(device, host, backend.name);

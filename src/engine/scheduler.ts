@@ -337,19 +337,22 @@ export class Scheduler {
   }
 
   /**
-   * Greedy decoding queued on the device, for backends whose compiled greedy graph has `decodeGreedy`
-   * (WebGPU: every read back waits ~10 ms in Deno, so one step per read would cap decoding near 90
-   * tok/s). When every running sequence is generating with plain greedy sampling and none waits, decode
-   * steps run back to back, each step's tokens the device argmax of the step before, and the ids come
-   * back in batches. The burst stops at the first sequence's length limit, when every sequence has
-   * stopped, or when a request arrives or one is cancelled. Returns false when it does not apply.
+   * Decoding queued on the device, for backends whose compiled greedy graph has `decodeGreedy` (WebGPU:
+   * every read back waits ~10 ms in Deno, so one step per read would cap decoding near 90 tok/s). When
+   * every running sequence is generating with plain greedy sampling, or (with a device `sample` op) with
+   * any sampler without penalties, and none waits, decode steps run back to back, each step's tokens the
+   * device's choice of the step before, and the ids come back in batches. Sampled rows get each step's
+   * uniform ahead of time by peeking their sampler's RNG, and only the steps whose tokens are kept use
+   * their draws up, so a burst cut short leaves every RNG where step-by-step decoding would: the same
+   * seed gives the same text either way. The burst stops at the first sequence's length limit, when a
+   * sequence stops, or when a request arrives or one is cancelled. Returns false when it does not apply.
    */
   async #burst(): Promise<boolean> {
     const g = this.#p.greedy, seqs = [...this.#running], ctx = this.options.contextSize;
     if (!g || this.#waiting.length || seqs.length === 0) return false;
-    if (seqs.some((s) => !s.prefilled || s.cancelled || s.spec.onLogits || !s.spec.sampler?.isPlainGreedy)) {
-      return false;
-    }
+    const queued = (s: Sequence): boolean =>
+      s.spec.sampler?.isPlainGreedy === true || (g.sampling && s.spec.sampler?.canPickOnDevice === true);
+    if (seqs.some((s) => !s.prefilled || s.cancelled || s.spec.onLogits || !queued(s))) return false;
     const n = Math.min(
       ...seqs.map((s) => Math.min(s.spec.maxTokens - s.generated.length, ctx - s.tokens.length)),
     );
@@ -357,6 +360,15 @@ export class Scheduler {
     if (!compiled?.decodeGreedy) return false;
     const W = this.#maxBlocksPerSeq, V = this.#p.vocabSize;
     const base = seqs.map((s) => s.computed); // each row's input token position
+    // sampled rows: draws kept so far in this burst (step i's uniform is the (i - kept)-th peeked one)
+    const draws = seqs.map((s) => s.spec.sampler!.options.temperature > 0);
+    const kept = seqs.map(() => 0);
+    const sampling = (i: number): Float64Array | undefined => {
+      if (!draws.some((d) => d)) return undefined;
+      const sp = new Float64Array(seqs.length * PICK_PARAMS);
+      seqs.forEach((s, r) => s.spec.sampler!.devicePick(sp, r * PICK_PARAMS, { ahead: i - kept[r] }));
+      return sp;
+    };
     const stepAt = (i: number): StepParams => {
       const tables = new Int32Array(seqs.length * W).fill(-1);
       seqs.forEach((s, r) => {
@@ -371,6 +383,7 @@ export class Scheduler {
         blockTables: tables,
         maxBlocksPerSeq: W,
         logitRows: Int32Array.from(seqs, (_, r) => r),
+        sampling: sampling(i),
       };
     };
     const finished = new Map<Sequence, FinishReason | Error>();
@@ -387,6 +400,10 @@ export class Scheduler {
           if (!(id >= 0 && id < V)) {
             finished.set(s, badDeviceId(id));
             return;
+          }
+          if (draws[r]) {
+            s.spec.sampler!.commitUniforms(1);
+            kept[r]++;
           }
           const reason = s.accept(id, ctx);
           if (reason) finished.set(s, reason);

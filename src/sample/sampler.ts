@@ -198,6 +198,8 @@ export class Sampler {
   /** The seed in use: the one passed in, or the random one picked when none was given. */
   readonly seed: number;
   #rng: Xoshiro128;
+  /** Uniforms drawn from the RNG ahead of use (peeked), oldest first; the next draws come from here. */
+  #ahead: number[] = [];
   // Reused between calls so a 128k-vocab step does not allocate megabytes each token.
   #work: Float32Array | undefined;
   #scratch = new PickScratch();
@@ -237,7 +239,7 @@ export class Sampler {
       );
     }
     const l = this.#penalize(logits, history);
-    const id = pickToken(l, this.options, () => this.#rng.next(), this.#scratch);
+    const id = pickToken(l, this.options, () => this.#draw(), this.#scratch);
     if (id === PICK_NAN) {
       // A NaN logit means a broken model or kernel, and sampling from it would silently emit garbage.
       throw new LlmError(
@@ -267,15 +269,48 @@ export class Sampler {
    * The next token's row of `StepParams.sampling` (temperature, topK, topP, minP, u) into `out` at
    * `offset`, drawing u from this sampler's RNG exactly as {@link sample} would (not at temperature 0).
    * The device's choice then equals `sample` on the same logits (up to f64 rounding at a boundary; see
-   * src/sample/pick.ts). Only for samplers with {@link canPickOnDevice}.
+   * src/sample/pick.ts). Only for samplers with {@link canPickOnDevice}. With `ahead`, u is
+   * {@link peekUniform}(ahead) and nothing is drawn (the caller commits the draws it keeps).
    */
-  devicePick(out: Float64Array, offset: number): void {
+  devicePick(out: Float64Array, offset: number, options: { ahead?: number } = {}): void {
     const o = this.options;
     out[offset] = o.temperature;
     out[offset + 1] = o.topK;
     out[offset + 2] = o.topP;
     out[offset + 3] = o.minP;
-    out[offset + 4] = o.temperature === 0 ? 0 : this.#rng.next();
+    if (o.temperature === 0) out[offset + 4] = 0;
+    else out[offset + 4] = options.ahead === undefined ? this.#draw() : this.peekUniform(options.ahead);
+  }
+
+  /**
+   * The uniform that the `ahead`-th next draw (0: the very next) will use, without using it up: a
+   * decode queued on the device gives each step its uniform before any of their tokens are known, and
+   * only the steps whose tokens are kept {@link commitUniforms}, so a queue cut short leaves the RNG
+   * where an unqueued run would be.
+   *
+   * @example
+   * ```ts
+   * const s = new Sampler(8, { seed: 3 });
+   * const u = s.peekUniform(0);
+   * s.commitUniforms(1); // the token drawn with u was kept
+   * ```
+   */
+  peekUniform(ahead: number): number {
+    if (!(Number.isInteger(ahead) && ahead >= 0 && ahead < 1 << 20)) {
+      throw new LlmError("INTERNAL", `Sampler: peekUniform(${ahead}) needs an integer in 0..2^20`);
+    }
+    while (this.#ahead.length <= ahead) this.#ahead.push(this.#rng.next());
+    return this.#ahead[ahead];
+  }
+
+  /** Use up the next `n` draws (peeked or not), as `n` samples at a temperature above 0 would. */
+  commitUniforms(n: number): void {
+    for (let i = 0; i < n; i++) this.#draw();
+  }
+
+  /** The next uniform: a peeked one first. */
+  #draw(): number {
+    return this.#ahead.length ? this.#ahead.shift()! : this.#rng.next();
   }
 
   /** Apply the penalties to a private copy (or return `logits` itself when none applies). */
