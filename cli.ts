@@ -27,7 +27,8 @@ const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, o
   --threads N          CPU threads for the wasm backend (default: all cores)
   --cuda-lib PATH      the CUDA library (default build/libllama_ts_cuda.so; env LLAMA_TS_CUDA_LIB)
   --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda, wasm, webgpu
-  --host-sampling      sample on the host even where the backend samples on the device (cuda, ref); same tokens
+  --host-sampling      sample on the host even where the backend samples on the device (cuda, ref, webgpu); same
+                       tokens
   --format F           text | json (default text)`;
 
 const HELP: Record<string, string> = {

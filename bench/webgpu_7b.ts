@@ -11,12 +11,16 @@
  *    the quantizer. Cosine per position (goal for fp16: 0.999 or better).
  *
  * 4. variant w8a8: q8_0 weights with int8 activations (SmoothQuant W8A8 numerics on random weights).
+ * 5. --sample (instead of 1-3): batch-1 decode with generate's default sampling (temperature 0.8, top-k 40,
+ *    top-p 0.95, min-p 0.05, seed 1; what `cli.ts bench --sample` runs, through the same runBench) on the
+ *    device (the `sample` op, steps queued in bursts) and, in the same process on the same backend, with
+ *    host sampling (`deviceSampling: false`, the `--host-sampling` baseline: a logits row read per token).
  * Load time is split into the host's generation of the bytes (`readS`) and the rest (uploads, device
  * repacking/quantization, pipeline creation).
  *
  *   deno run -A bench/webgpu_7b.ts --out DIR [--bandwidth DIR/bandwidth.json] [--tuning FILE]
  *        [--variants f16,int8,int4,w8a8] [--shape llama7B|stories110M|stories15M] [--layers N]
- *        [--positions 6] [--repeat 2] [--skip-compare | --compare-only] [--append]
+ *        [--positions 6] [--repeat 2] [--skip-compare | --compare-only] [--append] [--sample]
  * --append adds to DIR/webgpu_7b.json instead of replacing it (one process per variant, each with its
  * own time limit).
  */
@@ -48,6 +52,7 @@ const { values: f } = parseArgs({
     "skip-compare": { type: "boolean", default: false },
     "compare-only": { type: "boolean", default: false },
     append: { type: "boolean", default: false },
+    sample: { type: "boolean", default: false },
   },
 });
 
@@ -118,6 +123,42 @@ function timed(model: ModelFile, clock: { s: number }): ModelFile {
     });
   }
   return { ...model, tensors };
+}
+
+/** Sampled batch-1 decode, device `sample` op against host sampling, one backend (step 5). */
+async function benchSampling(v: Variant): Promise<Record<string, unknown>> {
+  using backend = await createWebGpuBackend({ weightQuant: weightQuant(v), tuning });
+  const sampling = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, seed: 1 };
+  const out: Record<string, unknown> = { variant: v, sampling };
+  for (const deviceSampling of [true, false]) {
+    using engine = await Engine.create(variantModel(config, v), tokenizer, {
+      backend,
+      contextSize: 1024,
+      deviceSampling,
+    });
+    const r = await runBench(engine, {
+      model: `${f.shape}-shape`,
+      promptTokens: 16,
+      genTokens: 128,
+      repeat: Number(f.repeat),
+      sampling,
+    });
+    const key = deviceSampling ? "device" : "host";
+    out[key] = {
+      decodeTokPerS: r.decodeTokPerS,
+      runs: r.runs.map((x) => x.decodeTokPerS),
+      devicePick: r.devicePick,
+    };
+    log(
+      `${v}: sampled decode, ${key} sampling (${r.devicePick}): ${r.decodeTokPerS.toFixed(1)} tok/s (runs ${
+        r.runs.map((x) => x.decodeTokPerS.toFixed(1)).join(", ")
+      })`,
+    );
+  }
+  const ratio = (out.device as { decodeTokPerS: number }).decodeTokPerS /
+    (out.host as { decodeTokPerS: number }).decodeTokPerS;
+  log(`${v}: sampled decode, device / host sampling: ${ratio.toFixed(2)}x`);
+  return { ...out, ratio };
 }
 
 async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
@@ -320,10 +361,10 @@ const report = {
 const save = (): Promise<void> =>
   Deno.writeTextFile(`${f.out}/webgpu_7b.json`, JSON.stringify(report, null, 2));
 for (const v of f["compare-only"] ? [] : variants) {
-  report.results.push(await benchVariant(v));
+  report.results.push(await (f.sample ? benchSampling(v) : benchVariant(v)));
   await save();
 }
-if (!f["skip-compare"]) {
+if (!f["skip-compare"] && !f.sample) {
   for (const v of variants) {
     report.comparisons.push(await compare(v, Number(f.positions)));
     await save();

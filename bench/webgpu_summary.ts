@@ -106,4 +106,18 @@ if (b7) {
     }
   }
 }
+// bench/webgpu_7b.ts --sample (written as sample.json): sampled decode, device sample op vs host sampling
+const sm = await json("sample.json");
+for (const r of (sm?.results ?? []) as Record<string, unknown>[]) {
+  const d = r.device as { decodeTokPerS: number; runs: number[] } | undefined;
+  const h = r.host as { decodeTokPerS: number; runs: number[] } | undefined;
+  lines.push(
+    "",
+    `7B-shape ${r.variant} batch-1 sampled decode (${JSON.stringify(r.sampling)}): device sampling ${
+      n(d?.decodeTokPerS)
+    } tok/s (runs ${d?.runs.map((x) => n(x)).join(", ")}), host sampling ${n(h?.decodeTokPerS)} tok/s (runs ${
+      h?.runs.map((x) => n(x)).join(", ")
+    }), ratio ${n(r.ratio, 2)}x`,
+  );
+}
 console.log(lines.join("\n"));

@@ -62,9 +62,10 @@ export interface EngineOptions {
   /** Reuse the KV blocks of identical prompt prefixes across generations. Default false. */
   readonly prefixCache?: boolean;
   /**
-   * Sample on the device where the backend has a `sample` op (cuda, ref): rows without penalties read
+   * Sample on the device where the backend has a `sample` op (cuda, ref, webgpu): rows without penalties read
    * back one token id instead of a row of logits. Default true; false samples every non-greedy row on
-   * the host (the A/B baseline). The tokens are the same either way (src/sample/pick.ts).
+   * the host (the A/B baseline). The tokens are the same either way (src/sample/pick.ts), except that
+   * webgpu's f32 kernel may differ where a uniform or cut lands within its stated rounding of a boundary.
    */
   readonly deviceSampling?: boolean;
 }
