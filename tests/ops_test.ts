@@ -156,6 +156,33 @@ for (const [dtype, k] of [["f32", 37], ["f16", 61], ["bf16", 5], ["q8_0", 160], 
   });
 }
 
+// One row of x (decode: the GPU backends' one-row GEMV path) with k long enough that each thread walks
+// several 16-byte chunks of a row, so the next chunk's weights and group scales are loaded ahead of use
+for (const dtype of ["q8_0", "q4_0", "f16"] as const) {
+  Deno.test(`matmul ${dtype}, one row of x, k 2304 (several chunks per thread) matches a naive matmul`, async () => {
+    const k = 2304, m = 37;
+    const { bytes, values } = weightBytes(dtype, m * k, 81);
+    const x = randn(k, 82);
+    const want = new Float32Array(m);
+    for (let j = 0; j < m; j++) {
+      let s = 0;
+      for (let i = 0; i < k; i++) s += x[i] * values[j * k + i];
+      want[j] = s;
+    }
+    await forEachBackend(async (b) => {
+      const w = b.alloc(dtype, [m, k], "weights", "w");
+      await b.upload(w, bytes);
+      const xt = await put(b, "f32", [1, k], x);
+      const out = b.alloc("f32", [1, m], "compute", "out");
+      await run(b, [{ op: "matmul", x: xt, w, out, rows: "tokens" }], step(1, [0]));
+      const got = await get(b, out);
+      finite(got, `${b.name} matmul ${dtype}`);
+      const e = nmse(got, want);
+      assert.ok(e < (b.name === "ref" ? 1e-12 : NMSE_TOLERANCE[dtype]), `${b.name} ${dtype} nmse ${e}`);
+    });
+  });
+}
+
 Deno.test("embed rejects token ids outside the vocabulary", async () => {
   await forEachBackend(async (b) => {
     const table = await put(b, "f32", [4, 8], randn(32, 1), "w");
