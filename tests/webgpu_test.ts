@@ -196,14 +196,14 @@ for (const scheme of ["int8", "int4"] as const) {
 
 // The defaults are checked above; here the one-row and batched layouts of the quantized GEMV and of
 // matmul_a8 are swapped (so every default layout also runs on the other path), on decode steps (one row)
-// and a 6-row step (batched GEMV, not GEMM); the one-row GEMV also loads its scales at use (PS 0)
+// and a 6-row step (batched GEMV, not GEMM)
 Deno.test({
   name: "webgpu: quantized GEMV and matmul_a8 layouts swapped between one row and batched rows match ref",
   ignore,
   fn: async () => {
     const d = DEFAULT_TUNING;
     const tuning: Partial<Tuning> = {
-      gemv: { ...d.gemv, q8: { ...d.gemvBatch.q8, PS: 0 }, q4: { ...d.gemvBatch.q4, PS: 0 } },
+      gemv: { ...d.gemv, q8: d.gemvBatch.q8, q4: d.gemvBatch.q4 },
       gemvBatch: { ...d.gemvBatch, q8: d.gemv.q8, q4: d.gemv.q4 },
       a8: d.a8Batch,
       a8Batch: d.a8,

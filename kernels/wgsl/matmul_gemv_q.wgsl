@@ -4,9 +4,9 @@
 // straight from memory once (vec4 loads) and reuses it for all NR rows, dequantizing in registers:
 // a byte or nibble is masked in place (one AND|OR) into the mantissa of 2^23 and the float subtracted,
 // with x pre-multiplied by 2^-8 / 2^-4k to undo the nibble's or byte's place (exact powers of two). The
-// next chunk's weights (PS: and its group scales) are loaded before the current one is used. NORM: out =
-// inv_rms * sum(w * (x * g)), the sum of squares taken from the same x reads. PERROW (int8 per channel): one
-// scale per row, applied after the row's sum.
+// next chunk's weights are loaded before the current one is used. NORM: out = inv_rms * sum(w * (x * g)),
+// the sum of squares taken from the same x reads. PERROW (int8 per channel): one scale per row, applied
+// after the row's sum.
 // Bindings: 0 uniform Params; 1 x (rows, K) f32 as vec4; 2 norm weight (K) f32 as vec4; 3/5/7 weight
 //   chunks of A/B/C; 4/6/8 their f16 scales; 9/10/11 outputs (9 is also the residual); group 1: step.
 // Dispatch: as matmul_gemv: wgA + wgB + wgC workgroups of TK * TR threads, each TR * NR rows of one
@@ -30,9 +30,6 @@ override NORM: bool = false;
 override GATHER: bool = false;
 override RESIDUAL: bool = false;
 override GATEUP: bool = false;
-// NT = 1 path: true loads the next chunk's group scales together with its weights (so the loop never waits
-// on a scale load); false loads each scale when the chunk is used (the layout before 2026-11-25 night).
-override PS: bool = true;
 
 struct Params {
   K: u32,
@@ -233,15 +230,6 @@ fn main(
     var b2 = 0.0;
     var b3 = 0.0;
     var sq = 0.0;
-    // group scales of the current chunk (PS), of A's rows and B's
-    var s0 = 0.0;
-    var s1 = 0.0;
-    var s2 = 0.0;
-    var s3 = 0.0;
-    var z0 = 0.0;
-    var z1 = 0.0;
-    var z2 = 0.0;
-    var z3 = 0.0;
     let KC = select(0u, p.KC, live > 0u);
     if (tk < KC) {
       if (ok0) { w0 = loadW(mat, r * KC + tk); }
@@ -253,18 +241,6 @@ fn main(
         if (ok1) { u1 = wB[(r + 1u) * KC + tk]; }
         if (ok2) { u2 = wB[(r + 2u) * KC + tk]; }
         if (ok3) { u3 = wB[(r + 3u) * KC + tk]; }
-      }
-      if (PS) {
-        if (ok0) { s0 = scl(mat, r, tk, EP); }
-        if (ok1) { s1 = scl(mat, r + 1u, tk, EP); }
-        if (ok2) { s2 = scl(mat, r + 2u, tk, EP); }
-        if (ok3) { s3 = scl(mat, r + 3u, tk, EP); }
-        if (GATEUP) {
-          if (ok0) { z0 = sclB(r, tk, EP); }
-          if (ok1) { z1 = sclB(r + 1u, tk, EP); }
-          if (ok2) { z2 = sclB(r + 2u, tk, EP); }
-          if (ok3) { z3 = sclB(r + 3u, tk, EP); }
-        }
       }
     }
     for (var c = tk; c < KC; c += TK) {
@@ -278,14 +254,6 @@ fn main(
       var v1 = vec4<u32>();
       var v2 = vec4<u32>();
       var v3 = vec4<u32>();
-      var t0 = 0.0;
-      var t1 = 0.0;
-      var t2 = 0.0;
-      var t3 = 0.0;
-      var y0 = 0.0;
-      var y1 = 0.0;
-      var y2 = 0.0;
-      var y3 = 0.0;
       if (cn < KC) {
         if (ok0) { n0 = loadW(mat, r * KC + cn); }
         if (ok1) { n1 = loadW(mat, (r + 1u) * KC + cn); }
@@ -297,47 +265,23 @@ fn main(
           if (ok2) { v2 = wB[(r + 2u) * KC + cn]; }
           if (ok3) { v3 = wB[(r + 3u) * KC + cn]; }
         }
-        if (PS) {
-          if (ok0) { t0 = scl(mat, r, cn, EP); }
-          if (ok1) { t1 = scl(mat, r + 1u, cn, EP); }
-          if (ok2) { t2 = scl(mat, r + 2u, cn, EP); }
-          if (ok3) { t3 = scl(mat, r + 3u, cn, EP); }
-          if (GATEUP) {
-            if (ok0) { y0 = sclB(r, cn, EP); }
-            if (ok1) { y1 = sclB(r + 1u, cn, EP); }
-            if (ok2) { y2 = sclB(r + 2u, cn, EP); }
-            if (ok3) { y3 = sclB(r + 3u, cn, EP); }
-          }
-        }
-      }
-      if (!PS) {
-        if (ok0) { s0 = scl(mat, r, c, EP); }
-        if (ok1) { s1 = scl(mat, r + 1u, c, EP); }
-        if (ok2) { s2 = scl(mat, r + 2u, c, EP); }
-        if (ok3) { s3 = scl(mat, r + 3u, c, EP); }
-        if (GATEUP) {
-          if (ok0) { z0 = sclB(r, c, EP); }
-          if (ok1) { z1 = sclB(r + 1u, c, EP); }
-          if (ok2) { z2 = sclB(r + 2u, c, EP); }
-          if (ok3) { z3 = sclB(r + 3u, c, EP); }
-        }
       }
       let xc = chunkX(xb, c, &sq);
       if (ok0) {
-        a0 = fma(s0, dotC(w0, xc), a0);
-        if (GATEUP) { b0 = fma(z0, dotC(u0, xc), b0); }
+        a0 = fma(scl(mat, r, c, EP), dotC(w0, xc), a0);
+        if (GATEUP) { b0 = fma(sclB(r, c, EP), dotC(u0, xc), b0); }
       }
       if (ok1) {
-        a1 = fma(s1, dotC(w1, xc), a1);
-        if (GATEUP) { b1 = fma(z1, dotC(u1, xc), b1); }
+        a1 = fma(scl(mat, r + 1u, c, EP), dotC(w1, xc), a1);
+        if (GATEUP) { b1 = fma(sclB(r + 1u, c, EP), dotC(u1, xc), b1); }
       }
       if (ok2) {
-        a2 = fma(s2, dotC(w2, xc), a2);
-        if (GATEUP) { b2 = fma(z2, dotC(u2, xc), b2); }
+        a2 = fma(scl(mat, r + 2u, c, EP), dotC(w2, xc), a2);
+        if (GATEUP) { b2 = fma(sclB(r + 2u, c, EP), dotC(u2, xc), b2); }
       }
       if (ok3) {
-        a3 = fma(s3, dotC(w3, xc), a3);
-        if (GATEUP) { b3 = fma(z3, dotC(u3, xc), b3); }
+        a3 = fma(scl(mat, r + 3u, c, EP), dotC(w3, xc), a3);
+        if (GATEUP) { b3 = fma(sclB(r + 3u, c, EP), dotC(u3, xc), b3); }
       }
       w0 = n0;
       w1 = n1;
@@ -347,16 +291,6 @@ fn main(
       u1 = v1;
       u2 = v2;
       u3 = v3;
-      if (PS) {
-        s0 = t0;
-        s1 = t1;
-        s2 = t2;
-        s3 = t3;
-        z0 = y0;
-        z1 = y1;
-        z2 = y2;
-        z3 = y3;
-      }
     }
     let o = tr * NR;
     red[tk * NO + o] = a0;

@@ -43,11 +43,6 @@ export interface Layout {
   readonly NR: number;
   readonly TK: number;
   readonly TR: number;
-  /**
-   * Quantized GEMV, one row of x: 1 (default) loads the next chunk's group scales with its weights, 0 loads
-   * each scale when its chunk is used (the A/B baseline).
-   */
-  readonly PS?: number;
 }
 
 /** Kernel shape choices (defaults in {@link DEFAULT_TUNING}). */
@@ -341,16 +336,7 @@ export class NodeEncoder implements Disposable {
       const nr = Math.max(1, Math.min(t.NR, nt === 1 ? 4 : 8, Math.floor(16 / nt)));
       if (red(nr) + nt * t.TK * 4 > ctx.gpu.limits.workgroupStorage) return undefined;
       const perRow = w.group === w.k;
-      const c: Constants = {
-        NT: nt,
-        NR: nr,
-        TK: t.TK,
-        TR: t.TR,
-        FMT: w.fmt,
-        G: w.group,
-        PERROW: perRow,
-        PS: (t.PS ?? 1) !== 0,
-      };
+      const c: Constants = { NT: nt, NR: nr, TK: t.TK, TR: t.TR, FMT: w.fmt, G: w.group, PERROW: perRow };
       return { kernel: "matmul_gemv_q", c };
     }
     const f16 = ctx.f16 && w.fmt === FMT.f16;
