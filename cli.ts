@@ -121,6 +121,16 @@ function warnContextPastTraining(config: LlamaConfig, ctx: number | undefined): 
   );
 }
 
+/** --threads sizes the wasm backend's worker pool; say so when another backend runs and ignores it. */
+function noteIgnoredThreads(engine: Engine, threads: number | undefined): void {
+  const backend = engine.info().backend;
+  if (threads !== undefined && backend !== "wasm") {
+    console.error(
+      `note: --threads sets the wasm backend's worker threads; the ${backend} backend ignores it`,
+    );
+  }
+}
+
 function num(v: string | undefined, flag: string, int = false): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
@@ -337,6 +347,7 @@ async function main(argv: string[]): Promise<void> {
     using engine = await Engine.create(loaded.model, loaded.tokenizer, engineOptions).finally(() =>
       loaded.model.close()
     );
+    noteIgnoredThreads(engine, engineOptions.threads);
     const i = engine.info();
     const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
     const loadedOn = {
@@ -383,6 +394,7 @@ async function main(argv: string[]): Promise<void> {
   using engine = await Engine.create(loaded.model, loaded.tokenizer, engineOptions).finally(() =>
     loaded.model.close()
   );
+  noteIgnoredThreads(engine, engineOptions.threads);
 
   if (cmd === "bench") {
     const report = await runBench(engine, {
@@ -475,13 +487,15 @@ async function serve(
     const loaded = await loadModel(model, loadOptions);
     chatTemplate ??= loaded.model.tokenizer?.chatTemplate;
     warnContextPastTraining(loaded.model.config, engineOptions?.contextSize);
-    return await Engine.create(loaded.model, loaded.tokenizer, {
+    const e = await Engine.create(loaded.model, loaded.tokenizer, {
       ...engineOptions,
       maxBatch: o.maxBatch,
       kvCapacity: o.kvTokens ?? "auto",
       maxQueue: o.maxQueue,
       prefixCache: o.prefixCache,
     }).finally(() => loaded.model.close());
+    noteIgnoredThreads(e, engineOptions?.threads);
+    return e;
   })();
   const handler = createServeHandler({
     engine,

@@ -142,6 +142,33 @@ Deno.test({
 });
 
 Deno.test({
+  name: "--threads on a backend other than wasm runs and says once on stderr that it is ignored",
+  ignore: !modelPath || !tokPath,
+  fn: async () => {
+    const args = [
+      "generate",
+      "--model",
+      modelPath!,
+      "--tokenizer",
+      tokPath!,
+      "--prompt",
+      "Once",
+      "--max-tokens",
+      "2",
+    ];
+    const ref = await cli([...args, "--backend", "ref", "--threads", "2"]);
+    assert.equal(ref.code, 0, ref.err);
+    assert.equal(
+      ref.err.match(/--threads sets the wasm backend's worker threads; the ref backend ignores it/g)?.length,
+      1,
+    );
+    const wasm = await cli([...args, "--backend", "wasm", "--threads", "2"]);
+    assert.equal(wasm.code, 0, wasm.err);
+    assert.doesNotMatch(wasm.err, /--threads/);
+  },
+});
+
+Deno.test({
   name: "a --ctx past the model's training length runs but warns once on stderr; within it, no warning",
   ignore: !modelPath || !tokPath,
   fn: async () => {
