@@ -1,9 +1,11 @@
 // Check of gemv.cu: gemv / gemv_multi / gemv_gateup for every weight format against a CPU double reference
 // (on exactly the dequantized values the kernel sees), repack_q8_0 / repack_q4_0 (exact), quantize_weight
 // (exact against a CPU quantizer + quantization error bounds), then a timing table for LLaMA-7B shapes.
-// Build (from kernels/cuda): nvcc -O3 -std=c++17 -arch=sm_90 -o gemv_check checks/gemv_check.cu gemv.cu
-#include "../kernels.cuh"
-#include "check_util.cuh"
+// Build (from kernels/cuda):
+//   nvcc -O3 -std=c++17 -arch=sm_90 -o gemv_check checks/gemv_check*.cu gemv.cu gemv_launch.cu weight_prepare.cu
+// The program's files: this one (helpers, gemv / gemv_multi / gemv_gateup cases, main), gemv_check_prepare.cu
+// (repack, quantize), gemv_check_timing.cu (timing table); gemv_check.cuh declares what they share.
+#include "gemv_check.cuh"
 
 #include <cstring>
 #include <string>
@@ -14,7 +16,7 @@ namespace llama_ts {
 void gemv_debug_set_tuning(int blocksPerSmCap, bool pdl);  // gemv.cu, check-only hook
 }
 
-namespace {
+namespace gemv_check {
 
 uint16_t f2h(float f) { return __half_raw(__float2half_rn(f)).x; }
 float h2f(uint16_t b) { __half_raw r; r.x = b; return __half2float(__half(r)); }
@@ -31,14 +33,6 @@ const char* fmt_name(int f) {
   }
   return "?";
 }
-
-// Host copy of a weight: raw device bytes plus dequantized values for the reference.
-struct HostW {
-  int fmt = 0, m = 0, k = 0, group = 0;
-  std::vector<uint8_t> q;
-  std::vector<uint16_t> scales;
-  std::vector<float> deq;  // m*k dequantized values (exact in float)
-};
 
 HostW make_weight(int fmt, int m, int k, int group, uint64_t seed) {
   HostW w;
@@ -83,22 +77,6 @@ HostW make_weight(int fmt, int m, int k, int group, uint64_t seed) {
   return w;
 }
 
-struct DevW {
-  uint8_t* q = nullptr;
-  __half* s = nullptr;
-  WeightRef ref{};
-  void upload(const HostW& h) {
-    q = check::to_dev(h.q);
-    if (!h.scales.empty()) s = reinterpret_cast<__half*>(check::to_dev(h.scales));
-    ref = WeightRef{q, s, h.fmt, h.group, h.m, h.k};
-  }
-  void free_() {
-    if (q) CK(cudaFree(q));
-    if (s) CK(cudaFree(s));
-    q = nullptr; s = nullptr;
-  }
-};
-
 // xn rows (double) from x (nRows x ldx) with optional RMSNorm.
 std::vector<double> ref_xn(const std::vector<float>& x, int ldx, int nRows, int k, const float* normW, float eps) {
   std::vector<double> xn((size_t)nRows * k);
@@ -118,6 +96,12 @@ double dotw(const HostW& w, int j, const double* xr) {
   for (int i = 0; i < w.k; i++) s += (double)wr[i] * xr[i];
   return s;
 }
+
+}  // namespace gemv_check
+
+using namespace gemv_check;
+
+namespace {
 
 double tol_for(int fmt) { return fmt == WF_I4 ? 1e-9 : 1e-10; }
 
@@ -297,347 +281,6 @@ void test_gateup(int fmt, int m, int k, int group, uint64_t seed) {
   d3.free_();
   CK(cudaFree(dNorm));
   W.report();
-}
-
-// ---- repack --------------------------------------------------------------------------------------------
-void test_repack(bool q8, int m, int k, int srcOffset, uint64_t seed) {
-  const int nb = m * (k / 32);
-  const int bs = q8 ? 34 : 18;
-  std::vector<uint8_t> src((size_t)nb * bs + srcOffset);
-  check::Rng r(seed);
-  for (auto& b : src) { b = (uint8_t)(r.s >> 24); r.next(); }
-  std::vector<float> d(nb);
-  for (int b = 0; b < nb; b++) {  // valid (finite) half scales, both signs
-    const float v = r.next() * 0.05f;
-    const uint16_t h = f2h(v);
-    src[srcOffset + (size_t)b * bs] = (uint8_t)(h & 255);
-    src[srcOffset + (size_t)b * bs + 1] = (uint8_t)(h >> 8);
-  }
-  uint8_t* dsrc = check::to_dev(src);
-  uint8_t* dq;
-  __half* ds;
-  const size_t qBytes = q8 ? (size_t)m * k : (size_t)m * k / 2;
-  CK(cudaMalloc(&dq, qBytes));
-  CK(cudaMalloc(&ds, (size_t)nb * 2));
-  check::poison(dq, qBytes);
-  check::poison(ds, (size_t)nb * 2);
-  if (q8) CK(repack_q8_0(dsrc + srcOffset, m, k, reinterpret_cast<int8_t*>(dq), ds, 0));
-  else CK(repack_q4_0(dsrc + srcOffset, m, k, dq, ds, 0));
-  CK(cudaDeviceSynchronize());
-  std::vector<uint8_t> gq = check::from_dev(dq, qBytes);
-  std::vector<uint16_t> gs = check::from_dev(reinterpret_cast<uint16_t*>(ds), nb);
-  // Compare the dequantized values element by element (and hence the bytes): ggml block semantics.
-  size_t bad = 0;
-  std::vector<float> got((size_t)m * k);
-  std::vector<double> want((size_t)m * k);
-  for (int b = 0; b < nb; b++) {
-    const uint8_t* blk = &src[srcOffset + (size_t)b * bs];
-    const float dd = h2f((uint16_t)(blk[0] | (blk[1] << 8)));
-    if (gs[b] != (uint16_t)(blk[0] | (blk[1] << 8))) bad++;
-    for (int j = 0; j < 32; j++) {
-      const size_t e = (size_t)b * 32 + j;  // element index in the row-major m x k matrix
-      double wv;
-      if (q8) wv = dd * (double)(int8_t)blk[2 + j];
-      else wv = dd * (double)((j < 16 ? (blk[2 + j] & 15) : (blk[2 + j - 16] >> 4)) - 8);
-      want[e] = wv;
-      float gv;
-      const float gsc = h2f(gs[b]);
-      if (q8) gv = gsc * (float)(int8_t)gq[e];
-      else {
-        const uint8_t byte = gq[(size_t)b * 16 + (j % 16)];
-        gv = gsc * (float)((j < 16 ? (byte & 15) : (byte >> 4)) - 8);
-      }
-      got[e] = gv;
-      if ((double)gv != wv) bad++;
-    }
-  }
-  char nm[128];
-  std::snprintf(nm, sizeof nm, "repack_%s m=%d k=%d src+%d (mismatches: %zu)", q8 ? "q8_0" : "q4_0", m, k, srcOffset, bad);
-  check::expect(nm, bad ? 1.0 : check::nmse(got.data(), want.data(), want.size()), 0.0);
-  CK(cudaFree(dsrc));
-  CK(cudaFree(dq));
-  CK(cudaFree(ds));
-}
-
-// ---- quantize ------------------------------------------------------------------------------------------
-void test_quantize(int srcFmt, int dstFmt, int m, int k, int group, uint64_t seed) {
-  std::vector<float> v = check::rand_vec((size_t)m * k, seed);
-  for (int i = 0; i < k; i++) v[(size_t)3 * k + i] = 0.f;                 // zero row
-  for (int i = 0; i < std::min(group, k); i++) v[(size_t)5 * k + i] = 0.f;  // zero first group of row 5
-  for (int i = 0; i < k; i++) v[(size_t)7 * k + i] *= 1e-3f;               // small row
-  // Exact source values (as the kernel reads them) and source bytes.
-  std::vector<uint8_t> sb;
-  std::vector<float> sv((size_t)m * k);
-  if (srcFmt == WF_F32) {
-    sb.resize(v.size() * 4);
-    std::memcpy(sb.data(), v.data(), sb.size());
-    sv = v;
-  } else {
-    sb.resize(v.size() * 2);
-    for (size_t i = 0; i < v.size(); i++) {
-      uint16_t b = srcFmt == WF_F16 ? f2h(v[i]) : f2bf(v[i]);
-      std::memcpy(&sb[i * 2], &b, 2);
-      sv[i] = srcFmt == WF_F16 ? h2f(b) : bf2f(b);
-    }
-  }
-  uint8_t* dsrc = check::to_dev(sb);
-  const size_t qBytes = dstFmt == WF_I8 ? (size_t)m * k : (size_t)m * k / 2;
-  const int ng = k / group;
-  uint8_t* dq;
-  __half* ds;
-  CK(cudaMalloc(&dq, qBytes));
-  CK(cudaMalloc(&ds, (size_t)m * ng * 2));
-  check::poison(dq, qBytes);
-  check::poison(ds, (size_t)m * ng * 2);
-  WeightRef src{dsrc, nullptr, srcFmt, 0, m, k};
-  CK(quantize_weight(src, dstFmt, group, dq, ds, 0));
-  CK(cudaDeviceSynchronize());
-  std::vector<uint8_t> gq = check::from_dev(dq, qBytes);
-  std::vector<uint16_t> gs = check::from_dev(reinterpret_cast<uint16_t*>(ds), (size_t)m * ng);
-  // CPU quantizer (same float operations).
-  std::vector<uint8_t> cq(qBytes, 0);
-  std::vector<uint16_t> cs((size_t)m * ng);
-  for (int j = 0; j < m; j++)
-    for (int g = 0; g < ng; g++) {
-      const float* xs = &sv[(size_t)j * k + (size_t)g * group];
-      float amax = 0.f;
-      for (int i = 0; i < group; i++) amax = std::max(amax, std::fabs(xs[i]));
-      const float qmax = dstFmt == WF_I8 ? 127.f : 7.f;
-      volatile float sdiv = amax / qmax;
-      const uint16_t sh = f2h(sdiv);
-      const float sf = h2f(sh);
-      cs[(size_t)j * ng + g] = sh;
-      for (int i = 0; i < group; i++) {
-        const size_t e = (size_t)j * k + (size_t)g * group + i;
-        volatile float qd = sf != 0.f ? xs[i] / sf : 0.f;
-        if (dstFmt == WF_I8) {
-          const int qi = sf != 0.f ? (int)std::min(std::max(std::round((float)qd), -127.f), 127.f) : 0;
-          cq[e] = (uint8_t)(int8_t)qi;
-        } else {
-          const int qi = sf != 0.f ? (int)std::min(std::max(std::round((float)qd) + 8.f, 0.f), 15.f) : 8;
-          const size_t sbk = e / 32, pos = e % 32;
-          cq[sbk * 16 + (pos % 16)] |= (uint8_t)(pos < 16 ? qi : (qi << 4));
-        }
-      }
-    }
-  size_t badQ = 0, badS = 0;
-  for (size_t i = 0; i < qBytes; i++) badQ += gq[i] != cq[i];
-  for (size_t i = 0; i < cs.size(); i++) badS += gs[i] != cs[i];
-  // Dequantized GPU result vs the original values.
-  std::vector<float> deq((size_t)m * k);
-  std::vector<double> want((size_t)m * k);
-  for (int j = 0; j < m; j++)
-    for (int i = 0; i < k; i++) {
-      const size_t e = (size_t)j * k + i;
-      const float sc = h2f(gs[(size_t)j * ng + i / group]);
-      int qv;
-      if (dstFmt == WF_I8) qv = (int8_t)gq[e];
-      else qv = check::q4_code(gq.data(), e) - 8;
-      deq[e] = sc * (float)qv;
-      want[e] = sv[e];
-    }
-  char nm[160];
-  std::snprintf(nm, sizeof nm, "quantize %s->%s g=%d m=%d k=%d exact vs CPU (bad q %zu, bad scales %zu)", fmt_name(srcFmt),
-                fmt_name(dstFmt), group, m, k, badQ, badS);
-  check::expect(nm, (double)(badQ + badS), 0.0);
-  std::snprintf(nm, sizeof nm, "quantize %s->%s g=%d m=%d k=%d dequant error", fmt_name(srcFmt), fmt_name(dstFmt), group, m, k);
-  check::expect(nm, check::nmse(deq.data(), want.data(), want.size()), dstFmt == WF_I8 ? 1e-4 : 1e-2);
-  // zero row / zero group: scale 0 and q = 0 (I8) or 8 (I4)
-  bool zok = gs[(size_t)3 * ng] == 0 && gs[(size_t)5 * ng] == 0;
-  for (int i = 0; i < k; i++) {
-    const size_t e = (size_t)3 * k + i;
-    if (dstFmt == WF_I8) zok = zok && gq[e] == 0;
-    else zok = zok && gq[(e / 32) * 16 + (e % 32) % 16] == 0x88;
-  }
-  std::snprintf(nm, sizeof nm, "quantize %s->%s zero row/group", fmt_name(srcFmt), fmt_name(dstFmt));
-  check::expect(nm, zok ? 0.0 : 1.0, 0.0);
-  CK(cudaFree(dsrc));
-  CK(cudaFree(dq));
-  CK(cudaFree(ds));
-}
-
-// ---- timing --------------------------------------------------------------------------------------------
-__global__ void fill_kernel(uint8_t* p, size_t n, int fmt, uint64_t seed, bool isScale) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
-    h ^= h >> 31; h *= 0xBF58476D1CE4E5B9ull; h ^= h >> 29;
-    const float u = (float)((h >> 40) & 0xFFFFFF) / 16777216.f * 2.f - 1.f;  // [-1, 1)
-    if (isScale) {
-      reinterpret_cast<__half*>(p)[i] = __float2half(0.002f + 0.01f * fabsf(u));
-    } else if (fmt == WF_F32) {
-      reinterpret_cast<float*>(p)[i] = u;
-    } else if (fmt == WF_F16) {
-      reinterpret_cast<__half*>(p)[i] = __float2half(u);
-    } else if (fmt == WF_BF16) {
-      reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(u);
-    } else {
-      p[i] = (uint8_t)(h >> 8);
-    }
-  }
-}
-
-struct TimingRow {
-  std::string name;
-  double us, gbs, eager;
-};
-std::vector<TimingRow> g_rows;
-
-size_t weight_bytes(int fmt, int m, int k) {
-  const size_t n = (size_t)m * k;
-  return fmt == WF_F32 ? n * 4 : (fmt == WF_F16 || fmt == WF_BF16) ? n * 2 : fmt == WF_I8 ? n : n / 2;
-}
-
-// A set of identical-shape random weights, enough (>= 4, >= 160 MB) that L2 holds none between uses.
-struct WSet {
-  std::vector<DevW> ws;
-  size_t bytesEach = 0;
-  WSet(int fmt, int m, int k, int group, uint64_t seed, size_t minTotal = (size_t)160 << 20) {
-    const size_t qb = weight_bytes(fmt, m, k);
-    const size_t sn = (fmt == WF_I8 || fmt == WF_I4) ? (size_t)m * (k / group) : 0;
-    bytesEach = qb + sn * 2;
-    int n = (int)std::max<size_t>(4, (minTotal + bytesEach - 1) / bytesEach);
-    ws.resize(n);
-    for (int i = 0; i < n; i++) {
-      DevW& d = ws[i];
-      CK(cudaMalloc(&d.q, qb));
-      const size_t elems = fmt == WF_F32 ? qb / 4 : (fmt == WF_F16 || fmt == WF_BF16) ? qb / 2 : qb;
-      fill_kernel<<<1024, 256>>>(d.q, elems, fmt, seed + i, false);
-      CK(cudaGetLastError());
-      if (sn) {
-        CK(cudaMalloc(&d.s, sn * 2));
-        fill_kernel<<<256, 256>>>(reinterpret_cast<uint8_t*>(d.s), sn, fmt, seed + 1000 + i, true);
-        CK(cudaGetLastError());
-      }
-      d.ref = WeightRef{d.q, d.s, fmt, group, m, k};
-    }
-  }
-  ~WSet() {
-    for (auto& d : ws) d.free_();
-  }
-};
-
-constexpr int kLaunchesPerRep = 20;
-
-struct TimePair {
-  double graph, stream;
-};
-
-// Per-call time of launch(stream): kLaunchesPerRep back-to-back calls captured in a CUDA graph (GPU time, as
-// a graph-replayed decode step sees it), and the same calls launched eagerly (includes host launch cost).
-template <class F>
-TimePair time_per_call(F launch) {
-  cudaStream_t s;
-  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  launch(s);  // first call outside capture (sets kernel attributes)
-  CK(cudaStreamSynchronize(s));
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < kLaunchesPerRep; i++) launch(s);
-  CK(cudaStreamEndCapture(s, &g));
-  CK(cudaGraphInstantiate(&ge, g, 0));
-  auto timeOn = [&](auto fn) {
-    for (int i = 0; i < 3; i++) fn();
-    CK(cudaStreamSynchronize(s));
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    std::vector<float> t(30);
-    for (auto& ti : t) {
-      CK(cudaEventRecord(a, s));
-      fn();
-      CK(cudaEventRecord(b, s));
-      CK(cudaEventSynchronize(b));
-      CK(cudaEventElapsedTime(&ti, a, b));
-    }
-    std::sort(t.begin(), t.end());
-    CK(cudaEventDestroy(a));
-    CK(cudaEventDestroy(b));
-    return t[t.size() / 2] * 1000.0 / kLaunchesPerRep;
-  };
-  TimePair r;
-  r.graph = timeOn([&] { CK(cudaGraphLaunch(ge, s)); });
-  r.stream = timeOn([&] { for (int i = 0; i < kLaunchesPerRep; i++) launch(s); });
-  CK(cudaGetLastError());
-  CK(cudaGraphExecDestroy(ge));
-  CK(cudaGraphDestroy(g));
-  CK(cudaStreamDestroy(s));
-  return r;
-}
-
-void add_row(const std::string& name, TimePair t, size_t bytes) {
-  const double gbs = (double)bytes / (t.graph * 1e-6) / 1e9;
-  g_rows.push_back({name, t.graph, gbs, t.stream});
-  std::printf("  %-50s %8.2f us %7.0f GB/s %5.1f%%  (eager %.2f us)\n", name.c_str(), t.graph, gbs, gbs / 30.0, t.stream);
-}
-
-void time_gemv(int fmt, int m, int k, int group, int nR, bool norm, const char* tag = "") {
-  WSet set(fmt, m, k, group, 1234 + m + k + fmt);
-  std::vector<float> xh = check::rand_vec((size_t)nR * k, 77);
-  float* x = check::to_dev(xh);
-  float* nw = check::to_dev(check::rand_vec(k, 78));
-  float* y;
-  CK(cudaMalloc(&y, (size_t)nR * m * 4));
-  int it = 0;
-  const TimePair us = time_per_call([&](cudaStream_t s) {
-    GemvArgs a{x, k, nR, set.ws[it++ % set.ws.size()].ref, y, m, nullptr, norm ? nw : nullptr, 1e-5f};
-    CK(gemv(a, s));
-  });
-  char nm[128];
-  std::snprintf(nm, sizeof nm, "gemv %s%s %dx%d g=%d nRows=%d%s", fmt_name(fmt), tag, m, k,
-                (fmt == WF_I8 || fmt == WF_I4) ? group : 0, nR, norm ? " +norm" : "");
-  add_row(nm, us, set.bytesEach);
-  CK(cudaFree(x));
-  CK(cudaFree(nw));
-  CK(cudaFree(y));
-}
-
-void time_gateup(int fmt, int m, int k, int group) {
-  WSet s1(fmt, m, k, group, 555), s3(fmt, m, k, group, 666);
-  float* x = check::to_dev(check::rand_vec(k, 79));
-  float* y;
-  CK(cudaMalloc(&y, (size_t)m * 4));
-  int it = 0;
-  const TimePair us = time_per_call([&](cudaStream_t s) {
-    const int i = it++;
-    CK(gemv_gateup(x, k, 1, s1.ws[i % s1.ws.size()].ref, s3.ws[i % s3.ws.size()].ref, y, m, nullptr, 1e-5f, s));
-  });
-  char nm[128];
-  std::snprintf(nm, sizeof nm, "gateup %s 2x %dx%d g=%d nRows=1", fmt_name(fmt), m, k, (fmt >= WF_I8) ? group : 0);
-  add_row(nm, us, 2 * s1.bytesEach);
-  CK(cudaFree(x));
-  CK(cudaFree(y));
-}
-
-void time_multi(int fmt, int m, int k, int group) {
-  WSet a(fmt, m, k, group, 11), b(fmt, m, k, group, 12), c(fmt, m, k, group, 13);
-  float* x = check::to_dev(check::rand_vec(k, 80));
-  float* y;
-  CK(cudaMalloc(&y, (size_t)3 * m * 4));
-  float* ys[3] = {y, y + m, y + 2 * m};
-  int it = 0;
-  const TimePair us = time_per_call([&](cudaStream_t s) {
-    const int i = it++;
-    WeightRef w[3] = {a.ws[i % a.ws.size()].ref, b.ws[i % b.ws.size()].ref, c.ws[i % c.ws.size()].ref};
-    CK(gemv_multi(x, k, 1, w, ys, 3, nullptr, 1e-5f, s));
-  });
-  char nm[128];
-  std::snprintf(nm, sizeof nm, "multi %s 3x %dx%d g=%d nRows=1", fmt_name(fmt), m, k, (fmt >= WF_I8) ? group : 0);
-  add_row(nm, us, 3 * a.bytesEach);
-  CK(cudaFree(x));
-  CK(cudaFree(y));
-}
-
-double copy_bandwidth() {
-  const size_t n = (size_t)1 << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, n));
-  CK(cudaMalloc(&b, n));
-  CK(cudaMemset(a, 1, n));
-  const double us = check::time_us([&] { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0)); }, 10, 2);
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  return 2.0 * n / (us * 1e-6) / 1e9;
 }
 
 }  // namespace

@@ -1,0 +1,197 @@
+// Timing part of the GEMV check (see gemv_check.cu): per-call GPU time of gemv / gemv_gateup / gemv_multi
+// for LLaMA-7B shapes, from CUDA-graph replay, with weights rotated so L2 holds none between calls.
+#include "gemv_check.cuh"
+
+#include <string>
+
+using namespace llama_ts;
+
+namespace {
+
+// ---- timing --------------------------------------------------------------------------------------------
+__global__ void fill_kernel(uint8_t* p, size_t n, int fmt, uint64_t seed, bool isScale) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    h ^= h >> 31; h *= 0xBF58476D1CE4E5B9ull; h ^= h >> 29;
+    const float u = (float)((h >> 40) & 0xFFFFFF) / 16777216.f * 2.f - 1.f;  // [-1, 1)
+    if (isScale) {
+      reinterpret_cast<__half*>(p)[i] = __float2half(0.002f + 0.01f * fabsf(u));
+    } else if (fmt == WF_F32) {
+      reinterpret_cast<float*>(p)[i] = u;
+    } else if (fmt == WF_F16) {
+      reinterpret_cast<__half*>(p)[i] = __float2half(u);
+    } else if (fmt == WF_BF16) {
+      reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(u);
+    } else {
+      p[i] = (uint8_t)(h >> 8);
+    }
+  }
+}
+
+}  // namespace
+
+namespace gemv_check {
+
+std::vector<TimingRow> g_rows;
+
+namespace {
+
+size_t weight_bytes(int fmt, int m, int k) {
+  const size_t n = (size_t)m * k;
+  return fmt == WF_F32 ? n * 4 : (fmt == WF_F16 || fmt == WF_BF16) ? n * 2 : fmt == WF_I8 ? n : n / 2;
+}
+
+// A set of identical-shape random weights, enough (>= 4, >= 160 MB) that L2 holds none between uses.
+struct WSet {
+  std::vector<DevW> ws;
+  size_t bytesEach = 0;
+  WSet(int fmt, int m, int k, int group, uint64_t seed, size_t minTotal = (size_t)160 << 20) {
+    const size_t qb = weight_bytes(fmt, m, k);
+    const size_t sn = (fmt == WF_I8 || fmt == WF_I4) ? (size_t)m * (k / group) : 0;
+    bytesEach = qb + sn * 2;
+    int n = (int)std::max<size_t>(4, (minTotal + bytesEach - 1) / bytesEach);
+    ws.resize(n);
+    for (int i = 0; i < n; i++) {
+      DevW& d = ws[i];
+      CK(cudaMalloc(&d.q, qb));
+      const size_t elems = fmt == WF_F32 ? qb / 4 : (fmt == WF_F16 || fmt == WF_BF16) ? qb / 2 : qb;
+      fill_kernel<<<1024, 256>>>(d.q, elems, fmt, seed + i, false);
+      CK(cudaGetLastError());
+      if (sn) {
+        CK(cudaMalloc(&d.s, sn * 2));
+        fill_kernel<<<256, 256>>>(reinterpret_cast<uint8_t*>(d.s), sn, fmt, seed + 1000 + i, true);
+        CK(cudaGetLastError());
+      }
+      d.ref = WeightRef{d.q, d.s, fmt, group, m, k};
+    }
+  }
+  ~WSet() {
+    for (auto& d : ws) d.free_();
+  }
+};
+
+struct TimePair {
+  double graph, stream;
+};
+
+// Per-call time of launch(stream): kLaunchesPerRep back-to-back calls captured in a CUDA graph (GPU time, as
+// a graph-replayed decode step sees it), and the same calls launched eagerly (includes host launch cost).
+template <class F>
+TimePair time_per_call(F launch) {
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  launch(s);  // first call outside capture (sets kernel attributes)
+  CK(cudaStreamSynchronize(s));
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < kLaunchesPerRep; i++) launch(s);
+  CK(cudaStreamEndCapture(s, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  auto timeOn = [&](auto fn) {
+    for (int i = 0; i < 3; i++) fn();
+    CK(cudaStreamSynchronize(s));
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    std::vector<float> t(30);
+    for (auto& ti : t) {
+      CK(cudaEventRecord(a, s));
+      fn();
+      CK(cudaEventRecord(b, s));
+      CK(cudaEventSynchronize(b));
+      CK(cudaEventElapsedTime(&ti, a, b));
+    }
+    std::sort(t.begin(), t.end());
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    return t[t.size() / 2] * 1000.0 / kLaunchesPerRep;
+  };
+  TimePair r;
+  r.graph = timeOn([&] { CK(cudaGraphLaunch(ge, s)); });
+  r.stream = timeOn([&] { for (int i = 0; i < kLaunchesPerRep; i++) launch(s); });
+  CK(cudaGetLastError());
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(g));
+  CK(cudaStreamDestroy(s));
+  return r;
+}
+
+void add_row(const std::string& name, TimePair t, size_t bytes) {
+  const double gbs = (double)bytes / (t.graph * 1e-6) / 1e9;
+  g_rows.push_back({name, t.graph, gbs, t.stream});
+  std::printf("  %-50s %8.2f us %7.0f GB/s %5.1f%%  (eager %.2f us)\n", name.c_str(), t.graph, gbs, gbs / 30.0, t.stream);
+}
+
+}  // namespace
+
+void time_gemv(int fmt, int m, int k, int group, int nR, bool norm, const char* tag) {
+  WSet set(fmt, m, k, group, 1234 + m + k + fmt);
+  std::vector<float> xh = check::rand_vec((size_t)nR * k, 77);
+  float* x = check::to_dev(xh);
+  float* nw = check::to_dev(check::rand_vec(k, 78));
+  float* y;
+  CK(cudaMalloc(&y, (size_t)nR * m * 4));
+  int it = 0;
+  const TimePair us = time_per_call([&](cudaStream_t s) {
+    GemvArgs a{x, k, nR, set.ws[it++ % set.ws.size()].ref, y, m, nullptr, norm ? nw : nullptr, 1e-5f};
+    CK(gemv(a, s));
+  });
+  char nm[128];
+  std::snprintf(nm, sizeof nm, "gemv %s%s %dx%d g=%d nRows=%d%s", fmt_name(fmt), tag, m, k,
+                (fmt == WF_I8 || fmt == WF_I4) ? group : 0, nR, norm ? " +norm" : "");
+  add_row(nm, us, set.bytesEach);
+  CK(cudaFree(x));
+  CK(cudaFree(nw));
+  CK(cudaFree(y));
+}
+
+void time_gateup(int fmt, int m, int k, int group) {
+  WSet s1(fmt, m, k, group, 555), s3(fmt, m, k, group, 666);
+  float* x = check::to_dev(check::rand_vec(k, 79));
+  float* y;
+  CK(cudaMalloc(&y, (size_t)m * 4));
+  int it = 0;
+  const TimePair us = time_per_call([&](cudaStream_t s) {
+    const int i = it++;
+    CK(gemv_gateup(x, k, 1, s1.ws[i % s1.ws.size()].ref, s3.ws[i % s3.ws.size()].ref, y, m, nullptr, 1e-5f, s));
+  });
+  char nm[128];
+  std::snprintf(nm, sizeof nm, "gateup %s 2x %dx%d g=%d nRows=1", fmt_name(fmt), m, k, (fmt >= WF_I8) ? group : 0);
+  add_row(nm, us, 2 * s1.bytesEach);
+  CK(cudaFree(x));
+  CK(cudaFree(y));
+}
+
+void time_multi(int fmt, int m, int k, int group) {
+  WSet a(fmt, m, k, group, 11), b(fmt, m, k, group, 12), c(fmt, m, k, group, 13);
+  float* x = check::to_dev(check::rand_vec(k, 80));
+  float* y;
+  CK(cudaMalloc(&y, (size_t)3 * m * 4));
+  float* ys[3] = {y, y + m, y + 2 * m};
+  int it = 0;
+  const TimePair us = time_per_call([&](cudaStream_t s) {
+    const int i = it++;
+    WeightRef w[3] = {a.ws[i % a.ws.size()].ref, b.ws[i % b.ws.size()].ref, c.ws[i % c.ws.size()].ref};
+    CK(gemv_multi(x, k, 1, w, ys, 3, nullptr, 1e-5f, s));
+  });
+  char nm[128];
+  std::snprintf(nm, sizeof nm, "multi %s 3x %dx%d g=%d nRows=1", fmt_name(fmt), m, k, (fmt >= WF_I8) ? group : 0);
+  add_row(nm, us, 3 * a.bytesEach);
+  CK(cudaFree(x));
+  CK(cudaFree(y));
+}
+
+double copy_bandwidth() {
+  const size_t n = (size_t)1 << 30;
+  void *a, *b;
+  CK(cudaMalloc(&a, n));
+  CK(cudaMalloc(&b, n));
+  CK(cudaMemset(a, 1, n));
+  const double us = check::time_us([&] { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0)); }, 10, 2);
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  return 2.0 * n / (us * 1e-6) / 1e9;
+}
+
+}  // namespace gemv_check
