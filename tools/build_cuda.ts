@@ -21,9 +21,9 @@ const { values: f } = parseArgs({
 const root = new URL("..", import.meta.url).pathname;
 Deno.chdir(root);
 // Sources by family; a check program links the families it tests.
-const RUNTIME = ["runtime.cu"];
-const GEMV = ["gemv.cu", "weight_prepare.cu"];
-const GEMM = ["gemm.cu", "gemm_rows.cu"];
+const RUNTIME = ["runtime.cu", "runtime_program.cu", "runtime_launch.cu"];
+const GEMV = ["gemv.cu", "gemv_launch.cu", "weight_prepare.cu"];
+const GEMM = ["gemm.cu", "gemm_tc.cu", "gemm_rows.cu"];
 const OPS = ["ops.cu", "attention.cu", "attention_decode.cu", "kv_int8.cu"];
 const src = [...RUNTIME, ...GEMV, ...GEMM, ...OPS, "w8a8.cu", "profile.cu", "sample.cu"].map((f) =>
   `kernels/cuda/${f}`

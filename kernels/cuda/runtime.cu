@@ -6,12 +6,11 @@
 // in the server: ~800 launches per uncaptured 7B step) from their third, at most kMaxGraphs per program
 // (the least recently used goes first).
 //
-// Program records are int64 words: [opcode, nWords, fields...]; a weight takes 6 words
-// (q, scales, format, group, m, k); floats travel as the bits of a double; `rows` is 0 for "tokens"
-// (step nTokens) and 1 for "logits" (step nLogitRows). Layouts per opcode are in the Op enum below and
-// in src/backends/cuda/program.ts, which writes them.
-#include "llama_ts_cuda.h"
-#include "kernels.cuh"
+// This file holds the C ABI entry points. The program records (their layout: the Op enum in runtime.cuh,
+// written by src/backends/cuda/program.ts) are validated and sized in runtime_program.cu and launched by
+// runtime_launch.cu's per-op switch.
+#include "runtime.cuh"
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <cstdio>
@@ -22,13 +21,20 @@
 #include <utility>
 
 using namespace llama_ts;
+using namespace llama_ts::rt;
 
 namespace {
 
 std::mutex g_err_mu;
 std::string g_err;
-cudaStream_t g_stream = nullptr;
 int g_device = -1;
+
+}  // namespace
+
+namespace llama_ts {
+namespace rt {
+
+cudaStream_t g_stream = nullptr;
 
 int32_t fail(int32_t code, const std::string& msg) {
   std::lock_guard<std::mutex> lock(g_err_mu);
@@ -42,6 +48,11 @@ int32_t cuda_fail(cudaError_t e, const char* what) {
               std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
 }
 
+}  // namespace rt
+}  // namespace llama_ts
+
+namespace {
+
 #define TRY(call, what)                              \
   do {                                               \
     cudaError_t e_ = (call);                         \
@@ -53,453 +64,9 @@ int32_t need_init() {
   return LLAMA_TS_OK;
 }
 
-enum Op : int64_t {
-  OP_EMBED = 1,         // W, out
-  OP_RMS_NORM = 2,      // x, w, out, n, eps, rows
-  OP_MATMUL = 3,        // x, ldx, W, y, ldy, res, normW, eps, normOut, rows
-  OP_MATMUL_MULTI = 4,  // x, ldx, normW, eps, normOut, rows, nW, (W, y) * nW
-  OP_GATEUP = 5,        // x, ldx, normW, eps, normOut, W1, W3, y, tmp, rows
-  OP_ROPE = 6,          // x, ldx, nHeads, headDim, style, invFreq
-  OP_KV_WRITE = 7,      // k, v, kvDim, cacheK, cacheV, kvFmt, blockSize, kScale, vScale, nKvHeads
-  OP_ROPE_KV = 8,       // q, k, v, nHeads, nKvHeads, headDim, style, invFreq, cacheK, cacheV, kvFmt, blockSize,
-                        // kScale, vScale
-  OP_ATTENTION = 9,     // q, cacheK, cacheV, kvFmt, out, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx,
-                        // kScale, vScale   (scales: int8 caches only, else 0)
-  OP_ADD = 10,          // a, b, out, n, rows
-  OP_SILU_MUL = 11,     // gate, up, out, n
-  OP_GATHER = 12,       // x, out, n
-  OP_ARGMAX = 13,       // x, out (int), n; over the logit rows
-  OP_MATMUL_A8 = 14,    // x, ldx, normW, eps, rows, mode, nW, (W, y, ldy, res) * nW   (w8a8.cu: matmul_a8)
-  OP_SAMPLE = 15,       // x, out (int), n; over the logit rows, with the step's sampling rows (sample.cu)
-};
-constexpr int64_t kLastOp = OP_SAMPLE;
-constexpr int kSampleInts = 10;  // one logit row's sampling settings: 5 doubles
-
-struct Reader {
-  const int64_t* w;
-  int i = 0;
-  int64_t i64() { return w[i++]; }
-  int i32() { return (int)w[i++]; }
-  template <class T> T* ptr() { return reinterpret_cast<T*>(static_cast<uintptr_t>(w[i++])); }
-  float f() { double d; std::memcpy(&d, &w[i++], 8); return (float)d; }
-  WeightRef weight() {
-    WeightRef r;
-    r.q = ptr<const void>();
-    r.scales = ptr<const __half>();
-    r.fmt = i32();
-    r.group = i32();
-    r.m = i32();
-    r.k = i32();
-    return r;
-  }
-};
-
-struct Program {
-  std::vector<int64_t> words;
-  std::vector<int> starts;  // word index of each record
-  int maxTokens = 0, maxLogitRows = 0, maxSeqs = 0, maxBlocksPerSeq = 0;
-  float* out = nullptr;
-  int64_t outRowBytes = 0;
-  // [sampling (maxL * 5 doubles, programs with a SAMPLE record only) tokens(maxT) positions(maxT) seqIndex(maxT)
-  //  logitRows(maxL) blockTables(maxSeqs*maxBlocks)]
-  int* stepDev = nullptr;
-  int* stepHost = nullptr;  // pinned staging, same layout
-  size_t stepInts = 0;
-  size_t sampleInts = 0;        // ints of the sampling region at the start of stepDev (0: no SAMPLE record)
-  double* sampleScratch = nullptr;  // SAMPLE: f64 weights, maxLogitRows x vocabulary
-  void* outHost = nullptr;  // pinned staging for the output rows
-  void* workspace = nullptr;
-  size_t workspaceBytes = 0;
-  float* attnScratch = nullptr;
-  struct Graph {
-    cudaGraphExec_t exec;
-    uint64_t lastUse;
-  };
-  std::map<std::pair<int, int>, Graph> graphs;
-  std::map<std::pair<int, int>, int> runs;  // direct runs per shape not captured yet
-  uint64_t clock = 0;
-  StepDev st{};
-};
-
 constexpr int kGraphAlwaysTokens = 8;
 constexpr int kGraphMaxTokens = 128;
 constexpr size_t kMaxGraphs = 64;
-
-const char* op_name(int64_t op) {
-  static const char* names[] = {"?",   "embed", "rms_norm", "matmul", "matmul_multi", "gateup",  "rope", "kv_write",
-                                "rope_kv", "attention", "add", "silu_mul", "gather", "argmax", "matmul_a8", "sample"};
-  return op >= 1 && op <= kLastOp ? names[op] : names[0];
-}
-
-// Profiler label of one record: op, and for matmuls the weight (first of several), count and path.
-std::string op_label(int64_t op, const WeightRef* w, int nW, int rows) {
-  std::string s = op_name(op);
-  if (w) {
-    char b[96];
-    std::snprintf(b, sizeof b, " %dx%d fmt %d x%d %s", w->m, w->k, w->fmt, nW,
-                  rows <= gemv_max_rows(w->k) ? "gemv" : "gemm");
-    s += b;
-  }
-  return s;
-}
-
-// int8 KV attention runs on attention()'s pipelined kernel, which on the H100 beat kv8_attention in prefill
-// (7x) and in decode (bench/RESULTS.md); LLAMA_TS_KV8_ATTN=kv8 forces kv8_attention, the A/B baseline and a
-// test path (read at each launch, so a captured graph keeps the choice of its capture).
-bool kv8_forced() {
-  const char* e = std::getenv("LLAMA_TS_KV8_ATTN");
-  return e != nullptr && std::strcmp(e, "kv8") == 0;
-}
-
-// Launch every record for a step of nT rows (nL logit rows); prof: mark each record for the profiler.
-cudaError_t launch_all(Program& p, int nT, int nL, bool prof = false) {
-  const StepDev st = p.st;
-  for (int start : p.starts) {
-    Reader r{p.words.data(), start};
-    const int64_t op = r.i64();
-    r.i64();  // length
-    cudaError_t e = cudaSuccess;
-    WeightRef lw{};  // for the profiler label
-    int lN = 0, lRows = nT;
-    switch (op) {
-      case OP_EMBED: {
-        WeightRef t = r.weight();
-        e = embed(t, r.ptr<float>(), nT, st, g_stream);
-        break;
-      }
-      case OP_RMS_NORM: {
-        const float* x = r.ptr<const float>();
-        const float* w = r.ptr<const float>();
-        float* out = r.ptr<float>();
-        int n = r.i32();
-        float eps = r.f();
-        int rows = r.i32() ? nL : nT;
-        e = rms_norm(x, w, out, rows, n, eps, g_stream);
-        break;
-      }
-      case OP_MATMUL: {
-        const float* x = r.ptr<const float>();
-        int ldx = r.i32();
-        WeightRef w = r.weight();
-        float* y = r.ptr<float>();
-        int ldy = r.i32();
-        const float* res = r.ptr<const float>();
-        const float* normW = r.ptr<const float>();
-        float eps = r.f();
-        float* normOut = r.ptr<float>();
-        int rows = r.i32() ? nL : nT;
-        lw = w, lN = 1, lRows = rows;
-        if (rows == 0) break;
-        if (rows <= gemv_max_rows(w.k)) {
-          GemvArgs a{x, ldx, rows, w, y, ldy, res, normW, eps};
-          e = gemv(a, g_stream);
-        } else {
-          if (normW) {
-            e = rms_norm(x, normW, normOut, rows, w.k, eps, g_stream);
-            x = normOut;
-          }
-          if (e == cudaSuccess) e = gemm(x, ldx, rows, w, y, ldy, res, p.workspace, g_stream);
-        }
-        break;
-      }
-      case OP_MATMUL_MULTI: {
-        const float* x = r.ptr<const float>();
-        int ldx = r.i32();
-        const float* normW = r.ptr<const float>();
-        float eps = r.f();
-        float* normOut = r.ptr<float>();
-        int rows = r.i32() ? nL : nT;
-        int n = r.i32();
-        WeightRef ws[3];
-        float* ys[3];
-        for (int i = 0; i < n; i++) {
-          ws[i] = r.weight();
-          ys[i] = r.ptr<float>();
-        }
-        lw = ws[0], lN = n, lRows = rows;
-        if (rows == 0) break;
-        if (rows <= gemv_max_rows(ws[0].k)) {
-          e = gemv_multi(x, ldx, rows, ws, ys, n, normW, eps, g_stream);
-        } else {
-          if (normW) {
-            e = rms_norm(x, normW, normOut, rows, ws[0].k, eps, g_stream);
-            x = normOut;
-          }
-          bool fused = e == cudaSuccess;
-          for (int i = 0; i < n && fused; i++) fused = gemm_rows_usable(x, ldx, rows, ws[i]) && ws[i].k == ws[0].k;
-          if (fused) {  // decode batch, per-channel int8: all n weights in one launch (gemm_rows.cu)
-            int ldys[3];
-            for (int i = 0; i < n; i++) ldys[i] = ws[i].m;
-            e = gemm_rows_multi(x, ldx, rows, ws, ys, ldys, nullptr, n, false, p.workspace, g_stream);
-          }
-          for (int i = 0; i < n && e == cudaSuccess && !fused; i++) {
-            e = gemm(x, ldx, rows, ws[i], ys[i], ws[i].m, nullptr, p.workspace, g_stream);
-          }
-        }
-        break;
-      }
-      case OP_GATEUP: {
-        const float* x = r.ptr<const float>();
-        int ldx = r.i32();
-        const float* normW = r.ptr<const float>();
-        float eps = r.f();
-        float* normOut = r.ptr<float>();
-        WeightRef w1 = r.weight();
-        WeightRef w3 = r.weight();
-        float* y = r.ptr<float>();
-        float* tmp = r.ptr<float>();
-        int rows = r.i32() ? nL : nT;
-        lw = w1, lN = 2, lRows = rows;
-        if (rows == 0) break;
-        if (rows <= gemv_max_rows(w1.k)) {
-          e = gemv_gateup(x, ldx, rows, w1, w3, y, w1.m, normW, eps, g_stream);
-        } else {
-          if (normW) {
-            e = rms_norm(x, normW, normOut, rows, w1.k, eps, g_stream);
-            x = normOut;
-          }
-          if (e == cudaSuccess && gemm_rows_usable(x, ldx, rows, w1) && gemm_rows_usable(x, ldx, rows, w3) &&
-              w1.k == w3.k && w1.m == w3.m) {
-            // decode batch, per-channel int8: both weights in one launch, silu(gate) * up in its reduce
-            const WeightRef w13[2] = {w1, w3};
-            float* ys[2] = {y, tmp};
-            const int ldys[2] = {w1.m, w3.m};
-            e = gemm_rows_multi(x, ldx, rows, w13, ys, ldys, nullptr, 2, true, p.workspace, g_stream);
-            break;
-          }
-          if (e == cudaSuccess) e = gemm(x, ldx, rows, w1, y, w1.m, nullptr, p.workspace, g_stream);
-          if (e == cudaSuccess) e = gemm(x, ldx, rows, w3, tmp, w3.m, nullptr, p.workspace, g_stream);
-          if (e == cudaSuccess) e = silu_mul(y, tmp, y, (int64_t)rows * w1.m, g_stream);
-        }
-        break;
-      }
-      case OP_ROPE: {
-        float* x = r.ptr<float>();
-        int ldx = r.i32(), nHeads = r.i32(), headDim = r.i32(), style = r.i32();
-        const float* invFreq = r.ptr<const float>();
-        e = rope(x, ldx, nT, nHeads, headDim, style, invFreq, st, g_stream);
-        break;
-      }
-      case OP_KV_WRITE: {
-        const float* k = r.ptr<const float>();
-        const float* v = r.ptr<const float>();
-        int kvDim = r.i32();
-        void* ck = r.ptr<void>();
-        void* cv = r.ptr<void>();
-        int kvFmt = r.i32(), blockSize = r.i32();
-        float* ks = r.ptr<float>();
-        float* vs = r.ptr<float>();
-        int nKvHeads = r.i32();
-        if (kvFmt == KV_I8) {
-          e = nKvHeads > 0 && kvDim % nKvHeads == 0
-                  ? kv8_write(nullptr, const_cast<float*>(k), v, nT, 0, nKvHeads, kvDim / nKvHeads, 0, 0, nullptr,
-                              static_cast<int8_t*>(ck), static_cast<int8_t*>(cv), ks, vs, blockSize, st, g_stream)
-                  : cudaErrorInvalidValue;
-        } else {
-          e = kv_write(k, v, nT, kvDim, ck, cv, kvFmt, blockSize, st, g_stream);
-        }
-        break;
-      }
-      case OP_ROPE_KV: {
-        float* q = r.ptr<float>();
-        float* k = r.ptr<float>();
-        const float* v = r.ptr<const float>();
-        int nHeads = r.i32(), nKvHeads = r.i32(), headDim = r.i32(), style = r.i32();
-        const float* invFreq = r.ptr<const float>();
-        void* ck = r.ptr<void>();
-        void* cv = r.ptr<void>();
-        int kvFmt = r.i32(), blockSize = r.i32();
-        float* ks = r.ptr<float>();
-        float* vs = r.ptr<float>();
-        if (kvFmt == KV_I8)
-          e = kv8_write(q, k, v, nT, nHeads, nKvHeads, headDim, 1, style, invFreq, static_cast<int8_t*>(ck),
-                        static_cast<int8_t*>(cv), ks, vs, blockSize, st, g_stream);
-        else
-          e = rope_kv_write(q, k, v, nT, nHeads, nKvHeads, headDim, style, invFreq, ck, cv, kvFmt, blockSize, st,
-                            g_stream);
-        break;
-      }
-      case OP_ATTENTION: {
-        const float* q = r.ptr<const float>();
-        const void* ck = r.ptr<const void>();
-        const void* cv = r.ptr<const void>();
-        int kvFmt = r.i32();
-        float* out = r.ptr<float>();
-        int nHeads = r.i32(), nKvHeads = r.i32(), headDim = r.i32();
-        float scale = r.f();
-        int blockSize = r.i32(), maxCtx = r.i32();
-        const float* ks = r.ptr<const float>();
-        const float* vs = r.ptr<const float>();
-        if (kvFmt == KV_I8) {
-          // attention()'s pipelined kernel (prefill rows share each K/V chunk); kv8_attention where that
-          // kernel cannot take the head dim, or when LLAMA_TS_KV8_ATTN=kv8
-          e = cudaErrorNotSupported;
-          if (!kv8_forced())
-            e = attention(q, ck, cv, KV_I8, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch,
-                          st, g_stream, false, ks, vs);
-          if (e == cudaErrorNotSupported)
-            e = kv8_attention(q, static_cast<const int8_t*>(ck), static_cast<const int8_t*>(cv), ks, vs, out, nT,
-                              nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch, st, g_stream);
-        } else
-          e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch,
-                        st, g_stream, nL == nT);  // a logit row per token: decode rows of distinct sequences
-        break;
-      }
-      case OP_ADD: {
-        const float* a = r.ptr<const float>();
-        const float* b = r.ptr<const float>();
-        float* out = r.ptr<float>();
-        int n = r.i32();
-        int rows = r.i32() ? nL : nT;
-        if (rows) e = add(a, b, out, (int64_t)rows * n, g_stream);
-        break;
-      }
-      case OP_SILU_MUL: {
-        const float* g = r.ptr<const float>();
-        const float* u = r.ptr<const float>();
-        float* out = r.ptr<float>();
-        int n = r.i32();
-        e = silu_mul(g, u, out, (int64_t)nT * n, g_stream);
-        break;
-      }
-      case OP_GATHER: {
-        const float* x = r.ptr<const float>();
-        float* out = r.ptr<float>();
-        int n = r.i32();
-        if (nL) e = gather_rows(x, out, nL, n, st, g_stream);
-        break;
-      }
-      case OP_ARGMAX: {
-        const float* x = r.ptr<const float>();
-        int* out = r.ptr<int>();
-        int n = r.i32();
-        if (nL) e = argmax_rows(x, out, nL, n, g_stream);
-        break;
-      }
-      case OP_SAMPLE: {
-        const float* x = r.ptr<const float>();
-        int* out = r.ptr<int>();
-        int n = r.i32();
-        if (nL) e = sample_rows(x, out, reinterpret_cast<const double*>(p.stepDev), p.sampleScratch, nL, n, g_stream);
-        break;
-      }
-      case OP_MATMUL_A8: {
-        A8Args a{};
-        a.x = r.ptr<const float>();
-        a.ldx = r.i32();
-        a.normW = r.ptr<const float>();
-        a.eps = r.f();
-        a.nRows = r.i32() ? nL : nT;
-        a.mode = r.i32();
-        a.nW = r.i32();
-        for (int i = 0; i < a.nW; i++) {
-          a.w[i] = r.weight();
-          a.y[i] = r.ptr<float>();
-          a.ldy[i] = r.i32();
-          a.res[i] = r.ptr<const float>();
-        }
-        a.k = a.w[0].k;
-        lw = a.w[0], lN = a.nW, lRows = a.nRows;
-        if (a.nRows) e = matmul_a8(a, p.workspace, g_stream);
-        break;
-      }
-      default:
-        return cudaErrorInvalidValue;
-    }
-    if (e != cudaSuccess) return e;
-    if (prof) e = profile_mark(g_stream, op_label(op, lN ? &lw : nullptr, lN, lRows));
-    if (e != cudaSuccess) return e;
-  }
-  return cudaSuccess;
-}
-
-// Validate record structure once at create time so launch_all can trust it.
-int32_t validate(Program& p) {
-  size_t i = 0;
-  while (i < p.words.size()) {
-    if (i + 2 > p.words.size()) return fail(LLAMA_TS_E_ARGUMENT, "program: truncated record header");
-    int64_t op = p.words[i], len = p.words[i + 1];
-    if (op < OP_EMBED || op > kLastOp) return fail(LLAMA_TS_E_ARGUMENT, "program: unknown opcode " + std::to_string(op));
-    if (len < 2 || i + (size_t)len > p.words.size()) return fail(LLAMA_TS_E_ARGUMENT, "program: bad record length");
-    if (op == OP_MATMUL_MULTI && (p.words[i + 8] < 1 || p.words[i + 8] > 3)) {
-      return fail(LLAMA_TS_E_ARGUMENT, "program: MATMUL_MULTI takes 1 to 3 weights");
-    }
-    if (op == OP_MATMUL_A8 && (len < 9 || p.words[i + 8] < 1 || p.words[i + 8] > 3 || len != 9 + 9 * p.words[i + 8])) {
-      return fail(LLAMA_TS_E_ARGUMENT, "program: MATMUL_A8 takes 1 to 3 weights");
-    }
-    if (op == OP_SAMPLE && (len != 5 || p.words[i + 4] < 1)) {
-      return fail(LLAMA_TS_E_ARGUMENT, "program: SAMPLE takes x, out and a positive row width");
-    }
-    p.starts.push_back((int)i);
-    i += (size_t)len;
-  }
-  return LLAMA_TS_OK;
-}
-
-// Workspace and attention scratch sizes over all records.
-void size_scratch(Program& p, size_t& ws, size_t& attn) {
-  ws = 0;
-  attn = 0;
-  for (int start : p.starts) {
-    Reader r{p.words.data(), start};
-    int64_t op = r.i64();
-    r.i64();
-    const int rowsCap = std::max(p.maxTokens, p.maxLogitRows);  // a GEMM runs on token rows or logit rows
-    auto weight_ws = [&](WeightRef w) { ws = std::max(ws, gemm_workspace_bytes(w, rowsCap)); };
-    if (op == OP_MATMUL) {
-      r.i64(); r.i64();
-      weight_ws(r.weight());
-    } else if (op == OP_MATMUL_MULTI) {
-      for (int k = 0; k < 5; k++) r.i64();
-      r.i64();
-      int n = r.i32();
-      size_t rowsAll = 0;  // gemm_rows_multi: the weights' partial sums side by side
-      for (int k = 0; k < n; k++) {
-        WeightRef w = r.weight();
-        weight_ws(w);
-        rowsAll += gemm_rows_workspace_bytes(w, rowsCap);
-        r.i64();
-      }
-      ws = std::max(ws, rowsAll);
-    } else if (op == OP_GATEUP) {
-      for (int k = 0; k < 5; k++) r.i64();
-      WeightRef w1 = r.weight(), w3 = r.weight();
-      weight_ws(w1);
-      weight_ws(w3);
-      ws = std::max(ws, gemm_rows_workspace_bytes(w1, rowsCap) + gemm_rows_workspace_bytes(w3, rowsCap));
-    } else if (op == OP_MATMUL_A8) {
-      for (int k = 0; k < 6; k++) r.i64();
-      int n = r.i32();
-      for (int k = 0; k < n; k++) {
-        WeightRef w = r.weight();
-        ws = std::max(ws, matmul_a8_workspace_bytes(rowsCap, w.k));
-        r.i64(); r.i64(); r.i64();
-      }
-    } else if (op == OP_ATTENTION) {
-      for (int k = 0; k < 3; k++) r.i64();
-      int kvFmt = r.i32();
-      r.i64();
-      int nHeads = r.i32();
-      r.i64();
-      int headDim = r.i32();
-      r.i64(); r.i64();
-      int maxCtx = r.i32();
-      attn = std::max(attn, attention_scratch_bytes(p.maxTokens, nHeads, headDim, maxCtx));
-      if (kvFmt == KV_I8) attn = std::max(attn, kv8_attention_scratch_bytes(p.maxTokens, nHeads, headDim, maxCtx));
-    }
-  }
-}
-
-void destroy(Program* p) {
-  for (auto& g : p->graphs) cudaGraphExecDestroy(g.second.exec);
-  if (p->stepDev) cudaFree(p->stepDev);
-  if (p->stepHost) cudaFreeHost(p->stepHost);
-  if (p->outHost) cudaFreeHost(p->outHost);
-  if (p->workspace) cudaFree(p->workspace);
-  if (p->attnScratch) cudaFree(p->attnScratch);
-  if (p->sampleScratch) cudaFree(p->sampleScratch);
-  delete p;
-}
 
 }  // namespace
 

@@ -1,6 +1,6 @@
 /**
  * Compiling a graph for the CUDA runtime: fuse the decoder's op patterns into fewer kernels, then
- * encode them as int64 records (layouts in kernels/cuda/runtime.cu's Op enum). Fusions:
+ * encode them as int64 records (layouts in kernels/cuda/runtime.cuh's Op enum). Fusions:
  * - rms_norm + the 1..3 matmuls reading its output → one GEMV with a norm prologue (QKV in one launch);
  * - matmul(w1) + matmul(w3) + silu_mul (optionally after a norm) → one gate-up GEMV;
  * - matmul + residual add → one GEMV with a residual epilogue;
@@ -34,7 +34,7 @@ export interface WeightLayout {
   readonly k: number;
 }
 
-/** Opcodes of runtime.cu. */
+/** Opcodes of the CUDA runtime (kernels/cuda/runtime.cuh). */
 export const OP = {
   EMBED: 1,
   RMS_NORM: 2,
