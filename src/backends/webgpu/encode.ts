@@ -14,6 +14,12 @@ import { EPC, FMT } from "./weights.ts";
 import { bufferOf, weightOf, type WgTensor } from "./wg_tensor.ts";
 import { LlmError } from "../../errors.ts";
 
+import type { Tuning } from "./tuning.ts";
+import { encodeAttention, encodeRope } from "./encode_attention.ts";
+
+export { DEFAULT_TUNING, type GemvFormat, type Layout, type Tuning } from "./tuning.ts";
+export { kvFormat } from "./encode_attention.ts";
+
 /** One dispatch. */
 export interface Dispatch {
   /** Kernel and variant, for profiles. */
@@ -35,87 +41,6 @@ export interface StepShape {
   readonly distinct: boolean;
 }
 
-/** Weight formats of the GEMV kernels. */
-export type GemvFormat = "f32" | "f16" | "bf16" | "q8" | "q4";
-
-/** A GEMV-style thread layout: NR output rows per thread, TK threads along K, TR thread rows. */
-export interface Layout {
-  readonly NR: number;
-  readonly TK: number;
-  readonly TR: number;
-}
-
-/** Kernel shape choices (defaults in {@link DEFAULT_TUNING}). */
-export interface Tuning {
-  /**
-   * GEMV for one row of x (decode at batch 1, what bench/webgpu_gemv_sweep.ts times): output rows per
-   * thread, threads along K, thread rows, per weight format.
-   */
-  readonly gemv: Readonly<Record<GemvFormat, Layout>>;
-  /** GEMV for 2..gemvMaxRows rows of x (batched decode), per weight format; not swept on a GPU yet. */
-  readonly gemvBatch: Readonly<Record<GemvFormat, Layout>>;
-  /** matmul_a8 (W8A8) for one row of x, its own layout: it is a different kernel from the q8/q4 GEMV. */
-  readonly a8: Layout;
-  /** matmul_a8 for more rows (batched decode, prefill row groups of 8). */
-  readonly a8Batch: Layout;
-  /** GEMM thread tile (TM rows of x by TN weight rows; 16 x 16 threads). */
-  readonly gemm: { readonly TM: number; readonly TN: number };
-  /** Cached positions per attention split when decoding (long contexts: more positions, more splits). */
-  readonly splitTokens: number;
-  /**
-   * Decode attention workgroups to aim for at short contexts (splits x KV heads x rows): without it a
-   * LLaMA-7B step had one workgroup per head, 32 on the H100's 132 SMs. WebGPU does not report a GPU's
-   * core count; 256 is about 2x the H100's SMs. 0 turns it off (splits from splitTokens only); software
-   * adapters (lavapipe) default to 0.
-   */
-  readonly splitGroups: number;
-  /** Fewest cached positions per split when splitting for splitGroups. */
-  readonly splitMinTokens: number;
-  /** Most attention splits. */
-  readonly maxSplits: number;
-  /** Most rows a GEMV dispatch takes (more use GEMM). */
-  readonly gemvMaxRows: number;
-}
-
-/**
- * The default tuning, from the H100 runs (NVIDIA H100 80GB HBM3 over Vulkan, 2026-11-25; bench/RESULTS.md,
- * "run 2"). One row of x: f16 NR1 TK32 TR8 (the single-matrix sweeps of runs 0 and 1 put it first at ~1 TB/s
- * and run 0's 7B f16 step ran its GEMVs at ~1 TB/s with it; run 2's sweep preferred TK16 TR8, with which the
- * 7B f16 GEMVs ran at 767 GB/s); q8 NR4 TK64 TR2 and q4 NR4 TK32 TR4 (run 2's sweep winners with the
- * register path of matmul_gemv_q, the layouts of run 2's 7B int8 161.6 / int4 141.3 tok/s). Batched rows keep
- * the earlier defaults (their path holds indexed arrays, where more rows per thread ran 4-5x slower in run
- * 1). matmul_a8, one row: NR1 TK32 TR4 (3,826 us per W8A8 decode step in run 1, 7,716 us with run 2's q8
- * NR4 TK64 TR2); more rows: NR4 TK64 TR2 (W8A8 prefill 398 tok/s in run 2, 313 with NR1 TK32 TR4 in run 1).
- * GEMM tile 8 x 8 (2.2x the 4 x 4 one). Decode attention splits its positions until a step has ~256
- * workgroups, at least 32 positions each: run 3 measured splits of >= 8 positions against one split per row
- * (attention + combine per 32-layer step): 511 against 432 us at position 16 (3 splits: the combine dispatch
- * costs ~9 us per layer), 931 against 1,043 at 80, 1,073 against 1,647 at 143 (8 splits each).
- */
-export const DEFAULT_TUNING: Tuning = {
-  gemv: {
-    f32: { NR: 1, TK: 32, TR: 8 },
-    f16: { NR: 1, TK: 32, TR: 8 },
-    bf16: { NR: 1, TK: 32, TR: 8 },
-    q8: { NR: 4, TK: 64, TR: 2 },
-    q4: { NR: 4, TK: 32, TR: 4 },
-  },
-  gemvBatch: {
-    f32: { NR: 1, TK: 32, TR: 8 },
-    f16: { NR: 1, TK: 32, TR: 8 },
-    bf16: { NR: 1, TK: 32, TR: 8 },
-    q8: { NR: 1, TK: 32, TR: 4 },
-    q4: { NR: 2, TK: 16, TR: 4 },
-  },
-  a8: { NR: 1, TK: 32, TR: 4 },
-  a8Batch: { NR: 4, TK: 64, TR: 2 },
-  gemm: { TM: 8, TN: 8 },
-  splitTokens: 256,
-  splitGroups: 256,
-  splitMinTokens: 32,
-  maxSplits: 32,
-  gemvMaxRows: 8,
-};
-
 const FMT_NAME = ["f32", "f16", "bf16", "q8", "q4"] as const;
 
 /** Everything a node needs beyond its tensors. */
@@ -134,6 +59,26 @@ export interface EncodeContext {
   readonly packedDot: boolean;
 }
 
+/** What the node encoders of other files (encode_attention.ts) use of a NodeEncoder. */
+export interface DispatchSink {
+  readonly ctx: EncodeContext;
+  /** A 16-byte buffer bound where a kernel reads nothing. */
+  readonly dummyR: GPUBuffer;
+  /** Six distinct 16-byte buffers bound where a kernel writes nothing. */
+  readonly dummyW: readonly GPUBuffer[];
+  /** A dispatch of `kernel`: bindings 1.. are `buffers` (binding 0 is the Params uniform). */
+  dispatch(
+    out: Dispatch[],
+    node: Node,
+    kernel: KernelName,
+    constants: Constants,
+    params: Record<string, number>,
+    buffers: readonly GPUBuffer[],
+    grid: readonly [number, number, number],
+    tag?: string,
+  ): void;
+}
+
 interface Variant {
   readonly bg: GPUBindGroup;
   readonly params?: GPUBuffer;
@@ -145,11 +90,19 @@ export class NodeEncoder implements Disposable {
   #cache = new Map<Node, Map<string, Variant>>();
   #dummyR: GPUBuffer;
   #dummyW: GPUBuffer[];
+  #sink: DispatchSink;
 
   constructor(ctx: EncodeContext) {
     this.#ctx = ctx;
     this.#dummyR = ctx.gpu.buffer(16, STORAGE, "unused (read)");
     this.#dummyW = [0, 1, 2, 3, 4, 5].map((i) => ctx.gpu.buffer(16, STORAGE, `unused ${i}`));
+    this.#sink = {
+      ctx,
+      dummyR: this.#dummyR,
+      dummyW: this.#dummyW,
+      dispatch: (out, node, kernel, constants, params, buffers, grid, tag) =>
+        this.#dispatch(out, node, kernel, constants, params, buffers, grid, tag),
+    };
   }
 
   /** The dispatches of `nodes` for a step of this shape. */
@@ -220,9 +173,9 @@ export class NodeEncoder implements Disposable {
       case "matmul_a8":
         return this.#matmulA8(n, s, out);
       case "rope_kv":
-        return this.#rope(n, s, out);
+        return encodeRope(this.#sink, n, s, out);
       case "attention":
-        return this.#attention(n, s, out);
+        return encodeAttention(this.#sink, n, s, out);
       case "add": {
         const [a, b] = n.out === n.b ? [n.b, n.a] : [n.a, n.b];
         const inplace = n.out === a;
@@ -526,152 +479,6 @@ export class NodeEncoder implements Disposable {
     });
   }
 
-  #rope(n: Extract<Node, { kind: "rope_kv" }>, s: StepShape, out: Dispatch[]): void {
-    const write = n.write;
-    const kvDim = write ? (write.cache.k as WgTensor).width : 0;
-    // a kv_write without rope carries no head dim (0): an int8 cache is quantized per (row, kv head), so the
-    // head dim comes from its scales' width (kv heads); f32/f16 writes may cut the row into any units
-    const scaleW = write?.cache.kScale ? (write.cache.kScale as WgTensor).width : 0;
-    const hd = n.headDim || (scaleW ? kvDim / scaleW : kvDim % 8 === 0 ? 8 : 4);
-    const half = n.style === "half" && (n.nHq > 0 || n.nHk > 0);
-    const np = half ? 4 : 2;
-    const kvf = write ? kvFormat(write.cache.k) : 0;
-    const per = hd / (2 * np);
-    if (hd % (2 * np) !== 0 || kvDim % 4 !== 0 || (kvf === 2 && 64 % per !== 0)) {
-      throw new LlmError(
-        "UNSUPPORTED_DTYPE",
-        `webgpu: rope/kv_write needs head dim ${hd} to be a multiple of ${2 * np}` +
-          (kvf === 2 ? ` with head dim / ${2 * np} dividing 64 (int8 cache)` : "") +
-          ` and kv width ${kvDim} of 4`,
-      );
-    }
-    const k = n.k ?? write?.k;
-    const units = Math.max(n.nHq, n.nHk, write ? kvDim / hd : 0) * per;
-    const w = this.#dummyW;
-    this.#dispatch(
-      out,
-      n,
-      "rope_kv_write",
-      { KVF: kvf, STYLE: half ? 1 : 0 },
-      {
-        nHq: n.nHq,
-        nHk: n.nHk,
-        hd,
-        qW: n.q ? (n.q as WgTensor).width : 0,
-        kW: k ? (k as WgTensor).width : 0,
-        write: write ? 1 : 0,
-        kvDim,
-        blockSize: write?.cache.blockSize ?? 1,
-      },
-      [
-        n.q ? bufferOf(n.q) : w[0],
-        k ? bufferOf(k) : w[1],
-        write ? bufferOf(write.v) : this.#dummyR,
-        write ? bufferOf(write.cache.k) : w[2],
-        write ? bufferOf(write.cache.v) : w[3],
-        n.invFreq && (n.nHq || n.nHk) ? this.#ctx.ropeTable(n.invFreq, hd) : this.#dummyR,
-        write?.cache.kScale ? bufferOf(write.cache.kScale) : w[4],
-        write?.cache.vScale ? bufferOf(write.cache.vScale) : w[5],
-      ],
-      [Math.ceil(units / 64), s.nTokens, 1],
-      "rope",
-    );
-  }
-
-  #attention(n: Extract<Node, { kind: "attention" }>, s: StepShape, out: Dispatch[]): void {
-    const hd = n.headDim, ng = n.nHeads / n.nKvHeads, kvf = kvFormat(n.cache.k);
-    if (hd % 4 !== 0 || hd > 256 || ng > 8) {
-      throw new LlmError(
-        "UNSUPPORTED_DTYPE",
-        `webgpu: attention needs headDim a multiple of 4 up to 256 and at most 8 query heads per KV head ` +
-          `(got ${hd}, ${ng})`,
-      );
-    }
-    const limit = this.#ctx.gpu.limits.workgroupStorage;
-    const kvDim = (n.cache.k as WgTensor).width;
-    const rows = s.nTokens, decode = rows <= this.#ctx.tuning.gemvMaxRows;
-    const prefill = !decode && hd % 8 === 0 && (16 * hd * 3 + 256 + 64) * 4 <= limit;
-    const bufs = [bufferOf(n.q), bufferOf(n.cache.k), bufferOf(n.cache.v), bufferOf(n.out)];
-    const r = this.#dummyR;
-    const scales = [
-      n.cache.kScale ? bufferOf(n.cache.kScale) : this.#dummyW[0],
-      n.cache.vScale ? bufferOf(n.cache.vScale) : this.#dummyW[1],
-    ];
-    const params = {
-      nHeads: n.nHeads,
-      nKvHeads: n.nKvHeads,
-      kvDim,
-      blockSize: n.cache.blockSize,
-      scale: n.scale,
-    };
-    // a pure decode step folds the preceding RoPE + KV write into the attention dispatch
-    const rope = n.rope;
-    const fused = rope !== undefined && decode && s.distinct;
-    if (rope && !fused) this.#rope(rope, s, out);
-    if (prefill) {
-      this.#dispatch(
-        out,
-        n,
-        "attention_prefill",
-        { KVF: kvf, HD: hd },
-        params,
-        [
-          ...bufs,
-          n.cache.kScale ? bufferOf(n.cache.kScale) : r,
-          n.cache.vScale ? bufferOf(n.cache.vScale) : r,
-        ],
-        [Math.ceil(rows / 16), n.nHeads, 1],
-        "prefill",
-      );
-      return;
-    }
-    const splits = decode ? s.splits : 1;
-    // the largest tile of positions whose K and V rows (padded by a word) fit workgroup memory
-    const rw = hd / [1, 2, 4][kvf];
-    let tp = 64;
-    while (tp > 8 && (2 * tp * (rw + 1) + ng * hd + 3 * ng * tp + 3 * tp + 2 * hd + 2) * 4 > limit) tp /= 2;
-    const constants = {
-      KVF: kvf,
-      HD: hd,
-      NG: ng,
-      TP: tp,
-      ROPE: fused,
-      STYLE: rope?.style === "half" ? 1 : 0,
-    };
-    this.#dispatch(
-      out,
-      n,
-      "attention_decode",
-      constants,
-      params,
-      [
-        ...bufs,
-        this.#ctx.partials,
-        ...scales,
-        fused ? bufferOf(rope.k!) : r,
-        fused ? bufferOf(rope.write!.v) : r,
-        fused && rope.invFreq ? this.#ctx.ropeTable(rope.invFreq, hd) : r,
-      ],
-      [splits, n.nKvHeads, rows],
-      fused ? "decode+rope" : "decode",
-    );
-    if (splits > 1) {
-      this.#dispatch(
-        out,
-        n,
-        "attention_combine",
-        {},
-        { nHeads: n.nHeads, hd },
-        [
-          this.#ctx.partials,
-          bufferOf(n.out),
-        ],
-        [n.nHeads, rows, 1],
-        "combine",
-      );
-    }
-  }
-
   [Symbol.dispose](): void {
     const gpu = this.#ctx.gpu;
     for (const m of this.#cache.values()) for (const v of m.values()) gpu.destroy(v.params);
@@ -695,15 +502,4 @@ function checkAliasing(kernel: KernelName, buffers: readonly GPUBuffer[]): void 
       }
     }
   }
-}
-
-/** KV cache storage format of the kernels (0 f32, 1 f16, 2 int8 with per-(row, kv head) scales). */
-export function kvFormat(t: Tensor): number {
-  if (t.dtype === "f32") return 0;
-  if (t.dtype === "f16") return 1;
-  if (t.dtype === "i8") return 2;
-  throw new LlmError(
-    "UNSUPPORTED_DTYPE",
-    `webgpu: KV cache dtype ${t.dtype} is not supported (f32, f16, i8)`,
-  );
 }

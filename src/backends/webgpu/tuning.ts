@@ -1,0 +1,86 @@
+/**
+ * Kernel shape choices of the webgpu backend: the GEMV / W8A8 thread layouts, the GEMM tile, the decode
+ * attention splits and the GEMV row limit ({@link Tuning}), with the defaults measured on the H100
+ * ({@link DEFAULT_TUNING}). encode.ts applies them (and re-exports these names).
+ * @module
+ */
+/** Weight formats of the GEMV kernels. */
+export type GemvFormat = "f32" | "f16" | "bf16" | "q8" | "q4";
+
+/** A GEMV-style thread layout: NR output rows per thread, TK threads along K, TR thread rows. */
+export interface Layout {
+  readonly NR: number;
+  readonly TK: number;
+  readonly TR: number;
+}
+
+/** Kernel shape choices (defaults in {@link DEFAULT_TUNING}). */
+export interface Tuning {
+  /**
+   * GEMV for one row of x (decode at batch 1, what bench/webgpu_gemv_sweep.ts times): output rows per
+   * thread, threads along K, thread rows, per weight format.
+   */
+  readonly gemv: Readonly<Record<GemvFormat, Layout>>;
+  /** GEMV for 2..gemvMaxRows rows of x (batched decode), per weight format; not swept on a GPU yet. */
+  readonly gemvBatch: Readonly<Record<GemvFormat, Layout>>;
+  /** matmul_a8 (W8A8) for one row of x, its own layout: it is a different kernel from the q8/q4 GEMV. */
+  readonly a8: Layout;
+  /** matmul_a8 for more rows (batched decode, prefill row groups of 8). */
+  readonly a8Batch: Layout;
+  /** GEMM thread tile (TM rows of x by TN weight rows; 16 x 16 threads). */
+  readonly gemm: { readonly TM: number; readonly TN: number };
+  /** Cached positions per attention split when decoding (long contexts: more positions, more splits). */
+  readonly splitTokens: number;
+  /**
+   * Decode attention workgroups to aim for at short contexts (splits x KV heads x rows): without it a
+   * LLaMA-7B step had one workgroup per head, 32 on the H100's 132 SMs. WebGPU does not report a GPU's
+   * core count; 256 is about 2x the H100's SMs. 0 turns it off (splits from splitTokens only); software
+   * adapters (lavapipe) default to 0.
+   */
+  readonly splitGroups: number;
+  /** Fewest cached positions per split when splitting for splitGroups. */
+  readonly splitMinTokens: number;
+  /** Most attention splits. */
+  readonly maxSplits: number;
+  /** Most rows a GEMV dispatch takes (more use GEMM). */
+  readonly gemvMaxRows: number;
+}
+
+/**
+ * The default tuning, from the H100 runs (NVIDIA H100 80GB HBM3 over Vulkan, 2026-11-25; bench/RESULTS.md,
+ * "run 2"). One row of x: f16 NR1 TK32 TR8 (the single-matrix sweeps of runs 0 and 1 put it first at ~1 TB/s
+ * and run 0's 7B f16 step ran its GEMVs at ~1 TB/s with it; run 2's sweep preferred TK16 TR8, with which the
+ * 7B f16 GEMVs ran at 767 GB/s); q8 NR4 TK64 TR2 and q4 NR4 TK32 TR4 (run 2's sweep winners with the
+ * register path of matmul_gemv_q, the layouts of run 2's 7B int8 161.6 / int4 141.3 tok/s). Batched rows keep
+ * the earlier defaults (their path holds indexed arrays, where more rows per thread ran 4-5x slower in run
+ * 1). matmul_a8, one row: NR1 TK32 TR4 (3,826 us per W8A8 decode step in run 1, 7,716 us with run 2's q8
+ * NR4 TK64 TR2); more rows: NR4 TK64 TR2 (W8A8 prefill 398 tok/s in run 2, 313 with NR1 TK32 TR4 in run 1).
+ * GEMM tile 8 x 8 (2.2x the 4 x 4 one). Decode attention splits its positions until a step has ~256
+ * workgroups, at least 32 positions each: run 3 measured splits of >= 8 positions against one split per row
+ * (attention + combine per 32-layer step): 511 against 432 us at position 16 (3 splits: the combine dispatch
+ * costs ~9 us per layer), 931 against 1,043 at 80, 1,073 against 1,647 at 143 (8 splits each).
+ */
+export const DEFAULT_TUNING: Tuning = {
+  gemv: {
+    f32: { NR: 1, TK: 32, TR: 8 },
+    f16: { NR: 1, TK: 32, TR: 8 },
+    bf16: { NR: 1, TK: 32, TR: 8 },
+    q8: { NR: 4, TK: 64, TR: 2 },
+    q4: { NR: 4, TK: 32, TR: 4 },
+  },
+  gemvBatch: {
+    f32: { NR: 1, TK: 32, TR: 8 },
+    f16: { NR: 1, TK: 32, TR: 8 },
+    bf16: { NR: 1, TK: 32, TR: 8 },
+    q8: { NR: 1, TK: 32, TR: 4 },
+    q4: { NR: 2, TK: 16, TR: 4 },
+  },
+  a8: { NR: 1, TK: 32, TR: 4 },
+  a8Batch: { NR: 4, TK: 64, TR: 2 },
+  gemm: { TM: 8, TN: 8 },
+  splitTokens: 256,
+  splitGroups: 256,
+  splitMinTokens: 32,
+  maxSplits: 32,
+  gemvMaxRows: 8,
+};
