@@ -173,9 +173,9 @@ export class NodeEncoder implements Disposable {
       case "matmul_a8":
         return this.#matmulA8(n, s, out);
       case "rope_kv":
-        return encodeRope(this.#sink, n, s, out);
+        return encodeRope(n, { sink: this.#sink, shape: s, out });
       case "attention":
-        return encodeAttention(this.#sink, n, s, out);
+        return encodeAttention(n, { sink: this.#sink, shape: s, out });
       case "add": {
         const [a, b] = n.out === n.b ? [n.b, n.a] : [n.a, n.b];
         const inplace = n.out === a;

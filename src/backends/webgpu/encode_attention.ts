@@ -10,13 +10,16 @@ import type { Dispatch, DispatchSink, StepShape } from "./encode.ts";
 import { bufferOf, type WgTensor } from "./wg_tensor.ts";
 import { LlmError } from "../../errors.ts";
 
+/** Where an encoder's dispatches go: the node encoder's sink, the step's shape, the step's dispatch list. */
+export interface EncodeTarget {
+  readonly sink: DispatchSink;
+  readonly shape: StepShape;
+  readonly out: Dispatch[];
+}
+
 /** A rope_kv node: RoPE of q and k and the KV-cache write (f32 / f16 / int8), one dispatch. */
-export function encodeRope(
-  e: DispatchSink,
-  n: Extract<Node, { kind: "rope_kv" }>,
-  s: StepShape,
-  out: Dispatch[],
-): void {
+export function encodeRope(n: Extract<Node, { kind: "rope_kv" }>, t: EncodeTarget): void {
+  const { sink: e, shape: s, out } = t;
   const write = n.write;
   const kvDim = write ? (write.cache.k as WgTensor).width : 0;
   // a kv_write without rope carries no head dim (0): an int8 cache is quantized per (row, kv head), so the
@@ -72,12 +75,8 @@ export function encodeRope(
  * An attention node: the prefill kernel for many rows, else the decode kernel (positions split across
  * workgroups, then combined), which in a pure decode step also does the preceding RoPE + KV write.
  */
-export function encodeAttention(
-  e: DispatchSink,
-  n: Extract<Node, { kind: "attention" }>,
-  s: StepShape,
-  out: Dispatch[],
-): void {
+export function encodeAttention(n: Extract<Node, { kind: "attention" }>, t: EncodeTarget): void {
+  const { sink: e, shape: s, out } = t;
   const hd = n.headDim, ng = n.nHeads / n.nKvHeads, kvf = kvFormat(n.cache.k);
   if (hd % 4 !== 0 || hd > 256 || ng > 8) {
     throw new LlmError(
@@ -106,7 +105,7 @@ export function encodeAttention(
   // a pure decode step folds the preceding RoPE + KV write into the attention dispatch
   const rope = n.rope;
   const fused = rope !== undefined && decode && s.distinct;
-  if (rope && !fused) encodeRope(e, rope, s, out);
+  if (rope && !fused) encodeRope(rope, t);
   if (prefill) {
     e.dispatch(
       out,
