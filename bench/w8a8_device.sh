@@ -32,7 +32,7 @@ rm -rf "$J" && mkdir -p "$J"
 
 step "build library + w8a8_check, checkpoint"
 COMMON=(-O3 -std=c++17 -lineinfo -arch=sm_90)
-(nvcc "${COMMON[@]}" -o build/w8a8_check kernels/cuda/checks/w8a8_check.cu kernels/cuda/{w8a8,gemv,gemv_launch,weight_prepare,gemm,gemm_tc,gemm_rows,ops,attention,attention_decode,kv_int8}.cu \
+(nvcc "${COMMON[@]}" -o build/w8a8_check kernels/cuda/checks/w8a8_check.cu kernels/cuda/{w8a8,gemv,gemv_launch,weight_prepare,gemm,gemm_tc,gemm_rows,ops,attention,attention_launch,attention_decode,kv_int8}.cu \
   >"$OUT/build_check.log" 2>&1; echo "w8a8_check build exit $?" >>"$LOG") &
 CHECK_PID=$!
 ([ -f "$CK/config.json" ] || python3 bench/hf_compare.py --checkpoint-only --ckpt "$CK" >>"$LOG" 2>&1

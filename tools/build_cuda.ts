@@ -24,7 +24,7 @@ Deno.chdir(root);
 const RUNTIME = ["runtime.cu", "runtime_program.cu", "runtime_launch.cu"];
 const GEMV = ["gemv.cu", "gemv_launch.cu", "weight_prepare.cu"];
 const GEMM = ["gemm.cu", "gemm_tc.cu", "gemm_rows.cu"];
-const OPS = ["ops.cu", "attention.cu", "attention_decode.cu", "kv_int8.cu"];
+const OPS = ["ops.cu", "attention.cu", "attention_launch.cu", "attention_decode.cu", "kv_int8.cu"];
 const src = [...RUNTIME, ...GEMV, ...GEMM, ...OPS, "w8a8.cu", "profile.cu", "sample.cu"].map((f) =>
   `kernels/cuda/${f}`
 );

@@ -1,12 +1,13 @@
-// Internal to attention.cu and attention_decode.cu: the 16-byte K/V unpack and the parameter block both
-// attention paths and the combine kernel share, and the decode kernel's launcher. The contract for everything else is
-// kernels.cuh's attention().
+// Internal to attention.cu, attention_launch.cu and attention_decode.cu: the 16-byte K/V unpack and the parameter
+// block both attention paths and the combine kernel share, and the two paths' launchers. The contract for everything
+// else is kernels.cuh's attention().
 #pragma once
 #include "kernels.cuh"
 
 namespace llama_ts {
 
 constexpr int kAttnThreads = 128;
+constexpr int kQnMax = 16;  // query vectors (rows x heads) per partial block
 
 // 16 bytes of cached K/V (8 halves or 4 floats) -> floats.
 template <typename T> __device__ __forceinline__ void unpack16(const uint4& raw, float* f);
@@ -59,5 +60,11 @@ constexpr int kDecMaxRows = 64;
 // kv head, 16-byte aligned cache rows) over p's rows and sets p.HG, p.C, p.logC, p.nSplits, p.L and p.opart;
 // attention() launches the combine kernel after it.
 cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, cudaStream_t s);
+
+// Launches attn_partial_kernel<T, DT, QPT> (attention.cu; instantiated there for the variants attention()
+// uses) over p's rows and sets p's shared-memory layout, p.opart and, when p.adaptive, p.nSplits and p.L;
+// attention() launches the combine kernel after it.
+template <typename T, int DT, int QPT>
+cudaError_t launch_attn(AttnParams& p, int qnCap, cudaStream_t s);
 
 }  // namespace llama_ts

@@ -1,8 +1,8 @@
 // Check of kernels/cuda/ops.cu against CPU double-precision references: embed, rms_norm, add, silu_mul,
 // gather_rows, rope, kv_write, rope_kv_write, attention (+ CUDA-graph replay with new step data), and a
 // timing table. Build (from kernels/cuda):
-//   nvcc -O3 -std=c++17 -arch=sm_90 -o ops_check checks/ops_check*.cu ops.cu attention.cu attention_decode.cu
-//     kv_int8.cu
+//   nvcc -O3 -std=c++17 -arch=sm_90 -o ops_check checks/ops_check*.cu ops.cu attention.cu attention_launch.cu
+//     attention_decode.cu kv_int8.cu
 // Exit status non-zero on any failure.
 // The program's files: this one (shared helpers, embed, rms_norm, add, silu_mul, gather_rows, rope, main),
 // ops_check_cache.cu (kv_write, rope_kv_write, attention), ops_check_timing.cu (timing, --profile);
