@@ -32,7 +32,7 @@ const src = [...RUNTIME, ...GEMV, ...GEMM, ...OPS, "w8a8.cu", "profile.cu", "sam
 const CHECKS: readonly (readonly [string, readonly string[], readonly string[]])[] = [
   ["gemv", ["gemv_check.cu", "gemv_check_prepare.cu", "gemv_check_timing.cu"], GEMV],
   ["ops", ["ops_check.cu", "ops_check_cache.cu", "ops_check_timing.cu"], OPS],
-  ["gemm", ["gemm_check.cu"], GEMM],
+  ["gemm", ["gemm_check.cu", "gemm_check_timing.cu"], GEMM],
   ["w8a8", ["w8a8_check.cu"], ["w8a8.cu", ...GEMV, ...GEMM, ...OPS]],
 ];
 const gencode = f.arch ? [`-arch=${f.arch}`] : [

@@ -14,7 +14,7 @@
 // for non-f32 formats, 0 for WF_F32. gemm() must then be called with nRows <= maxRows. A null workspace
 // is allowed (mode x32, ~0-15% slower).
 //
-// Test hooks (not part of kernels.cuh; declared by checks/gemm_check.cu):
+// Test hooks (not part of kernels.cuh; declared by checks/gemm_check.cuh):
 //   gemm_set_path(p): 0 = auto (default), 1 = force SIMT kernel; tensor-core variants (used when usable,
 //     else auto): 2 = x32 3-stage (2 blocks/SM), 3 = x32 4-stage (1 block/SM), 4 = xh 3-stage,
 //     5 = xh 4-stage (2 blocks/SM). Auto: 5 with a workspace, else 3 when the grid is at most one block

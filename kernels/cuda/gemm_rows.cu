@@ -305,7 +305,7 @@ bool gemm_rows_enabled() {
 
 void gemm_set_rows_kernel(int on) { g_rowsOn = on ? 1 : 0; }
 
-// Test hook (declared by checks/gemm_check.cu): 0 = plan kb per call (default), else a fixed width.
+// Test hook (declared by checks/gemm_check.cuh): 0 = plan kb per call (default), else a fixed width.
 void gemm_set_rows_kb(int kb) { g_rowsKb = (kb >= SK_KB_MIN && kb <= SK_KB_MAX && kb % 64 == 0) ? kb : 0; }
 
 bool gemm_rows_weight_ok(const WeightRef& w) {
