@@ -28,7 +28,7 @@ const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, o
   --cuda-lib PATH      the CUDA library (default build/libllama_ts_cuda.so; env LLAMA_TS_CUDA_LIB)
   --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda, wasm, webgpu
   --host-sampling      sample on the host even where the backend samples on the device (cuda, ref, webgpu); same
-                       tokens
+                       tokens (webgpu, f32: except where a draw lands within rounding of a boundary)
   --format F           text | json (default text)`;
 
 const HELP: Record<string, string> = {
