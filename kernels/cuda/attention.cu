@@ -98,18 +98,14 @@ template <> struct Vec<float> {
     f[0] = x.x; f[1] = x.y; f[2] = x.z; f[3] = x.w;
   }
 };
-// int8 cache: 16 values, unscaled (the score and P*V apply the position's K / V scale). Byte q ^ 0x80 goes
-// into the mantissa of 2^23 by PRMT: (2^23 + q + 128) - (2^23 + 128) = q exactly.
+// int8 cache: 16 values, unscaled (the score and P*V apply the position's K / V scale), exact.
 template <> struct Vec<int8_t> {
   static constexpr int VE = 16;
   static __device__ __forceinline__ void load(const char* p, float* f) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    const uint32_t w[4] = {raw.x ^ 0x80808080u, raw.y ^ 0x80808080u, raw.z ^ 0x80808080u, raw.w ^ 0x80808080u};
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);  // one 16-byte load
+    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-      for (int b = 0; b < 4; b++)
-        f[4 * i + b] = __uint_as_float(__byte_perm(w[i], 0x4B000000u, 0x7440u | b)) - 8388736.0f;
+    for (int i = 0; i < 4; i++) i8x4_to_f32(w[i], f + 4 * i);
   }
 };
 

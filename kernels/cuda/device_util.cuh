@@ -98,6 +98,13 @@ __device__ __forceinline__ void biased_bytes_to_h2(uint32_t u, __half2 bias, uin
   lo = h2_u32(__hsub2(u32_h2(__byte_perm(u, 0x64646464u, 0x4140)), bias));  // bytes 0, 1
   hi = h2_u32(__hsub2(u32_h2(__byte_perm(u, 0x64646464u, 0x4342)), bias));  // bytes 2, 3
 }
+// The four signed bytes of w (int8 values q, in order) -> exact floats: byte q ^ 0x80 goes into the mantissa
+// of 2^23 by PRMT, so (2^23 + q + 128) - (2^23 + 128) = q.
+__device__ __forceinline__ void i8x4_to_f32(uint32_t w, float* f) {
+  const uint32_t u = w ^ 0x80808080u;  // byte = q + 128
+#pragma unroll
+  for (int i = 0; i < 4; i++) f[i] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440u | i)) - 8388736.0f;
+}
 // The same times s (one rounding in the multiply).
 __device__ __forceinline__ void bytes_to_h2(uint32_t u, __half2 bias, __half2 s, uint32_t& lo, uint32_t& hi) {
   biased_bytes_to_h2(u, bias, lo, hi);

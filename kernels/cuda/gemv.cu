@@ -129,10 +129,7 @@ __device__ __forceinline__ void get4(const uint4& v, int s, float (&f)[4]) {
     f[0] = __uint_as_float(a << 16); f[1] = __uint_as_float(a & 0xFFFF0000u);
     f[2] = __uint_as_float(b << 16); f[3] = __uint_as_float(b & 0xFFFF0000u);
   } else if constexpr (FMT == WF_I8) {
-    const uint32_t u = word_of(v, s) ^ 0x80808080u;  // byte = q + 128
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-      f[i] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440u | i)) - 8388736.0f;  // (2^23 + q + 128) - (2^23 + 128)
+    i8x4_to_f32(word_of(v, s), f);
   } else if constexpr (FMT == WF_I4) {
     // s < 4: low nibbles of word s (elements 4s..4s+3); s >= 4: high nibbles of word s-4 (elements 16+4(s-4)..)
     const uint32_t w = word_of(v, s & 3);
