@@ -9,6 +9,8 @@ cd "$(git rev-parse --show-toplevel)"
 deno run -A tools/build_cuda.ts --arch sm_90 --checks >/tmp/prebuild.log 2>&1 || { tail -30 /tmp/prebuild.log; exit 1; }
 source bench/_cuda_stamp.sh
 cuda_stamp >build/PREBUILT_STAMP
-# the library, gemm_check and ops_check only: the carried tree must stay under 64 MiB (.deno is ~53 MB without this)
-tar cJf .deno/prebuilt.tar.xz build/libllama_ts_cuda.so build/gemm_check build/ops_check build/PREBUILT_STAMP
+# the library and two check programs only (PREBUILT_CHECKS, default gemm_check ops_check): the carried tree
+# must stay under 64 MiB (.deno is ~53 MB without this)
+checks=${PREBUILT_CHECKS:-gemm_check ops_check}
+tar cJf .deno/prebuilt.tar.xz build/libllama_ts_cuda.so $(for c in $checks; do echo "build/$c"; done) build/PREBUILT_STAMP
 ls -la .deno/prebuilt.tar.xz

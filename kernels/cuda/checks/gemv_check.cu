@@ -286,9 +286,11 @@ void test_gateup(int fmt, int m, int k, int group, uint64_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool doTiming = true;
-  for (int i = 1; i < argc; i++)
+  bool doTiming = true, layerOnly = false;  // --layer-timing: of the timing, only the chained-layer rows
+  for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--no-timing")) doTiming = false;
+    if (!std::strcmp(argv[i], "--layer-timing")) layerOnly = true;
+  }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -394,6 +396,16 @@ int main(int argc, char** argv) {
     da.free_(); d1.free_(); d3.free_(); d2.free_(); dq.free_();
   }
 
+  // chained GEMVs: same bits as one launch per GEMV
+  test_chain(WF_F32, 0, 950);
+  test_chain(WF_F16, 0, 951);
+  test_chain(WF_BF16, 0, 952);
+  test_chain(WF_I8, 512, 953);  // per channel
+  test_chain(WF_I8, 32, 954);
+  test_chain(WF_I4, 128, 955);
+  test_chain(WF_I4, 32, 956);
+  test_chain_declines();
+
   // API errors (no launch, no sticky error)
   {
     float* d;
@@ -422,7 +434,9 @@ int main(int argc, char** argv) {
   test_quantize(WF_F16, WF_I8, 12, 256, 32, 622);
   test_quantize(WF_F16, WF_I4, 12, 256, 32, 623);
 
-  if (doTiming) {
+  if (doTiming && layerOnly) {
+    for (int f : {WF_F16, WF_I8, WF_I4}) time_layer(f, f == WF_I8 ? 4096 : f == WF_I4 ? 128 : 0);
+  } else if (doTiming) {
     std::printf("\n-- timing (median of 30 samples of %d calls; weights rotated over >= 160 MB, >= 4 buffers) --\n",
                 kLaunchesPerRep);
     const double cbw = copy_bandwidth();
@@ -451,6 +465,9 @@ int main(int argc, char** argv) {
     time_gateup(WF_I4, 11008, 4096, 32);
     time_multi(WF_F16, 4096, 4096, 0);
     time_multi(WF_I4, 4096, 4096, 32);
+    time_layer(WF_F16, 0);
+    time_layer(WF_I8, 4096);
+    time_layer(WF_I4, 128);
 
     std::printf("\nGPU time per call from CUDA-graph replay of %d calls; 'eager' = same calls launched one by one.\n",
                 kLaunchesPerRep);
