@@ -22,7 +22,7 @@ const root = new URL("..", import.meta.url).pathname;
 Deno.chdir(root);
 // Sources by family; a check program links the families it tests.
 const RUNTIME = ["runtime.cu", "runtime_program.cu", "runtime_launch.cu"];
-const GEMV = ["gemv.cu", "gemv_chain.cu", "gemv_launch.cu", "weight_prepare.cu"];
+const GEMV = ["gemv.cu", "gemv_launch.cu", "weight_prepare.cu"];
 const GEMM = ["gemm.cu", "gemm_tc.cu", "gemm_rows.cu"];
 const OPS = ["ops.cu", "attention.cu", "attention_launch.cu", "attention_decode.cu", "kv_int8.cu"];
 const src = [...RUNTIME, ...GEMV, ...GEMM, ...OPS, "w8a8.cu", "profile.cu", "sample.cu"].map((f) =>
@@ -30,7 +30,7 @@ const src = [...RUNTIME, ...GEMV, ...GEMM, ...OPS, "w8a8.cu", "profile.cu", "sam
 );
 // Check programs (build/<name>_check): their own files under kernels/cuda/checks and the families they link.
 const CHECKS: readonly (readonly [string, readonly string[], readonly string[]])[] = [
-  ["gemv", ["gemv_check.cu", "gemv_check_prepare.cu", "gemv_check_chain.cu", "gemv_check_timing.cu"], GEMV],
+  ["gemv", ["gemv_check.cu", "gemv_check_prepare.cu", "gemv_check_timing.cu"], GEMV],
   ["ops", ["ops_check.cu", "ops_check_cache.cu", "ops_check_timing.cu"], OPS],
   ["gemm", ["gemm_check.cu", "gemm_check_timing.cu"], GEMM],
   ["w8a8", ["w8a8_check.cu"], ["w8a8.cu", ...GEMV, ...GEMM, ...OPS]],

@@ -1,6 +1,6 @@
-// Internal contract between gemv.cu (the GEMV kernels and their design notes), gemv_chain.cu (chained
-// one-row GEMVs) and gemv_launch.cu (the host side: validation, launch cache, launch_gemv and the public
-// gemv / gemv_multi / gemv_gateup / gemv_chain of kernels.cuh). Not part of kernels.cuh.
+// Internal contract between gemv.cu (the GEMV kernels and their design notes) and gemv_launch.cu (the host
+// side: validation, launch cache, launch_gemv and the public gemv / gemv_multi / gemv_gateup of
+// kernels.cuh). Not part of kernels.cuh.
 #pragma once
 #include "kernels.cuh"
 
@@ -51,14 +51,5 @@ struct GemvParams {
 using KernelFn = void (*)(const GemvParams);
 // The GEMV kernel for weight format fmt and nr (1..kMaxNR) activation rows; nullptr for others (gemv.cu).
 KernelFn kernel_for(int fmt, int nr);
-
-// A chain of one-row GEMVs (gemv_chain.cu): steps ph[0..n).
-struct GemvChainParams {
-  GemvParams ph[kMaxGemvChain];
-  int n;
-};
-using ChainKernelFn = void (*)(const GemvChainParams);
-// The chain kernel for weight format fmt; nullptr for others (gemv_chain.cu).
-ChainKernelFn chain_kernel_for(int fmt);
 
 }  // namespace llama_ts

@@ -61,7 +61,7 @@ LaunchCache& cache() {
 }
 
 // Blocks per SM for this kernel and shared memory size (0 on error); sets the kernel's attributes once.
-cudaError_t prepare_kernel(const void* fn, size_t smem, int* blocksPerSm, int* numSms, bool* pdl) {
+cudaError_t prepare_kernel(KernelFn fn, size_t smem, int* blocksPerSm, int* numSms, bool* pdl) {
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
@@ -72,7 +72,7 @@ cudaError_t prepare_kernel(const void* fn, size_t smem, int* blocksPerSm, int* n
   std::lock_guard<std::mutex> lock(c.mu);
   *numSms = dp.sms;
   *pdl = dp.ccMajor >= 9;  // griddepcontrol exists from sm_90
-  const void* key = fn;
+  const void* key = reinterpret_cast<const void*>(fn);
   auto ck = std::make_pair(dev, key);
   if (c.configured.find(ck) == c.configured.end()) {
     const int optin = dp.smemOptin;
@@ -119,9 +119,9 @@ struct WDesc {
 
 bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
-// Validates one GEMV over 1..3 weights of identical format/k/group and fills its kernel parameters.
-cudaError_t gemv_params(const float* x, int ldx, int nRows, const WDesc* wd, int n, const float* res,
-                        const float* normW, float eps, int mode, GemvParams& p) {
+// Validates and launches one GEMV kernel over 1..3 weights of identical format/k/group.
+cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int n, const float* res,
+                        const float* normW, float eps, int mode, cudaStream_t s) {
   if (n < 1 || n > 3 || x == nullptr) return cudaErrorInvalidValue;
   const WeightRef& w0 = wd[0].w;
   const int k = w0.k;
@@ -146,6 +146,7 @@ cudaError_t gemv_params(const float* x, int ldx, int nRows, const WDesc* wd, int
     for (int i = 0; i < n; i++) scalarW = scalarW || !aligned16(wd[i].w.q);
   }
 
+  GemvParams p;
   p.x = x;
   p.ldx = ldx;
   p.k = k;
@@ -181,27 +182,18 @@ cudaError_t gemv_params(const float* x, int ldx, int nRows, const WDesc* wd, int
   p.mode = mode;
   p.xVec = (aligned16(x) && ldx % 4 == 0 && k % 4 == 0) ? 1 : 0;
   p.scalarW = scalarW ? 1 : 0;
-  return cudaSuccess;
-}
+  if (pairs == 0) return cudaGetLastError();
 
-// Validates and launches one GEMV kernel over 1..3 weights of identical format/k/group.
-cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int n, const float* res,
-                        const float* normW, float eps, int mode, cudaStream_t s) {
-  GemvParams p;
-  const cudaError_t pe = gemv_params(x, ldx, nRows, wd, n, res, normW, eps, mode, p);
-  if (pe != cudaSuccess) return pe;
-  if (p.totalPairs == 0) return cudaGetLastError();
-  const int fmt = wd[0].w.fmt, k = wd[0].w.k;
   KernelFn fn = kernel_for(fmt, nRows);
   const size_t smem = gemv_smem_bytes(fmt, nRows, k);
   int bps = 0, nsm = 0;
   bool pdl = false;
-  cudaError_t e = prepare_kernel(reinterpret_cast<const void*>(fn), smem, &bps, &nsm, &pdl);
+  cudaError_t e = prepare_kernel(fn, smem, &bps, &nsm, &pdl);
   if (e != cudaSuccess) return e;
   if (bps < 1) return cudaErrorInvalidConfiguration;
   if (bps > g_blocksPerSmCap) bps = g_blocksPerSmCap;
   long long grid = (long long)nsm * bps;
-  if (grid > p.totalPairs) grid = p.totalPairs;
+  if (grid > pairs) grid = pairs;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)grid);
   cfg.blockDim = dim3(kThreads);
@@ -217,79 +209,7 @@ cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int
   return le != cudaSuccess ? le : ge;
 }
 
-// The GEMV parameters of one chain step; cudaErrorNotSupported when it cannot join a chain.
-cudaError_t chain_step_params(const GemvStep& st, GemvParams& p) {
-  WDesc d[3];
-  int nw = 1, mode = 0;
-  const float* res = nullptr;
-  if (st.kind == GEMV_PLAIN) {
-    d[0] = WDesc{st.w[0], st.y[0], st.ldy[0]};
-    res = st.res;
-  } else if (st.kind == GEMV_MULTI) {
-    if (st.n < 1 || st.n > 3) return cudaErrorNotSupported;
-    nw = st.n;
-    for (int i = 0; i < nw; i++) {
-      d[i] = WDesc{st.w[i], st.y[i], st.w[i].m};
-      if (st.w[i].fmt != st.w[0].fmt || st.w[i].k != st.w[0].k ||
-          (is_quant(st.w[0].fmt) && st.w[i].group != st.w[0].group))
-        return cudaErrorNotSupported;  // gemv_multi launches these one weight at a time
-    }
-  } else if (st.kind == GEMV_GATEUP) {
-    const WeightRef &w1 = st.w[0], &w3 = st.w[1];
-    if (w1.fmt != w3.fmt || w1.k != w3.k || w1.m != w3.m || (is_quant(w1.fmt) && w1.group != w3.group))
-      return cudaErrorNotSupported;  // gemv_gateup reports it
-    d[0] = WDesc{w1, st.y[0], st.ldy[0]};
-    d[1] = WDesc{w3, st.y[0], st.ldy[0]};
-    nw = 2;
-    mode = 1;
-  } else {
-    return cudaErrorNotSupported;
-  }
-  if (gemv_params(st.x, st.ldx, 1, d, nw, res, st.normW, st.eps, mode, p) != cudaSuccess) return cudaErrorNotSupported;
-  // the chain stages x with cp.async only (rows written by an earlier step must not go through the
-  // non-coherent __ldg path) and has no scalar weight path
-  if (!p.xVec || p.scalarW) return cudaErrorNotSupported;
-  return cudaSuccess;
-}
-
 }  // namespace
-
-cudaError_t gemv_chain(const GemvStep* steps, int n, cudaStream_t s) {
-  if (steps == nullptr || n < 2 || n > kMaxGemvChain) return cudaErrorNotSupported;
-  GemvChainParams cp;
-  cp.n = n;
-  const int fmt = steps[0].w[0].fmt;
-  size_t smem = 0;
-  for (int i = 0; i < n; i++) {
-    if (steps[i].w[0].fmt != fmt) return cudaErrorNotSupported;
-    const cudaError_t e = chain_step_params(steps[i], cp.ph[i]);
-    if (e != cudaSuccess) return e;
-    const size_t b = gemv_smem_bytes(fmt, 1, cp.ph[i].k);
-    if (b > smem) smem = b;
-  }
-  for (int i = n; i < kMaxGemvChain; i++) cp.ph[i] = cp.ph[0];
-  ChainKernelFn fn = chain_kernel_for(fmt);
-  if (fn == nullptr) return cudaErrorNotSupported;
-  int bps = 0, nsm = 0;
-  bool pdl = false;
-  cudaError_t e = prepare_kernel(reinterpret_cast<const void*>(fn), smem, &bps, &nsm, &pdl);
-  if (e != cudaSuccess) return e;
-  if (bps < 1) return cudaErrorNotSupported;
-  // one block per SM, all resident at once (the grid barrier needs every block running)
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)nsm);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = (pdl && g_pdl) ? 1 : 0;
-  const cudaError_t le = cudaLaunchKernelEx(&cfg, fn, cp);
-  const cudaError_t ge = cudaGetLastError();
-  return le != cudaSuccess ? le : ge;
-}
 
 // Check-program hook (not part of the contract): blocks per SM cap, programmatic dependent launch on/off.
 void gemv_debug_set_tuning(int blocksPerSmCap, bool pdl) {

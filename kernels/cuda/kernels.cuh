@@ -63,23 +63,6 @@ cudaError_t gemv_gateup(const float* x, int ldx, int nRows, WeightRef w1, Weight
                         const float* normW, float eps, cudaStream_t s);
 // Most rows the GEMV kernels take for input width k (the runtime uses GEMM above it).
 int gemv_max_rows(int k);
-// One GEMV of a chain: kind GEMV_PLAIN is gemv (w[0], y[0], ldy[0], optional res), GEMV_MULTI gemv_multi
-// (n = 1..3 weights, y[i] with stride w[i].m, no res), GEMV_GATEUP gemv_gateup (w[0] gate, w[1] up into y[0]).
-enum GemvKind { GEMV_PLAIN = 0, GEMV_MULTI = 1, GEMV_GATEUP = 2 };
-struct GemvStep {
-  int kind;
-  const float* x; int ldx;
-  WeightRef w[3]; float* y[3]; int ldy[3]; int n;
-  const float* res;
-  const float* normW; float eps;
-};
-constexpr int kMaxGemvChain = 8;
-// Runs 2..kMaxGemvChain one-row GEMVs in order in ONE persistent launch (gemv_chain.cu): a grid barrier
-// between consecutive steps, and each step's first weights already in flight before that barrier. Same
-// results as launching them one by one. cudaErrorNotSupported, before anything is launched, when the steps
-// cannot be chained (not one weight format across them, a float weight on the scalar path, x rows not
-// 16-byte aligned, mixed formats within a multi step): launch them one by one then.
-cudaError_t gemv_chain(const GemvStep* steps, int n, cudaStream_t s);
 
 // ---- GEMM (prefill, many rows; tensor cores) ----------------------------------------------------------
 // y[r*ldy + j] = (res ? res[r*ldy + j] : 0) + sum_i x[r*ldx + i] * W[j, i], any nRows >= 1, any format.

@@ -36,100 +36,12 @@ bool kv8_forced() {
   return e != nullptr && std::strcmp(e, "kv8") == 0;
 }
 
-// Whether consecutive one-row GEMV records run as one chained launch (gemv_chain.cu). LLAMA_TS_GEMV_CHAIN=0
-// launches them one by one (the A/B baseline); =require makes a one-row step that launched no chain fail with
-// cudaErrorNotSupported (tests use it to show that chains run). Read at each launch, so a captured graph keeps
-// the choice of its capture.
-enum class ChainMode { Off, On, Require };
-ChainMode chain_mode() {
-  const char* e = std::getenv("LLAMA_TS_GEMV_CHAIN");
-  if (e == nullptr) return ChainMode::On;
-  if (std::strcmp(e, "0") == 0) return ChainMode::Off;
-  return std::strcmp(e, "require") == 0 ? ChainMode::Require : ChainMode::On;
-}
-
-// The GEMV of a matmul-family record that runs on one row this step (the batch-1 decode GEMVs, the LM head
-// of a one-logit step); false for any other record.
-bool chain_step_of(const Program& p, int start, int nT, int nL, GemvStep& g) {
-  Reader r{p.words.data(), start};
-  const int64_t op = r.i64();
-  r.i64();  // length
-  g = GemvStep{};
-  if (op == OP_MATMUL) {
-    g.kind = GEMV_PLAIN;
-    g.x = r.ptr<const float>();
-    g.ldx = r.i32();
-    g.w[0] = r.weight();
-    g.y[0] = r.ptr<float>();
-    g.ldy[0] = r.i32();
-    g.res = r.ptr<const float>();
-    g.normW = r.ptr<const float>();
-    g.eps = r.f();
-    r.ptr<float>();  // normOut (GEMM path only)
-    g.n = 1;
-  } else if (op == OP_MATMUL_MULTI) {
-    g.kind = GEMV_MULTI;
-    g.x = r.ptr<const float>();
-    g.ldx = r.i32();
-    g.normW = r.ptr<const float>();
-    g.eps = r.f();
-    r.ptr<float>();
-    const int rows = r.i32() ? nL : nT;
-    g.n = r.i32();
-    if (rows != 1 || g.n < 1 || g.n > 3) return false;
-    for (int i = 0; i < g.n; i++) {
-      g.w[i] = r.weight();
-      g.y[i] = r.ptr<float>();
-      g.ldy[i] = g.w[i].m;
-    }
-    return gemv_max_rows(g.w[0].k) >= 1;
-  } else if (op == OP_GATEUP) {
-    g.kind = GEMV_GATEUP;
-    g.x = r.ptr<const float>();
-    g.ldx = r.i32();
-    g.normW = r.ptr<const float>();
-    g.eps = r.f();
-    r.ptr<float>();
-    g.w[0] = r.weight();
-    g.w[1] = r.weight();
-    g.y[0] = r.ptr<float>();
-    g.ldy[0] = g.w[0].m;
-    r.ptr<float>();  // tmp (GEMM path only)
-    g.n = 2;
-  } else {
-    return false;
-  }
-  const int rows = r.i32() ? nL : nT;
-  return rows == 1 && gemv_max_rows(g.w[0].k) >= 1;
-}
-
 }  // namespace
 
-// Launch every record for a step of nT rows (nL logit rows); prof: mark each record for the profiler (each
-// record then launches on its own, so the profile names every GEMV).
+// Launch every record for a step of nT rows (nL logit rows); prof: mark each record for the profiler.
 cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
   const StepDev st = p.st;
-  const ChainMode mode = prof ? ChainMode::Off : chain_mode();
-  const bool chain = mode != ChainMode::Off;
-  int chains = 0;
-  const int nRec = (int)p.starts.size();
-  for (int ri = 0; ri < nRec; ri++) {
-    if (chain) {
-      // consecutive one-row GEMVs (wo, gate/up, w2, the next layer's QKV or the LM head): one launch
-      GemvStep steps[kMaxGemvChain];
-      int n = 0;
-      while (n < kMaxGemvChain && ri + n < nRec && chain_step_of(p, p.starts[ri + n], nT, nL, steps[n])) n++;
-      if (n >= 2) {
-        const cudaError_t ce = gemv_chain(steps, n, g_stream);
-        if (ce == cudaSuccess) {
-          ri += n - 1;
-          chains++;
-          continue;
-        }
-        if (ce != cudaErrorNotSupported) return ce;
-      }
-    }
-    const int start = p.starts[ri];
+  for (int start : p.starts) {
     Reader r{p.words.data(), start};
     const int64_t op = r.i64();
     r.i64();  // length
@@ -385,7 +297,6 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
     if (prof) e = profile_mark(g_stream, op_label(op, lN ? &lw : nullptr, lN, lRows));
     if (e != cudaSuccess) return e;
   }
-  if (mode == ChainMode::Require && nT == 1 && chains == 0) return cudaErrorNotSupported;
   return cudaSuccess;
 }
 

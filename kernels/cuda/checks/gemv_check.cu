@@ -286,7 +286,7 @@ void test_gateup(int fmt, int m, int k, int group, uint64_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool doTiming = true, layerOnly = false;  // --layer-timing: of the timing, only the chained-layer rows
+  bool doTiming = true, layerOnly = false;  // --layer-timing: of the timing, only the layer rows
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--no-timing")) doTiming = false;
     if (!std::strcmp(argv[i], "--layer-timing")) layerOnly = true;
@@ -395,16 +395,6 @@ int main(int argc, char** argv) {
     CK(cudaFree(dx)); CK(cudaFree(dnw)); CK(cudaFree(h)); CK(cudaFree(g)); CK(cudaFree(q));
     da.free_(); d1.free_(); d3.free_(); d2.free_(); dq.free_();
   }
-
-  // chained GEMVs: same bits as one launch per GEMV
-  test_chain(WF_F32, 0, 950);
-  test_chain(WF_F16, 0, 951);
-  test_chain(WF_BF16, 0, 952);
-  test_chain(WF_I8, 512, 953);  // per channel
-  test_chain(WF_I8, 32, 954);
-  test_chain(WF_I4, 128, 955);
-  test_chain(WF_I4, 32, 956);
-  test_chain_declines();
 
   // API errors (no launch, no sticky error)
   {

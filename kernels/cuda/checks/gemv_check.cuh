@@ -1,6 +1,5 @@
 // Shared part of the GEMV check program (gemv_check.cu: helpers, gemv / gemv_multi / gemv_gateup cases and
-// main; gemv_check_prepare.cu: repack and quantize cases; gemv_check_chain.cu: gemv_chain cases;
-// gemv_check_timing.cu: the timing table), linked
+// main; gemv_check_prepare.cu: repack and quantize cases; gemv_check_timing.cu: the timing table), linked
 // into one executable (tools/build_cuda.ts).
 #pragma once
 #include "../kernels.cuh"
@@ -52,10 +51,6 @@ double dotw(const HostW& w, int j, const double* xr);
 void test_repack(bool q8, int m, int k, int srcOffset, uint64_t seed);
 void test_quantize(int srcFmt, int dstFmt, int m, int k, int group, uint64_t seed);
 
-// gemv_check_chain.cu
-void test_chain(int fmt, int group, uint64_t seed);
-void test_chain_declines();
-
 // gemv_check_timing.cu: each time_* call adds a row to g_rows (the table main prints)
 struct TimingRow {
   std::string name;
@@ -67,7 +62,7 @@ constexpr int kLaunchesPerRep = 20;
 void time_gemv(int fmt, int m, int k, int group, int nR, bool norm, const char* tag = "");
 void time_gateup(int fmt, int m, int k, int group);
 void time_multi(int fmt, int m, int k, int group);
-// One 7B layer's decode GEMVs (wo, gate/up, w2, QKV): one launch each, then as one gemv_chain.
+// One 7B layer's decode GEMVs (wo, gate/up, w2, QKV), one launch each, back to back.
 void time_layer(int fmt, int group);
 double copy_bandwidth();
 

@@ -197,33 +197,20 @@ void time_layer(int fmt, int group) {
   CK(cudaMemset(h, 0, dim * 4));
   float* ys[3] = {qkv, qkv + dim, qkv + 2 * dim};
   auto pick = [](const WSet& w, int i) { return w.ws[i % w.ws.size()].ref; };
-  for (int chained = 0; chained < 2; chained++) {
-    int it = 0;
-    const TimePair us = time_per_call([&](cudaStream_t s) {
-      const int i = it++;
-      const WeightRef w[3] = {pick(wq, i), pick(wk, i), pick(wv, i)};
-      if (!chained) {
-        GemvArgs ao{a, dim, 1, pick(wo, i), h, dim, h, nullptr, 1e-5f};
-        CK(gemv(ao, s));
-        CK(gemv_gateup(h, dim, 1, pick(w1, i), pick(w3, i), g, hid, nw, 1e-5f, s));
-        GemvArgs a2{g, hid, 1, pick(w2, i), h, dim, h, nullptr, 1e-5f};
-        CK(gemv(a2, s));
-        CK(gemv_multi(h, dim, 1, w, ys, 3, nw, 1e-5f, s));
-        return;
-      }
-      GemvStep st[4] = {};
-      st[0] = GemvStep{GEMV_PLAIN, a, dim, {pick(wo, i)}, {h}, {dim}, 1, h, nullptr, 1e-5f};
-      st[1] = GemvStep{GEMV_GATEUP, h, dim, {pick(w1, i), pick(w3, i)}, {g}, {hid}, 2, nullptr, nw, 1e-5f};
-      st[2] = GemvStep{GEMV_PLAIN, g, hid, {pick(w2, i)}, {h}, {dim}, 1, h, nullptr, 1e-5f};
-      st[3] = GemvStep{GEMV_MULTI, h, dim, {w[0], w[1], w[2]}, {ys[0], ys[1], ys[2]}, {dim, dim, dim}, 3, nullptr,
-                       nw, 1e-5f};
-      CK(gemv_chain(st, 4, s));
-    });
-    char nm[128];
-    std::snprintf(nm, sizeof nm, "layer %s g=%d wo+gateup+w2+qkv %s", fmt_name(fmt), group,
-                  chained ? "chained" : "4 launches");
-    add_row(nm, us, wo.bytesEach * 4 + 2 * w1.bytesEach + w2.bytesEach);
-  }
+  int it = 0;
+  const TimePair us = time_per_call([&](cudaStream_t s) {
+    const int i = it++;
+    const WeightRef w[3] = {pick(wq, i), pick(wk, i), pick(wv, i)};
+    GemvArgs ao{a, dim, 1, pick(wo, i), h, dim, h, nullptr, 1e-5f};
+    CK(gemv(ao, s));
+    CK(gemv_gateup(h, dim, 1, pick(w1, i), pick(w3, i), g, hid, nw, 1e-5f, s));
+    GemvArgs a2{g, hid, 1, pick(w2, i), h, dim, h, nullptr, 1e-5f};
+    CK(gemv(a2, s));
+    CK(gemv_multi(h, dim, 1, w, ys, 3, nw, 1e-5f, s));
+  });
+  char nm[128];
+  std::snprintf(nm, sizeof nm, "layer %s g=%d wo+gateup+w2+qkv", fmt_name(fmt), group);
+  add_row(nm, us, wo.bytesEach * 4 + 2 * w1.bytesEach + w2.bytesEach);
   CK(cudaFree(a)); CK(cudaFree(nw)); CK(cudaFree(h)); CK(cudaFree(g)); CK(cudaFree(qkv));
 }
 
