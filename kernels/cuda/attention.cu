@@ -26,6 +26,8 @@
 //   context falls in split 0 gets its final output directly. attn_combine_kernel (grid (nHeads, nTokens))
 //   rescales the row's pos/L+1 partials by exp2(m_s - max m) and writes out = sum w_s o_s / sum w_s l_s
 //   (and NaN for invalid rows). Blocks whose range starts past their rows' positions exit before loading.
+//   The decode kernel does that merge itself (its last split to finish), and can take rope_kv_write's work
+//   too, so a decode step launches one attention kernel (attention_decode.cu; LLAMA_TS_ATTN_FUSE=0: not).
 //
 // Files: this one (attn_partial_kernel and its launcher launch_attn); attention_decode.cu (attn_decode_kernel);
 // attention_launch.cu (attn_combine_kernel, the chunk / split geometry, attention_scratch_bytes() and

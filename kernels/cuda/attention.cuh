@@ -50,6 +50,15 @@ struct AttnParams {
   float scale2;                  // scale * log2(e)
   int stageBytes, offSlot, offQ, offS, offM, offL, offA, offRow;  // shared-memory layout (bytes)
   int offScale;  // int8 cache: [2 stages][K, V][C] f32 scales of the chunk's positions
+  // Decode kernel only (attn_decode_fused). ropeK != null: q and ropeK / ropeV are the step's raw rows, and
+  // the kernel applies RoPE (ropeStyle, invFreq) to q and k and writes the row's K and V to the cache (the
+  // rope_kv_write it replaces). counters != null: splits merge in-kernel (the last split of a (row, head
+  // block) to finish), so no combine kernel follows.
+  const float* ropeK;
+  const float* ropeV;
+  const float* invFreq;
+  int ropeStyle;
+  unsigned* counters;  // [nTokens][head blocks] arrival counts, zero between launches
 };
 
 // Most rows of a decode batch (attention()'s rowsOwnSeq) the decode kernel takes, one block row per step
@@ -58,8 +67,13 @@ constexpr int kDecMaxRows = 64;
 
 // Launches the register decode kernel (attention_decode.cu; headDim p.hd 64 or 128, at most 4 q heads per
 // kv head, 16-byte aligned cache rows) over p's rows and sets p.HG, p.C, p.logC, p.nSplits, p.L and p.opart;
-// attention() launches the combine kernel after it.
-cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, cudaStream_t s);
+// attention() launches the combine kernel after it unless fused (*merged set: the splits merged in-kernel;
+// the launcher sets p.counters when it can, i.e. unless LLAMA_TS_ATTN_FUSE=0 or too many rows x blocks).
+cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, cudaStream_t s, bool* merged);
+// The decode kernel's fusions (RoPE + KV write, in-kernel merge) are on unless LLAMA_TS_ATTN_FUSE=0 (the
+// A/B baseline: rope_kv_write and the combine kernel). Read at each launch, so a captured graph keeps the
+// choice of its capture.
+bool attn_fuse_enabled();
 
 // Launches attn_partial_kernel<T, DT, QPT> (attention.cu; instantiated there for the variants attention()
 // uses) over p's rows and sets p's shared-memory layout, p.opart and, when p.adaptive, p.nSplits and p.L;

@@ -5,6 +5,8 @@
 #include "device_util.cuh"
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 
 namespace llama_ts {
 namespace {
@@ -13,7 +15,16 @@ namespace {
 // head, 16-byte aligned cache rows): K and V rows go straight from global memory into registers (16-byte loads; a batch of U K
 // rows and U V rows in flight per lane), q stays in registers, a row's score is reduced over its LPR lanes
 // with shuffles, and each row group (LPR lanes) keeps its own online softmax; the RPB row groups are merged
-// once at the end. Same splits (adaptive rule), scratch layout and combine kernel as attn_partial_kernel.
+// once at the end. Same splits (adaptive rule) and scratch layout as attn_partial_kernel.
+// Fusions (unless LLAMA_TS_ATTN_FUSE=0), each of which saves a dependent launch in a decode step:
+//   * the splits of a row merge in-kernel: each split writes its partial, fences and counts itself in
+//     g_dec_counters; the last of the row's splits merges them (the combine kernel's arithmetic) and resets
+//     the count. Rows of one split write their output directly, as before; invalid rows get NaN from split 0.
+//   * with AttnParams.ropeK (attention()'s AttnRope) the kernel does rope_kv_write's work: every block rotates
+//     its q heads in registers (RoPE table in shared memory, the reference's double-precision math), and the
+//     block whose split ends at the row's position rotates k and writes the row's K and V to the cache
+//     before it reads the row back (K/V are read through L2, __ldcg, so the write is seen).
+// Measured on the H100: bench/RESULTS.md (2026-11-26).
 // grid (nKvHeads / HG, nTokens, nSplits), 128 threads.
 constexpr int kDecWindow = 256;  // positions whose cache-row offsets are held in shared memory at a time
 constexpr int kDecChunk = 32;    // split granularity (positions)
@@ -34,8 +45,17 @@ struct DecGeom {
 template <typename T, int HD, int GBT>
 size_t attn_decode_smem() {
   using Gm = DecGeom<T, HD>;
-  return (size_t)kDecWindow * 8 + (size_t)Gm::NG * GBT * (HD + 2) * 4 + 16;
+  // slot offsets, lane-group accumulators and (m, l), sBad and the last-split flag, RoPE table (HD doubles)
+  return (size_t)kDecWindow * 8 + (size_t)Gm::NG * GBT * (HD + 2) * 4 + 16 + (size_t)HD * 8;
 }
+
+// Per (row, head block) arrival counts of the splits that hold partials (the in-kernel merge); zero between
+// launches (the last arrival resets its count). Launches on the runtime's stream are serialized, so one
+// array serves every layer. kDecMaxRows rows x up to kDecMaxHeadBlocks head blocks.
+constexpr int kDecMaxHeadBlocks = 256;
+__device__ unsigned g_dec_counters[kDecMaxRows * kDecMaxHeadBlocks];
+
+
 
 template <typename T, int HD, int GBT>
 __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const AttnParams p) {
@@ -50,31 +70,96 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
   float* mR = red + NG * GBT * HD;                         // [NG][GBT] lane-group max (log2 domain)
   float* lR = mR + NG * GBT;                               // [NG][GBT] lane-group sum
   int* sBad = reinterpret_cast<int*>(lR + NG * GBT);       // first position with an unusable block
+  int* sLast = sBad + 1;                                   // in-kernel merge: this block merges
+  double* tab = reinterpret_cast<double*>(smem + W * 8 + (size_t)NG * GBT * (HD + 2) * 4 + 16);  // RoPE cos, sin
   const int tid = threadIdx.x;
   const int hb = blockIdx.x, row = blockIdx.y, split = blockIdx.z;
   const StepDev& st = p.st;
+  const int HG = p.HG;
+  const int GBa = p.G;   // <= GBT
 
   const int pos = st.positions[row], seq = st.seqIndex[row];
-  if (!(pos >= 0 && pos < p.maxCtx && seq >= 0 && pos / p.blockSize < st.maxBlocksPerSeq)) return;  // combine: NaN
+  if (!(pos >= 0 && pos < p.maxCtx && seq >= 0 && pos / p.blockSize < st.maxBlocksPerSeq)) {
+    // the combine kernel writes NaN rows; merged in-kernel, split 0 writes this block's heads
+    if (p.counters != nullptr && split == 0)
+      for (int i = tid; i < HG * GBa * HD; i += kAttnThreads)
+        p.out[((size_t)row * p.nHeads + hb * HG * GBa) * HD + i] = qnan();
+    return;
+  }
   const int L = ((((pos >> p.logC) + 1) + p.nSplits - 1) / p.nSplits) << p.logC;  // as attn_combine_kernel
   const int p0 = split * L;
   if (p0 > pos) return;
   const int p1 = min(p0 + L, pos + 1);
   // Lanes: group lg = tid / LPR of LPR lanes holds a 16-byte column col of kv head g's slice; HG adjacent kv
   // heads make a row slot (HG * LPR lanes, HG * HD * ES contiguous bytes of a cache row); RPB row slots.
-  const int HG = p.HG;
   const int RPB = kAttnThreads / (HG * LPR);
   const int lg = tid / LPR, col = tid % LPR, rs = lg / HG, hl = lg - rs * HG;
   const int g = hb * HG + hl;
-  const int GBa = p.G;   // <= GBT
   const int hFirst = g * p.G;
+  constexpr int HALF = HD / 2;
 
   float qr[GBT][VE];
+  if (p.ropeK != nullptr) {
+    // fused RoPE: rotate the raw q in registers; the split holding pos writes the row's K and V first
+    rope_table(tab, HALF, pos, p.invFreq);
+    __syncthreads();
 #pragma unroll
-  for (int h = 0; h < GBT; h++)
+    for (int h = 0; h < GBT; h++) {
+      float raw[VE];
 #pragma unroll
-    for (int e = 0; e < VE; e++)
-      qr[h][e] = h < GBa ? p.q[((size_t)row * p.nHeads + hFirst + h) * HD + col * VE + e] * p.scale2 : 0.f;
+      for (int e = 0; e < VE; e++)
+        raw[e] = h < GBa ? p.q[((size_t)row * p.nHeads + hFirst + h) * HD + col * VE + e] : 0.f;
+      if (p.ropeStyle == ROPE_INTERLEAVED) {
+#pragma unroll
+        for (int e = 0; e < VE; e += 2) {
+          const int j = (col * VE + e) >> 1;
+          rope_rot(raw[e], raw[e + 1], tab[j], tab[HALF + j], qr[h][e], qr[h][e + 1]);
+        }
+      } else {  // pairs (j, j + HALF): the partner element sits in lane col ^ (LPR / 2), same e
+#pragma unroll
+        for (int e = 0; e < VE; e++) {
+          const float other = __shfl_xor_sync(kFull, raw[e], LPR / 2);
+          const int i = col * VE + e;
+          float o0, o1;
+          if (i < HALF) {
+            rope_rot(raw[e], other, tab[i], tab[HALF + i], o0, o1);
+            qr[h][e] = o0;
+          } else {
+            rope_rot(other, raw[e], tab[i - HALF], tab[i], o0, o1);
+            qr[h][e] = o1;
+          }
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < VE; e++) qr[h][e] = h < GBa ? qr[h][e] * p.scale2 : 0.f;
+    }
+    if (p1 == pos + 1) {
+      const long long slot = kv_slot(st, row, p.blockSize);
+      if (slot >= 0) {
+        T* ck = reinterpret_cast<T*>(const_cast<char*>(p.cacheK)) + slot * p.kvDim + (size_t)hb * HG * HD;
+        T* cv = reinterpret_cast<T*>(const_cast<char*>(p.cacheV)) + slot * p.kvDim + (size_t)hb * HG * HD;
+        const float* kr = p.ropeK + (size_t)row * p.kvDim + (size_t)hb * HG * HD;
+        const float* vr = p.ropeV + (size_t)row * p.kvDim + (size_t)hb * HG * HD;
+        for (int idx = tid; idx < HG * HALF; idx += kAttnThreads) {
+          const int gl = idx / HALF, j = idx - gl * HALF;
+          int i0, i1;
+          rope_index(p.ropeStyle, j, HALF, i0, i1);
+          float o0, o1;
+          rope_rot(kr[gl * HD + i0], kr[gl * HD + i1], tab[j], tab[HALF + j], o0, o1);
+          ck[gl * HD + i0] = to_cache<T>(o0);
+          ck[gl * HD + i1] = to_cache<T>(o1);
+        }
+        for (int i = tid; i < HG * HD; i += kAttnThreads) cv[i] = to_cache<T>(vr[i]);
+      }
+      // the row is read back below (plain L2 loads, after the window loop's barrier)
+    }
+  } else {
+#pragma unroll
+    for (int h = 0; h < GBT; h++)
+#pragma unroll
+      for (int e = 0; e < VE; e++)
+        qr[h][e] = h < GBa ? p.q[((size_t)row * p.nHeads + hFirst + h) * HD + col * VE + e] * p.scale2 : 0.f;
+  }
   if (tid == 0) *sBad = INT_MAX;
   // running softmax state of this lane's row group (identical across its LPR lanes)
   float acc[GBT][VE], mRun[GBT], lRun[GBT];
@@ -110,8 +195,9 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
         const int i = base + u * RPB + rs;
         const long long off = i < nw ? slotS[i] : -1;
         ok[u] = off >= 0;
-        kr[u] = ok[u] ? __ldg(reinterpret_cast<const uint4*>(kBase + off * ES)) : make_uint4(0u, 0u, 0u, 0u);
-        vr[u] = ok[u] ? __ldg(reinterpret_cast<const uint4*>(vBase + off * ES)) : make_uint4(0u, 0u, 0u, 0u);
+        // __ldcg (L2, not the non-coherent path): with fused RoPE this block wrote the row at pos itself
+        kr[u] = ok[u] ? __ldcg(reinterpret_cast<const uint4*>(kBase + off * ES)) : make_uint4(0u, 0u, 0u, 0u);
+        vr[u] = ok[u] ? __ldcg(reinterpret_cast<const uint4*>(vBase + off * ES)) : make_uint4(0u, 0u, 0u, 0u);
       }
       float sc[U][GBT];
 #pragma unroll
@@ -203,10 +289,47 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
       p.ml[2 * e + 1] = bad ? qnan() : l;
     }
   }
+  if (pos < L || p.counters == nullptr) return;
+
+  // ---- in-kernel merge: the last of the row's nv splits to arrive merges the partials of its heads -----
+  const int nv = pos / L + 1;  // splits holding a partial for this row
+  __threadfence();             // this block's partials, before its arrival
+  __syncthreads();
+  if (tid == 0) {
+    unsigned* c = p.counters + (size_t)row * gridDim.x + hb;
+    const bool last = atomicAdd(c, 1u) == (unsigned)(nv - 1);
+    if (last) *c = 0u;  // for the next launch (kernels on the stream are serialized)
+    *sLast = last;
+  }
+  __syncthreads();
+  if (!*sLast) return;
+  __threadfence();  // the other splits' partials (they fenced before arriving), read through L2 below
+  for (int idx = tid; idx < HG * GBa * HD; idx += kAttnThreads) {
+    const int hq = idx / HD, d = idx - hq * HD;
+    const size_t hh = (size_t)row * p.nHeads + hb * HG * GBa + hq;  // (row, q head)
+    const float* ml = p.ml + 2 * hh * p.nSplits;
+    float M = -INFINITY;
+    for (int sp = 0; sp < nv; sp++) M = fmaxf(M, __ldcg(ml + 2 * sp));
+    float lsum = 0.f, a0 = 0.f, a1 = 0.f;
+    const float* op = p.opart + hh * p.nSplits * HD + d;
+    int sp = 0;
+    for (; sp + 1 < nv; sp += 2) {
+      const float w0 = exp2f(__ldcg(ml + 2 * sp) - M), w1 = exp2f(__ldcg(ml + 2 * sp + 2) - M);
+      lsum = fmaf(w1, __ldcg(ml + 2 * sp + 3), fmaf(w0, __ldcg(ml + 2 * sp + 1), lsum));
+      a0 = fmaf(w0, __ldcg(op + (size_t)sp * HD), a0);
+      a1 = fmaf(w1, __ldcg(op + (size_t)(sp + 1) * HD), a1);
+    }
+    if (sp < nv) {
+      const float w0 = exp2f(__ldcg(ml + 2 * sp) - M);
+      lsum = fmaf(w0, __ldcg(ml + 2 * sp + 1), lsum);
+      a0 = fmaf(w0, __ldcg(op + (size_t)sp * HD), a0);
+    }
+    p.out[hh * HD + d] = (a0 + a1) * (1.0f / lsum);
+  }
 }
 
 template <typename T, int HD, int GBT>
-cudaError_t launch_attn_decode(AttnParams& p, cudaStream_t s) {
+cudaError_t launch_attn_decode(AttnParams& p, cudaStream_t s, bool* merged) {
   auto kern = attn_decode_kernel<T, HD, GBT>;
   const size_t smem = attn_decode_smem<T, HD, GBT>();
   DeviceProps dp;
@@ -232,19 +355,30 @@ cudaError_t launch_attn_decode(AttnParams& p, cudaStream_t s) {
   p.nSplits = std::max(1, std::min(maxChunks / p.nTokens, std::max(1, sms * perSm) / (headBlocks * p.nTokens)));
   p.L = (maxChunks + p.nSplits - 1) / p.nSplits * p.C;  // largest in-kernel split (informational)
   p.opart = p.ml + (size_t)p.nTokens * p.nHeads * p.nSplits * 2;
+  p.counters = nullptr;
+  if (attn_fuse_enabled() && headBlocks <= kDecMaxHeadBlocks && p.nTokens <= kDecMaxRows) {
+    e = cudaGetSymbolAddress(reinterpret_cast<void**>(&p.counters), g_dec_counters);
+    if (e != cudaSuccess) return e;
+  }
+  *merged = p.counters != nullptr;
   LAUNCH_PDL(kern, dim3(headBlocks, p.nTokens, p.nSplits), kAttnThreads, smem, s, p);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, cudaStream_t s) {
+bool attn_fuse_enabled() {
+  const char* e = std::getenv("LLAMA_TS_ATTN_FUSE");
+  return e == nullptr || std::strcmp(e, "0") != 0;
+}
+
+cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, cudaStream_t s, bool* merged) {
   const int gbt = p.G == 1 ? 1 : p.G == 2 ? 2 : 4;
-#define LLAMA_TS_DEC(T, HD)                                  \
-  if (p.hd == HD) {                                          \
-    if (gbt == 1) return launch_attn_decode<T, HD, 1>(p, s); \
-    if (gbt == 2) return launch_attn_decode<T, HD, 2>(p, s); \
-    return launch_attn_decode<T, HD, 4>(p, s);               \
+#define LLAMA_TS_DEC(T, HD)                                          \
+  if (p.hd == HD) {                                                  \
+    if (gbt == 1) return launch_attn_decode<T, HD, 1>(p, s, merged); \
+    if (gbt == 2) return launch_attn_decode<T, HD, 2>(p, s, merged); \
+    return launch_attn_decode<T, HD, 4>(p, s, merged);               \
   }
   if (kvFmt == KV_F16) {
     LLAMA_TS_DEC(__half, 64)

@@ -105,7 +105,8 @@ size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCt
 
 cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, int kvFmt, float* out, int nTokens,
                       int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
-                      StepDev st, cudaStream_t s, bool rowsOwnSeq, const float* kScale, const float* vScale) {
+                      StepDev st, cudaStream_t s, bool rowsOwnSeq, const float* kScale, const float* vScale,
+                      const AttnRope* rope) {
   if (nTokens < 0 || nHeads <= 0 || nKvHeads <= 0 || nHeads % nKvHeads || blockSize <= 0 || maxCtx <= 0)
     return cudaErrorInvalidValue;
   if (headDim < 2 || headDim > 256 || headDim % 2) return cudaErrorInvalidValue;
@@ -157,10 +158,21 @@ cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, in
   p.ml = scratch;  // p.opart is placed by launch_attn once nSplits is final
   const bool decodeKernel = kvFmt != KV_I8 && (nTokens == 1 || (rowsOwnSeq && nTokens <= kDecMaxRows)) &&
                             p.nSub == 1 && p.G <= 4 && p.cpw == 16 && (headDim == 64 || headDim == 128);
+  if (rope != nullptr) {
+    if (!decodeKernel || !attn_fuse_enabled()) return cudaErrorNotSupported;
+    if (!rope->k || !rope->v || !rope->invFreq || (rope->style != ROPE_INTERLEAVED && rope->style != ROPE_HALF))
+      return cudaErrorInvalidValue;
+    p.ropeK = rope->k;
+    p.ropeV = rope->v;
+    p.invFreq = rope->invFreq;
+    p.ropeStyle = rope->style;
+  }
   cudaError_t e;
+  bool merged = false;
   if (decodeKernel) {
-    p.adaptive = 1;  // splits sized in-kernel from each row's position (the combine kernel follows)
-    e = attn_decode_launch(p, kvFmt, s);
+    p.adaptive = 1;  // splits sized in-kernel from each row's position
+    e = attn_decode_launch(p, kvFmt, s, &merged);
+    if (e != cudaSuccess || merged) return e;  // merged: no combine kernel
   } else if (kvFmt == KV_I8) {
     e = headDim == 64    ? launch_attn<int8_t, 64, 1>(p, qnCap, s)
         : headDim == 128 ? launch_attn<int8_t, 128, 1>(p, qnCap, s)

@@ -210,14 +210,24 @@ __device__ __forceinline__ void rope_index(int style, int j, int half, int& i0, 
   else { i0 = j; i1 = j + half; }
 }
 
-// Rotates (b[i0], b[i1]) in place exactly as the reference does (double products, one rounding to f32).
+// The rotated pair (o0, o1) of (v0, v1) exactly as the reference computes it (double products, one rounding
+// to f32).
+__device__ __forceinline__ void rope_rot(float v0, float v1, double cs, double sn, float& o0, float& o1) {
+  o0 = (float)__dadd_rn(__dmul_rn((double)v0, cs), -__dmul_rn((double)v1, sn));
+  o1 = (float)__dadd_rn(__dmul_rn((double)v0, sn), __dmul_rn((double)v1, cs));
+}
+
+// Rotates (b[i0], b[i1]) in place (rope_rot).
 __device__ __forceinline__ void rope_pair(float* b, int i0, int i1, double cs, double sn, float& o0, float& o1) {
-  const double v0 = b[i0], v1 = b[i1];
-  o0 = (float)__dadd_rn(__dmul_rn(v0, cs), -__dmul_rn(v1, sn));
-  o1 = (float)__dadd_rn(__dmul_rn(v0, sn), __dmul_rn(v1, cs));
+  rope_rot(b[i0], b[i1], cs, sn, o0, o1);
   b[i0] = o0;
   b[i1] = o1;
 }
+
+// A value as an f32 or f16 KV-cache element.
+template <typename T> __device__ __forceinline__ T to_cache(float x);
+template <> __device__ __forceinline__ float to_cache<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half to_cache<__half>(float x) { return __float2half_rn(x); }
 
 
 }  // namespace

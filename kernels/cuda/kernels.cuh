@@ -148,10 +148,22 @@ cudaError_t rope_kv_write(float* q, float* k, const float* v, int nTokens, int n
 // there; rows of one sequence would each re-read its context, which the default prefill path shares).
 // kvFmt KV_I8 (the int8 cache of kv8_write, scales kScale / vScale as below) takes the pipelined shared-K/V
 // kernel for any rows; it returns cudaErrorNotSupported when headDim % 4 != 0 (kv8_attention takes those).
+// rope (optional): RoPE and the KV-cache write fused in (rope_kv_write's work, done by the decode kernel): q
+// and rope->k / rope->v (nTokens x kvDim) are the step's raw rows; q and k stay unrotated in memory, the
+// cache gets the rotated row. cudaErrorNotSupported, before anything is launched, where the decode kernel
+// does not take the rows (int8 cache, prefill rows, other head dims) or LLAMA_TS_ATTN_FUSE=0: run
+// rope_kv_write, then attention() without it. The decode kernel also merges its splits in-kernel then (no
+// combine kernel).
+struct AttnRope {
+  const float* k;
+  const float* v;
+  const float* invFreq;
+  int style;
+};
 cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, int kvFmt, float* out, int nTokens,
                       int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
                       StepDev st, cudaStream_t s, bool rowsOwnSeq = false, const float* kScale = nullptr,
-                      const float* vScale = nullptr);
+                      const float* vScale = nullptr, const AttnRope* rope = nullptr);
 size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCtx);
 
 // ---- int8 KV cache (kv_int8.cu) -----------------------------------------------------------------------

@@ -169,10 +169,6 @@ __global__ void gather_rows_kernel(const float* __restrict__ x, float* __restric
 // =====================================================================================================
 // RoPE and KV-cache writes
 // =====================================================================================================
-template <typename T> __device__ __forceinline__ T to_cache(float x);
-template <> __device__ __forceinline__ float to_cache<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half to_cache<__half>(float x) { return __float2half_rn(x); }
-
 // grid (nTokens, ceil(nHeads / hpb)); dynamic smem: headDim doubles.
 __global__ void rope_kernel(float* x, int ldx, int nHeads, int headDim, int style, const float* __restrict__ invFreq,
                             StepDev st, int hpb) {

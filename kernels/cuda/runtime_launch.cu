@@ -36,15 +36,57 @@ bool kv8_forced() {
   return e != nullptr && std::strcmp(e, "kv8") == 0;
 }
 
+// Ablation for benchmarks only: LLAMA_TS_CUDA_SKIP_OPS=rope_kv,attention,... launches nothing for the records
+// of those ops (op_name spelling) in one-row steps (batch-1 decode; prefill runs them, so the buffers the
+// skipped ops would write hold finite values), so a timed decode step shows what they cost inside a
+// captured step. The generated tokens are wrong while it is set. Bit i of the mask: opcode i. Read at each
+// launch, like LLAMA_TS_KV8_ATTN.
+uint32_t skipped_ops() {
+  const char* e = std::getenv("LLAMA_TS_CUDA_SKIP_OPS");
+  if (e == nullptr || *e == 0) return 0;
+  const std::string list = std::string(",") + e + ",";
+  uint32_t m = 0;
+  for (int64_t op = 1; op <= kLastOp; op++)
+    if (list.find(std::string(",") + op_name(op) + ",") != std::string::npos) m |= 1u << op;
+  return m;
+}
+
 }  // namespace
 
 // Launch every record for a step of nT rows (nL logit rows); prof: mark each record for the profiler.
 cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
   const StepDev st = p.st;
-  for (int start : p.starts) {
+  const uint32_t skip = nT == 1 ? skipped_ops() : 0;
+  // A ROPE_KV record right before an ATTENTION record is held back and handed to attention() (AttnRope): the
+  // decode kernel applies RoPE and writes the cache row itself; where it does not, both launch as before.
+  struct HeldRope {
+    float* q;
+    float* k;
+    const float* v;
+    int nHeads, nKvHeads, headDim, style;
+    const float* invFreq;
+    void* ck;
+    void* cv;
+    int kvFmt, blockSize;
+  } held{};
+  bool holding = false;
+  auto flush = [&](bool& h) -> cudaError_t {  // launch a held ROPE_KV as its own kernel
+    if (!h) return cudaSuccess;
+    h = false;
+    return rope_kv_write(held.q, held.k, held.v, nT, held.nHeads, held.nKvHeads, held.headDim, held.style,
+                         held.invFreq, held.ck, held.cv, held.kvFmt, held.blockSize, st, g_stream);
+  };
+  const int nRec = (int)p.starts.size();
+  for (int ri = 0; ri < nRec; ri++) {
+    const int start = p.starts[ri];
     Reader r{p.words.data(), start};
     const int64_t op = r.i64();
     r.i64();  // length
+    if (skip & (1u << op)) continue;
+    if (holding && op != OP_ATTENTION) {  // (only when the ATTENTION record is skipped by the ablation)
+      const cudaError_t fe = flush(holding);
+      if (fe != cudaSuccess) return fe;
+    }
     cudaError_t e = cudaSuccess;
     WeightRef lw{};  // for the profiler label
     int lN = 0, lRows = nT;
@@ -198,6 +240,11 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
         int kvFmt = r.i32(), blockSize = r.i32();
         float* ks = r.ptr<float>();
         float* vs = r.ptr<float>();
+        if (kvFmt != KV_I8 && !prof && ri + 1 < nRec && p.words[p.starts[ri + 1]] == OP_ATTENTION) {
+          held = HeldRope{q, k, v, nHeads, nKvHeads, headDim, style, invFreq, ck, cv, kvFmt, blockSize};
+          holding = true;  // launched by the ATTENTION record (fused, or before it)
+          break;
+        }
         if (kvFmt == KV_I8)
           e = kv8_write(q, k, v, nT, nHeads, nKvHeads, headDim, 1, style, invFreq, static_cast<int8_t*>(ck),
                         static_cast<int8_t*>(cv), ks, vs, blockSize, st, g_stream);
@@ -220,6 +267,8 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
         if (kvFmt == KV_I8) {
           // attention()'s pipelined kernel (prefill rows share each K/V chunk); kv8_attention where that
           // kernel cannot take the head dim, or when LLAMA_TS_KV8_ATTN=kv8
+          e = flush(holding);
+          if (e != cudaSuccess) break;
           e = cudaErrorNotSupported;
           if (!kv8_forced())
             e = attention(q, ck, cv, KV_I8, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch,
@@ -227,9 +276,24 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
           if (e == cudaErrorNotSupported)
             e = kv8_attention(q, static_cast<const int8_t*>(ck), static_cast<const int8_t*>(cv), ks, vs, out, nT,
                               nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch, st, g_stream);
-        } else
-          e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch,
-                        st, g_stream, nL == nT);  // a logit row per token: decode rows of distinct sequences
+        } else {
+          const bool own = nL == nT;  // a logit row per token: decode rows of distinct sequences
+          bool done = false;
+          if (holding && held.q == q && held.ck == ck && held.cv == cv && held.nHeads == nHeads &&
+              held.nKvHeads == nKvHeads && held.headDim == headDim && held.kvFmt == kvFmt &&
+              held.blockSize == blockSize) {
+            const AttnRope ar{held.k, held.v, held.invFreq, held.style};
+            e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx,
+                          p.attnScratch, st, g_stream, own, nullptr, nullptr, &ar);
+            done = e != cudaErrorNotSupported;
+            holding = !done;
+            if (done) break;
+          }
+          e = flush(holding);
+          if (e == cudaSuccess)
+            e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx,
+                          p.attnScratch, st, g_stream, own);
+        }
         break;
       }
       case OP_ADD: {
@@ -297,7 +361,7 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
     if (prof) e = profile_mark(g_stream, op_label(op, lN ? &lw : nullptr, lN, lRows));
     if (e != cudaSuccess) return e;
   }
-  return cudaSuccess;
+  return flush(holding);
 }
 
 }  // namespace rt

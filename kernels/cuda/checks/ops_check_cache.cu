@@ -334,6 +334,66 @@ void run_attention(const AttnSpec& c, uint64_t seed) {
   st.free_all();
 }
 
+// attention() with RoPE and the cache write fused in (AttnRope) against rope_kv_write then attention(): the
+// same cache bits and the same output bits (the fused kernel rotates q and k in registers with the same
+// double-precision math); rows the fused path does not take are refused with cudaErrorNotSupported.
+void run_attention_rope(const AttnSpec& c, int style, uint64_t seed) {
+  g_cases++;
+  AttnData d = make_attn_data(c, seed);
+  const int nTok = (int)c.rows.size(), qd = c.nHeads * c.hd;
+  const size_t cacheBytes = (size_t)d.nBlocks * c.bs * d.kvDim * (c.fmt == KV_F16 ? 2 : 4);
+  const float scale = 1.0f / std::sqrt((float)c.hd);
+  auto q = check::rand_vec((size_t)nTok * qd, seed + 11, c.qScale);
+  auto k = check::rand_vec((size_t)nTok * d.kvDim, seed + 12, c.qScale);
+  auto v = check::rand_vec((size_t)nTok * d.kvDim, seed + 13);
+  std::vector<float> invFreq(c.hd / 2);
+  for (int j = 0; j < c.hd / 2; j++) invFreq[j] = (float)std::pow(10000.0, -2.0 * j / c.hd);
+  std::vector<int> pos, seq;
+  for (auto& r : c.rows) { seq.push_back(r.first); pos.push_back(r.second); }
+  DevStep st = make_step({}, pos, seq, {}, d.bt, d.mbps);
+  float *qa = check::to_dev(q), *ka = check::to_dev(k), *qb = check::to_dev(q), *kb = check::to_dev(k);
+  float *dv = check::to_dev(v), *df = check::to_dev(invFreq);
+  void *cKb, *cVb;
+  CK(cudaMalloc(&cKb, cacheBytes));
+  CK(cudaMalloc(&cVb, cacheBytes));
+  CK(cudaMemcpy(cKb, d.dK, cacheBytes, cudaMemcpyDeviceToDevice));
+  CK(cudaMemcpy(cVb, d.dV, cacheBytes, cudaMemcpyDeviceToDevice));
+  float *outA, *outB, *scratch;
+  const size_t ob = (size_t)nTok * qd * 4, sb = attention_scratch_bytes(nTok, c.nHeads, c.hd, c.maxCtx);
+  CK(cudaMalloc(&outA, ob));
+  CK(cudaMalloc(&outB, ob));
+  CK(cudaMalloc(&scratch, sb));
+  check::poison(outA, ob);
+  check::poison(outB, ob);
+  // A: the separate kernels
+  CK(rope_kv_write(qa, ka, dv, nTok, c.nHeads, c.nKvHeads, c.hd, style, df, d.dK, d.dV, c.fmt, c.bs, st.sd(), 0));
+  CK(attention(qa, d.dK, d.dV, c.fmt, outA, nTok, c.nHeads, c.nKvHeads, c.hd, scale, c.bs, c.maxCtx, scratch,
+               st.sd(), 0, c.ownSeq));
+  // B: fused
+  const AttnRope rope{kb, dv, df, style};
+  CK(attention(qb, cKb, cVb, c.fmt, outB, nTok, c.nHeads, c.nKvHeads, c.hd, scale, c.bs, c.maxCtx, scratch,
+               st.sd(), 0, c.ownSeq, nullptr, nullptr, &rope));
+  CK(cudaDeviceSynchronize());
+  const std::string base = "attn+rope " + c.name + (c.fmt == KV_F16 ? " f16" : " f32") +
+                           (style == ROPE_HALF ? " half" : " interleaved");
+  auto bytes = [](const void* p, size_t n) {
+    std::vector<unsigned char> h(n);
+    CK(cudaMemcpy(h.data(), p, n, cudaMemcpyDeviceToHost));
+    return h;
+  };
+  expect_true((base + ": K cache equals rope_kv_write's").c_str(), bytes(cKb, cacheBytes) == bytes(d.dK, cacheBytes));
+  expect_true((base + ": V cache equals rope_kv_write's").c_str(), bytes(cVb, cacheBytes) == bytes(d.dV, cacheBytes));
+  expect_true((base + ": output bits equal the separate kernels'").c_str(), bytes(outA, ob) == bytes(outB, ob));
+  expect_true((base + ": q and k left unrotated").c_str(),
+              check::from_dev(qb, q.size()) == q && check::from_dev(kb, k.size()) == k);
+  for (float* p : {qa, ka, qb, kb, dv, df, outA, outB, scratch}) CK(cudaFree(p));
+  CK(cudaFree(cKb));
+  CK(cudaFree(cVb));
+  CK(cudaFree(d.dK));
+  CK(cudaFree(d.dV));
+  st.free_all();
+}
+
 std::vector<std::pair<int, int>> prefill(int seq, int from, int n) {
   std::vector<std::pair<int, int>> v;
   for (int i = 0; i < n; i++) v.push_back({seq, from + i});
@@ -455,6 +515,44 @@ void attention_cases() {
                cat({prefill(0, 600, 20), R{{1, 3}}}), {}, 0, 2.f, {}};
     d.ownSeq = true;
     run_attention(d, seed++);
+  }
+  // RoPE + cache write fused into the decode kernel: one row (splits merged in-kernel), GQA 2 and 4, both
+  // RoPE styles, decode rows of distinct sequences with an invalid row and a table hole
+  run_attention_rope({"32/32/128 bs16 ctx1024 decode pos 700", 32, 32, 128, KV_F16, 16, 1024, 2, {{1, 700}}, {}, 0,
+                      2.f, {}},
+                     ROPE_HALF, seed++);
+  run_attention_rope({"16/8/64 bs16 ctx512 decode pos 40 (G=2)", 16, 8, 64, KV_F32, 16, 512, 2, {{0, 40}}, {}, 0,
+                      2.f, {}},
+                     ROPE_INTERLEAVED, seed++);
+  run_attention_rope({"16/8/64 bs16 ctx512 decode pos 5 (G=2)", 16, 8, 64, KV_F16, 16, 512, 2, {{1, 5}}, {}, 0,
+                      2.f, {}},
+                     ROPE_HALF, seed++);
+  {
+    AttnSpec r{"32/8/128 bs16 ctx4096 decode rows (G=4), hole, invalid", 32, 8, 128, KV_F16, 16, 4096, 4,
+               {{0, 4000}, {1, 0}, {2, 2500}, {3, 300}, {1, 4096}}, {{3, 2}}, 0, 2.f, {}};
+    r.ownSeq = true;
+    run_attention_rope(r, ROPE_INTERLEAVED, seed++);
+    r.fmt = KV_F32;
+    run_attention_rope(r, ROPE_HALF, seed++);
+  }
+  {
+    // refused before anything launches: prefill rows (no hint), head dim 80
+    float* dummy;
+    CK(cudaMalloc(&dummy, 1 << 20));
+    const AttnRope rope{dummy, dummy, dummy, ROPE_HALF};
+    StepDev sd{};
+    auto refused = [&](const char* what, cudaError_t e) {
+      expect_true(what, e == cudaErrorNotSupported);
+    };
+    refused("attention with rope: 3 prefill rows refused",
+            attention(dummy, dummy, dummy, KV_F16, dummy, 3, 8, 8, 64, 0.125f, 16, 64, dummy, sd, 0, false, nullptr,
+                      nullptr, &rope));
+    refused("attention with rope: head dim 80 refused",
+            attention(dummy, dummy, dummy, KV_F16, dummy, 1, 8, 8, 80, 0.125f, 16, 64, dummy, sd, 0, false, nullptr,
+                      nullptr, &rope));
+    expect_true("attention with rope: no sticky error", cudaDeviceSynchronize() == cudaSuccess &&
+                                                           cudaGetLastError() == cudaSuccess);
+    CK(cudaFree(dummy));
   }
   if (!g_small) {
     // many kv heads: few splits, several 256-position windows per decode block

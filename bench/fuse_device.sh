@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The decode attention's fusions (RoPE + KV write in the decode kernel, splits merged in-kernel; see
+# kernels/cuda/attention_decode.cu) on the GPU machine, one call (device tool, carrying .deno and .gl):
+#   source .deno/device-env.sh; bash bench/fuse_device.sh
+# Before the call, here: PREBUILT_CHECKS=ops_check bash bench/cuda_prebuild.sh (else it builds there).
+# 1. build/ops_check --no-timing: every op against its reference, now with the fused decode kernel (bit
+#    equality with rope_kv_write + attention, refused cases) and the in-kernel merge in every decode case.
+# 2. Decode tok/s, 7B shape, batch 1, 16-token prompt, 128 new tokens, best of 3, fp16 / int8 / int4, and
+#    fp16 after a 3,072-token prompt (ctx 4096, where the merge has ~100 splits): LLAMA_TS_ATTN_FUSE=0 (the
+#    separate rope_kv / combine kernels, the baseline) and fused (the default), interleaved.
+# 3. The GPU tests: the fusion test, cuda_test, ops / golden / attention-KV / sample-op tests.
+# Output: $OUT/fuse.txt (summary), $OUT/ops_check.txt, $OUT/tests.log.
+set -uo pipefail
+source "$(dirname "$0")/_device_common.sh"
+tok=.deno/models/llama-2-tiny-random.gguf
+build_lib --checks || exit 1
+[ -x build/ops_check ] || deno run -A tools/build_cuda.ts --arch sm_90 --checks >"$OUT/build.log" 2>&1
+ckpt_7b >"$OUT/ckpt.log" 2>&1 &
+timeout 200 build/ops_check --no-timing >"$OUT/ops_check.txt" 2>&1
+echo "ops_check exit $?" >>"$OUT/ops_check.txt"
+wait
+ckpt_7b || exit 1
+run() {  # fuse quant prompt ctx
+  local extra=()
+  [ "$2" != f16 ] && extra=(--weight-quant "$2")
+  LLAMA_TS_ATTN_FUSE=$1 deno run -A cli.ts bench --model "$ckpt" --tokenizer "$tok" --backend cuda \
+    --prompt-tokens "$3" --gen-tokens 128 --repeat 3 --ctx "$4" "${extra[@]}" 2>>"$OUT/bench.log" |
+    python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(f\"{d['decodeTokPerS']:.1f}\", [round(r['decodeTokPerS'],1) for r in d['runs']])"
+}
+{
+  echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
+  grep -E "attn\+rope|FAIL|failures|passed|all ok|exit" "$OUT/ops_check.txt" | tail -20
+  for q in f16 int8 int4; do
+    echo "$q separate kernels (LLAMA_TS_ATTN_FUSE=0): $(run 0 $q 16 1024)"
+    echo "$q fused:                                  $(run 1 $q 16 1024)"
+  done
+  echo "f16 after 3072 tokens, separate: $(run 0 f16 3072 4096)"
+  echo "f16 after 3072 tokens, fused:    $(run 1 f16 3072 4096)"
+} | tee "$OUT/fuse.txt"
+timeout 280 deno test -A tests/cuda_attn_fuse_test.ts tests/cuda_test.ts tests/ops_test.ts tests/golden_test.ts \
+  tests/attention_kv_test.ts tests/sample_op_test.ts >"$OUT/tests.log" 2>&1
+echo "tests exit $?" >>"$OUT/tests.log"
+grep -E "fused vs separate|passed|FAILED" "$OUT/tests.log" | tail -12 | tee -a "$OUT/fuse.txt"
