@@ -9,6 +9,7 @@
 #    fp16 after a 3,072-token prompt (ctx 4096, where the merge has ~100 splits): LLAMA_TS_ATTN_FUSE=0 (the
 #    separate rope_kv / combine kernels, the baseline) and fused (the default), interleaved.
 # 3. The GPU tests: the fusion test, cuda_test, ops / golden / attention-KV / sample-op tests.
+# ROUNDS=2 REPEAT=5: each A/B pair that many times (interleaved), best of REPEAT runs each (defaults 1, 3).
 # Output: $OUT/fuse.txt (summary), $OUT/ops_check.txt, $OUT/tests.log.
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
@@ -24,15 +25,17 @@ run() {  # fuse quant prompt ctx
   local extra=()
   [ "$2" != f16 ] && extra=(--weight-quant "$2")
   LLAMA_TS_ATTN_FUSE=$1 deno run -A cli.ts bench --model "$ckpt" --tokenizer "$tok" --backend cuda \
-    --prompt-tokens "$3" --gen-tokens 128 --repeat 3 --ctx "$4" "${extra[@]}" 2>>"$OUT/bench.log" |
+    --prompt-tokens "$3" --gen-tokens 128 --repeat "${REPEAT:-3}" --ctx "$4" "${extra[@]}" 2>>"$OUT/bench.log" |
     python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(f\"{d['decodeTokPerS']:.1f}\", [round(r['decodeTokPerS'],1) for r in d['runs']])"
 }
 {
   echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
   grep -E "attn\+rope|FAIL|failures|passed|all ok|exit" "$OUT/ops_check.txt" | tail -20
-  for q in f16 int8 int4; do
-    echo "$q separate kernels (LLAMA_TS_ATTN_FUSE=0): $(run 0 $q 16 1024)"
-    echo "$q fused:                                  $(run 1 $q 16 1024)"
+  for round in $(seq "${ROUNDS:-1}"); do
+    for q in f16 int8 int4; do
+      echo "$q separate kernels (LLAMA_TS_ATTN_FUSE=0): $(run 0 $q 16 1024)"
+      echo "$q fused:                                  $(run 1 $q 16 1024)"
+    done
   done
   echo "f16 after 3072 tokens, separate: $(run 0 f16 3072 4096)"
   echo "f16 after 3072 tokens, fused:    $(run 1 f16 3072 4096)"

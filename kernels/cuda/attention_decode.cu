@@ -98,67 +98,32 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
   const int hFirst = g * p.G;
   constexpr int HALF = HD / 2;
 
+  // Everything the block loads before it can score goes out first: raw q, and in the block that writes the
+  // row (the split ending at pos, with fused RoPE) its raw k pair, v element and block-table entry; then the
+  // first window's block-table entries, whose latency the RoPE table's double-precision math overlaps.
   float qr[GBT][VE];
-  if (p.ropeK != nullptr) {
-    // fused RoPE: rotate the raw q in registers; the split holding pos writes the row's K and V first
-    rope_table(tab, HALF, pos, p.invFreq);
-    __syncthreads();
 #pragma unroll
-    for (int h = 0; h < GBT; h++) {
-      float raw[VE];
+  for (int h = 0; h < GBT; h++)
 #pragma unroll
-      for (int e = 0; e < VE; e++)
-        raw[e] = h < GBa ? p.q[((size_t)row * p.nHeads + hFirst + h) * HD + col * VE + e] : 0.f;
-      if (p.ropeStyle == ROPE_INTERLEAVED) {
-#pragma unroll
-        for (int e = 0; e < VE; e += 2) {
-          const int j = (col * VE + e) >> 1;
-          rope_rot(raw[e], raw[e + 1], tab[j], tab[HALF + j], qr[h][e], qr[h][e + 1]);
-        }
-      } else {  // pairs (j, j + HALF): the partner element sits in lane col ^ (LPR / 2), same e
-#pragma unroll
-        for (int e = 0; e < VE; e++) {
-          const float other = __shfl_xor_sync(kFull, raw[e], LPR / 2);
-          const int i = col * VE + e;
-          float o0, o1;
-          if (i < HALF) {
-            rope_rot(raw[e], other, tab[i], tab[HALF + i], o0, o1);
-            qr[h][e] = o0;
-          } else {
-            rope_rot(other, raw[e], tab[i - HALF], tab[i], o0, o1);
-            qr[h][e] = o1;
-          }
-        }
-      }
-#pragma unroll
-      for (int e = 0; e < VE; e++) qr[h][e] = h < GBa ? qr[h][e] * p.scale2 : 0.f;
+    for (int e = 0; e < VE; e++)
+      qr[h][e] = h < GBa ? p.q[((size_t)row * p.nHeads + hFirst + h) * HD + col * VE + e] : 0.f;
+  const bool fuse = p.ropeK != nullptr;
+  const bool writer = fuse && p1 == pos + 1;  // block-uniform
+  const int* btRow = st.blockTables + (size_t)seq * st.maxBlocksPerSeq;
+  const float* krow = writer ? p.ropeK + (size_t)row * p.kvDim + (size_t)hb * HG * HD : nullptr;
+  const float* vrow = writer ? p.ropeV + (size_t)row * p.kvDim + (size_t)hb * HG * HD : nullptr;
+  float kx0 = 0.f, kx1 = 0.f, vx = 0.f;  // this thread's first pair / element of the row (idx == tid below)
+  int physW = -1;
+  if (writer) {
+    physW = btRow[pos / p.blockSize];
+    if (tid < HG * HALF) {
+      const int gl = tid / HALF;
+      int i0, i1;
+      rope_index(p.ropeStyle, tid - gl * HALF, HALF, i0, i1);
+      kx0 = krow[gl * HD + i0];
+      kx1 = krow[gl * HD + i1];
     }
-    if (p1 == pos + 1) {
-      const long long slot = kv_slot(st, row, p.blockSize);
-      if (slot >= 0) {
-        T* ck = reinterpret_cast<T*>(const_cast<char*>(p.cacheK)) + slot * p.kvDim + (size_t)hb * HG * HD;
-        T* cv = reinterpret_cast<T*>(const_cast<char*>(p.cacheV)) + slot * p.kvDim + (size_t)hb * HG * HD;
-        const float* kr = p.ropeK + (size_t)row * p.kvDim + (size_t)hb * HG * HD;
-        const float* vr = p.ropeV + (size_t)row * p.kvDim + (size_t)hb * HG * HD;
-        for (int idx = tid; idx < HG * HALF; idx += kAttnThreads) {
-          const int gl = idx / HALF, j = idx - gl * HALF;
-          int i0, i1;
-          rope_index(p.ropeStyle, j, HALF, i0, i1);
-          float o0, o1;
-          rope_rot(kr[gl * HD + i0], kr[gl * HD + i1], tab[j], tab[HALF + j], o0, o1);
-          ck[gl * HD + i0] = to_cache<T>(o0);
-          ck[gl * HD + i1] = to_cache<T>(o1);
-        }
-        for (int i = tid; i < HG * HD; i += kAttnThreads) cv[i] = to_cache<T>(vr[i]);
-      }
-      // the row is read back below (plain L2 loads, after the window loop's barrier)
-    }
-  } else {
-#pragma unroll
-    for (int h = 0; h < GBT; h++)
-#pragma unroll
-      for (int e = 0; e < VE; e++)
-        qr[h][e] = h < GBa ? p.q[((size_t)row * p.nHeads + hFirst + h) * HD + col * VE + e] * p.scale2 : 0.f;
+    if (tid < HG * HD) vx = vrow[tid];
   }
   if (tid == 0) *sBad = INT_MAX;
   // running softmax state of this lane's row group (identical across its LPR lanes)
@@ -170,14 +135,10 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
 #pragma unroll
     for (int e = 0; e < VE; e++) acc[h][e] = 0.f;
   }
-
-  const int* btRow = st.blockTables + (size_t)seq * st.maxBlocksPerSeq;
   const char* kBase = p.cacheK + ((size_t)g * HD + col * VE) * ES;
   const char* vBase = p.cacheV + ((size_t)g * HD + col * VE) * ES;
-
-  for (int w0 = p0; w0 < p1; w0 += W) {
-    const int nw = min(W, p1 - w0);
-    __syncthreads();  // previous window done with slotS (and *sBad initialized)
+  // cache-row offsets of window [w0, w0 + nw) into slotS (-1 and *sBad for unusable block-table entries)
+  auto fill_slots = [&](int w0, int nw) {
     for (int i = tid; i < nw; i += kAttnThreads) {
       const int lpos = w0 + i, lb = lpos / p.blockSize;
       const int phys = btRow[lb];
@@ -186,7 +147,68 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
       else atomicMin(sBad, lpos);
       slotS[i] = off;
     }
-    __syncthreads();
+  };
+  __syncthreads();  // *sBad initialized
+  fill_slots(p0, min(W, p1 - p0));
+  if (fuse) rope_table(tab, HALF, pos, p.invFreq);
+  __syncthreads();  // slotS of the first window, the RoPE table
+  if (fuse) {
+#pragma unroll
+    for (int h = 0; h < GBT; h++) {
+      if (p.ropeStyle == ROPE_INTERLEAVED) {
+#pragma unroll
+        for (int e = 0; e < VE; e += 2) {
+          const int j = (col * VE + e) >> 1;
+          rope_rot(qr[h][e], qr[h][e + 1], tab[j], tab[HALF + j], qr[h][e], qr[h][e + 1]);
+        }
+      } else {  // pairs (j, j + HALF): the partner element sits in lane col ^ (LPR / 2), same e
+#pragma unroll
+        for (int e = 0; e < VE; e++) {
+          const float own = qr[h][e], other = __shfl_xor_sync(kFull, own, LPR / 2);
+          const int i = col * VE + e;
+          float o0, o1;
+          if (i < HALF) {
+            rope_rot(own, other, tab[i], tab[HALF + i], o0, o1);
+            qr[h][e] = o0;
+          } else {
+            rope_rot(other, own, tab[i - HALF], tab[i], o0, o1);
+            qr[h][e] = o1;
+          }
+        }
+      }
+    }
+    if (writer) {
+      if (physW >= 0) {
+        const long long slot = (long long)physW * p.blockSize + (pos % p.blockSize);
+        T* ck = reinterpret_cast<T*>(const_cast<char*>(p.cacheK)) + slot * p.kvDim + (size_t)hb * HG * HD;
+        T* cv = reinterpret_cast<T*>(const_cast<char*>(p.cacheV)) + slot * p.kvDim + (size_t)hb * HG * HD;
+        for (int idx = tid; idx < HG * HALF; idx += kAttnThreads) {
+          const int gl = idx / HALF, j = idx - gl * HALF;
+          int i0, i1;
+          rope_index(p.ropeStyle, j, HALF, i0, i1);
+          const float a = idx == tid ? kx0 : krow[gl * HD + i0], b = idx == tid ? kx1 : krow[gl * HD + i1];
+          float o0, o1;
+          rope_rot(a, b, tab[j], tab[HALF + j], o0, o1);
+          ck[gl * HD + i0] = to_cache<T>(o0);
+          ck[gl * HD + i1] = to_cache<T>(o1);
+        }
+        for (int i = tid; i < HG * HD; i += kAttnThreads) cv[i] = to_cache<T>(i == tid ? vx : vrow[i]);
+      }
+      __syncthreads();  // the row is read back below (through L2)
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < GBT; h++)
+#pragma unroll
+    for (int e = 0; e < VE; e++) qr[h][e] = h < GBa ? qr[h][e] * p.scale2 : 0.f;
+
+  for (int w0 = p0; w0 < p1; w0 += W) {
+    const int nw = min(W, p1 - w0);
+    if (w0 != p0) {
+      __syncthreads();  // previous window done with slotS
+      fill_slots(w0, nw);
+      __syncthreads();
+    }
     for (int base = 0; base < nw; base += U * RPB) {  // block-uniform trip count: shuffles below
       uint4 kr[U], vr[U];
       bool ok[U];
