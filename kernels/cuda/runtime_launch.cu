@@ -59,6 +59,8 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
   const uint32_t skip = nT == 1 ? skipped_ops() : 0;
   // A ROPE_KV record right before an ATTENTION record is held back and handed to attention() (AttnRope): the
   // decode kernel applies RoPE and writes the cache row itself; where it does not, both launch as before.
+  // q and k then stay unrotated in memory: as in the webgpu backend's same fold, this relies on nothing after
+  // the attention reading them (true of src/model/llama.ts's graph: q feeds only attention, k only the cache).
   struct HeldRope {
     float* q;
     float* k;
