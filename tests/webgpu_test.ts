@@ -232,33 +232,6 @@ Deno.test({
   },
 });
 
-// The one-row quantized GEMV loading two chunks ahead (Layout.AHEAD 2: a rotation of three register sets),
-// with the default row counts and 3 rows per thread (odd), including gate/up and the LM head; 2 threads
-// along K, so that each thread walks 2..8 chunks of this model's rows (128 and 256 wide)
-Deno.test({
-  name: "webgpu: one-row quantized GEMV with two chunks in flight per thread (AHEAD 2) matches ref",
-  ignore,
-  fn: async () => {
-    const d = DEFAULT_TUNING;
-    for (const nr of [undefined, 3]) {
-      const tuning: Partial<Tuning> = {
-        gemv: {
-          ...d.gemv,
-          q8: { NR: nr ?? d.gemv.q8.NR, TK: 2, TR: 16, AHEAD: 2 },
-          q4: { NR: nr ?? d.gemv.q4.NR, TK: 2, TR: 16, AHEAD: 2 },
-        },
-      };
-      for (const scheme of ["int8", "int4"] as const) {
-        const want = await refLogits(scheme, quantizedWeights(CONFIG, WEIGHTS, scheme), "f32");
-        using b = await createWebGpuBackend({ weightQuant: scheme, f16: false, tuning });
-        const got = await logits(b, memoryModel(CONFIG, WEIGHTS, "f32"));
-        const e = nmse(got.decode, want.decode);
-        assert.ok(e < BOUND.f32, `${scheme} NR ${nr ?? "default"}: decode nmse ${e.toExponential(2)}`);
-      }
-    }
-  },
-});
-
 Deno.test("webgpu: decode attention splits fill the GPU at short contexts, long contexts by length", () => {
   const t = DEFAULT_TUNING;
   const at = (maxLen: number, kvHeads = 32, rows = 1): number =>

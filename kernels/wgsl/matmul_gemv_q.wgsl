@@ -4,8 +4,8 @@
 // straight from memory once (vec4 loads) and reuses it for all NR rows, dequantizing in registers:
 // a byte or nibble is masked in place (one AND|OR) into the mantissa of 2^23 and the float subtracted,
 // with x pre-multiplied by 2^-8 / 2^-4k to undo the nibble's or byte's place (exact powers of two). The
-// next chunk's weights (one row of x: the next AHEAD chunks') are loaded before the current one is used.
-// NORM: out = inv_rms * sum(w * (x * g)), the sum of squares taken from the same x reads. PERROW (int8 per channel): one scale per row, applied
+// next chunk's weights are loaded before the current one is used. NORM: out = inv_rms * sum(w * (x * g)),
+// the sum of squares taken from the same x reads. PERROW (int8 per channel): one scale per row, applied
 // after the row's sum.
 // Bindings: 0 uniform Params; 1 x (rows, K) f32 as vec4; 2 norm weight (K) f32 as vec4; 3/5/7 weight
 //   chunks of A/B/C; 4/6/8 their f16 scales; 9/10/11 outputs (9 is also the residual); group 1: step.
@@ -30,8 +30,6 @@ override NORM: bool = false;
 override GATHER: bool = false;
 override RESIDUAL: bool = false;
 override GATEUP: bool = false;
-// one-row path: chunks loaded ahead of the one in use (1 or 2: 2 keeps twice the weight bytes in flight)
-override AHEAD: u32 = 1u;
 
 struct Params {
   K: u32,
@@ -245,31 +243,9 @@ fn main(
         if (ok3) { u3 = wB[(r + 3u) * KC + tk]; }
       }
     }
-    // AHEAD 2: the chunk after the current one is held here while the one after that loads
-    var h0 = vec4<u32>();
-    var h1 = vec4<u32>();
-    var h2 = vec4<u32>();
-    var h3 = vec4<u32>();
-    var g0 = vec4<u32>();
-    var g1 = vec4<u32>();
-    var g2 = vec4<u32>();
-    var g3 = vec4<u32>();
-    let c1 = tk + TK;
-    if (AHEAD > 1u && c1 < KC) {
-      if (ok0) { h0 = loadW(mat, r * KC + c1); }
-      if (ok1) { h1 = loadW(mat, (r + 1u) * KC + c1); }
-      if (ok2) { h2 = loadW(mat, (r + 2u) * KC + c1); }
-      if (ok3) { h3 = loadW(mat, (r + 3u) * KC + c1); }
-      if (GATEUP) {
-        if (ok0) { g0 = wB[r * KC + c1]; }
-        if (ok1) { g1 = wB[(r + 1u) * KC + c1]; }
-        if (ok2) { g2 = wB[(r + 2u) * KC + c1]; }
-        if (ok3) { g3 = wB[(r + 3u) * KC + c1]; }
-      }
-    }
     for (var c = tk; c < KC; c += TK) {
-      // the chunk AHEAD steps on, on its way while this one is used
-      let cn = c + TK * AHEAD;
+      // the next chunk's weights, on their way while this one is used
+      let cn = c + TK;
       var n0 = vec4<u32>();
       var n1 = vec4<u32>();
       var n2 = vec4<u32>();
@@ -307,33 +283,14 @@ fn main(
         a3 = fma(scl(mat, r + 3u, c, EP), dotC(w3, xc), a3);
         if (GATEUP) { b3 = fma(sclB(r + 3u, c, EP), dotC(u3, xc), b3); }
       }
-      if (AHEAD > 1u) {
-        w0 = h0;
-        w1 = h1;
-        w2 = h2;
-        w3 = h3;
-        u0 = g0;
-        u1 = g1;
-        u2 = g2;
-        u3 = g3;
-        h0 = n0;
-        h1 = n1;
-        h2 = n2;
-        h3 = n3;
-        g0 = v0;
-        g1 = v1;
-        g2 = v2;
-        g3 = v3;
-      } else {
-        w0 = n0;
-        w1 = n1;
-        w2 = n2;
-        w3 = n3;
-        u0 = v0;
-        u1 = v1;
-        u2 = v2;
-        u3 = v3;
-      }
+      w0 = n0;
+      w1 = n1;
+      w2 = n2;
+      w3 = n3;
+      u0 = v0;
+      u1 = v1;
+      u2 = v2;
+      u3 = v3;
     }
     let o = tr * NR;
     red[tk * NO + o] = a0;

@@ -290,7 +290,6 @@ export class NodeEncoder implements Disposable {
       if (red(nr) + nt * t.TK * 4 > ctx.gpu.limits.workgroupStorage) return undefined;
       const perRow = w.group === w.k;
       const c: Constants = { NT: nt, NR: nr, TK: t.TK, TR: t.TR, FMT: w.fmt, G: w.group, PERROW: perRow };
-      if (nt === 1 && t.AHEAD === 2) c.AHEAD = 2;
       return { kernel: "matmul_gemv_q", c };
     }
     const f16 = ctx.f16 && w.fmt === FMT.f16;

@@ -12,11 +12,6 @@ export interface Layout {
   readonly NR: number;
   readonly TK: number;
   readonly TR: number;
-  /**
-   * Quantized GEMV (q8 / q4), one row of x only: weight chunks each thread loads ahead of the one it
-   * computes, 1 (default) or 2 (twice the bytes in flight, twice the weight registers).
-   */
-  readonly AHEAD?: 1 | 2;
 }
 
 /** Kernel shape choices (defaults in {@link DEFAULT_TUNING}). */
