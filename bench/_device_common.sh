@@ -32,3 +32,13 @@ ckpt_7b() {
   python3 bench/hf_compare.py --checkpoint-only --ckpt "$ckpt" 2>&1 | tail -1 || return 1
   echo "checkpoint: $(($(date +%s) - t)) s"
 }
+# bench_7b QUANT PROMPT GEN REPEAT CTX: `cli.ts bench` on the cuda backend with $ckpt (ckpt_7b first), fp16
+# weights or --weight-quant QUANT; prints the best decode tok/s and every run's, "best [run, ...]". Settings
+# for the library go in the caller's environment (e.g. LLAMA_TS_ATTN_FUSE=0 bench_7b f16 16 128 3 1024).
+bench_7b() {
+  local extra=()
+  [ "$1" != f16 ] && extra=(--weight-quant "$1")
+  deno run -A cli.ts bench --model "$ckpt" --tokenizer .deno/models/llama-2-tiny-random.gguf --backend cuda \
+    --prompt-tokens "$2" --gen-tokens "$3" --repeat "$4" --ctx "$5" "${extra[@]}" 2>>"$OUT/bench.log" |
+    python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(f\"{d['decodeTokPerS']:.1f}\", [round(r['decodeTokPerS'],1) for r in d['runs']])"
+}

@@ -9,15 +9,13 @@
 # Output: $OUT/ablate.txt.
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
-tok=.deno/models/llama-2-tiny-random.gguf
 build_lib || exit 1
 ckpt_7b || exit 1
-run() {  # skip quant
-  local extra=()
-  [ "$2" != f16 ] && extra=(--weight-quant "$2")
-  LLAMA_TS_CUDA_SKIP_OPS=$1 deno run -A cli.ts bench --model "$ckpt" --tokenizer "$tok" --backend cuda \
-    --prompt-tokens 16 --gen-tokens 128 --repeat 3 --ctx 1024 "${extra[@]}" 2>>"$OUT/bench.log" |
-    python3 -c "import json,sys; d=json.loads(sys.stdin.read()); t=d['decodeTokPerS']; print(f'{t:7.1f} tok/s {1000/t:6.3f} ms/token')"
+run() {  # skip quant: "tok/s ms/token" of the best of 3
+  local best
+  best=$(LLAMA_TS_CUDA_SKIP_OPS=$1 bench_7b "$2" 16 128 3 1024) || return 1
+  best=${best%% *}
+  printf '%7.1f tok/s %6.3f ms/token' "$best" "$(python3 -c "print(1000 / $best)")"
 }
 {
   echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"

@@ -6,16 +6,9 @@
 #   source .deno/device-env.sh; bash bench/ctx_probe_device.sh   (output: $OUT/probe.txt)
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
-tok=.deno/models/llama-2-tiny-random.gguf
 build_lib || exit 1
 ckpt_7b || exit 1
-run() {  # quant ctx
-  local extra=()
-  [ "$1" != f16 ] && extra=(--weight-quant "$1")
-  deno run -A cli.ts bench --model "$ckpt" --tokenizer "$tok" --backend cuda --prompt-tokens 16 --gen-tokens 100 \
-    --repeat 5 --ctx "$2" "${extra[@]}" 2>>"$OUT/bench.log" |
-    python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(f\"{d['decodeTokPerS']:.1f}\", [round(r['decodeTokPerS'],1) for r in d['runs']])"
-}
+run() { bench_7b "$1" 16 100 5 "$2"; }  # quant ctx
 {
   for round in 1 2; do
     for q in f16 int4; do

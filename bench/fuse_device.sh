@@ -13,7 +13,6 @@
 # Output: $OUT/fuse.txt (summary), $OUT/ops_check.txt, $OUT/tests.log.
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
-tok=.deno/models/llama-2-tiny-random.gguf
 build_lib --checks || exit 1
 [ -x build/ops_check ] || deno run -A tools/build_cuda.ts --arch sm_90 --checks >"$OUT/build.log" 2>&1
 ckpt_7b >"$OUT/ckpt.log" 2>&1 &
@@ -21,13 +20,7 @@ timeout 200 build/ops_check --no-timing >"$OUT/ops_check.txt" 2>&1
 echo "ops_check exit $?" >>"$OUT/ops_check.txt"
 wait
 ckpt_7b || exit 1
-run() {  # fuse quant prompt ctx
-  local extra=()
-  [ "$2" != f16 ] && extra=(--weight-quant "$2")
-  LLAMA_TS_ATTN_FUSE=$1 deno run -A cli.ts bench --model "$ckpt" --tokenizer "$tok" --backend cuda \
-    --prompt-tokens "$3" --gen-tokens 128 --repeat "${REPEAT:-3}" --ctx "$4" "${extra[@]}" 2>>"$OUT/bench.log" |
-    python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(f\"{d['decodeTokPerS']:.1f}\", [round(r['decodeTokPerS'],1) for r in d['runs']])"
-}
+run() { LLAMA_TS_ATTN_FUSE=$1 bench_7b "$2" "$3" 128 "${REPEAT:-3}" "$4"; }  # fuse quant prompt ctx
 {
   echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
   grep -E "attn\+rope|FAIL|failures|passed|all ok|exit" "$OUT/ops_check.txt" | tail -20
