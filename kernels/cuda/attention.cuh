@@ -50,7 +50,7 @@ struct AttnParams {
   float scale2;                  // scale * log2(e)
   int stageBytes, offSlot, offQ, offS, offM, offL, offA, offRow;  // shared-memory layout (bytes)
   int offScale;  // int8 cache: [2 stages][K, V][C] f32 scales of the chunk's positions
-  // Decode kernel only (attn_decode_fused). ropeK != null: q and ropeK / ropeV are the step's raw rows, and
+  // Decode kernel only (attn_decode_kernel). ropeK != null: q and ropeK / ropeV are the step's raw rows, and
   // the kernel applies RoPE (ropeStyle, invFreq) to q and k and writes the row's K and V to the cache (the
   // rope_kv_write it replaces). counters != null: splits merge in-kernel (the last split of a (row, head
   // block) to finish), so no combine kernel follows.
@@ -67,9 +67,9 @@ constexpr int kDecMaxRows = 64;
 
 // Launches the register decode kernel (attention_decode.cu; headDim p.hd 64 or 128, at most 4 q heads per
 // kv head, 16-byte aligned cache rows) over p's rows and sets p.HG, p.C, p.logC, p.nSplits, p.L and p.opart;
-// attention() launches the combine kernel after it unless fused (*merged set: the splits merged in-kernel;
-// the launcher sets p.counters when it can, i.e. unless LLAMA_TS_ATTN_FUSE=0 or too many rows x blocks).
-cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, cudaStream_t s, bool* merged);
+// with merge, the splits merge in-kernel where the arrival counts reach (p.counters set, *merged true);
+// otherwise (*merged false) attention() launches the combine kernel after it.
+cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, bool merge, cudaStream_t s, bool* merged);
 // The decode kernel's fusions (RoPE + KV write, in-kernel merge) are on unless LLAMA_TS_ATTN_FUSE=0 (the
 // A/B baseline: rope_kv_write and the combine kernel). Read at each launch, so a captured graph keeps the
 // choice of its capture.

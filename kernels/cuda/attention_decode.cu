@@ -351,7 +351,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const Attn
 }
 
 template <typename T, int HD, int GBT>
-cudaError_t launch_attn_decode(AttnParams& p, cudaStream_t s, bool* merged) {
+cudaError_t launch_attn_decode(AttnParams& p, bool merge, cudaStream_t s, bool* merged) {
   auto kern = attn_decode_kernel<T, HD, GBT>;
   const size_t smem = attn_decode_smem<T, HD, GBT>();
   DeviceProps dp;
@@ -378,7 +378,7 @@ cudaError_t launch_attn_decode(AttnParams& p, cudaStream_t s, bool* merged) {
   p.L = (maxChunks + p.nSplits - 1) / p.nSplits * p.C;  // largest in-kernel split (informational)
   p.opart = p.ml + (size_t)p.nTokens * p.nHeads * p.nSplits * 2;
   p.counters = nullptr;
-  if (attn_fuse_enabled() && headBlocks <= kDecMaxHeadBlocks && p.nTokens <= kDecMaxRows) {
+  if (merge && headBlocks <= kDecMaxHeadBlocks && p.nTokens <= kDecMaxRows) {
     e = cudaGetSymbolAddress(reinterpret_cast<void**>(&p.counters), g_dec_counters);
     if (e != cudaSuccess) return e;
   }
@@ -394,13 +394,13 @@ bool attn_fuse_enabled() {
   return e == nullptr || std::strcmp(e, "0") != 0;
 }
 
-cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, cudaStream_t s, bool* merged) {
+cudaError_t attn_decode_launch(AttnParams& p, int kvFmt, bool merge, cudaStream_t s, bool* merged) {
   const int gbt = p.G == 1 ? 1 : p.G == 2 ? 2 : 4;
 #define LLAMA_TS_DEC(T, HD)                                          \
   if (p.hd == HD) {                                                  \
-    if (gbt == 1) return launch_attn_decode<T, HD, 1>(p, s, merged); \
-    if (gbt == 2) return launch_attn_decode<T, HD, 2>(p, s, merged); \
-    return launch_attn_decode<T, HD, 4>(p, s, merged);               \
+    if (gbt == 1) return launch_attn_decode<T, HD, 1>(p, merge, s, merged); \
+    if (gbt == 2) return launch_attn_decode<T, HD, 2>(p, merge, s, merged); \
+    return launch_attn_decode<T, HD, 4>(p, merge, s, merged);               \
   }
   if (kvFmt == KV_F16) {
     LLAMA_TS_DEC(__half, 64)

@@ -158,8 +158,9 @@ cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, in
   p.ml = scratch;  // p.opart is placed by launch_attn once nSplits is final
   const bool decodeKernel = kvFmt != KV_I8 && (nTokens == 1 || (rowsOwnSeq && nTokens <= kDecMaxRows)) &&
                             p.nSub == 1 && p.G <= 4 && p.cpw == 16 && (headDim == 64 || headDim == 128);
+  const bool fuse = decodeKernel && attn_fuse_enabled();
   if (rope != nullptr) {
-    if (!decodeKernel || !attn_fuse_enabled()) return cudaErrorNotSupported;
+    if (!fuse) return cudaErrorNotSupported;
     if (!rope->k || !rope->v || !rope->invFreq || (rope->style != ROPE_INTERLEAVED && rope->style != ROPE_HALF))
       return cudaErrorInvalidValue;
     p.ropeK = rope->k;
@@ -171,7 +172,7 @@ cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, in
   bool merged = false;
   if (decodeKernel) {
     p.adaptive = 1;  // splits sized in-kernel from each row's position
-    e = attn_decode_launch(p, kvFmt, s, &merged);
+    e = attn_decode_launch(p, kvFmt, fuse, s, &merged);
     if (e != cudaSuccess || merged) return e;  // merged: no combine kernel
   } else if (kvFmt == KV_I8) {
     e = headDim == 64    ? launch_attn<int8_t, 64, 1>(p, qnCap, s)

@@ -280,16 +280,16 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
                               nHeads, nKvHeads, headDim, scale, blockSize, maxCtx, p.attnScratch, st, g_stream);
         } else {
           const bool own = nL == nT;  // a logit row per token: decode rows of distinct sequences
-          bool done = false;
           if (holding && held.q == q && held.ck == ck && held.cv == cv && held.nHeads == nHeads &&
               held.nKvHeads == nKvHeads && held.headDim == headDim && held.kvFmt == kvFmt &&
               held.blockSize == blockSize) {
             const AttnRope ar{held.k, held.v, held.invFreq, held.style};
             e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx,
                           p.attnScratch, st, g_stream, own, nullptr, nullptr, &ar);
-            done = e != cudaErrorNotSupported;
-            holding = !done;
-            if (done) break;
+            if (e != cudaErrorNotSupported) {  // fused (or failed): the held record is done
+              holding = false;
+              break;
+            }
           }
           e = flush(holding);
           if (e == cudaSuccess)
