@@ -52,6 +52,27 @@ export function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return den === 0 ? num : num / den;
 }
 
+/** Rows of one length concatenated into one array (e.g. the rows Engine.logitsFor returns). */
+export function flatten(rows: Float32Array[]): Float32Array {
+  const out = new Float32Array(rows.length * rows[0].length);
+  rows.forEach((r, i) => out.set(r, i * r.length));
+  return out;
+}
+
+/**
+ * Runs `fn`, which may set or delete environment variable `key` (the CUDA library reads its A/B switches at
+ * each launch), then puts `key` back as it was before, set or unset.
+ */
+export async function restoringEnv<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const before = Deno.env.get(key);
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) Deno.env.delete(key);
+    else Deno.env.set(key, before);
+  }
+}
+
 /** One NMSE bound per weight dtype, used by every parity test. */
 export const NMSE_TOLERANCE: Record<string, number> = {
   f32: 1e-10,

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { cudaBackendFactory } from "../src/backends/cuda/cuda.ts";
 import { Engine } from "../mod.ts";
 import type { LlamaConfig } from "../src/model/config.ts";
-import { nmse } from "./_util.ts";
+import { flatten, nmse, restoringEnv } from "./_util.ts";
 import { synthWeights, TINY_CONFIG } from "./_synth.ts";
 import { memoryModel, placeholderTokenizer } from "./_memory_model.ts";
 
@@ -47,12 +47,6 @@ const VARIANTS: Variant[] = [
   { name: "headDim 64, 8/4 heads, half, f16 cache", config: shape(64, 8, 4, "half"), kvDType: "f16" },
 ];
 
-const flatten = (rows: Float32Array[]): Float32Array => {
-  const out = new Float32Array(rows.length * rows[0].length);
-  rows.forEach((r, i) => out.set(r, i * r.length));
-  return out;
-};
-
 /** Logits at 80 positions (one decode step each) and two sequences' greedy tokens generated together. */
 async function run(v: Variant, backend: "cuda" | "ref", fuse: boolean) {
   if (fuse) Deno.env.delete(KEY);
@@ -75,8 +69,7 @@ Deno.test({
     "cuda: decode attention with RoPE, the cache write and the split merge fused gives the separate kernels' logits",
   ignore: gpu.score === 0,
   fn: async () => {
-    const before = Deno.env.get(KEY);
-    try {
+    await restoringEnv(KEY, async () => {
       for (const v of VARIANTS) {
         const fused = await run(v, "cuda", true), apart = await run(v, "cuda", false);
         const ref = await run(v, "ref", true);
@@ -94,9 +87,6 @@ Deno.test({
           `${v.name}: greedy tokens of two sequences decoded together`,
         );
       }
-    } finally {
-      if (before === undefined) Deno.env.delete(KEY);
-      else Deno.env.set(KEY, before);
-    }
+    });
   },
 });

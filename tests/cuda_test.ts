@@ -10,7 +10,7 @@ import { cudaBackendFactory } from "../src/backends/cuda/cuda.ts";
 import { compileProgram, type DeviceTensor, OP } from "../src/backends/cuda/program.ts";
 import type { Op } from "../src/ops.ts";
 import { Engine, LlmError, loadModel } from "../mod.ts";
-import { nmse, NMSE_TOLERANCE, sharedModel } from "./_util.ts";
+import { flatten, nmse, NMSE_TOLERANCE, restoringEnv, sharedModel } from "./_util.ts";
 import { synthWeights, TINY_CONFIG, writeLlama2c } from "./_synth.ts";
 import { expectedShape, type ModelFile } from "../src/format/model_file.ts";
 import type { DType } from "../src/types.ts";
@@ -165,10 +165,8 @@ Deno.test({
       });
       model.close();
       const ids = tokenizer.encode(text, { addBos: true }).slice(0, 300);
-      const rows = await e.logitsFor(ids);
+      const flat = flatten(await e.logitsFor(ids));
       const gen = await e.complete(ids.slice(0, 200), { maxTokens: 48, temperature: 0 });
-      const flat = new Float32Array(rows.length * rows[0].length);
-      rows.forEach((r, i) => flat.set(r, i * r.length));
       return { flat, gen: gen.generatedIds, kvBytes: e.info().kvBytes };
     };
     const ref = await run("ref", "i8"), cuda = await run("cuda", "i8"), f16 = await run("cuda", "f16");
@@ -335,8 +333,7 @@ Deno.test({
     // (rows of one sequence sharing K/V chunks, split-K combines) and then decodes greedily.
     const ids = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % 512);
     const key = "LLAMA_TS_KV8_ATTN";
-    const before = Deno.env.get(key);
-    try {
+    await restoringEnv(key, async () => {
       for (const [headDim, forced] of [[8, false], [8, true], [6, false]] as const) {
         const config = { ...TINY_CONFIG, dim: 8 * headDim, headDim, nHeads: 8, nKvHeads: 4 };
         const model = memoryModel(config, synthWeights(config, 31), "f32");
@@ -360,10 +357,7 @@ Deno.test({
         assert.ok(err < 1e-8, `headDim ${headDim} forced ${forced}: nmse ${err}`);
         assert.ok(agree >= 12, `headDim ${headDim} forced ${forced}: ${agree}/${want.gen.length}`);
       }
-    } finally {
-      if (before === undefined) Deno.env.delete(key);
-      else Deno.env.set(key, before);
-    }
+    });
   },
 });
 
@@ -382,12 +376,6 @@ function w8a8Synth(dtype: "q8_0" | "q4_0", activationQuant: "int8" | undefined):
 }
 
 const synthTok = placeholderTokenizer(512);
-
-const flatten = (rows: Float32Array[]): Float32Array => {
-  const out = new Float32Array(rows.length * rows[0].length);
-  rows.forEach((r, i) => out.set(r, i * r.length));
-  return out;
-};
 
 Deno.test({
   name:

@@ -21,7 +21,7 @@ import { fileSource } from "../src/io/deno_fs.ts";
 import { parseGguf, readGgufHeader } from "../src/format/gguf.ts";
 import { ggufMetadataForLlama, ggufTensorName, writeGgufBytes } from "../src/format/gguf_write.ts";
 import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
-import { nmse, randn, sharedModel } from "./_util.ts";
+import { flatten, nmse, randn, sharedModel } from "./_util.ts";
 import { halfToInterleaved, synthWeights, TINY_CONFIG, writeHfDirectory, writeLlama2c } from "./_synth.ts";
 
 const tokPath = sharedModel("tok512.bin");
@@ -127,10 +127,7 @@ async function logits(path: string): Promise<Float32Array> {
   });
   using e = await Engine.create(model, tokenizer, { backend: "ref", kvDType: "f32" });
   model.close();
-  const rows = await e.logitsFor([1, 403, 407, 261, 378, 432, 383, 286, 261, 376]);
-  const flat = new Float32Array(rows.length * rows[0].length);
-  rows.forEach((r, i) => flat.set(r, i * r.length));
-  return flat;
+  return flatten(await e.logitsFor([1, 403, 407, 261, 378, 432, 383, 286, 261, 376]));
 }
 
 Deno.test({
