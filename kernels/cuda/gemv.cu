@@ -11,14 +11,17 @@
 //   * Weights stream along k with 16-byte loads (ld.global.nc.L1::no_allocate): in chunk c lane l reads
 //     vector v = 32c + l of both rows, so each warp load covers 512 contiguous bytes of a row. A software
 //     pipeline keeps D chunks (2*D loads + scales per lane) in flight over the warp's whole sequence of
-//     (pair, chunk) items, across pair boundaries; the scale bits are converted only when used.
+//     (pair, chunk) items, across pair boundaries; the scale bits are converted only when used. One-row
+//     GEMVs pick D, an L2 prefetch distance and the accumulator chains per format (OneRow).
+//   * Diagnostic build: -DLLAMA_TS_GEMV_TRACE=N records per-block clock stamps (gemv_trace.cuh).
 //   * Persistent grid: one 512-thread block per SM; warp w of block b takes pairs g, g + G, ... with
 //     g = w * gridDim + b, G = all warps, so every SM gets the same number of pairs +-1.
 //   * Programmatic dependent launch (sm_90): the kernel issues its first D chunks (weights only), then
 //     griddepcontrol.wait (earlier kernels' x / res / y are now visible), then allows the next kernel to
 //     launch. Back to back GEMVs thus overlap one's weight prefetch with the other's tail.
 //   * The nRows activation rows are staged with cp.async (or plain loads when x rows are not 16-byte
-//     aligned) once per block into shared memory as f32, RMS-normalized in place when normW != null. Layout:
+//     aligned) once per block into shared memory as f32, RMS-normalized in place when normW != null (the
+//     norm weight comes in the same cp.async round trip where it fits, normSmem). Layout:
 //     16-byte slot c of a row at slot c + c/8, so a lane's 1..8 slots of one weight vector are contiguous
 //     (immediate-offset LDS.128) and the 8 lanes of a quarter warp hit 8 distinct bank groups in every
 //     format. Each x value read from shared memory serves both weight rows.
@@ -54,6 +57,25 @@ constexpr int kRW = 2;               // weight rows per warp
 #endif
 constexpr int kMaxWarps = kThreads / 32;
 
+#if LLAMA_TS_GEMV_TRACE
+__device__ GemvTraceRec g_trace[LLAMA_TS_GEMV_TRACE];
+__device__ unsigned g_trace_n;
+__device__ __forceinline__ unsigned long long gtimer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ unsigned smid() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
+  return r;
+}
+#define GEMV_TRACE_STAMP(i) \
+  if (threadIdx.x == 0) trClk[i] = clock64();
+#else
+#define GEMV_TRACE_STAMP(i)
+#endif
+
 template <int FMT> struct FmtInfo;
 template <> struct FmtInfo<WF_F32> { static constexpr int VEC = 4; static constexpr bool QUANT = false; };
 template <> struct FmtInfo<WF_F16> { static constexpr int VEC = 8; static constexpr bool QUANT = false; };
@@ -62,8 +84,33 @@ template <> struct FmtInfo<WF_I8> { static constexpr int VEC = 16; static conste
 template <> struct FmtInfo<WF_I4> { static constexpr int VEC = 32; static constexpr bool QUANT = true; };
 
 // Pipeline depth: chunks (one 16-byte vector per lane and weight row) in flight per warp; 2*D loads per lane.
+// One activation row (batch-1 decode) gets its own pipeline depth, L2 prefetch distance and accumulator
+// split per format. The chunks requested at block entry are what keeps HBM busy while the block waits for the
+// previous kernel and stages x (bench/RESULTS.md, 2026-11-26, GEMV block trace). Measured on the H100, one 7B
+// layer's four GEMVs (gemv_check --layer-timing), from D = 4, no L2 prefetch, one chain: f16 149.0 us -> 140.7
+// at D = 8 -> 138.7 with 4 chunks more prefetched into L2; int8 82.9 -> 81.4 at D = 6 -> 81.0 with two
+// chains; int4 54.5 -> 53.6 with two chains, but slower with anything more in flight at entry (56.3 at D = 6,
+// 60.3 at D = 8, 56.3 with 4 chunks of L2 prefetch). The macros override every format (A/B builds).
+template <int FMT> struct OneRow {
+#ifdef LLAMA_TS_GEMV_D1
+  static constexpr int depth = LLAMA_TS_GEMV_D1;
+#else
+  static constexpr int depth = FMT == WF_I4 ? 4 : FMT == WF_I8 ? 6 : 8;
+#endif
+#ifdef LLAMA_TS_GEMV_L2AHEAD
+  static constexpr int l2Ahead = LLAMA_TS_GEMV_L2AHEAD;  // chunks past the pipeline, prefetched into L2
+#else
+  static constexpr int l2Ahead = FmtInfo<FMT>::QUANT ? 0 : 4;
+#endif
+#ifdef LLAMA_TS_GEMV_SPLITACC
+  static constexpr int chains = LLAMA_TS_GEMV_SPLITACC ? 2 : 1;  // accumulator chains of a chunk's dot product
+#else
+  static constexpr int chains = FmtInfo<FMT>::QUANT ? 2 : 1;
+#endif
+};
 template <int FMT, int NR> struct Depth {
-  static constexpr int value = NR <= 4 ? 4 : (FmtInfo<FMT>::QUANT && NR >= 6) ? 2 : 3;  // 2 avoids spills
+  static constexpr int value = NR == 1 ? OneRow<FMT>::depth
+                               : NR <= 4 ? 4 : (FmtInfo<FMT>::QUANT && NR >= 6) ? 2 : 3;  // 2 avoids spills
 };
 
 // 16-byte streaming load, predicated inside the asm (zeros when !ok) so the compiler can never speculate
@@ -203,11 +250,14 @@ __device__ __forceinline__ void compute_item(const GemvParams& p, int ch, int la
   if (v >= p.kv) return;
   const int rowSlots = x_row_floats(p.kp) >> 2;
   const float4* xb = xs4 + xslot(v * NS);
-  float d[kRW][NR];
+  constexpr int NA = (NR == 1 && FmtInfo<FMT>::QUANT) ? OneRow<FMT>::chains : 1;  // accumulator chains
+  float d[NA][kRW][NR];
 #pragma unroll
-  for (int rw = 0; rw < kRW; rw++)
+  for (int a = 0; a < NA; a++)
 #pragma unroll
-    for (int r = 0; r < NR; r++) d[rw][r] = FmtInfo<FMT>::QUANT ? 0.f : acc[rw][r];
+    for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+      for (int r = 0; r < NR; r++) d[a][rw][r] = FmtInfo<FMT>::QUANT ? 0.f : acc[rw][r];
 #pragma unroll
   for (int s = 0; s < NS; s++) {
     float f[kRW][4];
@@ -218,14 +268,20 @@ __device__ __forceinline__ void compute_item(const GemvParams& p, int ch, int la
       const float4 xv = xb[r * rowSlots + s];
 #pragma unroll
       for (int rw = 0; rw < kRW; rw++) {
-        float t = d[rw][r];
+        float t = d[s % NA][rw][r];
         t = fmaf(f[rw][0], xv.x, t);
         t = fmaf(f[rw][1], xv.y, t);
         t = fmaf(f[rw][2], xv.z, t);
         t = fmaf(f[rw][3], xv.w, t);
-        d[rw][r] = t;
+        d[s % NA][rw][r] = t;
       }
     }
+  }
+  if constexpr (NA == 2) {
+#pragma unroll
+    for (int rw = 0; rw < kRW; rw++)
+#pragma unroll
+      for (int r = 0; r < NR; r++) d[0][rw][r] += d[1][rw][r];
   }
   if constexpr (FmtInfo<FMT>::QUANT) {
     if constexpr (FMT == WF_I4) {
@@ -234,18 +290,18 @@ __device__ __forceinline__ void compute_item(const GemvParams& p, int ch, int la
       for (int r = 0; r < NR; r++) {
         const float xsv = xsum[r * nsb + v];
 #pragma unroll
-        for (int rw = 0; rw < kRW; rw++) d[rw][r] = fmaf(-24.f, xsv, d[rw][r]);
+        for (int rw = 0; rw < kRW; rw++) d[0][rw][r] = fmaf(-24.f, xsv, d[0][rw][r]);
       }
     }
 #pragma unroll
     for (int rw = 0; rw < kRW; rw++)
 #pragma unroll
-      for (int r = 0; r < NR; r++) acc[rw][r] = fmaf(scale_of(sc[rw]), d[rw][r], acc[rw][r]);
+      for (int r = 0; r < NR; r++) acc[rw][r] = fmaf(scale_of(sc[rw]), d[0][rw][r], acc[rw][r]);
   } else {
 #pragma unroll
     for (int rw = 0; rw < kRW; rw++)
 #pragma unroll
-      for (int r = 0; r < NR; r++) acc[rw][r] = d[rw][r];
+      for (int r = 0; r < NR; r++) acc[rw][r] = d[0][rw][r];
   }
 }
 
@@ -328,6 +384,10 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
   const int firstPair = warp * gridDim.x + blockIdx.x;
   const bool vecPath = !p.scalarW;
   const int nch = (p.kv + 31) >> 5;  // 32-vector chunks per row
+#if LLAMA_TS_GEMV_TRACE
+  unsigned long long trClk[4] = {0, 0, 0, 0}, trG0 = 0;
+  if (tid == 0) { trClk[0] = clock64(); trG0 = gtimer(); }
+#endif
 
 #if LLAMA_TS_PDL_EARLY_TRIGGER && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  // see device_util.cuh pdl_enter
@@ -350,6 +410,25 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
     }
   }
 
+  constexpr int kL2Ahead = NR == 1 ? OneRow<FMT>::l2Ahead : 0;
+  if (kL2Ahead > 0 && vecPath) {
+    // the next kL2Ahead chunks of the warp's sequence into L2 (4 lanes x 128 bytes per 512-byte row chunk)
+    Pair pc = lc;
+    int ppr = lpr, pch = lch;
+    for (int j = 0; j < kL2Ahead && ppr < total; j++) {
+      const int v = 32 * pch + lane;
+      if ((lane & 7) == 0 && v < p.kv) {
+#pragma unroll
+        for (int rw = 0; rw < kRW; rw++)
+          asm volatile("prefetch.global.L2 [%0];" ::"l"(pc.rp[rw] + (size_t)v * 16));
+      }
+      if (++pch == nch) {
+        pch = 0;
+        ppr += gstride;
+        if (ppr < total) setup_pair(p, ppr, pc);
+      }
+    }
+  }
   // Programmatic dependent launch: everything above reads only weights; x, res and y belong to earlier
   // kernels of the stream, so wait for them here. Let the next kernel launch early (its own wait protects it).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -358,6 +437,7 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 #endif
+  GEMV_TRACE_STAMP(1)
 
   // ---- stage x (nRows rows, padded to kp with zeros) while the first chunks are in flight ----
   const int kq = p.kp >> 2;       // logical slots per row
@@ -370,6 +450,13 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
       float4* dst = &xs4[r * rs + xslot(c)];
       if (e < p.k) cp_async16(dst, p.x + (size_t)r * p.ldx + e);
       else *dst = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    if (p.normSmem) {
+      float4* nws4 = reinterpret_cast<float4*>(xs + norm_smem_offset(NR, p.kp, FMT == WF_I4));
+      for (int c = tid; c < kq; c += nt) {
+        if (4 * c < p.k) cp_async16(&nws4[c], p.normW + 4 * c);
+        else nws4[c] = make_float4(0.f, 0.f, 0.f, 0.f);
+      }
     }
     cp_async_wait_all();
   } else {
@@ -433,7 +520,9 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
       const int c = cb + lane;
       const bool ok = c < kq;
       float4 nw = make_float4(1.f, 1.f, 1.f, 1.f);
-      if (p.normW != nullptr && ok) {
+      if (p.normSmem && ok) {
+        nw = reinterpret_cast<const float4*>(xs + norm_smem_offset(NR, p.kp, FMT == WF_I4))[c];
+      } else if (p.normW != nullptr && ok) {
         const int e = 4 * c;
         nw.x = e + 0 < p.k ? __ldg(p.normW + e + 0) : 0.f;
         nw.y = e + 1 < p.k ? __ldg(p.normW + e + 1) : 0.f;
@@ -461,6 +550,7 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
     }
   }
   __syncthreads();
+  GEMV_TRACE_STAMP(2)
 
   if constexpr (!FmtInfo<FMT>::QUANT) {
     if (!vecPath) {
@@ -524,6 +614,17 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
       }
     }
   }
+#if LLAMA_TS_GEMV_TRACE
+  __syncthreads();
+  if (tid == 0) {
+    const unsigned i = atomicAdd(&g_trace_n, 1u);
+    if (i < LLAMA_TS_GEMV_TRACE) {
+      GemvTraceRec& r = g_trace[i];
+      r.clk[0] = trClk[0]; r.clk[1] = trClk[1]; r.clk[2] = trClk[2]; r.clk[3] = clock64();
+      r.gt0 = trG0; r.gt3 = gtimer(); r.smid = smid(); r.k = (unsigned)p.k; r.pairs = (unsigned)total;
+    }
+  }
+#endif
 }
 
 template <int FMT>
@@ -542,6 +643,20 @@ KernelFn kernel_for_nr(int nr) {
 }
 
 }  // namespace
+
+#if LLAMA_TS_GEMV_TRACE
+int gemv_trace_take(GemvTraceRec* out, int cap) {
+  unsigned n = 0;
+  if (cudaDeviceSynchronize() != cudaSuccess) return -1;
+  if (cudaMemcpyFromSymbol(&n, g_trace_n, sizeof n) != cudaSuccess) return -1;
+  if (n > LLAMA_TS_GEMV_TRACE) n = LLAMA_TS_GEMV_TRACE;
+  const int c = (int)n < cap ? (int)n : cap;
+  if (c > 0 && cudaMemcpyFromSymbol(out, g_trace, sizeof(GemvTraceRec) * c) != cudaSuccess) return -1;
+  const unsigned zero = 0;
+  if (cudaMemcpyToSymbol(g_trace_n, &zero, sizeof zero) != cudaSuccess) return -1;
+  return c;
+}
+#endif
 
 KernelFn kernel_for(int fmt, int nr) {
   switch (fmt) {

@@ -3,6 +3,7 @@
 // kernels.cuh). Not part of kernels.cuh.
 #pragma once
 #include "kernels.cuh"
+#include "gemv_trace.cuh"
 
 namespace llama_ts {
 namespace {
@@ -17,6 +18,11 @@ constexpr int kMaxNR = 8;            // most activation rows per GEMV call
 constexpr int kThreads = LLAMA_TS_GEMV_THREADS;  // threads per GEMV block
 // Floats per staged x row: kp = roundup(k, 32) plus one pad slot (4 floats) per 8 slots (see xslot).
 __host__ __device__ inline int x_row_floats(int kp) { return kp + kp / 8; }
+// Float offset in dynamic shared memory of the staged RMSNorm weight (normSmem): after nr x rows and, for
+// int4, the per-32-element sums (rounded up to 16 bytes).
+__host__ __device__ inline int norm_smem_offset(int nr, int kp, bool i4) {
+  return nr * x_row_floats(kp) + (i4 ? (nr * (kp / 32) + 3) / 4 * 4 : 0);
+}
 
 }  // namespace
 
@@ -46,9 +52,11 @@ struct GemvParams {
   int mode;               // 0: rows 2p, 2p+1 of one weight; 1: gate/up (row p of w[0] and of w[1])
   int xVec;               // x rows can be read as float4
   int scalarW;            // float formats: scalar (unaligned) weight path
+  int normSmem;           // normW is staged into shared memory with x (cp.async, one round trip)
 };
 
 using KernelFn = void (*)(const GemvParams);
+
 // The GEMV kernel for weight format fmt and nr (1..kMaxNR) activation rows; nullptr for others (gemv.cu).
 KernelFn kernel_for(int fmt, int nr);
 

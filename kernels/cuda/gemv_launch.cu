@@ -185,7 +185,19 @@ cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int
   if (pairs == 0) return cudaGetLastError();
 
   KernelFn fn = kernel_for(fmt, nRows);
-  const size_t smem = gemv_smem_bytes(fmt, nRows, k);
+  size_t smem = gemv_smem_bytes(fmt, nRows, k);
+  p.normSmem = 0;
+#ifndef LLAMA_TS_GEMV_NORM_SMEM
+#define LLAMA_TS_GEMV_NORM_SMEM 1
+#endif
+  if (LLAMA_TS_GEMV_NORM_SMEM && normW && p.xVec && aligned16(normW)) {
+    // the norm weight comes into shared memory with x in the same cp.async round trip, where it fits
+    const size_t withNorm = (size_t)(norm_smem_offset(nRows, p.kp, fmt == WF_I4) + p.kp) * 4;
+    if (withNorm <= (size_t)kSmemBudget) {
+      smem = withNorm;
+      p.normSmem = 1;
+    }
+  }
   int bps = 0, nsm = 0;
   bool pdl = false;
   cudaError_t e = prepare_kernel(fn, smem, &bps, &nsm, &pdl);

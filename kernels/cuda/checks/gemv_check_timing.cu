@@ -2,7 +2,12 @@
 // for LLaMA-7B shapes, from CUDA-graph replay, with weights rotated so L2 holds none between calls.
 #include "gemv_check.cuh"
 
+#include <algorithm>
+#include <map>
 #include <string>
+#if LLAMA_TS_GEMV_TRACE
+#include "../gemv_trace.cuh"
+#endif
 
 using namespace llama_ts;
 
@@ -213,6 +218,118 @@ void time_layer(int fmt, int group) {
   add_row(nm, us, wo.bytesEach * 4 + 2 * w1.bytesEach + w2.bytesEach);
   CK(cudaFree(a)); CK(cudaFree(nw)); CK(cudaFree(h)); CK(cudaFree(g)); CK(cudaFree(qkv));
 }
+
+#if LLAMA_TS_GEMV_TRACE
+// One 7B layer's GEMVs (as time_layer) launched eagerly for `layers` layers with the trace build's stamps;
+// prints, per GEMV of the layer, medians over SMs and launches of: the gap between the previous block's exit
+// on the SM and this block's entry, entry -> griddepcontrol.wait returned, wait -> x staged, staged -> exit;
+// and per launch (global timer) the spread of block entries and exits and the launch's span.
+void trace_layer(int fmt, int group, int layers) {
+  const int dim = 4096, hid = 11008;
+  const int g2 = group == dim ? hid : group;
+  WSet wo(fmt, dim, dim, group, 21), w1(fmt, hid, dim, group, 22), w3(fmt, hid, dim, group, 23),
+      w2(fmt, dim, hid, g2, 24), wq(fmt, dim, dim, group, 25), wk(fmt, dim, dim, group, 26),
+      wv(fmt, dim, dim, group, 27);
+  float* a = check::to_dev(check::rand_vec(dim, 81));
+  float* nw = check::to_dev(check::rand_vec(dim, 82));
+  float *h, *g, *qkv;
+  CK(cudaMalloc(&h, dim * 4));
+  CK(cudaMalloc(&g, hid * 4));
+  CK(cudaMalloc(&qkv, 3 * dim * 4));
+  CK(cudaMemset(h, 0, dim * 4));
+  float* ys[3] = {qkv, qkv + dim, qkv + 2 * dim};
+  auto pick = [](const WSet& w, int i) { return w.ws[i % w.ws.size()].ref; };
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  auto layer = [&](int i) {
+    const WeightRef w[3] = {pick(wq, i), pick(wk, i), pick(wv, i)};
+    GemvArgs ao{a, dim, 1, pick(wo, i), h, dim, h, nullptr, 1e-5f};
+    CK(gemv(ao, s));
+    CK(gemv_gateup(h, dim, 1, pick(w1, i), pick(w3, i), g, hid, nw, 1e-5f, s));
+    GemvArgs a2{g, hid, 1, pick(w2, i), h, dim, h, nullptr, 1e-5f};
+    CK(gemv(a2, s));
+    CK(gemv_multi(h, dim, 1, w, ys, 3, nw, 1e-5f, s));
+  };
+  std::vector<GemvTraceRec> rec(LLAMA_TS_GEMV_TRACE);
+  for (int i = 0; i < 8; i++) layer(i);
+  CK(cudaStreamSynchronize(s));
+  gemv_trace_take(rec.data(), (int)rec.size());
+  for (int i = 0; i < layers; i++) layer(i);
+  CK(cudaStreamSynchronize(s));
+  const int n = gemv_trace_take(rec.data(), (int)rec.size());
+  rec.resize(n > 0 ? n : 0);
+  // per SM, in entry order
+  std::map<unsigned, std::vector<GemvTraceRec>> bySm;
+  for (auto& r : rec) bySm[r.smid].push_back(r);
+  size_t per = 0;
+  bool even = true;
+  for (auto& kv : bySm) {
+    std::sort(kv.second.begin(), kv.second.end(),
+              [](const GemvTraceRec& x, const GemvTraceRec& y) { return x.clk[0] < y.clk[0]; });
+    if (per == 0) per = kv.second.size();
+    even = even && kv.second.size() == per;
+  }
+  auto name = [](const GemvTraceRec& r) {
+    return r.k == 11008 ? "w2" : r.pairs == 2048 ? "wo" : r.pairs == 11008 ? "gate/up" : "qkv";
+  };
+  std::map<std::string, std::vector<double>> gap, wait, stage, mainl, total;
+  for (auto& kv : bySm) {
+    const auto& v = kv.second;
+    if (v.size() < 2) continue;
+    const double cpn = (double)(v.back().clk[3] - v.front().clk[0]) / (double)(v.back().gt3 - v.front().gt0);
+    for (size_t i = 1; i < v.size(); i++) {
+      const std::string nm = name(v[i]);
+      gap[nm].push_back((double)(v[i].clk[0] - v[i - 1].clk[3]) / cpn / 1000.0);
+      wait[nm].push_back((double)(v[i].clk[1] - v[i].clk[0]) / cpn / 1000.0);
+      stage[nm].push_back((double)(v[i].clk[2] - v[i].clk[1]) / cpn / 1000.0);
+      mainl[nm].push_back((double)(v[i].clk[3] - v[i].clk[2]) / cpn / 1000.0);
+      total[nm].push_back((double)(v[i].clk[3] - v[i - 1].clk[3]) / cpn / 1000.0);
+    }
+  }
+  auto q = [](std::vector<double> x, double f) {
+    std::sort(x.begin(), x.end());
+    return x.empty() ? 0.0 : x[(size_t)(f * (x.size() - 1))];
+  };
+  std::printf("\n-- trace: %s g=%d, %d layers, %d blocks on %zu SMs (%s per SM) --\n", fmt_name(fmt), group,
+              layers, n, bySm.size(), even ? "same count" : "UNEVEN count");
+  std::printf("per block on its SM, us (median / p10 / p90): prev exit->entry | entry->wait done | staging | main | exit-to-exit\n");
+  for (const char* nm : {"wo", "gate/up", "w2", "qkv"}) {
+    std::printf("  %-8s", nm);
+    for (auto* m : {&gap, &wait, &stage, &mainl, &total})
+      std::printf(" | %6.2f %6.2f %6.2f", q((*m)[nm], 0.5), q((*m)[nm], 0.1), q((*m)[nm], 0.9));
+    std::printf("\n");
+  }
+  if (even && per > 1) {
+    // launch j = the j-th block on every SM
+    std::map<std::string, std::vector<double>> es, xs, span, lgap;
+    unsigned long long prevEnd = 0;
+    for (size_t j = 0; j < per; j++) {
+      unsigned long long e0 = ~0ull, e1 = 0, x0 = ~0ull, x1 = 0;
+      std::string nm;
+      for (auto& kv : bySm) {
+        const auto& r = kv.second[j];
+        e0 = std::min(e0, r.gt0); e1 = std::max(e1, r.gt0);
+        x0 = std::min(x0, r.gt3); x1 = std::max(x1, r.gt3);
+        nm = name(r);
+      }
+      es[nm].push_back((e1 - e0) / 1000.0);
+      xs[nm].push_back((x1 - x0) / 1000.0);
+      span[nm].push_back((x1 - e0) / 1000.0);
+      if (j > 0) lgap[nm].push_back(((double)e0 - (double)prevEnd) / 1000.0);
+      prevEnd = x1;
+    }
+    std::printf("per launch, global timer, us (median / p10 / p90): entry spread | exit spread | first entry->last exit | prev last exit->first entry\n");
+    for (const char* nm : {"wo", "gate/up", "w2", "qkv"}) {
+      std::printf("  %-8s", nm);
+      for (auto* m : {&es, &xs, &span, &lgap})
+        std::printf(" | %6.2f %6.2f %6.2f", q((*m)[nm], 0.5), q((*m)[nm], 0.1), q((*m)[nm], 0.9));
+      std::printf("\n");
+    }
+  }
+  CK(cudaStreamDestroy(s));
+  CK(cudaFree(a)); CK(cudaFree(nw)); CK(cudaFree(h)); CK(cudaFree(g)); CK(cudaFree(qkv));
+}
+#endif
 
 double copy_bandwidth() {
   const size_t n = (size_t)1 << 30;

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The one-row GEMV's per-format pipeline depth, L2 prefetch, two accumulator chains and the norm weight staged
+# with x (kernels/cuda/gemv.cu OneRow, gemv_launch.cu normSmem) on the GPU machine, one call (device tool,
+# carrying .deno and .gl):
+#   source .deno/device-env.sh; bash bench/gemv_depth_device.sh
+# Before the call, here:
+#   PREBUILT_CHECKS="gemv_check ops_check" bash bench/cuda_prebuild.sh      (A: the defaults)
+#   deno run -A tools/build_cuda.ts --arch sm_90 --out /tmp/lib_b.so --define LLAMA_TS_GEMV_D1=4 \
+#     --define LLAMA_TS_GEMV_L2AHEAD=0 --define LLAMA_TS_GEMV_SPLITACC=0 --define LLAMA_TS_GEMV_NORM_SMEM=0
+#   mkdir -p .deno/ab && xz -c /tmp/lib_b.so >.deno/ab/lib_b.so.xz       (B: the kernels before this change)
+# 1. build/gemv_check: every GEMV case against its double reference, then one 7B layer's GEMVs timed (A).
+# 2. Decode tok/s, 7B shape, batch 1, 16-token prompt, 128 new tokens, best of REPEAT (5), fp16 / int8 / int4,
+#    B and A interleaved, ROUNDS (2) times.
+# 3. The GPU tests with A.
+# Output: $OUT/depth.txt (summary), $OUT/gemv_check.txt, $OUT/tests.log.
+set -uo pipefail
+source "$(dirname "$0")/_device_common.sh"
+build_lib --checks || exit 1
+[ -f .deno/ab/lib_b.so.xz ] || { echo "no .deno/ab/lib_b.so.xz (B); see the header"; exit 1; }
+xz -dc .deno/ab/lib_b.so.xz >build/lib_b.so
+ckpt_7b >"$OUT/ckpt.log" 2>&1 &
+timeout 200 build/gemv_check --layer-timing >"$OUT/gemv_check.txt" 2>&1
+echo "gemv_check exit $?" >>"$OUT/gemv_check.txt"
+wait
+ckpt_7b || exit 1
+run() { LLAMA_TS_CUDA_LIB=$1 bench_7b "$2" 16 128 "${REPEAT:-5}" 1024; }  # lib quant
+{
+  echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
+  grep -E "layer|FAIL|failures|all ok|exit" "$OUT/gemv_check.txt" | tail -8
+  for round in $(seq "${ROUNDS:-2}"); do
+    for q in f16 int8 int4; do
+      echo "$q B (before): $(run build/lib_b.so $q)"
+      echo "$q A (now):    $(run build/libllama_ts_cuda.so $q)"
+    done
+  done
+} | tee "$OUT/depth.txt"
+timeout 280 deno test -A tests/cuda_test.ts tests/cuda_attn_fuse_test.ts tests/ops_test.ts tests/golden_test.ts \
+  tests/quant_test.ts tests/sample_op_test.ts tests/attention_kv_test.ts >"$OUT/tests.log" 2>&1
+echo "tests exit $?" >>"$OUT/tests.log"
+grep -E "passed|FAILED" "$OUT/tests.log" | tail -12 | tee -a "$OUT/depth.txt"
