@@ -90,28 +90,3 @@ Deno.test({
     });
   },
 });
-
-Deno.test({
-  name: "cuda: the decode attention's L2 prefetch of the next GEMV's weights leaves every logit as it was",
-  ignore: gpu.score === 0,
-  fn: async () => {
-    // LLAMA_TS_ATTN_L2PF=0 (no prefetch) against the default; a wrong range faults or reads another buffer
-    await restoringEnv("LLAMA_TS_ATTN_L2PF", async () => {
-      const v = VARIANTS[0];
-      for (const dtype of ["f32", "f16"] as const) {
-        const logits = async (on: boolean) => {
-          if (on) Deno.env.delete("LLAMA_TS_ATTN_L2PF");
-          else Deno.env.set("LLAMA_TS_ATTN_L2PF", "0");
-          const ids = Array.from({ length: 40 }, (_, i) => (i * 31 + 5) % 512);
-          using e = await Engine.create(memoryModel(v.config, synthWeights(v.config, 62), dtype), tok, {
-            backend: "cuda",
-            kvDType: v.kvDType,
-          });
-          return flatten(await e.logitsFor(ids));
-        };
-        const on = await logits(true), off = await logits(false);
-        assert.deepEqual(on, off, `${dtype} weights: logits with and without the prefetch`);
-      }
-    });
-  },
-});

@@ -59,8 +59,6 @@ struct AttnParams {
   const float* invFreq;
   int ropeStyle;
   unsigned* counters;  // [nTokens][head blocks] arrival counts, zero between launches
-  const char* pf;      // L2 prefetch range (attention()'s l2): 16-byte aligned start, pfBytes a multiple of 16
-  unsigned long long pfBytes;
 };
 
 // Most rows of a decode batch (attention()'s rowsOwnSeq) the decode kernel takes, one block row per step

@@ -60,19 +60,6 @@ __device__ unsigned g_dec_counters[kDecMaxRows * kDecMaxHeadBlocks];
 template <typename T, int HD, int GBT>
 __global__ void __launch_bounds__(kAttnThreads, 1) attn_decode_kernel(const AttnParams p) {
   pdl_enter();  // see device_util.cuh: before any read or early return
-  if (p.pfBytes != 0 && threadIdx.x == 0) {
-    // this block's slice of the L2 prefetch range (fire and forget; sm_90 bulk prefetch)
-    const unsigned long long nb = (unsigned long long)gridDim.x * gridDim.y * gridDim.z;
-    const unsigned long long b = ((unsigned long long)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-    const unsigned long long slice = ((p.pfBytes + nb - 1) / nb + 15) & ~15ull;
-    const unsigned long long o = b * slice;
-    if (o < p.pfBytes) {
-      const unsigned n = (unsigned)min(slice, p.pfBytes - o);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.pf + o), "r"(n) : "memory");
-#endif
-    }
-  }
   using Gm = DecGeom<T, HD>;
   constexpr int ES = Gm::ES, VE = Gm::VE, LPR = Gm::LPR, NG = Gm::NG;
   constexpr int U = GBT >= 4 ? 4 : 8;  // rows per lane per batch: U K and U V loads in flight together

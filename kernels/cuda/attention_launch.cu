@@ -106,7 +106,7 @@ size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCt
 cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, int kvFmt, float* out, int nTokens,
                       int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
                       StepDev st, cudaStream_t s, bool rowsOwnSeq, const float* kScale, const float* vScale,
-                      const AttnRope* rope, const L2Range* l2) {
+                      const AttnRope* rope) {
   if (nTokens < 0 || nHeads <= 0 || nKvHeads <= 0 || nHeads % nKvHeads || blockSize <= 0 || maxCtx <= 0)
     return cudaErrorInvalidValue;
   if (headDim < 2 || headDim > 256 || headDim % 2) return cudaErrorInvalidValue;
@@ -167,14 +167,6 @@ cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, in
     p.ropeV = rope->v;
     p.invFreq = rope->invFreq;
     p.ropeStyle = rope->style;
-  }
-  if (decodeKernel && l2 != nullptr && l2->p != nullptr) {
-    // whole 16-byte lines inside the range
-    const uintptr_t a = ((uintptr_t)l2->p + 15) & ~(uintptr_t)15, end = ((uintptr_t)l2->p + l2->bytes) & ~(uintptr_t)15;
-    if (end > a) {
-      p.pf = reinterpret_cast<const char*>(a);
-      p.pfBytes = end - a;
-    }
   }
   cudaError_t e;
   bool merged = false;

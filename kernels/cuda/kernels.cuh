@@ -160,17 +160,10 @@ struct AttnRope {
   const float* invFreq;
   int style;
 };
-// l2 (optional): a read-only byte range (e.g. the next GEMV's weights) that the decode kernel's blocks ask L2
-// to prefetch once they have waited for the previous kernel, while HBM would otherwise idle through the
-// attention; whole 16-byte lines inside the range only. Other attention kernels ignore it.
-struct L2Range {
-  const void* p;
-  size_t bytes;
-};
 cudaError_t attention(const float* q, const void* cacheK, const void* cacheV, int kvFmt, float* out, int nTokens,
                       int nHeads, int nKvHeads, int headDim, float scale, int blockSize, int maxCtx, float* scratch,
                       StepDev st, cudaStream_t s, bool rowsOwnSeq = false, const float* kScale = nullptr,
-                      const float* vScale = nullptr, const AttnRope* rope = nullptr, const L2Range* l2 = nullptr);
+                      const float* vScale = nullptr, const AttnRope* rope = nullptr);
 size_t attention_scratch_bytes(int maxTokens, int nHeads, int headDim, int maxCtx);
 
 // ---- int8 KV cache (kv_int8.cu) -----------------------------------------------------------------------

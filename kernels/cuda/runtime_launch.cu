@@ -51,32 +51,11 @@ uint32_t skipped_ops() {
   return m;
 }
 
-// The weight bytes (not the scales) of the MATMUL record right after record ri, or an empty range. The fused
-// decode attention asks L2 to prefetch them (attention()'s l2): HBM idles while it runs, and that GEMV (wo)
-// follows it. LLAMA_TS_ATTN_L2PF=0 turns this off (the A/B baseline).
-L2Range next_matmul_weights(const Program& p, int ri) {
-  if (ri + 1 >= (int)p.starts.size()) return {nullptr, 0};
-  Reader r{p.words.data(), p.starts[ri + 1]};
-  if (r.i64() != OP_MATMUL) return {nullptr, 0};
-  r.i64();  // length
-  r.ptr<const float>();  // x
-  r.i32();               // ldx
-  const WeightRef w = r.weight();
-  const size_t bits = w.fmt == WF_F32 ? 32 : (w.fmt == WF_F16 || w.fmt == WF_BF16) ? 16 : w.fmt == WF_I8 ? 8 : 4;
-  return {w.q, (size_t)w.m * (size_t)w.k * bits / 8};
-}
-
-bool l2pf_enabled() {
-  const char* e = std::getenv("LLAMA_TS_ATTN_L2PF");
-  return e == nullptr || std::strcmp(e, "0") != 0;
-}
-
 }  // namespace
 
 // Launch every record for a step of nT rows (nL logit rows); prof: mark each record for the profiler.
 cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
   const StepDev st = p.st;
-  const bool l2pf = l2pf_enabled();
   const uint32_t skip = nT == 1 ? skipped_ops() : 0;
   // A ROPE_KV record right before an ATTENTION record is held back and handed to attention() (AttnRope): the
   // decode kernel applies RoPE and writes the cache row itself; where it does not, both launch as before.
@@ -305,9 +284,8 @@ cudaError_t launch_all(Program& p, int nT, int nL, bool prof) {
               held.nKvHeads == nKvHeads && held.headDim == headDim && held.kvFmt == kvFmt &&
               held.blockSize == blockSize) {
             const AttnRope ar{held.k, held.v, held.invFreq, held.style};
-            const L2Range l2 = l2pf ? next_matmul_weights(p, ri) : L2Range{nullptr, 0};
             e = attention(q, ck, cv, kvFmt, out, nT, nHeads, nKvHeads, headDim, scale, blockSize, maxCtx,
-                          p.attnScratch, st, g_stream, own, nullptr, nullptr, &ar, l2.p ? &l2 : nullptr);
+                          p.attnScratch, st, g_stream, own, nullptr, nullptr, &ar);
             if (e != cudaErrorNotSupported) {  // fused (or failed): the held record is done
               holding = false;
               break;
