@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The one-row GEMV's per-format pipeline depth, L2 prefetch, two accumulator chains and the norm weight staged
-# with x (kernels/cuda/gemv.cu OneRow, gemv_launch.cu normSmem) on the GPU machine, one call (device tool,
-# carrying .deno and .gl):
+# A/B of the decode GEMVs on the GPU machine, one call (device tool, carrying .deno and .gl): A = this tree's
+# library (prebuilt), B = a library built before the call from other sources or with other macros.
 #   source .deno/device-env.sh; bash bench/gemv_depth_device.sh
 # Before the call, here:
-#   PREBUILT_CHECKS="gemv_check ops_check" bash bench/cuda_prebuild.sh      (A: the defaults)
+#   PREBUILT_CHECKS="gemv_check" bash bench/cuda_prebuild.sh                (A)
+#   B, for the one-row depth / L2 prefetch / accumulator chains / staged norm weight change (gemv.cu OneRow):
 #   deno run -A tools/build_cuda.ts --arch sm_90 --out /tmp/lib_b.so --define LLAMA_TS_GEMV_D1=4 \
 #     --define LLAMA_TS_GEMV_L2AHEAD=0 --define LLAMA_TS_GEMV_SPLITACC=0 --define LLAMA_TS_GEMV_NORM_SMEM=0
-#   mkdir -p .deno/ab && xz -c /tmp/lib_b.so >.deno/ab/lib_b.so.xz       (B: the kernels before this change)
+#   or from an earlier commit's kernels/cuda (git archive), nvcc with tools/build_cuda.ts's source list;
+#   mkdir -p .deno/ab && xz -9e -c /tmp/lib_b.so >.deno/ab/lib_b.so.xz
 # 1. build/gemv_check: every GEMV case against its double reference, then one 7B layer's GEMVs timed (A).
 # 2. Decode tok/s, 7B shape, batch 1, 16-token prompt, 128 new tokens, best of REPEAT (5), fp16 / int8 / int4,
 #    B and A interleaved, ROUNDS (2) times.

@@ -20,8 +20,9 @@
 //     griddepcontrol.wait (earlier kernels' x / res / y are now visible), then allows the next kernel to
 //     launch. Back to back GEMVs thus overlap one's weight prefetch with the other's tail.
 //   * The nRows activation rows are staged with cp.async (or plain loads when x rows are not 16-byte
-//     aligned) once per block into shared memory as f32, RMS-normalized in place when normW != null (the
-//     norm weight comes in the same cp.async round trip where it fits, normSmem). Layout:
+//     aligned) once per block into shared memory as f32, in one pass and one barrier: with normW, x * normW
+//     is stored (the norm weight comes in the same cp.async round trip where it fits, normSmem) and the RMS
+//     factor multiplies the dot products in the epilogue. Layout:
 //     16-byte slot c of a row at slot c + c/8, so a lane's 1..8 slots of one weight vector are contiguous
 //     (immediate-offset LDS.128) and the 8 lanes of a quarter warp hit 8 distinct bank groups in every
 //     format. Each x value read from shared memory serves both weight rows.
@@ -318,9 +319,10 @@ __device__ __forceinline__ float load_scalar_w(const uint8_t* rowp, int e) {
 }
 
 // Warp-reduces acc and writes the pair's outputs (lane-distributed).
+// inv: the x rows' RMS factors (1 without a norm; see the staging in gemv_kernel).
 template <int NR>
 __device__ __forceinline__ void reduce_and_store(const GemvParams& p, int wi, int lp, int lane,
-                                                 float (&acc)[kRW][NR]) {
+                                                 float (&acc)[kRW][NR], const float (&inv)[NR]) {
 #pragma unroll
   for (int rw = 0; rw < kRW; rw++)
 #pragma unroll
@@ -331,7 +333,7 @@ __device__ __forceinline__ void reduce_and_store(const GemvParams& p, int wi, in
       t += __shfl_xor_sync(0xffffffffu, t, 4);
       t += __shfl_xor_sync(0xffffffffu, t, 2);
       t += __shfl_xor_sync(0xffffffffu, t, 1);
-      acc[rw][r] = t;
+      acc[rw][r] = p.normW != nullptr ? t * inv[r] : t;
     }
   if (p.mode == 1) {
     // lane r < NR writes y[r*ldy + lp] = silu(gate) * up
@@ -440,116 +442,108 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
   GEMV_TRACE_STAMP(1)
 
   // ---- stage x (nRows rows, padded to kp with zeros) while the first chunks are in flight ----
+  // One pass, one barrier: lane l of warp w owns 16-byte slot c = 32w + l (+ multiples of the block's
+  // threads) of every row. It copies the slot (cp.async, or plain loads when x rows are not 16-byte aligned)
+  // and, with normSmem, the norm weight's slot; waits for its own copies only; then multiplies by the norm
+  // weight, accumulates sum(x^2) and (int4) the per-32-element sums over 8 lanes, all on its own slots. The
+  // RMS factor inv = rsqrt(mean(x^2) + eps) is applied to the dot products in the epilogue (the GEMV is
+  // linear in x), so no second pass over x waits for the block-wide sum.
   const int kq = p.kp >> 2;       // logical slots per row
   const int rs = rowFloats >> 2;  // physical slots per row
-  const int S = NR * kq;
-  if (p.xVec) {
-    // all slots in flight at once: cp.async (16 B, L2 only) straight into shared memory
-    for (int i = tid; i < S; i += nt) {
-      const int r = i / kq, c = i - r * kq, e = 4 * c;
-      float4* dst = &xs4[r * rs + xslot(c)];
-      if (e < p.k) cp_async16(dst, p.x + (size_t)r * p.ldx + e);
-      else *dst = make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-    if (p.normSmem) {
-      float4* nws4 = reinterpret_cast<float4*>(xs + norm_smem_offset(NR, p.kp, FMT == WF_I4));
-      for (int c = tid; c < kq; c += nt) {
-        if (4 * c < p.k) cp_async16(&nws4[c], p.normW + 4 * c);
+  constexpr bool kSums = (FMT == WF_I4);
+  const bool norm = p.normW != nullptr;
+  float4* nws4 = reinterpret_cast<float4*>(xs + norm_smem_offset(NR, p.kp, FMT == WF_I4));
+  const int nsb = p.kp >> 5;
+  if (p.xVec) {  // every owned slot in flight at once
+    for (int c = warp * 32 + lane; c < kq; c += nt) {
+      const int e = 4 * c;
+#pragma unroll
+      for (int r = 0; r < NR; r++) {
+        float4* dst = &xs4[r * rs + xslot(c)];
+        if (e < p.k) cp_async16(dst, p.x + (size_t)r * p.ldx + e);
+        else *dst = make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+      if (p.normSmem) {
+        if (e < p.k) cp_async16(&nws4[c], p.normW + e);
         else nws4[c] = make_float4(0.f, 0.f, 0.f, 0.f);
       }
     }
-    cp_async_wait_all();
-  } else {
-    for (int i0 = tid; i0 < S; i0 += 4 * nt) {
-      float4 v[4];
-#pragma unroll
-      for (int u = 0; u < 4; u++) {
-        const int i = i0 + u * nt;
-        v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (i < S) {
-          const int r = i / kq, c = i - r * kq, e = 4 * c;
-          const float* xr = p.x + (size_t)r * p.ldx;
-          if (e + 0 < p.k) v[u].x = __ldg(xr + e + 0);
-          if (e + 1 < p.k) v[u].y = __ldg(xr + e + 1);
-          if (e + 2 < p.k) v[u].z = __ldg(xr + e + 2);
-          if (e + 3 < p.k) v[u].w = __ldg(xr + e + 3);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < 4; u++) {
-        const int i = i0 + u * nt;
-        if (i < S) {
-          const int r = i / kq, c = i - r * kq;
-          xs4[r * rs + xslot(c)] = v[u];
-        }
-      }
-    }
+    cp_async_wait_all();  // this thread's copies: the pass below reads only its own slots
   }
-  constexpr bool kSums = (FMT == WF_I4);
-  if (p.normW != nullptr || kSums) {
-    __syncthreads();
-    float inv[NR];
+  float ss[NR];
 #pragma unroll
-    for (int r = 0; r < NR; r++) inv[r] = 1.f;
-    if (p.normW != nullptr) {
+  for (int r = 0; r < NR; r++) ss[r] = 0.f;
+  const bool pass = norm || kSums || !p.xVec;  // else the cp.async copies are all there is to do
+  for (int cb = warp * 32; pass && cb < kq; cb += nt) {  // warp-uniform (8-lane shuffles below)
+    const int c = cb + lane, e = 4 * c;
+    const bool ok = c < kq;
+    float4 v[NR];
+    if (p.xVec) {
 #pragma unroll
-      for (int r = 0; r < NR; r++) {
-        float ss = 0.f;
-        for (int c = tid; c < kq; c += nt) {
-          const float4 a = xs4[r * rs + xslot(c)];
-          ss = fmaf(a.x, a.x, ss); ss = fmaf(a.y, a.y, ss); ss = fmaf(a.z, a.z, ss); ss = fmaf(a.w, a.w, ss);
-        }
-        ss += __shfl_xor_sync(0xffffffffu, ss, 16);
-        ss += __shfl_xor_sync(0xffffffffu, ss, 8);
-        ss += __shfl_xor_sync(0xffffffffu, ss, 4);
-        ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-        ss += __shfl_xor_sync(0xffffffffu, ss, 1);
-        if (lane == 0) red[r][warp] = ss;
-      }
-      __syncthreads();
+      for (int r = 0; r < NR; r++) v[r] = ok ? xs4[r * rs + xslot(c)] : make_float4(0.f, 0.f, 0.f, 0.f);
+    } else {
 #pragma unroll
       for (int r = 0; r < NR; r++) {
-        float ss = 0.f;
-        for (int w = 0; w < nwarps; w++) ss += red[r][w];
-        inv[r] = rsqrtf(ss / (float)p.k + p.eps);
+        v[r] = make_float4(0.f, 0.f, 0.f, 0.f);
+        const float* xr = p.x + (size_t)r * p.ldx;
+        if (ok && e + 0 < p.k) v[r].x = __ldg(xr + e + 0);
+        if (ok && e + 1 < p.k) v[r].y = __ldg(xr + e + 1);
+        if (ok && e + 2 < p.k) v[r].z = __ldg(xr + e + 2);
+        if (ok && e + 3 < p.k) v[r].w = __ldg(xr + e + 3);
       }
     }
-    // rescale by inv * normW and/or compute per-32-element sums; warp-uniform loop (8-lane shuffles)
-    const int nsb = p.kp >> 5;
-    for (int cb = warp * 32; cb < kq; cb += nt) {
-      const int c = cb + lane;
-      const bool ok = c < kq;
-      float4 nw = make_float4(1.f, 1.f, 1.f, 1.f);
-      if (p.normSmem && ok) {
-        nw = reinterpret_cast<const float4*>(xs + norm_smem_offset(NR, p.kp, FMT == WF_I4))[c];
-      } else if (p.normW != nullptr && ok) {
-        const int e = 4 * c;
+    float4 nw = make_float4(1.f, 1.f, 1.f, 1.f);
+    if (norm && ok) {
+      if (p.normSmem) {
+        nw = nws4[c];
+      } else {
         nw.x = e + 0 < p.k ? __ldg(p.normW + e + 0) : 0.f;
         nw.y = e + 1 < p.k ? __ldg(p.normW + e + 1) : 0.f;
         nw.z = e + 2 < p.k ? __ldg(p.normW + e + 2) : 0.f;
         nw.w = e + 3 < p.k ? __ldg(p.normW + e + 3) : 0.f;
       }
+    }
 #pragma unroll
-      for (int r = 0; r < NR; r++) {
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-        const int idx = r * rs + xslot(ok ? c : 0);
-        if (ok) a = xs4[idx];
-        if (p.normW != nullptr) {
-          a.x = a.x * inv[r] * nw.x; a.y = a.y * inv[r] * nw.y;
-          a.z = a.z * inv[r] * nw.z; a.w = a.w * inv[r] * nw.w;
-          if (ok) xs4[idx] = a;
-        }
-        if constexpr (kSums) {
-          float t = (a.x + a.y) + (a.z + a.w);
-          t += __shfl_xor_sync(0xffffffffu, t, 1);
-          t += __shfl_xor_sync(0xffffffffu, t, 2);
-          t += __shfl_xor_sync(0xffffffffu, t, 4);
-          if (ok && (lane & 7) == 0) xsum[r * nsb + (c >> 3)] = t;
-        }
+    for (int r = 0; r < NR; r++) {
+      float4 a = v[r];
+      if (norm) {
+        ss[r] = fmaf(a.x, a.x, ss[r]); ss[r] = fmaf(a.y, a.y, ss[r]);
+        ss[r] = fmaf(a.z, a.z, ss[r]); ss[r] = fmaf(a.w, a.w, ss[r]);
+        a.x *= nw.x; a.y *= nw.y; a.z *= nw.z; a.w *= nw.w;
+      }
+      if (ok && (norm || !p.xVec)) xs4[r * rs + xslot(c)] = a;
+      if constexpr (kSums) {
+        float t = (a.x + a.y) + (a.z + a.w);
+        t += __shfl_xor_sync(0xffffffffu, t, 1);
+        t += __shfl_xor_sync(0xffffffffu, t, 2);
+        t += __shfl_xor_sync(0xffffffffu, t, 4);
+        if (ok && (lane & 7) == 0) xsum[r * nsb + (c >> 3)] = t;
       }
     }
   }
+  if (norm) {
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+      float t = ss[r];
+      t += __shfl_xor_sync(0xffffffffu, t, 16);
+      t += __shfl_xor_sync(0xffffffffu, t, 8);
+      t += __shfl_xor_sync(0xffffffffu, t, 4);
+      t += __shfl_xor_sync(0xffffffffu, t, 2);
+      t += __shfl_xor_sync(0xffffffffu, t, 1);
+      if (lane == 0) red[r][warp] = t;
+    }
+  }
   __syncthreads();
+  float inv[NR];  // applied in reduce_and_store; 1 without a norm
+#pragma unroll
+  for (int r = 0; r < NR; r++) {
+    inv[r] = 1.f;
+    if (norm) {
+      float t = 0.f;
+      for (int w = 0; w < nwarps; w++) t += red[r][w];
+      inv[r] = rsqrtf(t / (float)p.k + p.eps);
+    }
+  }
   GEMV_TRACE_STAMP(2)
 
   if constexpr (!FmtInfo<FMT>::QUANT) {
@@ -576,7 +570,7 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
             for (int rw = 0; rw < kRW; rw++) acc[rw][r] = fmaf(f[rw], xv, acc[rw][r]);
           }
         }
-        reduce_and_store<NR>(p, c.wi, c.lp, lane, acc);
+        reduce_and_store<NR>(p, c.wi, c.lp, lane, acc, inv);
       }
       return;
     }
@@ -602,7 +596,7 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
         if (lpr < total) setup_pair(p, lpr, lc);
       }
       if (++cch == nch) {
-        reduce_and_store<NR>(p, cc.wi, cc.lp, lane, acc);
+        reduce_and_store<NR>(p, cc.wi, cc.lp, lane, acc, inv);
 #pragma unroll
         for (int rw = 0; rw < kRW; rw++)
 #pragma unroll
