@@ -187,24 +187,29 @@ void time_multi(int fmt, int m, int k, int group) {
   CK(cudaFree(y));
 }
 
-void time_layer(int fmt, int group) {
-  const int dim = 4096, hid = 11008;
-  const int g2 = group == dim ? hid : group;  // per channel: the group is the row
-  WSet wo(fmt, dim, dim, group, 21), w1(fmt, hid, dim, group, 22), w3(fmt, hid, dim, group, 23),
-      w2(fmt, dim, hid, g2, 24), wq(fmt, dim, dim, group, 25), wk(fmt, dim, dim, group, 26),
-      wv(fmt, dim, dim, group, 27);
-  float* a = check::to_dev(check::rand_vec(dim, 81));
-  float* nw = check::to_dev(check::rand_vec(dim, 82));
-  float *h, *g, *qkv;
-  CK(cudaMalloc(&h, dim * 4));
-  CK(cudaMalloc(&g, hid * 4));
-  CK(cudaMalloc(&qkv, 3 * dim * 4));
-  CK(cudaMemset(h, 0, dim * 4));
-  float* ys[3] = {qkv, qkv + dim, qkv + 2 * dim};
-  auto pick = [](const WSet& w, int i) { return w.ws[i % w.ws.size()].ref; };
-  int it = 0;
-  const TimePair us = time_per_call([&](cudaStream_t s) {
-    const int i = it++;
+// One 7B layer's decode GEMVs (wo, gate/up, w2, QKV) on rotating weights: launch(i, s) runs layer i's four
+// launches on s.
+struct Layer7B {
+  static constexpr int dim = 4096, hid = 11008;
+  WSet wo, w1, w3, w2, wq, wk, wv;
+  float *a, *nw, *h, *g, *qkv;
+  Layer7B(int fmt, int group)
+      : wo(fmt, dim, dim, group, 21), w1(fmt, hid, dim, group, 22), w3(fmt, hid, dim, group, 23),
+        w2(fmt, dim, hid, group == dim ? hid : group, 24),  // per channel: the group is the row
+        wq(fmt, dim, dim, group, 25), wk(fmt, dim, dim, group, 26), wv(fmt, dim, dim, group, 27) {
+    a = check::to_dev(check::rand_vec(dim, 81));
+    nw = check::to_dev(check::rand_vec(dim, 82));
+    CK(cudaMalloc(&h, dim * 4));
+    CK(cudaMalloc(&g, hid * 4));
+    CK(cudaMalloc(&qkv, 3 * dim * 4));
+    CK(cudaMemset(h, 0, dim * 4));
+  }
+  ~Layer7B() {
+    CK(cudaFree(a)); CK(cudaFree(nw)); CK(cudaFree(h)); CK(cudaFree(g)); CK(cudaFree(qkv));
+  }
+  static WeightRef pick(const WSet& w, int i) { return w.ws[i % w.ws.size()].ref; }
+  void launch(int i, cudaStream_t s) {
+    float* ys[3] = {qkv, qkv + dim, qkv + 2 * dim};
     const WeightRef w[3] = {pick(wq, i), pick(wk, i), pick(wv, i)};
     GemvArgs ao{a, dim, 1, pick(wo, i), h, dim, h, nullptr, 1e-5f};
     CK(gemv(ao, s));
@@ -212,11 +217,17 @@ void time_layer(int fmt, int group) {
     GemvArgs a2{g, hid, 1, pick(w2, i), h, dim, h, nullptr, 1e-5f};
     CK(gemv(a2, s));
     CK(gemv_multi(h, dim, 1, w, ys, 3, nw, 1e-5f, s));
-  });
+  }
+  size_t bytes() const { return wo.bytesEach * 4 + 2 * w1.bytesEach + w2.bytesEach; }
+};
+
+void time_layer(int fmt, int group) {
+  Layer7B L(fmt, group);
+  int it = 0;
+  const TimePair us = time_per_call([&](cudaStream_t s) { L.launch(it++, s); });
   char nm[128];
   std::snprintf(nm, sizeof nm, "layer %s g=%d wo+gateup+w2+qkv", fmt_name(fmt), group);
-  add_row(nm, us, wo.bytesEach * 4 + 2 * w1.bytesEach + w2.bytesEach);
-  CK(cudaFree(a)); CK(cudaFree(nw)); CK(cudaFree(h)); CK(cudaFree(g)); CK(cudaFree(qkv));
+  add_row(nm, us, L.bytes());
 }
 
 #if LLAMA_TS_GEMV_TRACE
@@ -225,31 +236,10 @@ void time_layer(int fmt, int group) {
 // on the SM and this block's entry, entry -> griddepcontrol.wait returned, wait -> x staged, staged -> exit;
 // and per launch (global timer) the spread of block entries and exits and the launch's span.
 void trace_layer(int fmt, int group, int layers) {
-  const int dim = 4096, hid = 11008;
-  const int g2 = group == dim ? hid : group;
-  WSet wo(fmt, dim, dim, group, 21), w1(fmt, hid, dim, group, 22), w3(fmt, hid, dim, group, 23),
-      w2(fmt, dim, hid, g2, 24), wq(fmt, dim, dim, group, 25), wk(fmt, dim, dim, group, 26),
-      wv(fmt, dim, dim, group, 27);
-  float* a = check::to_dev(check::rand_vec(dim, 81));
-  float* nw = check::to_dev(check::rand_vec(dim, 82));
-  float *h, *g, *qkv;
-  CK(cudaMalloc(&h, dim * 4));
-  CK(cudaMalloc(&g, hid * 4));
-  CK(cudaMalloc(&qkv, 3 * dim * 4));
-  CK(cudaMemset(h, 0, dim * 4));
-  float* ys[3] = {qkv, qkv + dim, qkv + 2 * dim};
-  auto pick = [](const WSet& w, int i) { return w.ws[i % w.ws.size()].ref; };
+  Layer7B L(fmt, group);
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  auto layer = [&](int i) {
-    const WeightRef w[3] = {pick(wq, i), pick(wk, i), pick(wv, i)};
-    GemvArgs ao{a, dim, 1, pick(wo, i), h, dim, h, nullptr, 1e-5f};
-    CK(gemv(ao, s));
-    CK(gemv_gateup(h, dim, 1, pick(w1, i), pick(w3, i), g, hid, nw, 1e-5f, s));
-    GemvArgs a2{g, hid, 1, pick(w2, i), h, dim, h, nullptr, 1e-5f};
-    CK(gemv(a2, s));
-    CK(gemv_multi(h, dim, 1, w, ys, 3, nw, 1e-5f, s));
-  };
+  auto layer = [&](int i) { L.launch(i, s); };
   std::vector<GemvTraceRec> rec(LLAMA_TS_GEMV_TRACE);
   for (int i = 0; i < 8; i++) layer(i);
   CK(cudaStreamSynchronize(s));
@@ -327,7 +317,6 @@ void trace_layer(int fmt, int group, int layers) {
     }
   }
   CK(cudaStreamDestroy(s));
-  CK(cudaFree(a)); CK(cudaFree(nw)); CK(cudaFree(h)); CK(cudaFree(g)); CK(cudaFree(qkv));
 }
 #endif
 
