@@ -15,6 +15,12 @@ namespace {
 constexpr int kSmemBudget = 220 * 1024;  // dynamic shared memory the GEMV may use at most (H100: 227 KB
                                          // opt-in per block; the device's own limit applies when lower)
 
+#ifndef LLAMA_TS_GEMV_NORM_SMEM
+// 1: the RMSNorm weight is staged into shared memory with x (one cp.async round trip) where it fits; 0: read
+// from L2 during staging (the A/B baseline of that change, bench/RESULTS.md 2026-11-26).
+#define LLAMA_TS_GEMV_NORM_SMEM 1
+#endif
+
 inline int round_up_int(int a, int b) { return (a + b - 1) / b * b; }
 
 // Bytes of dynamic shared memory: nr rows of x padded to kp = roundup(k, 32) floats, plus (int4 sum trick)
@@ -187,13 +193,10 @@ cudaError_t launch_gemv(const float* x, int ldx, int nRows, const WDesc* wd, int
   KernelFn fn = kernel_for(fmt, nRows);
   size_t smem = gemv_smem_bytes(fmt, nRows, k);
   p.normSmem = 0;
-#ifndef LLAMA_TS_GEMV_NORM_SMEM
-#define LLAMA_TS_GEMV_NORM_SMEM 1
-#endif
   if (LLAMA_TS_GEMV_NORM_SMEM && normW && p.xVec && aligned16(normW)) {
     // the norm weight comes into shared memory with x in the same cp.async round trip, where it fits
     const size_t withNorm = (size_t)(norm_smem_offset(nRows, p.kp, fmt == WF_I4) + p.kp) * 4;
-    if (withNorm <= (size_t)kSmemBudget) {
+    if (withNorm <= (size_t)smem_budget()) {
       smem = withNorm;
       p.normSmem = 1;
     }
