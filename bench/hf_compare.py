@@ -12,7 +12,8 @@
 
 Usage (on the device, from the repo root):
   python3 bench/hf_compare.py --out $OUT --tokenizer .deno/models/llama-2-tiny-random.gguf
-Options: --shape tiny for a quick end-to-end check; --skip-hf-generate; --variants f16,int8,int4.
+Options: --shape tiny for a quick end-to-end check; --skip-hf-generate; --variants f16,int8,int4;
+--f64-reference (HF in float64 as a second reference: how far fp32 itself sits from exact).
 """
 import argparse
 import json
@@ -94,7 +95,8 @@ def logit_stats(ours, ref):
     return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
             "max_abs_diff": float(np.abs(ours - ref).max()),
             "ref_max_abs": float(np.abs(ref).max()),
-            "top1_agreement": float((ours.argmax(-1) == ref.argmax(-1)).mean())}
+            "top1_agreement": float((ours.argmax(-1) == ref.argmax(-1)).mean()),
+            "max_abs_diff_per_position": [float(v) for v in np.abs(ours - ref).max(-1)]}
 
 
 def kl(p_logits, q_logits):
@@ -119,6 +121,9 @@ def main():
     ap.add_argument("--skip-hf-generate", action="store_true")
     ap.add_argument("--skip-bench", action="store_true", help="logit comparison only")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--f64-reference", action="store_true",
+                    help="also compute HF logits in float64 (the fp16 weights upcast; needs ~2x the fp32 model's "
+                         "GPU memory) and compare HF fp32 and every llama.ts variant with them")
     ap.add_argument("--checkpoint-only", action="store_true",
                     help="write the random-weight checkpoint to --ckpt and stop (for the other device scripts)")
     a = ap.parse_args()
@@ -159,6 +164,32 @@ def main():
     with torch.no_grad():
         model32 = model.to(torch.float32)
         ref = model32(torch.tensor([seq], device="cuda")).logits[0].float().cpu().numpy()
+        ref64 = ref64r = None
+        if a.f64_reference:
+            # how far two fp32 computations of this network sit from the exact result: HF's own fp32
+            # against float64 is the yardstick for llama.ts's fp32-accumulated logits
+            model64 = model32.to(torch.float64)
+            ids_t = torch.tensor([seq], device="cuda")
+            ref64 = model64(ids_t).logits[0].double().cpu().numpy()
+            report["hf_fp32_vs_hf_f64"] = logit_stats(ref, ref64)
+            log("HF fp32 vs HF f64:", json.dumps(report["hf_fp32_vs_hf_f64"]))
+            # HF computes the RoPE angles in float32 even in a float64 model (its rotary embedding casts to
+            # float); the same model with the angles in float64 is the exact reference
+            rot = model64.model.rotary_emb
+            cfg = model64.config
+            theta = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+            hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+            def rope64(x, position_ids):
+                inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64, device=x.device) / hd))
+                freqs = position_ids[..., None].double() * inv
+                emb = torch.cat((freqs, freqs), dim=-1)
+                return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+            rot.forward = rope64
+            ref64r = model64(ids_t).logits[0].double().cpu().numpy()
+            report["hf_f64_vs_f64_rope64"] = logit_stats(ref64, ref64r)
+            del model64
     del model, model32
     torch.cuda.empty_cache()
     np.save(os.path.join(a.out, "hf_fp32_logits.npy"), ref[:8])
@@ -166,7 +197,8 @@ def main():
     deno = [a.deno, "run", "-A"]
     results = {}
     for variant in filter(None, a.variants.split(",")):
-        # variants: f16 | int8 | int4, then any of "+kvf32" (f32 KV cache; default f16), "+kvi8" (int8 KV
+        # variants: f16 | int8 | int4, then any of "+ref" (logits from the ref backend instead of cuda, --skip-bench
+        # only), "+kvf32" (f32 KV cache; default f16), "+kvi8" (int8 KV
         # cache), "+nopdl" (small kernels launched without programmatic dependent launch: the A/B baseline
         # of that change; decode only)
         base, *flags = variant.split("+")
@@ -182,9 +214,13 @@ def main():
             continue
         dump = os.path.join(tempfile.gettempdir(), f"logits-{variant}.f32")
         info = last_json(run(deno + ["bench/logits_dump.ts", "--model", ckpt, "--tokenizer", a.tokenizer,
-                                     "--ids", ids_path, "--out", dump, "--backend", "cuda"] + extra))
+                                     "--ids", ids_path, "--out", dump, "--backend",
+                                     "ref" if "ref" in flags else "cuda"] + extra))
         ours = np.fromfile(dump, dtype=np.float32).reshape(len(seq), vocab)
         entry = {"load": info, "vs_hf_fp32": logit_stats(ours, ref)}
+        if ref64 is not None:
+            entry["vs_hf_f64"] = logit_stats(ours, ref64)
+            entry["vs_f64_rope64"] = logit_stats(ours, ref64r)
         if variant == "f16":
             results["_f16_logits"] = ours
         if variant != "f16" and "_f16_logits" in results:
@@ -212,6 +248,19 @@ def main():
         json.dump(report, f, indent=1)
 
     print(f"\n== {report['device']}, {a.shape} shape, random weights ==")
+    if "hf_fp32_vs_hf_f64" in report:
+        s = report["hf_fp32_vs_hf_f64"]
+        print(f"HF fp32 vs HF f64: cos mean {s['cosine_mean']:.6f} min {s['cosine_min']:.6f} "
+              f"maxdiff {s['max_abs_diff']:.4f} top1 {s['top1_agreement']:.3f}")
+        s = report["hf_f64_vs_f64_rope64"]
+        print(f"HF f64 vs f64 with f64 RoPE angles: cos mean {s['cosine_mean']:.6f} min {s['cosine_min']:.6f} "
+              f"maxdiff {s['max_abs_diff']:.2e} top1 {s['top1_agreement']:.3f}")
+        for v, e in results.items():
+            for key, name in (("vs_hf_f64", "HF f64"), ("vs_f64_rope64", "f64 with f64 RoPE angles")):
+                if key in e:
+                    t = e[key]
+                    print(f"llama.ts {v} vs {name}: cos mean {t['cosine_mean']:.6f} min {t['cosine_min']:.6f} "
+                          f"maxdiff {t['max_abs_diff']:.2e} top1 {t['top1_agreement']:.3f}")
     for g in report.get("hf_generate", []):
         print(f"HF transformers {report['transformers']} fp16 generate ({report.get('hf_attn_implementation')}), "
               f"{g['new_tokens']} new: {g['tok_per_s']:.1f} tok/s ({g['seconds']:.2f} s)")
