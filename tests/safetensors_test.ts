@@ -136,6 +136,58 @@ Deno.test("safetensors: hfConfigToLlama maps fields and defaults", () => {
   );
 });
 
+Deno.test("safetensors: hfConfigToLlama reads transformers 5's rope_parameters", () => {
+  // transformers >= 5 writes {"rope_parameters": {"rope_theta": ..., "rope_type": ...}} and no top-level
+  // rope_theta / rope_scaling; before this was read, such a Llama 3 config silently got theta 10000
+  const base = { ...hfConfigJson(TINY_CONFIG), rope_theta: undefined, rope_scaling: undefined };
+  const plain = hfConfigToLlama(
+    { ...base, rope_parameters: { rope_theta: 500000, rope_type: "default" } },
+    "cfg",
+  );
+  assert.equal(plain.ropeTheta, 500000);
+  assert.equal(plain.ropeScaling, undefined);
+  const l3 = hfConfigToLlama({
+    ...base,
+    rope_parameters: { rope_theta: 500000, rope_type: "llama3", ...l3raw() },
+  }, "cfg");
+  assert.equal(l3.ropeTheta, 500000);
+  assert.deepEqual(l3.ropeScaling, {
+    type: "llama3",
+    factor: 8,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositionEmbeddings: 8192,
+  });
+  // both spellings present: they must agree
+  const both = hfConfigToLlama({ ...base, rope_theta: 1e6, rope_parameters: { rope_theta: 1e6 } }, "cfg");
+  assert.equal(both.ropeTheta, 1e6);
+});
+
+Deno.test("safetensors: hfConfigToLlama rejects bad rope_parameters", async () => {
+  const base = { ...hfConfigJson(TINY_CONFIG), rope_theta: undefined, rope_scaling: undefined };
+  await rejects(
+    () => hfConfigToLlama({ ...base, rope_theta: 10000, rope_parameters: { rope_theta: 500000 } }, "cfg"),
+    "MODEL_FORMAT",
+    /rope_theta 10000 and rope_parameters.rope_theta 500000 disagree/,
+  );
+  await rejects(
+    () => hfConfigToLlama({ ...base, rope_parameters: "llama3" }, "cfg"),
+    "MODEL_FORMAT",
+    /rope_parameters/,
+  );
+  await rejects(
+    () => hfConfigToLlama({ ...base, rope_parameters: { rope_theta: "5e5" } }, "cfg"),
+    "MODEL_FORMAT",
+    /rope_theta/,
+  );
+  await rejects(
+    () =>
+      hfConfigToLlama({ ...base, rope_parameters: { rope_theta: 1e4, rope_type: "yarn", factor: 4 } }, "cfg"),
+    "UNSUPPORTED_MODEL",
+    /rope_parameters type "yarn"/,
+  );
+});
+
 function l3raw(): Record<string, unknown> {
   return { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
 }

@@ -215,39 +215,62 @@ export function hfConfigToLlama(config: unknown, where: string): LlamaConfig {
     // HF LlamaConfig's own defaults where a key may be omitted.
     seqLen: int(c, "max_position_embeddings", where, 2048),
     normEps: num(c, "rms_norm_eps", where, 1e-6),
-    ropeTheta: num(c, "rope_theta", where, 10000),
+    ropeTheta: ropeTheta(c, where),
     ropeStyle: "half",
     tiedEmbeddings: optBool(c, "tie_word_embeddings", where) ?? false,
   };
-  const scaling = ropeScaling(c.rope_scaling, where);
+  const scaling = c.rope_scaling !== undefined && c.rope_scaling !== null
+    ? ropeScaling(c.rope_scaling, where, "rope_scaling")
+    : ropeScaling(c.rope_parameters, where, "rope_parameters");
   return validateConfig(scaling ? { ...cfg, ropeScaling: scaling } : cfg, where);
 }
 
-function ropeScaling(v: unknown, where: string): RopeScaling | undefined {
+// transformers >= 5 writes rope_theta (and any scaling) inside `rope_parameters` instead of at the top
+// level; a config may carry both only if they agree.
+function ropeTheta(c: Record<string, unknown>, where: string): number {
+  const rp = c.rope_parameters;
+  if (rp !== undefined && rp !== null && !isRecord(rp)) {
+    throw new LlmError("MODEL_FORMAT", `${where}: rope_parameters is ${short(rp)}, expected an object`);
+  }
+  const nested = isRecord(rp) && rp.rope_theta !== undefined
+    ? num(rp, "rope_theta", `${where}: rope_parameters`)
+    : undefined;
+  const top = c.rope_theta !== undefined ? num(c, "rope_theta", where) : undefined;
+  if (top !== undefined && nested !== undefined && top !== nested) {
+    throw new LlmError(
+      "MODEL_FORMAT",
+      `${where}: rope_theta ${top} and rope_parameters.rope_theta ${nested} disagree; fix config.json`,
+    );
+  }
+  return top ?? nested ?? 10000;
+}
+
+function ropeScaling(v: unknown, where: string, key: string): RopeScaling | undefined {
   if (v === undefined || v === null) return undefined;
   if (!isRecord(v)) {
-    throw new LlmError("MODEL_FORMAT", `${where}: rope_scaling is ${short(v)}, expected an object`);
+    throw new LlmError("MODEL_FORMAT", `${where}: ${key} is ${short(v)}, expected an object`);
   }
   const type = v.rope_type ?? v.type;
-  if (type === "default") return undefined; // newer transformers spell "no scaling" this way
+  // newer transformers spell "no scaling" "default"; rope_parameters without a type holds just rope_theta
+  if (type === "default" || (type === undefined && key === "rope_parameters")) return undefined;
   if (type !== "llama3") {
     throw new LlmError(
       "UNSUPPORTED_MODEL",
-      `${where}: rope_scaling type ${JSON.stringify(type)} is not supported; only "llama3" scaling is`,
+      `${where}: ${key} type ${JSON.stringify(type)} is not supported; only "llama3" scaling is`,
     );
   }
-  const key = (k: string): number => num(v, k, `${where}: rope_scaling`);
+  const field = (k: string): number => num(v, k, `${where}: ${key}`);
   const s: RopeScaling = {
     type: "llama3",
-    factor: key("factor"),
-    lowFreqFactor: key("low_freq_factor"),
-    highFreqFactor: key("high_freq_factor"),
-    originalMaxPositionEmbeddings: int(v, "original_max_position_embeddings", `${where}: rope_scaling`),
+    factor: field("factor"),
+    lowFreqFactor: field("low_freq_factor"),
+    highFreqFactor: field("high_freq_factor"),
+    originalMaxPositionEmbeddings: int(v, "original_max_position_embeddings", `${where}: ${key}`),
   };
   if (!(s.factor > 0 && s.lowFreqFactor > 0 && s.highFreqFactor > s.lowFreqFactor)) {
     throw new LlmError(
       "MODEL_FORMAT",
-      `${where}: rope_scaling factor ${s.factor}, low_freq_factor ${s.lowFreqFactor}, high_freq_factor ` +
+      `${where}: ${key} factor ${s.factor}, low_freq_factor ${s.lowFreqFactor}, high_freq_factor ` +
         `${s.highFreqFactor} are inconsistent (need factor > 0 and high > low > 0)`,
     );
   }
