@@ -120,13 +120,7 @@ Deno.test("safetensors: hfConfigToLlama maps fields and defaults", () => {
   assert.equal(l3.headDim, 16);
   assert.equal(l3.ropeTheta, 500000);
   assert.equal(l3.tiedEmbeddings, true);
-  assert.deepEqual(l3.ropeScaling, {
-    type: "llama3",
-    factor: 8,
-    lowFreqFactor: 1,
-    highFreqFactor: 4,
-    originalMaxPositionEmbeddings: 8192,
-  });
+  assert.deepEqual(l3.ropeScaling, L3_SCALING);
   // Older spelling "type", and newer "default" meaning none.
   const t = hfConfigToLlama({ ...minimal, rope_scaling: { ...l3raw(), type: "llama3" } }, "cfg");
   assert.equal(t.ropeScaling?.factor, 8);
@@ -151,13 +145,7 @@ Deno.test("safetensors: hfConfigToLlama reads transformers 5's rope_parameters",
     rope_parameters: { rope_theta: 500000, rope_type: "llama3", ...l3raw() },
   }, "cfg");
   assert.equal(l3.ropeTheta, 500000);
-  assert.deepEqual(l3.ropeScaling, {
-    type: "llama3",
-    factor: 8,
-    lowFreqFactor: 1,
-    highFreqFactor: 4,
-    originalMaxPositionEmbeddings: 8192,
-  });
+  assert.deepEqual(l3.ropeScaling, L3_SCALING);
   // both spellings present: they must agree
   const both = hfConfigToLlama({ ...base, rope_theta: 1e6, rope_parameters: { rope_theta: 1e6 } }, "cfg");
   assert.equal(both.ropeTheta, 1e6);
@@ -187,6 +175,15 @@ Deno.test("safetensors: hfConfigToLlama rejects bad rope_parameters", async () =
     /rope_parameters type "yarn"/,
   );
 });
+
+/** l3raw()'s scaling as hfConfigToLlama returns it. */
+const L3_SCALING = {
+  type: "llama3",
+  factor: 8,
+  lowFreqFactor: 1,
+  highFreqFactor: 4,
+  originalMaxPositionEmbeddings: 8192,
+};
 
 function l3raw(): Record<string, unknown> {
   return { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
