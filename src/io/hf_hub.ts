@@ -309,6 +309,11 @@ async function downloadLocked(
     }
     owned = true;
     const meta = await readMeta(metaPath);
+    if (mine.size === 0 && (etag === undefined || meta.etag === etag) && (await sizeOf(dest)) !== undefined) {
+      // A concurrent call finished the file and renamed its .partial before we opened ours (so we created a
+      // new, empty one and got its lock at once): the file is there, don't fetch it again.
+      return true;
+    }
     let start = mine.size;
     // A .partial of another version of the file is useless. (No If-Range for this: the hub redirects large
     // files to a CDN whose ETags differ from the hub's.)
