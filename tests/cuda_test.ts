@@ -72,6 +72,39 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "the GEMV block-trace diagnostic build (-DLLAMA_TS_GEMV_TRACE, gemv_check --trace) compiles with nvcc",
+  ignore: !nvcc,
+  fn: async () => {
+    // not part of the library or of CI's device runs: compiled here so that the diagnostic does not rot
+    const dir = await Deno.makeTempDir();
+    try {
+      for (const f of ["kernels/cuda/gemv.cu", "kernels/cuda/checks/gemv_check_timing.cu"]) {
+        const out = await new Deno.Command("nvcc", {
+          args: [
+            "-O3",
+            "-std=c++17",
+            "-arch=sm_90",
+            "-Xcompiler",
+            "-Wall",
+            "-DLLAMA_TS_GEMV_TRACE=65536",
+            "-c",
+            "-o",
+            `${dir}/t.o`,
+            `${root}${f}`,
+          ],
+        }).output();
+        const err = new TextDecoder().decode(out.stderr);
+        assert.ok(out.success, `${f}: ${err}`);
+        assert.doesNotMatch(err, /warning/i, `${f}: ${err}`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 const gpu = await cudaBackendFactory.probe();
 if (gpu.score === 0) console.warn(`SKIP cuda GPU tests: ${gpu.reason}`);
 const modelPath = sharedModel("stories260K.bin"), tokPath = sharedModel("tok512.bin");
