@@ -223,6 +223,17 @@ __device__ __forceinline__ void setup_pair(const GemvParams& p, int pr, Pair& c)
   c.sp[1] = s1 ? s1 + r1 * (size_t)p.groupsPerRow : nullptr;
 }
 
+// Moves a cursor over the warp's flat (pair, chunk) sequence one chunk on: pair pr, chunk ch, pointers c (set
+// up when the next pair exists, pr < total).
+__device__ __forceinline__ void next_chunk(const GemvParams& p, int total, int gstride, int nch, int& pr, int& ch,
+                                           Pair& c) {
+  if (++ch == nch) {
+    ch = 0;
+    pr += gstride;
+    if (pr < total) setup_pair(p, pr, c);
+  }
+}
+
 // Loads chunk `ch` of a pair (lane's vector v = 32*ch + lane of both rows) and its scales; nothing is read
 // when !valid or v is past the row end (zeros instead).
 template <int FMT>
@@ -404,11 +415,7 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
 #pragma unroll
     for (int j = 0; j < D; j++) {
       load_item<FMT>(p, lc, lpr < total, lch, lane, wv[j], sc[j]);
-      if (++lch == nch) {
-        lch = 0;
-        lpr += gstride;
-        if (lpr < total) setup_pair(p, lpr, lc);
-      }
+      next_chunk(p, total, gstride, nch, lpr, lch, lc);
     }
   }
 
@@ -424,11 +431,7 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
         for (int rw = 0; rw < kRW; rw++)
           asm volatile("prefetch.global.L2 [%0];" ::"l"(pc.rp[rw] + (size_t)v * 16));
       }
-      if (++pch == nch) {
-        pch = 0;
-        ppr += gstride;
-        if (ppr < total) setup_pair(p, ppr, pc);
-      }
+      next_chunk(p, total, gstride, nch, ppr, pch, pc);
     }
   }
   // Programmatic dependent launch: everything above reads only weights; x, res and y belong to earlier
@@ -590,11 +593,7 @@ __global__ void __launch_bounds__(kThreads, LLAMA_TS_GEMV_MINB) gemv_kernel(cons
     for (int j = 0; j < D; j++) {
       compute_item<FMT, NR>(p, cch, lane, xs4, xsum, wv[j], sc[j], acc);
       load_item<FMT>(p, lc, lpr < total, lch, lane, wv[j], sc[j]);
-      if (++lch == nch) {
-        lch = 0;
-        lpr += gstride;
-        if (lpr < total) setup_pair(p, lpr, lc);
-      }
+      next_chunk(p, total, gstride, nch, lpr, lch, lc);
       if (++cch == nch) {
         reduce_and_store<NR>(p, cc.wi, cc.lp, lane, acc, inv);
 #pragma unroll
