@@ -53,23 +53,38 @@ const nvcc = await new Deno.Command("nvcc", { args: ["--version"], stdout: "null
   .then((o) => o.success, () => false);
 if (!nvcc) console.warn("SKIP cuda compile check: nvcc not found");
 
+/**
+ * Runs a build in a fresh temp folder (args(dir)) and asserts it succeeds without warnings; build_cuda.ts's
+ * echo of each nvcc command line is not output of the compiler. The folder is removed afterwards.
+ */
+async function assertQuietBuild(
+  what: string,
+  cmd: string,
+  args: (dir: string) => string[],
+  check?: (dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = await new Deno.Command(cmd, { args: args(dir) }).output();
+    const err = new TextDecoder().decode(out.stderr);
+    assert.ok(out.success, `${what}: ${err}`);
+    assert.doesNotMatch(err.replace(/^nvcc .*$/m, ""), /warning/i, `${what}: ${err}`);
+    await check?.(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test({
   name: "the CUDA library compiles with nvcc (sm_90) with no warnings",
   ignore: !nvcc,
-  fn: async () => {
-    const dir = await Deno.makeTempDir();
-    try {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", `${root}tools/build_cuda.ts`, "--arch", "sm_90", "--out", `${dir}/lib.so`],
-      }).output();
-      const err = new TextDecoder().decode(out.stderr);
-      assert.ok(out.success, err);
-      assert.doesNotMatch(err.replace(/^nvcc .*$/m, ""), /warning/i, err);
-      assert.ok((await Deno.stat(`${dir}/lib.so`)).size > 100_000);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+  fn: () =>
+    assertQuietBuild(
+      "build_cuda.ts",
+      Deno.execPath(),
+      (dir) => ["run", "-A", `${root}tools/build_cuda.ts`, "--arch", "sm_90", "--out", `${dir}/lib.so`],
+      async (dir) => assert.ok((await Deno.stat(`${dir}/lib.so`)).size > 100_000),
+    ),
 });
 
 Deno.test({
@@ -78,29 +93,19 @@ Deno.test({
   ignore: !nvcc,
   fn: async () => {
     // not part of the library or of CI's device runs: compiled here so that the diagnostic does not rot
-    const dir = await Deno.makeTempDir();
-    try {
-      for (const f of ["kernels/cuda/gemv.cu", "kernels/cuda/checks/gemv_check_timing.cu"]) {
-        const out = await new Deno.Command("nvcc", {
-          args: [
-            "-O3",
-            "-std=c++17",
-            "-arch=sm_90",
-            "-Xcompiler",
-            "-Wall",
-            "-DLLAMA_TS_GEMV_TRACE=65536",
-            "-c",
-            "-o",
-            `${dir}/t.o`,
-            `${root}${f}`,
-          ],
-        }).output();
-        const err = new TextDecoder().decode(out.stderr);
-        assert.ok(out.success, `${f}: ${err}`);
-        assert.doesNotMatch(err, /warning/i, `${f}: ${err}`);
-      }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+    for (const f of ["kernels/cuda/gemv.cu", "kernels/cuda/checks/gemv_check_timing.cu"]) {
+      await assertQuietBuild(f, "nvcc", (dir) => [
+        "-O3",
+        "-std=c++17",
+        "-arch=sm_90",
+        "-Xcompiler",
+        "-Wall",
+        "-DLLAMA_TS_GEMV_TRACE=65536",
+        "-c",
+        "-o",
+        `${dir}/t.o`,
+        `${root}${f}`,
+      ]);
     }
   },
 });
