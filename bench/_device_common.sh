@@ -42,3 +42,24 @@ bench_7b() {
     --prompt-tokens "$2" --gen-tokens "$3" --repeat "$4" --ctx "$5" "${extra[@]}" 2>>"$OUT/bench.log" |
     python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(f\"{d['decodeTokPerS']:.1f}\", [round(r['decodeTokPerS'],1) for r in d['runs']])"
 }
+# check_during_ckpt NAME ARGS...: runs build/NAME ARGS (at most 200 s) into $OUT/NAME.txt, its exit status
+# appended, while ckpt_7b writes the checkpoint in the background; then sets $ckpt (ckpt_7b; returns 1 if the
+# checkpoint is not there).
+check_during_ckpt() {
+  local name=$1
+  shift
+  ckpt_7b >"$OUT/ckpt.log" 2>&1 &
+  timeout 200 "build/$name" "$@" >"$OUT/$name.txt" 2>&1
+  echo "$name exit $?" >>"$OUT/$name.txt"
+  wait
+  ckpt_7b
+}
+# gpu_tests SUMMARY PATTERN FILES...: `deno test` of FILES (at most 280 s) into $OUT/tests.log with its exit
+# status; the last 12 lines matching PATTERN, "passed" or "FAILED" go to stdout and are appended to SUMMARY.
+gpu_tests() {
+  local summary=$1 pattern=$2
+  shift 2
+  timeout 280 deno test -A "$@" >"$OUT/tests.log" 2>&1
+  echo "tests exit $?" >>"$OUT/tests.log"
+  grep -E "${pattern:+$pattern|}passed|FAILED" "$OUT/tests.log" | tail -12 | tee -a "$summary"
+}

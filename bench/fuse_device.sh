@@ -15,11 +15,7 @@ set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
 build_lib --checks || exit 1
 [ -x build/ops_check ] || deno run -A tools/build_cuda.ts --arch sm_90 --checks >"$OUT/build.log" 2>&1
-ckpt_7b >"$OUT/ckpt.log" 2>&1 &
-timeout 200 build/ops_check --no-timing >"$OUT/ops_check.txt" 2>&1
-echo "ops_check exit $?" >>"$OUT/ops_check.txt"
-wait
-ckpt_7b || exit 1
+check_during_ckpt ops_check --no-timing || exit 1
 run() { LLAMA_TS_ATTN_FUSE=$1 bench_7b "$2" "$3" 128 "${REPEAT:-3}" "$4"; }  # fuse quant prompt ctx
 {
   echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
@@ -33,7 +29,5 @@ run() { LLAMA_TS_ATTN_FUSE=$1 bench_7b "$2" "$3" 128 "${REPEAT:-3}" "$4"; }  # f
   echo "f16 after 3072 tokens, separate: $(run 0 f16 3072 4096)"
   echo "f16 after 3072 tokens, fused:    $(run 1 f16 3072 4096)"
 } | tee "$OUT/fuse.txt"
-timeout 280 deno test -A tests/cuda_attn_fuse_test.ts tests/cuda_test.ts tests/ops_test.ts tests/golden_test.ts \
-  tests/attention_kv_test.ts tests/sample_op_test.ts >"$OUT/tests.log" 2>&1
-echo "tests exit $?" >>"$OUT/tests.log"
-grep -E "fused vs separate|passed|FAILED" "$OUT/tests.log" | tail -12 | tee -a "$OUT/fuse.txt"
+gpu_tests "$OUT/fuse.txt" "fused vs separate" tests/cuda_attn_fuse_test.ts tests/cuda_test.ts tests/ops_test.ts \
+  tests/golden_test.ts tests/attention_kv_test.ts tests/sample_op_test.ts

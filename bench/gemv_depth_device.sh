@@ -19,11 +19,7 @@ source "$(dirname "$0")/_device_common.sh"
 build_lib --checks || exit 1
 [ -f .deno/ab/lib_b.so.xz ] || { echo "no .deno/ab/lib_b.so.xz (B); see the header"; exit 1; }
 xz -dc .deno/ab/lib_b.so.xz >build/lib_b.so
-ckpt_7b >"$OUT/ckpt.log" 2>&1 &
-timeout 200 build/gemv_check --layer-timing >"$OUT/gemv_check.txt" 2>&1
-echo "gemv_check exit $?" >>"$OUT/gemv_check.txt"
-wait
-ckpt_7b || exit 1
+check_during_ckpt gemv_check --layer-timing || exit 1
 run() { LLAMA_TS_CUDA_LIB=$1 bench_7b "$2" 16 128 "${REPEAT:-5}" 1024; }  # lib quant
 {
   echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
@@ -35,7 +31,5 @@ run() { LLAMA_TS_CUDA_LIB=$1 bench_7b "$2" 16 128 "${REPEAT:-5}" 1024; }  # lib 
     done
   done
 } | tee "$OUT/depth.txt"
-timeout 280 deno test -A tests/cuda_test.ts tests/cuda_attn_fuse_test.ts tests/ops_test.ts tests/golden_test.ts \
-  tests/quant_test.ts tests/sample_op_test.ts tests/attention_kv_test.ts >"$OUT/tests.log" 2>&1
-echo "tests exit $?" >>"$OUT/tests.log"
-grep -E "passed|FAILED" "$OUT/tests.log" | tail -12 | tee -a "$OUT/depth.txt"
+gpu_tests "$OUT/depth.txt" "" tests/cuda_test.ts tests/cuda_attn_fuse_test.ts tests/ops_test.ts \
+  tests/golden_test.ts tests/quant_test.ts tests/sample_op_test.ts tests/attention_kv_test.ts

@@ -99,6 +99,12 @@ def logit_stats(ours, ref):
             "max_abs_diff_per_position": [float(v) for v in np.abs(ours - ref).max(-1)]}
 
 
+def stats_text(s, diff_fmt=".4f"):
+    """One logit_stats result as printed in the summary."""
+    return (f"cos mean {s['cosine_mean']:.6f} min {s['cosine_min']:.6f} maxdiff {s['max_abs_diff']:{diff_fmt}} "
+            f"top1 {s['top1_agreement']:.3f}")
+
+
 def kl(p_logits, q_logits):
     """Mean KL(P || Q) over positions, P the reference."""
     def logsoftmax(x):
@@ -249,18 +255,12 @@ def main():
 
     print(f"\n== {report['device']}, {a.shape} shape, random weights ==")
     if "hf_fp32_vs_hf_f64" in report:
-        s = report["hf_fp32_vs_hf_f64"]
-        print(f"HF fp32 vs HF f64: cos mean {s['cosine_mean']:.6f} min {s['cosine_min']:.6f} "
-              f"maxdiff {s['max_abs_diff']:.4f} top1 {s['top1_agreement']:.3f}")
-        s = report["hf_f64_vs_f64_rope64"]
-        print(f"HF f64 vs f64 with f64 RoPE angles: cos mean {s['cosine_mean']:.6f} min {s['cosine_min']:.6f} "
-              f"maxdiff {s['max_abs_diff']:.2e} top1 {s['top1_agreement']:.3f}")
+        print(f"HF fp32 vs HF f64: {stats_text(report['hf_fp32_vs_hf_f64'])}")
+        print(f"HF f64 vs f64 with f64 RoPE angles: {stats_text(report['hf_f64_vs_f64_rope64'], '.2e')}")
         for v, e in results.items():
             for key, name in (("vs_hf_f64", "HF f64"), ("vs_f64_rope64", "f64 with f64 RoPE angles")):
                 if key in e:
-                    t = e[key]
-                    print(f"llama.ts {v} vs {name}: cos mean {t['cosine_mean']:.6f} min {t['cosine_min']:.6f} "
-                          f"maxdiff {t['max_abs_diff']:.2e} top1 {t['top1_agreement']:.3f}")
+                    print(f"llama.ts {v} vs {name}: {stats_text(e[key], '.2e')}")
     for g in report.get("hf_generate", []):
         print(f"HF transformers {report['transformers']} fp16 generate ({report.get('hf_attn_implementation')}), "
               f"{g['new_tokens']} new: {g['tok_per_s']:.1f} tok/s ({g['seconds']:.2f} s)")
@@ -270,15 +270,12 @@ def main():
             continue
         s = e["vs_hf_fp32"]
         if "decode" not in e:
-            print(f"llama.ts {v}: vs HF fp32 cos mean {s['cosine_mean']:.6f} min {s['cosine_min']:.6f} "
-                  f"maxdiff {s['max_abs_diff']:.4f} top1 {s['top1_agreement']:.3f}")
+            print(f"llama.ts {v}: vs HF fp32 {stats_text(s)}")
             continue
         print(f"llama.ts {v:5s} decode {e['decode']['decodeTokPerS']:7.1f} tok/s | prefill512 "
-              f"{e['prefill512']['prefillTokPerS']:8.0f} tok/s | vs HF fp32: cos mean {s['cosine_mean']:.6f} "
-              f"min {s['cosine_min']:.6f} maxdiff {s['max_abs_diff']:.4f} top1 {s['top1_agreement']:.3f}"
+              f"{e['prefill512']['prefillTokPerS']:8.0f} tok/s | vs HF fp32: {stats_text(s)}"
               + (f" | KL vs f16 {e['kl_vs_f16']:.2e} top1 {e['top1_vs_f16']:.3f}" if "kl_vs_f16" in e else "")
               + f" | mem {e['decode']['deviceMemoryUsed'] / 2**30:.1f} GiB")
-
 
 if __name__ == "__main__":
     main()
