@@ -199,7 +199,11 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
   // device time of each kernel of one decode step at position 80 (the decode run's mean position)
   const graph = (backend as unknown as {
     compiledGraphs(): {
-      profile(s: unknown, r: number, o?: { splits?: number }): Promise<{ label: string; us: number }[]>;
+      profile(
+        s: unknown,
+        r: number,
+        o?: { splits?: number; mode?: "reps" | "single" | "whole" },
+      ): Promise<{ label: string; us: number; hostUs?: number }[]>;
     }[];
   })
     .compiledGraphs()[0];
@@ -217,6 +221,25 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
   };
   const pos = 80;
   const prof = await graph.profile(stepAt(pos), 10);
+  // the same step as it runs: once per dispatch cold (no repeats), and whole steps in one pass each
+  const single = await graph.profile(stepAt(pos), 1, { mode: "single" });
+  const singleUs = single.reduce((a, p) => a + p.us, 0);
+  const [whole] = await graph.profile(stepAt(pos), 20, { mode: "whole" });
+  const wallUs = 1e6 / decode.decodeTokPerS;
+  const timeline = {
+    wallUsPerToken: wallUs,
+    stepPassUs: whole.us,
+    dispatchesSingleUs: singleUs,
+    hostEncodeUs: whole.hostUs,
+    gemvSingleUs: single.filter((p) => p.label.startsWith("matmul")).reduce((a, p) => a + p.us, 0),
+  };
+  log(
+    `${v}: timeline per token: wall ${wallUs.toFixed(0)} us; one step in one pass ${
+      whole.us.toFixed(0)
+    } us ` +
+      `(its dispatches one by one ${singleUs.toFixed(0)} us, GEMVs ${timeline.gemvSingleUs.toFixed(0)}); ` +
+      `host encode ${whole.hostUs?.toFixed(0)} us`,
+  );
   // decode attention per step, the old one split per row (the baseline) against the default splits, at
   // the decode run's first, mean and last positions
   const attention = [];
@@ -268,6 +291,8 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
     profileGBps: bytes / (deviceUs * 1e3),
     kernels,
     attention,
+    timeline,
+    single: single.map((p) => ({ label: p.label, us: p.us })),
     slowest: prof.sort((a, b) => b.us - a.us).slice(0, 8),
   };
   log(`${v}: one decode step: ${prof.length} dispatches, ${deviceUs.toFixed(0)} us of device time`);

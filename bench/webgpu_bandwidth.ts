@@ -3,6 +3,9 @@
  * - read bandwidth of bench/wgsl/read_bandwidth.wgsl over a large buffer, sweeping workgroup size,
  *   words per thread and grid size; the best is the roofline decode is measured against;
  * - the cost of one dispatch inside a compute pass (bench/wgsl/empty.wgsl, 1000 in a row);
+ * - read bandwidth per dispatch size (the decode GEMVs read 17-90 MB each): with the best layout, a pass
+ *   of dispatches that each read another window of the buffer (so the GPU's cache holds none of it),
+ *   for windows of 4 MiB to 256 MiB: what the boundaries between dispatches cost at a GEMV's size;
  * - the host round trip of a submit plus mapAsync (Deno 2.9.6 sleeps ~10 ms in every mapAsync).
  *
  *   deno run -A bench/webgpu_bandwidth.ts [--mib 1024] [--json out.json]
@@ -120,6 +123,58 @@ const ebg = device.createBindGroup({
 await timePass(empty, ebg, [1, 1], 100);
 const dispatchUs = (await timePass(empty, ebg, [1, 1], 1000)) / 1000;
 
+// bandwidth by bytes per dispatch: each dispatch of the pass reads the next window of the buffer
+const ladder: { mib: number; dispatches: number; usPerDispatch: number; gbps: number }[] = [];
+{
+  const b = results[0];
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module: readModule, entryPoint: "main", constants: { WG: b.wg, UNROLL: b.unroll } },
+  });
+  for (const mib of [4, 8, 16, 32, 64, 128, 256]) {
+    const win = mib * 2 ** 20;
+    if (win * 2 > bytes) break;
+    const nWin = Math.floor(bytes / win);
+    const n = Math.max(nWin, 16);
+    const w = win / 16;
+    const groups = Math.ceil(w / (b.wg * b.unroll));
+    const x = Math.min(groups, 65535), y = Math.ceil(groups / x);
+    const params = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(params, 0, Uint32Array.of(w, x * y * b.wg * b.unroll, 0, 0));
+    const bgs = Array.from({ length: nWin }, (_, i) =>
+      device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: { buffer: src, offset: i * win, size: win } },
+          { binding: 1, resource: { buffer: sink } },
+          { binding: 2, resource: { buffer: params } },
+        ],
+      }));
+    const time = async (): Promise<number> => {
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass({
+        timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+      });
+      pass.setPipeline(pipeline);
+      for (let r = 0; r < n; r++) {
+        pass.setBindGroup(0, bgs[r % nWin]);
+        pass.dispatchWorkgroups(x, y);
+      }
+      pass.end();
+      enc.resolveQuerySet(qs, 0, 2, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, rb, 0, 16);
+      device.queue.submit([enc.finish()]);
+      await rb.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(rb.getMappedRange().slice(0));
+      rb.unmap();
+      return Number(t[1] - t[0]) / 1000;
+    };
+    await time();
+    const us = Math.min(await time(), await time()) / n;
+    ladder.push({ mib, dispatches: n, usPerDispatch: us, gbps: win / (us * 1e3) });
+  }
+}
+
 // host round trip: an empty submit then a 4-byte map
 const rt: number[] = [];
 for (let i = 0; i < 5; i++) {
@@ -140,6 +195,7 @@ const report = {
   best: results[0],
   top5: results.slice(0, 5),
   emptyDispatchUs: dispatchUs,
+  bytesPerDispatch: ladder,
   mapRoundTripMs: Math.min(...rt),
 };
 console.log(JSON.stringify(report, null, 2));

@@ -4,6 +4,10 @@
  * (NR rows per thread, TK threads along K, TR thread rows), timed with timestamp queries; and the prefill
  * GEMM's thread tiles on 512 rows. Prints tables and writes the best layouts as a tuning file for
  * bench/webgpu_7b.ts --tuning.
+ * Its timings are of single ops repeated over weights the GPU's cache partly holds, between idle gaps
+ * in which the H100's SM clock drops (1,980 -> 345 MHz within seconds; bench/RESULTS.md, 2026-11-26):
+ * rank one-row GEMV layouts with bench/webgpu_gemv_chain.ts instead, which chains 8 layers and keeps the
+ * clock up. This sweep stays for the prefill GEMM tiles.
  *
  *   deno run -A bench/webgpu_gemv_sweep.ts [--out tuning.json] [--json sweep.json] [--quick] [--scale 8]
  *        [--formats f16,q8,q4] [--no-gemm]

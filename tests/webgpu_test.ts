@@ -232,6 +232,43 @@ Deno.test({
   },
 });
 
+// The one-row quantized GEMV with its two-stage reduction (RED2): TK / NR threads per output (1 to 8),
+// layouts where NR does not divide TK keep the one-stage sum, in the fused QKV, gate-up (silu, norm) and
+// residual GEMVs of decode steps; f16 weights through the same kernel (`regs`)
+Deno.test({
+  name: "webgpu: register-path GEMV (q8, q4, f16) with the two-stage reduction matches ref",
+  ignore,
+  fn: async () => {
+    const layouts = [
+      { NR: 4, TK: 4, TR: 2, red2: true },
+      { NR: 2, TK: 16, TR: 1, red2: true },
+      { NR: 3, TK: 8, TR: 2, red2: true },
+      { NR: 1, TK: 8, TR: 4, red2: true },
+      { NR: 4, TK: 4, TR: 2, red2: true, i2f: true },
+      { NR: 3, TK: 2, TR: 2, i2f: true },
+    ];
+    const cases = [
+      ["int8", async () => await refLogits("int8", quantizedWeights(CONFIG, WEIGHTS, "int8"), "f32"), "f32"],
+      ["int4", async () => await refLogits("int4", quantizedWeights(CONFIG, WEIGHTS, "int4"), "f32"), "f32"],
+      ["q4_0", async () => await refLogits("q4_0 seed 7", W8A8_WEIGHTS, "q4_0"), "q4_0"],
+      ["f16", async () => await refLogits("f16 seed 7", W8A8_WEIGHTS, "f16"), "f16"],
+    ] as const;
+    for (const [name, reference, dtype] of cases) {
+      const want = await reference();
+      const weightQuant = name === "int8" || name === "int4" ? name : undefined;
+      const weights = weightQuant ? WEIGHTS : W8A8_WEIGHTS;
+      for (const l of layouts) {
+        const f16 = { ...l, regs: true };
+        const tuning: Partial<Tuning> = { gemv: { ...DEFAULT_TUNING.gemv, q8: l, q4: l, f16 } };
+        using b = await createWebGpuBackend({ weightQuant, f16: false, tuning });
+        const got = await logits(b, memoryModel(CONFIG, weights, dtype));
+        const e = nmse(got.decode, want.decode);
+        assert.ok(e < BOUND.f32, `${name} ${JSON.stringify(l)} decode: nmse ${e.toExponential(2)}`);
+      }
+    }
+  },
+});
+
 Deno.test("webgpu: decode attention splits fill the GPU at short contexts, long contexts by length", () => {
   const t = DEFAULT_TUNING;
   const at = (maxLen: number, kvHeads = 32, rows = 1): number =>

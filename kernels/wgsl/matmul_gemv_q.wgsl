@@ -1,4 +1,5 @@
-// matmul_gemv_q: matmul_gemv for the quantized formats (FMT 3 q8, FMT 4 q4): the same fusions (NORM,
+// matmul_gemv_q: matmul_gemv for the quantized formats (FMT 3 q8, FMT 4 q4), and for f16 weights (FMT 1,
+// one row of x only, f32 math; chosen by the f16 layout's `regs`): the same fusions (NORM,
 // GATHER, up to three matrices, GATEUP, RESIDUAL), Params and bindings, but no staging of x: each
 // thread reads 16-byte weight chunks (vec4<u32>) of NR rows at the same K position, reads the chunk's x
 // straight from memory once (vec4 loads) and reuses it for all NR rows, dequantizing in registers:
@@ -15,6 +16,15 @@
 //   in named registers, x of a chunk in a struct), since indexed private arrays may be placed in local
 //   memory by the driver (the H100 sweep slowed down 4-5x from NR 1 to NR 2 and more in the array path).
 // Precision: f32 math and accumulation; weights dequantized exactly.
+// RED2 (one row of x, NR divides TK): the TK partial sums of an output are added in two stages (TK / NR
+//   threads per output add NR each, then one thread adds those) instead of one thread adding all TK; lets
+//   layouts with many threads along K (few chunks per thread, all in flight at once) end quickly.
+// I2F (q8 / q4, one row of x): codes turned into floats by an integer-to-float conversion of each byte /
+//   nibble (no mask-or, no subtraction per code) and dotted with x in the words' element order; the code
+//   offset (128 / 8) comes off once per chunk as offset * sum(x of the chunk), shared by the NR rows.
+//   Same f32 math otherwise; the products are exact either way, the sums round differently.
+// PROBE (benchmarks only, wrong results; one row of x): 1 = no dequantization (a chunk's words xor-ed
+//   into one float), 2 = that and no x reads: what the weights' reads alone cost in this layout.
 //!include lib/weights.wgsl
 //!include lib/step.wgsl
 //!include lib/fused_gemv.wgsl
@@ -30,6 +40,9 @@ override NORM: bool = false;
 override GATHER: bool = false;
 override RESIDUAL: bool = false;
 override GATEUP: bool = false;
+override PROBE: u32 = 0u;
+override RED2: bool = false;
+override I2F: bool = false;
 
 struct Params {
   K: u32,
@@ -63,6 +76,8 @@ struct Params {
 
 var<workgroup> red: array<f32, select(1u, 2u, GATEUP) * TR * NR * NT * TK>;
 var<workgroup> ssq: array<f32, NT * TK>;
+// RED2's second stage: per output TK / NR sums (A, then B for GATEUP), then the squares'
+var<workgroup> red2: array<f32, select(1u, select(1u, 2u, GATEUP) * TK * TR + TK, RED2)>;
 
 // 2^23 and 2^23 plus the code offsets (q8: 128 at byte 0, 128 * 256 at byte 1; q4: 8 * 16^j at nibble j)
 const M8 = vec4<f32>(8388736.0, 8421376.0, 8388736.0, 8421376.0);
@@ -99,6 +114,15 @@ fn dot4(w: u32, lo: vec4<f32>, hi: vec4<f32>) -> f32 {
   return dot(bitcast<vec4<f32>>(a) - M4, lo) + dot(bitcast<vec4<f32>>(b) - M4, hi);
 }
 
+// I2F: the four bytes of a word as floats, in byte order; four nibbles from bit `at` on
+fn u8f(w: u32) -> vec4<f32> {
+  return vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u));
+}
+
+fn u4f(w: u32, at: u32) -> vec4<f32> {
+  return vec4<f32>((vec4<u32>(w >> at) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
+}
+
 // one chunk's x for the NT = 1 path, in the words' element order, times the norm weight, pre-scaled
 struct XC {
   v0: vec4<f32>,
@@ -109,6 +133,7 @@ struct XC {
   v5: vec4<f32>,
   v6: vec4<f32>,
   v7: vec4<f32>,
+  sx: f32, // I2F: the sum of the chunk's x (norm weight applied)
 }
 
 // x vec4 i of the row at xb (norm weight applied; its squares summed into ss)
@@ -127,6 +152,24 @@ fn q8x(a: vec4<f32>) -> vec4<f32> {
 
 fn chunkX(xb: u32, c: u32, ss: ptr<function, f32>) -> XC {
   var r: XC;
+  if (FMT == F_F16) {
+    r.v0 = xin(xb, c * 2u, ss);
+    r.v1 = xin(xb, c * 2u + 1u, ss);
+    return r;
+  }
+  if (I2F && FMT == F_Q8) {
+    let i = c * 4u;
+    let a0 = xin(xb, i, ss);
+    let a1 = xin(xb, i + 1u, ss);
+    let a2 = xin(xb, i + 2u, ss);
+    let a3 = xin(xb, i + 3u, ss);
+    r.v0 = a0.xzyw;
+    r.v1 = a1.xzyw;
+    r.v2 = a2.xzyw;
+    r.v3 = a3.xzyw;
+    r.sx = dot(a0 + a1 + a2 + a3, vec4<f32>(1.0));
+    return r;
+  }
   if (FMT == F_Q8) {
     let i = c * 4u;
     r.v0 = q8x(xin(xb, i, ss));
@@ -136,7 +179,7 @@ fn chunkX(xb: u32, c: u32, ss: ptr<function, f32>) -> XC {
     return r;
   }
   let i = c * 8u;
-  let S = vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);
+  let S = select(vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625), vec4<f32>(1.0), I2F);
   let a0 = xin(xb, i, ss);
   let b0 = xin(xb, i + 1u, ss);
   r.v0 = vec4<f32>(a0.x, a0.z, b0.x, b0.z) * S;
@@ -153,11 +196,30 @@ fn chunkX(xb: u32, c: u32, ss: ptr<function, f32>) -> XC {
   let b3 = xin(xb, i + 7u, ss);
   r.v6 = vec4<f32>(a3.x, a3.z, b3.x, b3.z) * S;
   r.v7 = vec4<f32>(a3.y, a3.w, b3.y, b3.w) * S;
+  if (I2F) { r.sx = dot(a0 + b0 + a1 + b1 + a2 + b2 + a3 + b3, vec4<f32>(1.0)); }
   return r;
 }
 
 // one 16-byte chunk of weights times its x
 fn dotC(w: vec4<u32>, xc: XC) -> f32 {
+  if (PROBE != 0u) {
+    return bitcast<f32>((w.x ^ w.y ^ w.z ^ w.w) & 0x3f7fffffu) * xc.v0.x;
+  }
+  if (FMT == F_F16) {
+    let a = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+    let b = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+    return dot(a, xc.v0) + dot(b, xc.v1);
+  }
+  if (I2F && FMT == F_Q8) {
+    let d = dot(u8f(w.x), xc.v0) + dot(u8f(w.y), xc.v1) + dot(u8f(w.z), xc.v2) + dot(u8f(w.w), xc.v3);
+    return fma(-128.0, xc.sx, d);
+  }
+  if (I2F) {
+    let d = dot(u4f(w.x, 0u), xc.v0) + dot(u4f(w.x, 16u), xc.v1) + dot(u4f(w.y, 0u), xc.v2) +
+      dot(u4f(w.y, 16u), xc.v3) + dot(u4f(w.z, 0u), xc.v4) + dot(u4f(w.z, 16u), xc.v5) +
+      dot(u4f(w.w, 0u), xc.v6) + dot(u4f(w.w, 16u), xc.v7);
+    return fma(-8.0, xc.sx, d);
+  }
   if (FMT == F_Q8) {
     return dot8(w.x, xc.v0) + dot8(w.y, xc.v1) + dot8(w.z, xc.v2) + dot8(w.w, xc.v3);
   }
@@ -166,13 +228,13 @@ fn dotC(w: vec4<u32>, xc: XC) -> f32 {
 
 // the group scale of chunk c of row r (1 for PERROW: applied after the sum)
 fn scl(mat: u32, r: u32, c: u32, ep: u32) -> f32 {
-  if (PERROW) { return 1.0; }
+  if (PERROW || FMT == F_F16) { return 1.0; }
   let g = c * ep / G;
   return scaleAt(loadS(mat, r * p.SW + g / 2u), g);
 }
 
 fn sclB(r: u32, c: u32, ep: u32) -> f32 {
-  if (PERROW) { return 1.0; }
+  if (PERROW || FMT == F_F16) { return 1.0; }
   let g = c * ep / G;
   return scaleAt(sB[r * p.SW + g / 2u], g);
 }
@@ -194,7 +256,7 @@ fn main(
   let tk = li % TK;
   let tr = li / TK;
   let q8 = FMT == F_Q8;
-  let XW = select(8u, 4u, q8); // vec4 of x per chunk
+  let XW = select(select(8u, 4u, q8), 2u, FMT == F_F16); // vec4 of x per chunk
   let EP = XW * 4u; // elements per chunk
   let K4 = p.K / 4u;
   // x rows of this step (the logit rows with GATHER)
@@ -266,7 +328,12 @@ fn main(
           if (ok3) { v3 = wB[(r + 3u) * KC + cn]; }
         }
       }
-      let xc = chunkX(xb, c, &sq);
+      var xc = XC();
+      if (PROBE == 2u) {
+        xc.v0 = vec4<f32>(f32(c));
+      } else {
+        xc = chunkX(xb, c, &sq);
+      }
       if (ok0) {
         a0 = fma(scl(mat, r, c, EP), dotC(w0, xc), a0);
         if (GATEUP) { b0 = fma(sclB(r, c, EP), dotC(u0, xc), b0); }
@@ -402,19 +469,50 @@ fn main(
     }
   }
   workgroupBarrier();
+  // RED2: stage 1, P = TK / NR threads per output each add NR partials (the squares likewise)
+  let P = TK / NR;
+  let GB = select(1u, 2u, GATEUP) * WG;
+  if (RED2) {
+    let o = li / P;
+    let q = li % P;
+    var v = 0.0;
+    var u = 0.0;
+    for (var j = 0u; j < NR; j++) {
+      v += red[(q * NR + j) * NO + o];
+      if (GATEUP) { u += red[(TK + q * NR + j) * NO + o]; }
+    }
+    red2[o * P + q] = v;
+    if (GATEUP) { red2[WG + o * P + q] = u; }
+    if (NORM && o == 0u) {
+      var s2 = 0.0;
+      for (var j = 0u; j < NR; j++) { s2 += ssq[q * NR + j]; }
+      red2[GB + q] = s2;
+    }
+    workgroupBarrier();
+  }
   for (var o = li; o < NO; o += WG) {
     let r = row0 + o / NT;
     let t = o % NT;
     if (r < m && t < live) {
       var v = 0.0;
-      for (var j = 0u; j < TK; j++) { v += red[j * NO + o]; }
       var u = 0.0;
-      if (GATEUP) {
-        for (var j = 0u; j < TK; j++) { u += red[(TK + j) * NO + o]; }
+      var sq = 0.0;
+      if (RED2) {
+        for (var q = 0u; q < P; q++) {
+          v += red2[o * P + q];
+          if (GATEUP) { u += red2[WG + o * P + q]; }
+          if (NORM) { sq += red2[GB + q]; }
+        }
+      } else {
+        for (var j = 0u; j < TK; j++) { v += red[j * NO + o]; }
+        if (GATEUP) {
+          for (var j = 0u; j < TK; j++) { u += red[(TK + j) * NO + o]; }
+        }
+        if (NORM) {
+          for (var j = 0u; j < TK; j++) { sq += ssq[t * TK + j]; }
+        }
       }
       if (NORM) {
-        var sq = 0.0;
-        for (var j = 0u; j < TK; j++) { sq += ssq[t * TK + j]; }
         let inv = 1.0 / sqrt(sq / f32(p.K) + p.eps);
         v *= inv;
         u *= inv;

@@ -283,13 +283,26 @@ export class NodeEncoder implements Disposable {
     const ctx = this.#ctx;
     const t = (nt === 1 ? ctx.tuning.gemv : ctx.tuning.gemvBatch)[FMT_NAME[w.fmt]];
     const red = (nr: number): number => (gateup ? 2 : 1) * t.TR * nr * nt * t.TK * 4;
-    if (w.fmt >= FMT.q8) {
+    if (w.fmt >= FMT.q8 || (w.fmt === FMT.f16 && nt === 1 && t.regs)) {
       // matmul_gemv_q: no staged x; NR <= 8 rows per thread, NR * NT <= 16 accumulators; one row of x
       // takes the register path of NR <= 4
       const nr = Math.max(1, Math.min(t.NR, nt === 1 ? 4 : 8, Math.floor(16 / nt)));
-      if (red(nr) + nt * t.TK * 4 > ctx.gpu.limits.workgroupStorage) return undefined;
-      const perRow = w.group === w.k;
-      const c: Constants = { NT: nt, NR: nr, TK: t.TK, TR: t.TR, FMT: w.fmt, G: w.group, PERROW: perRow };
+      const two = !!t.red2 && nt === 1 && t.TK % nr === 0;
+      const red2 = two ? ((gateup ? 2 : 1) * t.TK * t.TR + t.TK) * 4 : 0;
+      if (red(nr) + red2 + nt * t.TK * 4 > ctx.gpu.limits.workgroupStorage) return undefined;
+      const perRow = w.fmt !== FMT.f16 && w.group === w.k;
+      const c: Constants = {
+        NT: nt,
+        NR: nr,
+        TK: t.TK,
+        TR: t.TR,
+        FMT: w.fmt,
+        G: w.group || 32,
+        PERROW: perRow,
+      };
+      if (t.probe && nt === 1) c.PROBE = t.probe;
+      if (two) c.RED2 = true;
+      if (t.i2f && nt === 1 && w.fmt >= FMT.q8) c.I2F = true;
       return { kernel: "matmul_gemv_q", c };
     }
     const f16 = ctx.f16 && w.fmt === FMT.f16;

@@ -8,7 +8,8 @@
  *   carries its rows' sampling settings and uniforms, written ahead), so the host never waits per
  *   token. Deno 2.9.6's mapAsync blocks until the queue is idle and then sleeps about 10 ms, so the ids
  *   are read back per batch of steps: batch k+1 is submitted right after batch k's map call returns, and
- *   batch k+2 is encoded while the map completes; batches grow until one keeps the GPU busy ~15 ms.
+ *   batch k+2 is encoded while the map completes; batches grow until one keeps the GPU busy
+ *   `tuning.burstMs` (15 ms by default).
  * @module
  */
 import type { CompiledGraph, GreedyDecodeOptions } from "../../backend.ts";
@@ -24,7 +25,6 @@ import { PICK_PARAMS } from "../../sample/pick.ts";
 const HEADER = 16;
 const SLOTS = 128;
 const MAX_BATCH = 48;
-const BATCH_TARGET_MS = 15;
 
 /**
  * How many splits decode attention cuts each row's cached positions into (step[7]): one per
@@ -225,14 +225,19 @@ export class WgGraph implements CompiledGraph {
   }
 
   /** One step's command buffer. */
-  #encode(slot: number, shape: StepShape, extra?: (enc: GPUCommandEncoder) => void): GPUCommandBuffer {
+  #encode(
+    slot: number,
+    shape: StepShape,
+    extra?: (enc: GPUCommandEncoder) => void,
+    passDesc?: GPUComputePassDescriptor,
+  ): GPUCommandBuffer {
     const enc = this.#gpu.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    const bg1 = this.#slotBgs[slot];
+    const pass = enc.beginComputePass(passDesc);
+    // group 1 (the step slot) has one layout in every pipeline, so it stays bound across setPipeline
+    pass.setBindGroup(1, this.#slotBgs[slot]);
     for (const d of this.#dispatches(shape)) {
       pass.setPipeline(d.pipeline);
       pass.setBindGroup(0, d.group0);
-      pass.setBindGroup(1, bg1);
       pass.dispatchWorkgroups(d.x, d.y, d.z);
     }
     pass.end();
@@ -344,7 +349,7 @@ export class WgGraph implements CompiledGraph {
         // size the batch after next from how long this one kept the GPU busy
         const perStep = (blockEnd - current.submitted) / current.count;
         size = blockEnd - t0 > 0.5
-          ? Math.max(1, Math.min(MAX_BATCH, Math.ceil(BATCH_TARGET_MS / Math.max(perStep, 0.01))))
+          ? Math.max(1, Math.min(MAX_BATCH, Math.ceil(this.#tuning.burstMs / Math.max(perStep, 0.01))))
           : Math.min(MAX_BATCH, size * 2);
         upcoming = following ? build(size) : undefined;
         await mapping;
@@ -367,47 +372,62 @@ export class WgGraph implements CompiledGraph {
   }
 
   /**
-   * Profiling (benchmarks only): the device time of each dispatch of this step's command buffer, each
-   * repeated `reps` times in its own timed pass (timestamp-query). Overwrites activations and cache rows
-   * the step touches. `splits` replaces attentionSplits' choice for a decode step (1..tuning.maxSplits),
-   * to time decode attention split differently on the same graph.
+   * Profiling (benchmarks only): device times of this step's command buffer, by timestamp-query.
+   * Overwrites activations and cache rows the step touches. `splits` replaces attentionSplits' choice for
+   * a decode step (1..tuning.maxSplits), to time decode attention split differently on the same graph.
+   * - `mode: "reps"` (default): each dispatch repeated `reps` times in its own timed pass (weights that fit
+   *   the GPU's cache stay there between repeats);
+   * - `mode: "single"`: each dispatch once, in its own timed pass, in step order (what one step's
+   *   dispatches take cold, without the gaps between them);
+   * - `mode: "whole"`: the whole step, `reps` times, each in one timed pass as the decode step encodes it
+   *   (boundaries between dispatches included): one entry labelled "step", `us` per step, and `hostUs`,
+   *   the host's time to encode one step's command buffer.
    */
   async profile(
     step: StepParams,
     reps = 20,
-    options?: { readonly splits?: number },
-  ): Promise<{ label: string; grid: number[]; us: number }[]> {
+    options?: { readonly splits?: number; readonly mode?: "reps" | "single" | "whole" },
+  ): Promise<{ label: string; grid: number[]; us: number; hostUs?: number }[]> {
     const gpu = this.#gpu;
     if (!gpu.hasTimestamps) {
       throw new LlmError("BACKEND_UNAVAILABLE", "webgpu: the device has no timestamp-query");
     }
     this.#enter();
     try {
+      const mode = options?.mode ?? "reps";
       const { slot, shape } = this.#write(step, false, -1, options?.splits);
       const list = this.#dispatches(shape);
-      const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 * list.length });
-      const resolve = gpu.buffer(
-        16 * list.length,
-        GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-        "ts",
-      );
-      const rb = gpu.buffer(16 * list.length, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "ts read");
+      const passes = mode === "whole" ? reps : list.length;
+      const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 * passes });
+      const resolve = gpu.buffer(16 * passes, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, "ts");
+      const rb = gpu.buffer(16 * passes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "ts read");
       const enc = gpu.device.createCommandEncoder();
-      list.forEach((d, i) => {
-        const pass = enc.beginComputePass({
-          timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
-        });
-        for (let r = 0; r < reps; r++) {
-          pass.setPipeline(d.pipeline);
-          pass.setBindGroup(0, d.group0);
-          pass.setBindGroup(1, this.#slotBgs[slot]);
-          pass.dispatchWorkgroups(d.x, d.y, d.z);
-        }
-        pass.end();
+      const timed = (i: number) => ({
+        timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
       });
-      enc.resolveQuerySet(qs, 0, 2 * list.length, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, rb, 0, 16 * list.length);
-      gpu.device.queue.submit([enc.finish()]);
+      const cbs: GPUCommandBuffer[] = [];
+      let hostMs = 0;
+      if (mode === "whole") {
+        for (let i = 0; i < reps; i++) {
+          const t0 = performance.now();
+          cbs.push(this.#encode(slot, shape, undefined, timed(i)));
+          hostMs += performance.now() - t0;
+        }
+      } else {
+        list.forEach((d, i) => {
+          const pass = enc.beginComputePass(timed(i));
+          for (let r = 0; r < (mode === "single" ? 1 : reps); r++) {
+            pass.setPipeline(d.pipeline);
+            pass.setBindGroup(0, d.group0);
+            pass.setBindGroup(1, this.#slotBgs[slot]);
+            pass.dispatchWorkgroups(d.x, d.y, d.z);
+          }
+          pass.end();
+        });
+      }
+      enc.resolveQuerySet(qs, 0, 2 * passes, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, rb, 0, 16 * passes);
+      gpu.device.queue.submit([...cbs, enc.finish()]);
       await rb.mapAsync(GPUMapMode.READ);
       const t = new BigUint64Array(rb.getMappedRange().slice(0));
       rb.unmap();
@@ -415,10 +435,20 @@ export class WgGraph implements CompiledGraph {
       gpu.destroy(rb);
       qs.destroy();
       gpu.check("profiling");
+      const span = (i: number): number => Number(t[2 * i + 1] - t[2 * i]) / 1000;
+      if (mode === "whole") {
+        const us = Array.from({ length: reps }, (_, i) => span(i));
+        return [{
+          label: "step",
+          grid: [list.length],
+          us: us.reduce((a, b) => a + b, 0) / reps,
+          hostUs: (hostMs * 1000) / reps,
+        }];
+      }
       return list.map((d, i) => ({
         label: d.label,
         grid: [d.x, d.y, d.z],
-        us: Number(t[2 * i + 1] - t[2 * i]) / 1000 / reps,
+        us: span(i) / (mode === "single" ? 1 : reps),
       }));
     } finally {
       this.#busy = false;

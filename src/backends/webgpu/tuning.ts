@@ -12,12 +12,32 @@ export interface Layout {
   readonly NR: number;
   readonly TK: number;
   readonly TR: number;
+  /**
+   * Benchmarks only (wrong results): the q8 / q4 one-row GEMV without dequantization (1) or also
+   * without reading x (2), to split its time into memory and arithmetic (bench/webgpu_gemv_chain.ts).
+   */
+  readonly probe?: number;
+  /**
+   * q8 / q4, one row of x: add each output's TK partial sums in two stages (matmul_gemv_q's RED2; used
+   * where NR divides TK) instead of one thread adding all of them.
+   */
+  readonly red2?: boolean;
+  /**
+   * f16, one row of x: matmul_gemv_q's register path (chunks of the next K step loaded ahead, x read from
+   * memory, f32 math) instead of matmul_gemv_f16 (x staged in workgroup memory).
+   */
+  readonly regs?: boolean;
+  /**
+   * q8 / q4, one row of x: codes to floats by integer conversion, the code offset taken off per chunk
+   * (matmul_gemv_q's I2F) instead of the mask-or-subtract per code.
+   */
+  readonly i2f?: boolean;
 }
 
 /** Kernel shape choices (defaults in {@link DEFAULT_TUNING}). */
 export interface Tuning {
   /**
-   * GEMV for one row of x (decode at batch 1, what bench/webgpu_gemv_sweep.ts times): output rows per
+   * GEMV for one row of x (decode at batch 1, what bench/webgpu_gemv_chain.ts times): output rows per
    * thread, threads along K, thread rows, per weight format.
    */
   readonly gemv: Readonly<Record<GemvFormat, Layout>>;
@@ -44,16 +64,21 @@ export interface Tuning {
   readonly maxSplits: number;
   /** Most rows a GEMV dispatch takes (more use GEMM). */
   readonly gemvMaxRows: number;
+  /**
+   * Queued decoding (decodeGreedy): the GPU time one burst of steps aims at, in ms. Each burst ends in
+   * one read-back of its tokens; a longer burst leaves more room for the host's work between bursts,
+   * and streams tokens in larger groups.
+   */
+  readonly burstMs: number;
 }
 
 /**
- * The default tuning, from the H100 runs (NVIDIA H100 80GB HBM3 over Vulkan, 2026-11-25; bench/RESULTS.md,
- * "run 2"). One row of x: f16 NR1 TK32 TR8 (the single-matrix sweeps of runs 0 and 1 put it first at ~1 TB/s
- * and run 0's 7B f16 step ran its GEMVs at ~1 TB/s with it; run 2's sweep preferred TK16 TR8, with which the
- * 7B f16 GEMVs ran at 767 GB/s); q8 NR4 TK64 TR2 and q4 NR4 TK32 TR4 (run 2's sweep winners with the
- * register path of matmul_gemv_q, the layouts of run 2's 7B int8 161.6 / int4 141.3 tok/s). Batched rows keep
- * the earlier defaults (their path holds indexed arrays, where more rows per thread ran 4-5x slower in run
- * 1). matmul_a8, one row: NR1 TK32 TR4 (3,826 us per W8A8 decode step in run 1, 7,716 us with run 2's q8
+ * The default tuning, from the H100 runs (NVIDIA H100 80GB HBM3 over Vulkan; bench/RESULTS.md). One row of
+ * x (2026-11-26, bench/webgpu_gemv_chain.ts: 8 chained 7B layers, clocks held up): f16 NR4 TK128 TR1 on
+ * matmul_gemv_q's register path with the two-stage reduction, 162 us per layer against matmul_gemv_f16's
+ * 374 (NR1 TK32 TR8); q8 NR4 TK128 TR1 with the two-stage reduction, 112 against 118 (NR4 TK64 TR2), and
+ * 107 with codes converted by I2F; q4 NR4 TK64 TR2 likewise, 119 against 129 (NR4 TK32 TR4), 118 with I2F. Batched rows keep the earlier defaults (run 1 put
+ * more rows per thread 4-5x slower in an isolated sweep that, as found later, ran at idle clocks). matmul_a8, one row: NR1 TK32 TR4 (3,826 us per W8A8 decode step in run 1, 7,716 us with run 2's q8
  * NR4 TK64 TR2); more rows: NR4 TK64 TR2 (W8A8 prefill 398 tok/s in run 2, 313 with NR1 TK32 TR4 in run 1).
  * GEMM tile 8 x 8 (2.2x the 4 x 4 one). Decode attention splits its positions until a step has ~256
  * workgroups, at least 32 positions each: run 3 measured splits of >= 8 positions against one split per row
@@ -63,10 +88,10 @@ export interface Tuning {
 export const DEFAULT_TUNING: Tuning = {
   gemv: {
     f32: { NR: 1, TK: 32, TR: 8 },
-    f16: { NR: 1, TK: 32, TR: 8 },
+    f16: { NR: 4, TK: 128, TR: 1, regs: true, red2: true },
     bf16: { NR: 1, TK: 32, TR: 8 },
-    q8: { NR: 4, TK: 64, TR: 2 },
-    q4: { NR: 4, TK: 32, TR: 4 },
+    q8: { NR: 4, TK: 128, TR: 1, red2: true, i2f: true },
+    q4: { NR: 4, TK: 64, TR: 2, red2: true, i2f: true },
   },
   gemvBatch: {
     f32: { NR: 1, TK: 32, TR: 8 },
@@ -83,4 +108,5 @@ export const DEFAULT_TUNING: Tuning = {
   splitMinTokens: 32,
   maxSplits: 32,
   gemvMaxRows: 8,
+  burstMs: 15,
 };
