@@ -204,6 +204,8 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
         r: number,
         o?: { splits?: number; mode?: "reps" | "single" | "whole" },
       ): Promise<{ label: string; us: number; hostUs?: number }[]>;
+      traceDecode(steps: number): void;
+      takeDecodeTrace(): Promise<{ begin: number[]; end: number[] }>;
     }[];
   })
     .compiledGraphs()[0];
@@ -219,6 +221,42 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
       logitRows: Int32Array.of(0),
     };
   };
+  // one more decode with each step's pass timed on the GPU: busy time against the wall, and the idle gaps
+  // between steps (within a burst, and at the bursts' read-backs)
+  const graphs = (backend as unknown as { compiledGraphs(): (typeof graph)[] }).compiledGraphs();
+  for (const g of graphs) g.traceDecode(256);
+  const traced = await runBench(engine, {
+    model: `${f.shape}-shape`,
+    promptTokens: 16,
+    genTokens: 128,
+    repeat: 1,
+  });
+  const traces = await Promise.all(graphs.map((g) => g.takeDecodeTrace()));
+  const tr = traces.reduce((a, b) => b.begin.length > a.begin.length ? b : a);
+  const gaps = tr.begin.slice(1).map((b, i) => b - tr.end[i]);
+  const busy = tr.end.reduce((a, e, i) => a + e - tr.begin[i], 0);
+  const sortedGaps = gaps.toSorted((a, b) => a - b);
+  const decodeTrace = {
+    steps: tr.begin.length,
+    wallUsPerToken: 1e6 / traced.decodeTokPerS,
+    gpuSpanUsPerStep: tr.begin.length ? tr.end[tr.end.length - 1] / tr.begin.length : 0,
+    gpuBusyUsPerStep: tr.begin.length ? busy / tr.begin.length : 0,
+    gapUsMedian: sortedGaps[Math.floor(sortedGaps.length / 2)] ?? 0,
+    gapUsMax: sortedGaps[sortedGaps.length - 1] ?? 0,
+    gapsOver100Us: gaps.filter((g) => g > 100).length,
+  };
+  log(
+    `${v}: decode trace: ${decodeTrace.steps} steps, wall ${
+      decodeTrace.wallUsPerToken.toFixed(0)
+    } us per token, ` +
+      `GPU span ${decodeTrace.gpuSpanUsPerStep.toFixed(0)} us per step, busy ${
+        decodeTrace.gpuBusyUsPerStep.toFixed(0)
+      }; ` +
+      `gaps between steps: median ${decodeTrace.gapUsMedian.toFixed(1)} us, max ${
+        decodeTrace.gapUsMax.toFixed(0)
+      }, ` +
+      `${decodeTrace.gapsOver100Us} over 100 us`,
+  );
   const pos = 80;
   const prof = await graph.profile(stepAt(pos), 10);
   // the same step as it runs: once per dispatch cold (no repeats), and whole steps in one pass each
@@ -292,6 +330,7 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
     kernels,
     attention,
     timeline,
+    decodeTrace,
     single: single.map((p) => ({ label: p.label, us: p.us })),
     slowest: prof.sort((a, b) => b.us - a.us).slice(0, 8),
   };

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { Engine, type GenerateOptions, loadModel } from "../mod.ts";
-import { webGpuInfo } from "../src/backends/webgpu/webgpu.ts";
+import { createWebGpuBackend, webGpuInfo } from "../src/backends/webgpu/webgpu.ts";
 import { sharedModel } from "./_util.ts";
 
 const info = await webGpuInfo();
@@ -103,3 +103,42 @@ Deno.test({
     assert.deepEqual((await withStop).generatedIds, soloB, "B beside a sequence that stopped");
   },
 });
+
+// The benchmark trace of queued decoding (WgGraph.traceDecode / takeDecodeTrace, bench/webgpu_7b.ts): one
+// pair of GPU timestamps per decode step, in order, and the decoded tokens unchanged by it
+Deno.test({
+  name: "webgpu: a traced greedy decode records every step's pass, in order, with the same tokens",
+  ignore,
+  fn: async () => {
+    const { model, tokenizer } = await loadModel(modelPath!, { tokenizer: tokPath });
+    const backend = await createWebGpuBackend();
+    try {
+      using e = await Engine.create(model, tokenizer, { backend });
+      const options = { maxTokens: 24, temperature: 0 };
+      const plain = await e.complete("Once upon a time", options);
+      const graphs = (backend as unknown as Traced).compiledGraphs();
+      for (const g of graphs) g.traceDecode(16);
+      const traced = await e.complete("Once upon a time", options);
+      assert.deepEqual(traced.generatedIds, plain.generatedIds);
+      const traces = await Promise.all(graphs.map((g) => g.takeDecodeTrace()));
+      const tr = traces.reduce((a, b) => b.begin.length > a.begin.length ? b : a);
+      assert.equal(tr.begin.length, 16, "the first 16 of 23 decode steps");
+      assert.equal(tr.begin[0], 0);
+      for (let i = 0; i < tr.begin.length; i++) {
+        assert.ok(tr.end[i] > tr.begin[i], `step ${i} ends after it begins`);
+        if (i > 0) assert.ok(tr.begin[i] >= tr.end[i - 1], `step ${i} begins after step ${i - 1} ends`);
+      }
+      await assert.rejects(graphs[0].takeDecodeTrace(), /no decode trace/);
+    } finally {
+      model.close();
+      backend[Symbol.dispose]();
+    }
+  },
+});
+
+type Traced = {
+  compiledGraphs(): {
+    traceDecode(steps: number): void;
+    takeDecodeTrace(): Promise<{ begin: number[]; end: number[] }>;
+  }[];
+};

@@ -88,6 +88,7 @@ export class WgGraph implements CompiledGraph {
   readonly #slotBytes: number;
   readonly #seqCap: number;
   readonly #readback: GPUBuffer[];
+  #trace?: { qs: GPUQuerySet; cap: number; count: number };
   #cache = new Map<string, Dispatch[]>();
   #slot = 0;
   #unsynced = 0;
@@ -319,8 +320,21 @@ export class WgGraph implements CompiledGraph {
         }
         const { slot, shape } = this.#write(step, index > 0, prev);
         const at = cbs.length * R * 4;
+        const tr = this.#trace && index < this.#trace.cap ? this.#trace : undefined;
+        if (tr) tr.count = index + 1;
         cbs.push(
-          this.#encode(slot, shape, (enc) => enc.copyBufferToBuffer(this.#tok, slot * R * 4, rb, at, n * 4)),
+          this.#encode(
+            slot,
+            shape,
+            (enc) => enc.copyBufferToBuffer(this.#tok, slot * R * 4, rb, at, n * 4),
+            tr && {
+              timestampWrites: {
+                querySet: tr.qs,
+                beginningOfPassWriteIndex: 2 * index,
+                endOfPassWriteIndex: 2 * index + 1,
+              },
+            },
+          ),
         );
         prev = slot;
         index++;
@@ -369,6 +383,55 @@ export class WgGraph implements CompiledGraph {
       this.#unsynced = 0;
       this.#busy = false;
     }
+  }
+
+  /**
+   * Profiling (benchmarks only): the next decodeGreedy times the pass of each of its first `steps` steps
+   * on the GPU (timestamp queries); {@link takeDecodeTrace} reads them back.
+   */
+  traceDecode(steps: number): void {
+    if (!this.#gpu.hasTimestamps) {
+      throw new LlmError("BACKEND_UNAVAILABLE", "webgpu: the device has no timestamp-query");
+    }
+    this.#trace?.qs.destroy();
+    const cap = Math.max(1, Math.min(steps, 2048));
+    this.#trace = {
+      qs: this.#gpu.device.createQuerySet({ type: "timestamp", count: 2 * cap }),
+      cap,
+      count: 0,
+    };
+  }
+
+  /**
+   * The traced decode's steps: each pass's begin and end on the GPU's clock, in microseconds from the
+   * first step's begin (what lies between one step's end and the next one's begin is the GPU's idle time
+   * between steps, or the read-back copies). Ends the trace.
+   */
+  async takeDecodeTrace(): Promise<{ begin: number[]; end: number[] }> {
+    const tr = this.#trace;
+    if (!tr) throw new LlmError("INTERNAL", "webgpu: no decode trace (traceDecode first)");
+    this.#trace = undefined;
+    const gpu = this.#gpu, n = tr.count;
+    const begin: number[] = [], end: number[] = [];
+    if (n > 0) {
+      const resolve = gpu.buffer(16 * n, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, "trace");
+      const rb = gpu.buffer(16 * n, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "trace read");
+      const enc = gpu.device.createCommandEncoder();
+      enc.resolveQuerySet(tr.qs, 0, 2 * n, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, rb, 0, 16 * n);
+      gpu.device.queue.submit([enc.finish()]);
+      await rb.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(rb.getMappedRange().slice(0));
+      rb.unmap();
+      gpu.destroy(resolve);
+      gpu.destroy(rb);
+      for (let i = 0; i < n; i++) {
+        begin.push(Number(t[2 * i] - t[0]) / 1000);
+        end.push(Number(t[2 * i + 1] - t[0]) / 1000);
+      }
+    }
+    tr.qs.destroy();
+    return { begin, end };
   }
 
   /**
@@ -456,6 +519,8 @@ export class WgGraph implements CompiledGraph {
   }
 
   [Symbol.dispose](): void {
+    this.#trace?.qs.destroy();
+    this.#trace = undefined;
     this.#encoder[Symbol.dispose]();
     for (const b of [...this.#owned, ...this.#readback, this.#stepBuf, this.#tok]) {
       this.#gpu.destroy(b);

@@ -76,8 +76,9 @@ export interface Tuning {
  * The default tuning, from the H100 runs (NVIDIA H100 80GB HBM3 over Vulkan; bench/RESULTS.md). One row of
  * x (2026-11-26, bench/webgpu_gemv_chain.ts: 8 chained 7B layers, clocks held up): f16 NR4 TK128 TR1 on
  * matmul_gemv_q's register path with the two-stage reduction, 162 us per layer against matmul_gemv_f16's
- * 374 (NR1 TK32 TR8); q8 NR4 TK128 TR1 with the two-stage reduction, 112 against 118 (NR4 TK64 TR2), and
- * 107 with codes converted by I2F; q4 NR4 TK64 TR2 likewise, 119 against 129 (NR4 TK32 TR4), 118 with I2F. Batched rows keep the earlier defaults (run 1 put
+ * 374 (NR1 TK32 TR8); q8 NR4 TK128 TR1 with the two-stage reduction, 112 against 118 (NR4 TK64 TR2) (107
+ * with I2F in the chain, but the 7B int8 step ran 7% slower with it: not on for q8); q4 NR4 TK64 TR2 with
+ * the two-stage reduction and I2F, 118 against 129 (NR4 TK32 TR4; the 7B int4 step 5% faster with I2F). Batched rows keep the earlier defaults (run 1 put
  * more rows per thread 4-5x slower in an isolated sweep that, as found later, ran at idle clocks). matmul_a8, one row: NR1 TK32 TR4 (3,826 us per W8A8 decode step in run 1, 7,716 us with run 2's q8
  * NR4 TK64 TR2); more rows: NR4 TK64 TR2 (W8A8 prefill 398 tok/s in run 2, 313 with NR1 TK32 TR4 in run 1).
  * GEMM tile 8 x 8 (2.2x the 4 x 4 one). Decode attention splits its positions until a step has ~256
@@ -90,7 +91,7 @@ export const DEFAULT_TUNING: Tuning = {
     f32: { NR: 1, TK: 32, TR: 8 },
     f16: { NR: 4, TK: 128, TR: 1, regs: true, red2: true },
     bf16: { NR: 1, TK: 32, TR: 8 },
-    q8: { NR: 4, TK: 128, TR: 1, red2: true, i2f: true },
+    q8: { NR: 4, TK: 128, TR: 1, red2: true },
     q4: { NR: 4, TK: 64, TR: 2, red2: true, i2f: true },
   },
   gemvBatch: {
