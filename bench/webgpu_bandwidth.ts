@@ -56,20 +56,13 @@ const resolve = device.createBuffer({
 });
 const rb = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
 
-/** Device time of one pass of `reps` dispatches, in microseconds. */
-async function timePass(
-  pipeline: GPUComputePipeline,
-  bg: GPUBindGroup,
-  grid: [number, number],
-  reps: number,
-): Promise<number> {
+/** Device time of one timed pass that `record` fills with dispatches, in microseconds. */
+async function timed(record: (pass: GPUComputePassEncoder) => void): Promise<number> {
   const enc = device.createCommandEncoder();
   const pass = enc.beginComputePass({
     timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
   });
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bg);
-  for (let r = 0; r < reps; r++) pass.dispatchWorkgroups(grid[0], grid[1]);
+  record(pass);
   pass.end();
   enc.resolveQuerySet(qs, 0, 2, resolve, 0);
   enc.copyBufferToBuffer(resolve, 0, rb, 0, 16);
@@ -78,6 +71,20 @@ async function timePass(
   const t = new BigUint64Array(rb.getMappedRange().slice(0));
   rb.unmap();
   return Number(t[1] - t[0]) / 1000;
+}
+
+/** Device time of one pass of `reps` dispatches, in microseconds. */
+function timePass(
+  pipeline: GPUComputePipeline,
+  bg: GPUBindGroup,
+  grid: [number, number],
+  reps: number,
+): Promise<number> {
+  return timed((pass) => {
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bg);
+    for (let r = 0; r < reps; r++) pass.dispatchWorkgroups(grid[0], grid[1]);
+  });
 }
 
 const readModule = device.createShaderModule({ code: readCode });
@@ -150,25 +157,14 @@ const ladder: { mib: number; dispatches: number; usPerDispatch: number; gbps: nu
           { binding: 2, resource: { buffer: params } },
         ],
       }));
-    const time = async (): Promise<number> => {
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass({
-        timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+    const time = (): Promise<number> =>
+      timed((pass) => {
+        pass.setPipeline(pipeline);
+        for (let r = 0; r < n; r++) {
+          pass.setBindGroup(0, bgs[r % nWin]);
+          pass.dispatchWorkgroups(x, y);
+        }
       });
-      pass.setPipeline(pipeline);
-      for (let r = 0; r < n; r++) {
-        pass.setBindGroup(0, bgs[r % nWin]);
-        pass.dispatchWorkgroups(x, y);
-      }
-      pass.end();
-      enc.resolveQuerySet(qs, 0, 2, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, rb, 0, 16);
-      device.queue.submit([enc.finish()]);
-      await rb.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(rb.getMappedRange().slice(0));
-      rb.unmap();
-      return Number(t[1] - t[0]) / 1000;
-    };
     await time();
     const us = Math.min(await time(), await time()) / n;
     ladder.push({ mib, dispatches: n, usPerDispatch: us, gbps: win / (us * 1e3) });

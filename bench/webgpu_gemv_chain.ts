@@ -23,7 +23,7 @@ import type { Tensor } from "../src/tensor.ts";
 import type { Layout, Tuning } from "../src/backends/webgpu/encode.ts";
 import { DEFAULT_TUNING } from "../src/backends/webgpu/encode.ts";
 import { createWebGpuBackend } from "../src/backends/webgpu/webgpu.ts";
-import { f32ToF16 } from "../src/dtype.ts";
+import { ONE_ROW_STEP, type Profiled, randomF16 } from "./_webgpu_bench.ts";
 
 const { values: f } = parseArgs({
   args: Deno.args,
@@ -64,36 +64,7 @@ function defaultLayouts(fmt: Fmt): Layout[] {
   return out;
 }
 
-function randomF16(n: number, seed: number, scale: number): Uint16Array {
-  const out = new Uint16Array(n), table = new Uint16Array(4096);
-  let s = seed >>> 0 || 1;
-  const next = (): number => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
-  for (let i = 0; i < table.length; i++) table[i] = f32ToF16(((next() / 2 ** 32) * 2 - 1) * scale);
-  for (let i = 0; i < n; i++) out[i] = table[next() & 4095];
-  return out;
-}
-
-type Profiled = {
-  profile(
-    s: unknown,
-    r: number,
-    o?: { mode?: "reps" | "single" | "whole" },
-  ): Promise<{ label: string; us: number }[]>;
-};
-const step = {
-  nTokens: 1,
-  tokens: new Int32Array(1),
-  positions: new Int32Array(1),
-  seqIndex: new Int32Array(1),
-  blockTables: new Int32Array(1),
-  maxBlocksPerSeq: 1,
-  logitRows: new Int32Array(0),
-};
+const step = ONE_ROW_STEP;
 /**
  * About 0.1-0.2 s of back-to-back GPU work before a timing: with idle gaps between short timed bursts
  * the H100's SM clock fell from 1,980 to 345 MHz within seconds (nvidia-smi, reason "GPU idle") and every

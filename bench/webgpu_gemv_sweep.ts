@@ -19,7 +19,7 @@ import type { Tensor } from "../src/tensor.ts";
 import type { Tuning } from "../src/backends/webgpu/encode.ts";
 import { DEFAULT_TUNING } from "../src/backends/webgpu/encode.ts";
 import { createWebGpuBackend } from "../src/backends/webgpu/webgpu.ts";
-import { f32ToF16 } from "../src/dtype.ts";
+import { ONE_ROW_STEP, type Profiled, randomF16 } from "./_webgpu_bench.ts";
 
 const { values: f } = parseArgs({
   args: Deno.args,
@@ -69,30 +69,7 @@ const GEMM_TILES = [{ TM: 4, TN: 4 }, { TM: 4, TN: 8 }, { TM: 8, TN: 4 }, { TM: 
 const gemmUs = new Map<string, number>();
 const gemmRows: { format: string; tile: string; us: number; tflops: number }[] = [];
 
-type Profiled = { profile(s: unknown, r: number): Promise<{ us: number }[]> };
-const step = {
-  nTokens: 1,
-  tokens: new Int32Array(1),
-  positions: new Int32Array(1),
-  seqIndex: new Int32Array(1),
-  blockTables: new Int32Array(1),
-  maxBlocksPerSeq: 1,
-  logitRows: new Int32Array(0),
-};
-
-function randomF16(n: number, seed: number, scale: number): Uint16Array {
-  const out = new Uint16Array(n), table = new Uint16Array(4096);
-  let s = seed >>> 0 || 1;
-  const next = (): number => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
-  for (let i = 0; i < table.length; i++) table[i] = f32ToF16(((next() / 2 ** 32) * 2 - 1) * scale);
-  for (let i = 0; i < n; i++) out[i] = table[next() & 4095];
-  return out;
-}
+const step = ONE_ROW_STEP;
 
 const rows: { format: string; shape: string; layout: string; us: number; gbps: number }[] = [];
 const layerRows: { format: string; layout: string; us: number }[] = [];
