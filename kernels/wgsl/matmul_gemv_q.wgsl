@@ -14,8 +14,10 @@
 //   matrix for NT rows of x (NR <= 8, NR * NT <= 16). K must be a multiple of the chunk (16 / 32).
 // One row of x (NT = 1, the decode step): a path with no function-scope arrays (NR <= 4 rows per thread
 //   in named registers, x of a chunk in a struct), since indexed private arrays may be placed in local
-//   memory by the driver (the H100 sweep slowed down 4-5x from NR 1 to NR 2 and more in the array path).
-// Precision: f32 math and accumulation; weights dequantized exactly.
+//   memory by the driver: on the H100 a variant holding 2-16 chunks per row in an array indexed in loops
+//   ran 3x slower, its weight reads alone too (bench/RESULTS.md, 2026-11-26; the 4-5x of the first sweep
+//   from NR 1 to NR 2 was mostly the GPU at idle clock).
+// Precision: f32 math and accumulation; weights dequantized exactly (I2F: the sums round differently).
 // RED2 (one row of x, NR divides TK): the TK partial sums of an output are added in two stages (TK / NR
 //   threads per output add NR each, then one thread adds those) instead of one thread adding all TK; lets
 //   layouts with many threads along K (few chunks per thread, all in flight at once) end quickly.
