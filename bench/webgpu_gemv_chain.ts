@@ -132,25 +132,23 @@ for (const fmt of f.formats!.split(",") as Fmt[]) {
   backend.tuning = { ...DEFAULT_TUNING };
   using control = backend.compile(ops);
   await control.run(step);
-  const controlUs = async (): Promise<number> => {
-    await warm(control);
-    return (await (control as unknown as Profiled).profile(step, 5, { mode: "whole" }))[0].us / L;
+  // a graph's chained pass per layer, after a warm-up
+  const layerUsOf = async (g: unknown): Promise<number> => {
+    await warm(g);
+    return (await (g as Profiled).profile(step, 5, { mode: "whole" }))[0].us / L;
   };
   for (const layout of given?.[fmt] ?? defaultLayouts(fmt)) {
     backend.tuning = { ...DEFAULT_TUNING, gemv: { ...DEFAULT_TUNING.gemv, [fmt]: layout } };
     using g = backend.compile(ops);
     await g.run(step);
-    const p = g as unknown as Profiled;
-    await warm(g);
-    const single = await p.profile(step, 1, { mode: "single" });
+    const layerUs = await layerUsOf(g);
+    const single = await (g as unknown as Profiled).profile(step, 1, { mode: "single" });
     if (single.length !== kinds.length) {
       throw new Error(`${single.length} dispatches, expected ${kinds.length}: ${single.map((s) => s.label)}`);
     }
-    const [whole] = await p.profile(step, 5, { mode: "whole" });
     const perOp: Record<string, number> = {};
     single.forEach((s, i) => perOp[kinds[i]] = (perOp[kinds[i]] ?? 0) + s.us / L);
-    const layerUs = whole.us / L;
-    const ctl = await controlUs();
+    const ctl = await layerUsOf(control);
     const at = (performance.now() - t0) / 1000;
     rows.push({
       format: fmt,

@@ -411,20 +411,10 @@ export class WgGraph implements CompiledGraph {
     const tr = this.#trace;
     if (!tr) throw new LlmError("INTERNAL", "webgpu: no decode trace (traceDecode first)");
     this.#trace = undefined;
-    const gpu = this.#gpu, n = tr.count;
+    const n = tr.count;
     const begin: number[] = [], end: number[] = [];
     if (n > 0) {
-      const resolve = gpu.buffer(16 * n, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, "trace");
-      const rb = gpu.buffer(16 * n, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "trace read");
-      const enc = gpu.device.createCommandEncoder();
-      enc.resolveQuerySet(tr.qs, 0, 2 * n, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, rb, 0, 16 * n);
-      gpu.device.queue.submit([enc.finish()]);
-      await rb.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(rb.getMappedRange().slice(0));
-      rb.unmap();
-      gpu.destroy(resolve);
-      gpu.destroy(rb);
+      const t = await this.#readTimestamps(tr.qs, n, this.#gpu.device.createCommandEncoder());
       for (let i = 0; i < n; i++) {
         begin.push(Number(t[2 * i] - t[0]) / 1000);
         end.push(Number(t[2 * i + 1] - t[0]) / 1000);
@@ -432,6 +422,30 @@ export class WgGraph implements CompiledGraph {
     }
     tr.qs.destroy();
     return { begin, end };
+  }
+
+  /**
+   * The first `pairs` begin / end pairs of a timestamp query set: resolved at the end of `enc`, which is
+   * submitted after `before`, and read back (nanoseconds).
+   */
+  async #readTimestamps(
+    qs: GPUQuerySet,
+    pairs: number,
+    enc: GPUCommandEncoder,
+    before: GPUCommandBuffer[] = [],
+  ): Promise<BigUint64Array> {
+    const gpu = this.#gpu;
+    const resolve = gpu.buffer(16 * pairs, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, "ts");
+    const rb = gpu.buffer(16 * pairs, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "ts read");
+    enc.resolveQuerySet(qs, 0, 2 * pairs, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, rb, 0, 16 * pairs);
+    gpu.device.queue.submit([...before, enc.finish()]);
+    await rb.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(rb.getMappedRange().slice(0));
+    rb.unmap();
+    gpu.destroy(resolve);
+    gpu.destroy(rb);
+    return t;
   }
 
   /**
@@ -462,8 +476,6 @@ export class WgGraph implements CompiledGraph {
       const list = this.#dispatches(shape);
       const passes = mode === "whole" ? reps : list.length;
       const qs = gpu.device.createQuerySet({ type: "timestamp", count: 2 * passes });
-      const resolve = gpu.buffer(16 * passes, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, "ts");
-      const rb = gpu.buffer(16 * passes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "ts read");
       const enc = gpu.device.createCommandEncoder();
       const timed = (i: number) => ({
         timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
@@ -479,23 +491,16 @@ export class WgGraph implements CompiledGraph {
       } else {
         list.forEach((d, i) => {
           const pass = enc.beginComputePass(timed(i));
+          pass.setBindGroup(1, this.#slotBgs[slot]);
           for (let r = 0; r < (mode === "single" ? 1 : reps); r++) {
             pass.setPipeline(d.pipeline);
             pass.setBindGroup(0, d.group0);
-            pass.setBindGroup(1, this.#slotBgs[slot]);
             pass.dispatchWorkgroups(d.x, d.y, d.z);
           }
           pass.end();
         });
       }
-      enc.resolveQuerySet(qs, 0, 2 * passes, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, rb, 0, 16 * passes);
-      gpu.device.queue.submit([...cbs, enc.finish()]);
-      await rb.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(rb.getMappedRange().slice(0));
-      rb.unmap();
-      gpu.destroy(resolve);
-      gpu.destroy(rb);
+      const t = await this.#readTimestamps(qs, passes, enc, cbs);
       qs.destroy();
       gpu.check("profiling");
       const span = (i: number): number => Number(t[2 * i + 1] - t[2 * i]) / 1000;
