@@ -102,6 +102,21 @@ fn vAt(i: u32, d: u32) -> f32 {
   return i8x4(vs[i * (RW + 1u) + d / 4u])[d & 3u] * vscale[i];
 }
 
+// word e (< n) of a tile's K and V rows: (K word, V word) from the cache rows of the tile's slots
+fn kvLoad(e: u32, n: u32, kb: u32, rowWords: u32) -> vec2<u32> {
+  if (e >= n) { return vec2<u32>(); }
+  let src = slots[e / RW] * rowWords + kb + e % RW;
+  return vec2<u32>(ck[src], cv[src]);
+}
+
+fn kvStore(e: u32, n: u32, w: vec2<u32>) {
+  if (e < n) {
+    let at = (e / RW) * (RW + 1u) + e % RW;
+    ks[at] = w.x;
+    vs[at] = w.y;
+  }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let s = wid.x;
@@ -213,13 +228,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
     workgroupBarrier();
-    // stage the K and V rows of this tile: consecutive threads read consecutive words
-    for (var e = li; e < np * RW; e += WG) {
-      let i = e / RW;
-      let c = e % RW;
-      let src = slots[i] * rowWords + kvh * RW + c;
-      ks[i * (RW + 1u) + c] = ck[src];
-      vs[i * (RW + 1u) + c] = cv[src];
+    // stage the K and V rows of this tile: consecutive threads read consecutive words, each thread 8 words
+    // of K and of V per round, all loaded before any is stored (so the round costs one memory round trip,
+    // not eight)
+    let n = np * RW;
+    let kb = kvh * RW;
+    for (var e = li; e < n; e += 8u * WG) {
+      let w0 = kvLoad(e, n, kb, rowWords);
+      let w1 = kvLoad(e + WG, n, kb, rowWords);
+      let w2 = kvLoad(e + 2u * WG, n, kb, rowWords);
+      let w3 = kvLoad(e + 3u * WG, n, kb, rowWords);
+      let w4 = kvLoad(e + 4u * WG, n, kb, rowWords);
+      let w5 = kvLoad(e + 5u * WG, n, kb, rowWords);
+      let w6 = kvLoad(e + 6u * WG, n, kb, rowWords);
+      let w7 = kvLoad(e + 7u * WG, n, kb, rowWords);
+      kvStore(e, n, w0);
+      kvStore(e + WG, n, w1);
+      kvStore(e + 2u * WG, n, w2);
+      kvStore(e + 3u * WG, n, w3);
+      kvStore(e + 4u * WG, n, w4);
+      kvStore(e + 5u * WG, n, w5);
+      kvStore(e + 6u * WG, n, w6);
+      kvStore(e + 7u * WG, n, w7);
     }
     workgroupBarrier();
     // scores of (query head g, position i)
