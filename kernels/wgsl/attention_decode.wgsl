@@ -306,13 +306,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       sc[e] = select(0.0, exp(sc[e] - M[g]), e % TP < np);
     }
     workgroupBarrier();
+    // p . V: each output sums over the tile's positions in a local variable (the private array o is
+    // touched once per tile, not once per position)
     for (var j = 0u; j < 2u; j++) {
       let d = li + j * WG;
       if (d < HD) {
-        for (var g = 0u; g < NG; g++) { o[g * 2u + j] *= alpha[g]; }
-        for (var i = 0u; i < np; i++) {
-          let vv = vAt(i, d);
-          for (var g = 0u; g < NG; g++) { o[g * 2u + j] = fma(sc[g * TP + i], vv, o[g * 2u + j]); }
+        for (var g = 0u; g < NG; g++) {
+          var a = o[g * 2u + j] * alpha[g];
+          for (var i = 0u; i < np; i++) { a = fma(sc[g * TP + i], vAt(i, d), a); }
+          o[g * 2u + j] = a;
         }
       }
     }
