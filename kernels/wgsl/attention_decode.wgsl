@@ -266,9 +266,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           }
           sv *= kscale[i];
         } else if (KVF == 1u) {
-          for (var c = 0u; c < RW; c++) {
-            let kk = unpack2x16float(ks[i * (RW + 1u) + c]);
-            sv = fma(qs[g * HD + 2u * c], kk.x, fma(qs[g * HD + 2u * c + 1u], kk.y, sv));
+          // 4 words loaded before they are used (the same additions in the same order)
+          let kb = i * (RW + 1u);
+          let qb = g * HD;
+          var c = 0u;
+          for (; c + 4u <= RW; c += 4u) {
+            let k0 = unpack2x16float(ks[kb + c]);
+            let k1 = unpack2x16float(ks[kb + c + 1u]);
+            let k2 = unpack2x16float(ks[kb + c + 2u]);
+            let k3 = unpack2x16float(ks[kb + c + 3u]);
+            sv = fma(qs[qb + 2u * c], k0.x, fma(qs[qb + 2u * c + 1u], k0.y, sv));
+            sv = fma(qs[qb + 2u * c + 2u], k1.x, fma(qs[qb + 2u * c + 3u], k1.y, sv));
+            sv = fma(qs[qb + 2u * c + 4u], k2.x, fma(qs[qb + 2u * c + 5u], k2.y, sv));
+            sv = fma(qs[qb + 2u * c + 6u], k3.x, fma(qs[qb + 2u * c + 7u], k3.y, sv));
+          }
+          for (; c < RW; c++) {
+            let kk = unpack2x16float(ks[kb + c]);
+            sv = fma(qs[qb + 2u * c], kk.x, fma(qs[qb + 2u * c + 1u], kk.y, sv));
           }
         } else {
           for (var d = 0u; d < HD; d++) { sv = fma(qs[g * HD + d], bitcast<f32>(ks[i * (RW + 1u) + d]), sv); }
@@ -313,7 +327,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       if (d < HD) {
         for (var g = 0u; g < NG; g++) {
           var a = o[g * 2u + j] * alpha[g];
-          for (var i = 0u; i < np; i++) { a = fma(sc[g * TP + i], vAt(i, d), a); }
+          let sb = g * TP;
+          var i = 0u;
+          for (; i + 4u <= np; i += 4u) {  // 4 positions' values loaded before they are used
+            let v0 = vAt(i, d);
+            let v1 = vAt(i + 1u, d);
+            let v2 = vAt(i + 2u, d);
+            let v3 = vAt(i + 3u, d);
+            let s0 = sc[sb + i];
+            let s1 = sc[sb + i + 1u];
+            let s2 = sc[sb + i + 2u];
+            let s3 = sc[sb + i + 3u];
+            a = fma(s0, v0, a);
+            a = fma(s1, v1, a);
+            a = fma(s2, v2, a);
+            a = fma(s3, v3, a);
+          }
+          for (; i < np; i++) { a = fma(sc[sb + i], vAt(i, d), a); }
           o[g * 2u + j] = a;
         }
       }
