@@ -55,7 +55,7 @@ const LONG = Array.from({ length: 70 }, (_, i) => (i * 37 + 1) % CONFIG.vocabSiz
 async function logits(
   backend: Backend,
   model: ModelFile,
-  options: { kvDType?: DType; ids?: number[] } = {},
+  options: { kvDType?: DType; ids?: number[]; prefillOnly?: boolean } = {},
 ): Promise<{ decode: Float32Array; prefill: Float32Array }> {
   const ids = options.ids ?? IDS;
   const w = await uploadWeights(backend, model);
@@ -77,8 +77,8 @@ async function logits(
         logitRows: Int32Array.from(rows),
       };
     };
-    const decode = new Float32Array(n * V);
-    for (let i = 0; i < n; i++) {
+    const decode = new Float32Array(options.prefillOnly ? 0 : n * V);
+    for (let i = 0; i < (options.prefillOnly ? 0 : n); i++) {
       await g.run(stepOf([ids[i]], i, [0]));
       decode.set(new Float32Array(await backend.download(graph.logits, { byteLength: V * 4 })), i * V);
     }
@@ -109,7 +109,7 @@ async function refLogits(
   key: string,
   weights: Map<string, Float32Array>,
   dtype: DType,
-  options: { kvDType?: DType; ids?: number[] } = {},
+  options: { kvDType?: DType; ids?: number[]; prefillOnly?: boolean } = {},
 ): Promise<{ decode: Float32Array; prefill: Float32Array }> {
   let r = refCache.get(key);
   if (!r) {
@@ -266,6 +266,65 @@ Deno.test({
         assert.ok(e < BOUND.f32, `${name} ${JSON.stringify(l)} decode: nmse ${e.toExponential(2)}`);
       }
     }
+  },
+});
+
+// The prefill GEMMs (matmul_gemm, and matmul_gemm_f16 where the adapter has f16) with every supported
+// thread tile: 70-row steps, so TM 4 (64 rows per workgroup) runs two row blocks; float, q8_0 / q4_0 and
+// int4 (group 128) weights. Other tiles are refused when the backend is created.
+Deno.test({
+  name: "webgpu: prefill GEMM thread tiles (TM, TN each 4 or 8) match ref; other tiles are refused",
+  ignore,
+  fn: async () => {
+    const cases = [
+      [
+        "f32",
+        async () => await refLogits("f32 long", WEIGHTS, "f32", { ids: LONG, prefillOnly: true }),
+        "f32",
+        undefined,
+      ],
+      [
+        "q8_0",
+        async () => await refLogits("q8_0 long", WEIGHTS, "q8_0", { ids: LONG, prefillOnly: true }),
+        "q8_0",
+        undefined,
+      ],
+      [
+        "q4_0",
+        async () => await refLogits("q4_0 long", WEIGHTS, "q4_0", { ids: LONG, prefillOnly: true }),
+        "q4_0",
+        undefined,
+      ],
+      [
+        "int4",
+        async () =>
+          await refLogits("int4 long", quantizedWeights(CONFIG, WEIGHTS, "int4"), "f32", {
+            ids: LONG,
+            prefillOnly: true,
+          }),
+        "f32",
+        "int4",
+      ],
+    ] as const;
+    for (const [name, reference, dtype, weightQuant] of cases) {
+      const want = await reference();
+      for (const gemm of [{ TM: 4, TN: 4 }, { TM: 4, TN: 8 }, { TM: 8, TN: 4 }, { TM: 8, TN: 8 }]) {
+        await eachVariant(async (b, variant) => {
+          const got = await logits(b, memoryModel(CONFIG, WEIGHTS, dtype), { ids: LONG, prefillOnly: true });
+          const bound = dtype === "f32" && !weightQuant ? BOUND.f32 : BOUND[variant];
+          const e = nmse(got.prefill, want.prefill);
+          assert.ok(
+            e < bound,
+            `${name} ${JSON.stringify(gemm)} ${variant}: nmse ${e.toExponential(2)} >= ${bound}`,
+          );
+        }, { weightQuant, tuning: { gemm } });
+      }
+    }
+    await assert.rejects(
+      () => createWebGpuBackend({ tuning: { gemm: { TM: 12, TN: 4 } } }),
+      (e: unknown) =>
+        e instanceof LlmError && e.code === "BAD_REQUEST" && /TM and TN must each be 4 or 8/.test(e.message),
+    );
   },
 });
 

@@ -35,12 +35,72 @@ struct Params {
 var<workgroup> xs: array<vec4<f16>, BK * 4u * TM>;
 var<workgroup> ws: array<vec4<f16>, BK * 4u * TN>;
 
+// element e of the x tile (kk = e / BM, row tl = e % BM), 0 past the rows / K
+fn xLoad(e: u32, k0: u32, t0: u32, live: u32) -> f32 {
+  let BM = 16u * TM;
+  let t = t0 + e % BM;
+  let k = k0 + e / BM;
+  if (e >= BK * BM || t >= live || k >= p.K) { return 0.0; }
+  return x[t * p.K + k];
+}
+
+fn xStore(e: u32, v: f32) {
+  let BM = 16u * TM;
+  if (e < BK * BM) {
+    let tl = e % BM;
+    xs[((e / BM) * BM + tl) / 4u][tl % 4u] = f16(v);
+  }
+}
+
+// chunk e of the weight tile (row rl = e % BN, chunk ch = e / BN) and its scale (0 past the rows / K)
+struct WChunk {
+  c: vec4<u32>,
+  s: f32,
+}
+
+fn wLoad(e: u32, k0: u32, n0: u32, cpr: u32) -> WChunk {
+  let BN = 16u * TN;
+  let n = epc(FMT);
+  let r = n0 + e % BN;
+  let c = k0 / n + e / BN;
+  var wc = WChunk(vec4<u32>(0u), 0.0);
+  if (e < BN * cpr && r < p.M && c < p.KC) {
+    wc.c = w[r * p.KC + c];
+    wc.s = 1.0;
+    if (FMT >= F_Q8) {
+      let g = c * n / G;
+      wc.s = scaleAt(sc[r * p.SW + g / 2u], g);
+    }
+  }
+  return wc;
+}
+
+fn wStore(e: u32, cpr: u32, wc: WChunk) {
+  let BN = 16u * TN;
+  let n = epc(FMT);
+  if (e < BN * cpr) {
+    let rl = e % BN;
+    let ch = e / BN;
+    for (var i = 0u; i < n; i++) { ws[((ch * n + i) * BN + rl) / 4u][rl % 4u] = f16(wc.s * chunkElem(FMT, wc.c, i)); }
+  }
+}
+
+// outputs (row t, columns r0 .. r0 + 3) of the tile, within the rows and the part's M
+fn store4(t: u32, r0: u32, v: vec4<f32>, live: u32) {
+  if (t >= live) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    let r = r0 + j;
+    if (r < p.M) {
+      let idx = t * p.outW + p.outOff + r;
+      if (RESIDUAL) { out[idx] = out[idx] + v[j]; } else { out[idx] = v[j]; }
+    }
+  }
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let BM = 16u * TM;
   let BN = 16u * TN;
-  let TM4 = TM / 4u;
-  let TN4 = TN / 4u;
   let live = select(nTokens(), nLogits(), p.logitRows == 1u);
   let n0 = wid.x * BN;
   let t0 = wid.y * BM;
@@ -49,67 +109,116 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let ty = li / 16u;
   let n = epc(FMT);
   let cpr = BK / n; // chunks per row per K step
-  // acc[i * TN4 + j4] holds outputs (row ty * TM + i, columns tx * TN + 4 j4 .. + 3)
-  var acc = array<vec4<f32>, 16>();
+  // accumulators in named variables (an array indexed in loops may be placed in local memory):
+  // aIJ holds outputs (row ty * TM + I, columns tx * TN + 4 J .. + 3); rows 4..7 only with TM = 8,
+  // J = 1 only with TN = 8
+  var a00 = vec4<f32>(); var a01 = vec4<f32>();
+  var a10 = vec4<f32>(); var a11 = vec4<f32>();
+  var a20 = vec4<f32>(); var a21 = vec4<f32>();
+  var a30 = vec4<f32>(); var a31 = vec4<f32>();
+  var a40 = vec4<f32>(); var a41 = vec4<f32>();
+  var a50 = vec4<f32>(); var a51 = vec4<f32>();
+  var a60 = vec4<f32>(); var a61 = vec4<f32>();
+  var a70 = vec4<f32>(); var a71 = vec4<f32>();
+  let xsb = ty * (TM / 4u);
+  let wsb = tx * (TN / 4u);
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    // x tile, transposed: element (kk, t) at xs[(kk * BM + t) / 4][t % 4]
-    for (var e = li; e < BK * BM; e += 256u) {
-      let tl = e % BM;
-      let kk = e / BM;
-      let t = t0 + tl;
-      let k = k0 + kk;
-      var v = 0.0;
-      if (t < live && k < p.K) { v = x[t * p.K + k]; }
-      xs[(kk * BM + tl) / 4u][tl % 4u] = f16(v);
+    // x tile, transposed: element (kk, t) at xs[(kk * BM + t) / 4][t % 4]; 8 loads per thread in flight
+    for (var e = li; e < BK * BM; e += 2048u) {
+      let v0 = xLoad(e, k0, t0, live);
+      let v1 = xLoad(e + 256u, k0, t0, live);
+      let v2 = xLoad(e + 512u, k0, t0, live);
+      let v3 = xLoad(e + 768u, k0, t0, live);
+      let v4 = xLoad(e + 1024u, k0, t0, live);
+      let v5 = xLoad(e + 1280u, k0, t0, live);
+      let v6 = xLoad(e + 1536u, k0, t0, live);
+      let v7 = xLoad(e + 1792u, k0, t0, live);
+      xStore(e, v0);
+      xStore(e + 256u, v1);
+      xStore(e + 512u, v2);
+      xStore(e + 768u, v3);
+      xStore(e + 1024u, v4);
+      xStore(e + 1280u, v5);
+      xStore(e + 1536u, v6);
+      xStore(e + 1792u, v7);
     }
-    // weight tile, dequantized and transposed the same way
-    for (var e = li; e < BN * cpr; e += 256u) {
-      let rl = e % BN;
-      let ch = e / BN;
-      let r = n0 + rl;
-      let c = k0 / n + ch;
-      var chunk = vec4<u32>(0u);
-      var s = 0.0;
-      if (r < p.M && c < p.KC) {
-        chunk = w[r * p.KC + c];
-        s = 1.0;
-        if (FMT >= F_Q8) {
-          let g = c * n / G;
-          s = scaleAt(sc[r * p.SW + g / 2u], g);
-        }
-      }
-      for (var i = 0u; i < n; i++) { ws[((ch * n + i) * BN + rl) / 4u][rl % 4u] = f16(s * chunkElem(FMT, chunk, i)); }
+    // weight tile, dequantized and transposed the same way; two chunks per thread in flight
+    for (var e = li; e < BN * cpr; e += 512u) {
+      let c0 = wLoad(e, k0, n0, cpr);
+      let c1 = wLoad(e + 256u, k0, n0, cpr);
+      wStore(e, cpr, c0);
+      wStore(e + 256u, cpr, c1);
     }
     workgroupBarrier();
     // products summed in f16 over 4 steps of K, then added to the f32 accumulators
     for (var k4 = 0u; k4 < BK; k4 += 4u) {
-      var h = array<vec4<f16>, 16>();
+      var h00 = vec4<f16>(); var h01 = vec4<f16>();
+      var h10 = vec4<f16>(); var h11 = vec4<f16>();
+      var h20 = vec4<f16>(); var h21 = vec4<f16>();
+      var h30 = vec4<f16>(); var h31 = vec4<f16>();
+      var h40 = vec4<f16>(); var h41 = vec4<f16>();
+      var h50 = vec4<f16>(); var h51 = vec4<f16>();
+      var h60 = vec4<f16>(); var h61 = vec4<f16>();
+      var h70 = vec4<f16>(); var h71 = vec4<f16>();
       for (var kk = k4; kk < k4 + 4u; kk++) {
-        for (var i4 = 0u; i4 < TM4; i4++) {
-          let a = xs[(kk * BM) / 4u + ty * TM4 + i4];
-          for (var j4 = 0u; j4 < TN4; j4++) {
-            let b = ws[(kk * BN) / 4u + tx * TN4 + j4];
-            for (var ii = 0u; ii < 4u; ii++) {
-              let o = (i4 * 4u + ii) * TN4 + j4;
-              h[o] = fma(vec4<f16>(a[ii]), b, h[o]);
-            }
-          }
+        let x0 = xs[(kk * BM) / 4u + xsb];
+        var x1 = vec4<f16>();
+        if (TM == 8u) { x1 = xs[(kk * BM) / 4u + xsb + 1u]; }
+        let w0 = ws[(kk * BN) / 4u + wsb];
+        var w1 = vec4<f16>();
+        if (TN == 8u) { w1 = ws[(kk * BN) / 4u + wsb + 1u]; }
+        h00 = fma(vec4<f16>(x0.x), w0, h00);
+        if (TN == 8u) { h01 = fma(vec4<f16>(x0.x), w1, h01); }
+        h10 = fma(vec4<f16>(x0.y), w0, h10);
+        if (TN == 8u) { h11 = fma(vec4<f16>(x0.y), w1, h11); }
+        h20 = fma(vec4<f16>(x0.z), w0, h20);
+        if (TN == 8u) { h21 = fma(vec4<f16>(x0.z), w1, h21); }
+        h30 = fma(vec4<f16>(x0.w), w0, h30);
+        if (TN == 8u) { h31 = fma(vec4<f16>(x0.w), w1, h31); }
+        if (TM == 8u) {
+          h40 = fma(vec4<f16>(x1.x), w0, h40);
+          if (TN == 8u) { h41 = fma(vec4<f16>(x1.x), w1, h41); }
+        }
+        if (TM == 8u) {
+          h50 = fma(vec4<f16>(x1.y), w0, h50);
+          if (TN == 8u) { h51 = fma(vec4<f16>(x1.y), w1, h51); }
+        }
+        if (TM == 8u) {
+          h60 = fma(vec4<f16>(x1.z), w0, h60);
+          if (TN == 8u) { h61 = fma(vec4<f16>(x1.z), w1, h61); }
+        }
+        if (TM == 8u) {
+          h70 = fma(vec4<f16>(x1.w), w0, h70);
+          if (TN == 8u) { h71 = fma(vec4<f16>(x1.w), w1, h71); }
         }
       }
-      for (var o = 0u; o < TM * TN4; o++) { acc[o] += vec4<f32>(h[o]); }
+      a00 += vec4<f32>(h00); a01 += vec4<f32>(h01);
+      a10 += vec4<f32>(h10); a11 += vec4<f32>(h11);
+      a20 += vec4<f32>(h20); a21 += vec4<f32>(h21);
+      a30 += vec4<f32>(h30); a31 += vec4<f32>(h31);
+      a40 += vec4<f32>(h40); a41 += vec4<f32>(h41);
+      a50 += vec4<f32>(h50); a51 += vec4<f32>(h51);
+      a60 += vec4<f32>(h60); a61 += vec4<f32>(h61);
+      a70 += vec4<f32>(h70); a71 += vec4<f32>(h71);
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < TM; i++) {
-    let t = t0 + ty * TM + i;
-    if (t >= live) { continue; }
-    for (var j = 0u; j < TN; j++) {
-      let r = n0 + tx * TN + j;
-      if (r < p.M) {
-        let idx = t * p.outW + p.outOff + r;
-        let v = acc[i * TN4 + j / 4u][j % 4u];
-        if (RESIDUAL) { out[idx] = out[idx] + v; } else { out[idx] = v; }
-      }
-    }
-  }
+  let tb = t0 + ty * TM;
+  let rb = n0 + tx * TN;
+  store4(tb + 0u, rb, a00, live);
+  if (TN == 8u) { store4(tb + 0u, rb + 4u, a01, live); }
+  store4(tb + 1u, rb, a10, live);
+  if (TN == 8u) { store4(tb + 1u, rb + 4u, a11, live); }
+  store4(tb + 2u, rb, a20, live);
+  if (TN == 8u) { store4(tb + 2u, rb + 4u, a21, live); }
+  store4(tb + 3u, rb, a30, live);
+  if (TN == 8u) { store4(tb + 3u, rb + 4u, a31, live); }
+  if (TM == 8u) { store4(tb + 4u, rb, a40, live); }
+  if (TN == 8u && TM == 8u) { store4(tb + 4u, rb + 4u, a41, live); }
+  if (TM == 8u) { store4(tb + 5u, rb, a50, live); }
+  if (TN == 8u && TM == 8u) { store4(tb + 5u, rb + 4u, a51, live); }
+  if (TM == 8u) { store4(tb + 6u, rb, a60, live); }
+  if (TN == 8u && TM == 8u) { store4(tb + 6u, rb + 4u, a61, live); }
+  if (TM == 8u) { store4(tb + 7u, rb, a70, live); }
+  if (TN == 8u && TM == 8u) { store4(tb + 7u, rb + 4u, a71, live); }
 }

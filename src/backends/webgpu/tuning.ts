@@ -47,7 +47,7 @@ export interface Tuning {
   readonly a8: Layout;
   /** matmul_a8 for more rows (batched decode, prefill row groups of 8). */
   readonly a8Batch: Layout;
-  /** GEMM thread tile (TM rows of x by TN weight rows; 16 x 16 threads). */
+  /** GEMM thread tile (TM rows of x by TN weight rows, each 4 or 8; 16 x 16 threads). */
   readonly gemm: { readonly TM: number; readonly TN: number };
   /** Cached positions per attention split when decoding (long contexts: more positions, more splits). */
   readonly splitTokens: number;

@@ -74,6 +74,15 @@ class WebGpuBackend implements Backend {
     // (lavapipe, stories15M shape at position 80: 5x the attention time with 11 splits)
     const base = gpu.fallback ? { ...DEFAULT_TUNING, splitGroups: 0 } : DEFAULT_TUNING;
     this.tuning = { ...base, ...options.tuning };
+    const { TM, TN } = this.tuning.gemm;
+    if (![4, 8].includes(TM) || ![4, 8].includes(TN)) {
+      throw new LlmError(
+        "BAD_REQUEST",
+        `webgpu: tuning.gemm ${
+          JSON.stringify(this.tuning.gemm)
+        } is not supported: TM and TN must each be 4 or 8`,
+      );
+    }
     this.#packedDot = options.packedDot !== false;
     this.caps = {
       weightDTypes: WEIGHT_DTYPES,
