@@ -4,8 +4,9 @@
 //   4 out (rows, outW) f32, this part's columns start at outOff; group 1: step (live rows).
 // Dispatch: (ceil(M / BN), ceil(liveRows / BM)) workgroups of 256 = 16 x 16 threads, each thread a
 //   TM x TN tile of outputs (BM = 16 TM rows of x, BN = 16 TN weight rows; TM and TN each 4 or 8, the
-//   host checks); K in steps of BK = 32. Each K step stages its x and weight tiles with 8 x loads and 2
-//   weight chunks per thread in flight, and keeps the outputs in named variables.
+//   host checks); K in steps of BK = 32. The next K step's x values (16 per thread at most, coalesced
+//   along K) and weight chunks (4 at most) are loaded into registers while this step's tiles are
+//   multiplied (double buffering); the outputs live in named variables.
 // Precision: f32 math and accumulation; weights dequantized exactly.
 //!include lib/weights.wgsl
 //!include lib/step.wgsl
@@ -34,14 +35,18 @@ struct Params {
 @group(0) @binding(3) var<storage, read> sc: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-var<workgroup> xs: array<vec4<f32>, BK * 4u * TM>;
+var<workgroup> xs: array<vec4<f32>, BK * (4u * TM + 1u)>;
 var<workgroup> ws: array<vec4<f32>, BK * 4u * TN>;
 
-// element e of the x tile (kk = e / BM, row tl = e % BM), 0 past the rows / K
+// The x tile, transposed, one padded row of the tile per k: element (kk, t) at xs[kk * (4 TM + 1) + t / 4][t % 4]
+// (BM / 4 + 1 vec4 per row: the pad spreads the stores of consecutive k over the banks)
+
+// element e of the x tile: k = k0 + e % BK, row t = t0 + e / BK (consecutive threads read consecutive k
+// of one row: coalesced), 0 past the rows / K / tile
 fn xLoad(e: u32, k0: u32, t0: u32, live: u32) -> f32 {
   let BM = 16u * TM;
-  let t = t0 + e % BM;
-  let k = k0 + e / BM;
+  let t = t0 + e / BK;
+  let k = k0 + e % BK;
   if (e >= BK * BM || t >= live || k >= p.K) { return 0.0; }
   return x[t * p.K + k];
 }
@@ -49,8 +54,8 @@ fn xLoad(e: u32, k0: u32, t0: u32, live: u32) -> f32 {
 fn xStore(e: u32, v: f32) {
   let BM = 16u * TM;
   if (e < BK * BM) {
-    let tl = e % BM;
-    xs[((e / BM) * BM + tl) / 4u][tl % 4u] = f32(v);
+    let tl = e / BK;
+    xs[(e % BK) * (4u * TM + 1u) + tl / 4u][tl % 4u] = f32(v);
   }
 }
 
@@ -87,6 +92,93 @@ fn wStore(e: u32, cpr: u32, wc: WChunk) {
   }
 }
 
+// one K step's tiles in registers: a thread's 16 x elements (BK * BM <= 4096 = 16 * 256) and 4 weight
+// chunks (BN * chunks per row <= 128 * 8 = 4 * 256)
+struct XRegs {
+  v0: f32,
+  v1: f32,
+  v2: f32,
+  v3: f32,
+  v4: f32,
+  v5: f32,
+  v6: f32,
+  v7: f32,
+  v8: f32,
+  v9: f32,
+  v10: f32,
+  v11: f32,
+  v12: f32,
+  v13: f32,
+  v14: f32,
+  v15: f32,
+}
+
+struct WRegs {
+  c0: vec4<u32>,
+  s0: f32,
+  c1: vec4<u32>,
+  s1: f32,
+  c2: vec4<u32>,
+  s2: f32,
+  c3: vec4<u32>,
+  s3: f32,
+}
+
+fn loadTiles(xv: ptr<function, XRegs>, wv: ptr<function, WRegs>, li: u32, k0: u32, t0: u32, n0: u32, live: u32,
+  cpr: u32) {
+  (*xv).v0 = xLoad(li + 0u, k0, t0, live);
+  (*xv).v1 = xLoad(li + 256u, k0, t0, live);
+  (*xv).v2 = xLoad(li + 512u, k0, t0, live);
+  (*xv).v3 = xLoad(li + 768u, k0, t0, live);
+  (*xv).v4 = xLoad(li + 1024u, k0, t0, live);
+  (*xv).v5 = xLoad(li + 1280u, k0, t0, live);
+  (*xv).v6 = xLoad(li + 1536u, k0, t0, live);
+  (*xv).v7 = xLoad(li + 1792u, k0, t0, live);
+  (*xv).v8 = xLoad(li + 2048u, k0, t0, live);
+  (*xv).v9 = xLoad(li + 2304u, k0, t0, live);
+  (*xv).v10 = xLoad(li + 2560u, k0, t0, live);
+  (*xv).v11 = xLoad(li + 2816u, k0, t0, live);
+  (*xv).v12 = xLoad(li + 3072u, k0, t0, live);
+  (*xv).v13 = xLoad(li + 3328u, k0, t0, live);
+  (*xv).v14 = xLoad(li + 3584u, k0, t0, live);
+  (*xv).v15 = xLoad(li + 3840u, k0, t0, live);
+  let w0 = wLoad(li + 0u, k0, n0, cpr);
+  (*wv).c0 = w0.c;
+  (*wv).s0 = w0.s;
+  let w1 = wLoad(li + 256u, k0, n0, cpr);
+  (*wv).c1 = w1.c;
+  (*wv).s1 = w1.s;
+  let w2 = wLoad(li + 512u, k0, n0, cpr);
+  (*wv).c2 = w2.c;
+  (*wv).s2 = w2.s;
+  let w3 = wLoad(li + 768u, k0, n0, cpr);
+  (*wv).c3 = w3.c;
+  (*wv).s3 = w3.s;
+}
+
+fn storeTiles(xv: ptr<function, XRegs>, wv: ptr<function, WRegs>, li: u32, cpr: u32) {
+  xStore(li + 0u, (*xv).v0);
+  xStore(li + 256u, (*xv).v1);
+  xStore(li + 512u, (*xv).v2);
+  xStore(li + 768u, (*xv).v3);
+  xStore(li + 1024u, (*xv).v4);
+  xStore(li + 1280u, (*xv).v5);
+  xStore(li + 1536u, (*xv).v6);
+  xStore(li + 1792u, (*xv).v7);
+  xStore(li + 2048u, (*xv).v8);
+  xStore(li + 2304u, (*xv).v9);
+  xStore(li + 2560u, (*xv).v10);
+  xStore(li + 2816u, (*xv).v11);
+  xStore(li + 3072u, (*xv).v12);
+  xStore(li + 3328u, (*xv).v13);
+  xStore(li + 3584u, (*xv).v14);
+  xStore(li + 3840u, (*xv).v15);
+  wStore(li + 0u, cpr, WChunk((*wv).c0, (*wv).s0));
+  wStore(li + 256u, cpr, WChunk((*wv).c1, (*wv).s1));
+  wStore(li + 512u, cpr, WChunk((*wv).c2, (*wv).s2));
+  wStore(li + 768u, cpr, WChunk((*wv).c3, (*wv).s3));
+}
+
 // outputs (row t, columns r0 .. r0 + 3) of the tile, within the rows and the part's M
 fn store4(t: u32, r0: u32, v: vec4<f32>, live: u32) {
   if (t >= live) { return; }
@@ -109,8 +201,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (t0 >= live) { return; }
   let tx = li % 16u;
   let ty = li / 16u;
-  let n = epc(FMT);
-  let cpr = BK / n; // chunks per row per K step
+  let cpr = BK / epc(FMT); // chunks per row per K step
   // accumulators in named variables (an array indexed in loops may be placed in local memory):
   // aIJ holds outputs (row ty * TM + I, columns tx * TN + 4 J .. + 3); rows 4..7 only with TM = 8,
   // J = 1 only with TN = 8
@@ -124,38 +215,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var a70 = vec4<f32>(); var a71 = vec4<f32>();
   let xsb = ty * (TM / 4u);
   let wsb = tx * (TN / 4u);
+  // double buffering in registers: the next K step's x values (16 per thread at most) and weight
+  // chunks (4 at most) are loaded while this step's tiles are multiplied
+  var xv = XRegs();
+  var wv = WRegs();
+  loadTiles(&xv, &wv, li, 0u, t0, n0, live, cpr);
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    // x tile, transposed: element (kk, t) at xs[(kk * BM + t) / 4][t % 4]; 8 loads per thread in flight
-    for (var e = li; e < BK * BM; e += 2048u) {
-      let v0 = xLoad(e, k0, t0, live);
-      let v1 = xLoad(e + 256u, k0, t0, live);
-      let v2 = xLoad(e + 512u, k0, t0, live);
-      let v3 = xLoad(e + 768u, k0, t0, live);
-      let v4 = xLoad(e + 1024u, k0, t0, live);
-      let v5 = xLoad(e + 1280u, k0, t0, live);
-      let v6 = xLoad(e + 1536u, k0, t0, live);
-      let v7 = xLoad(e + 1792u, k0, t0, live);
-      xStore(e, v0);
-      xStore(e + 256u, v1);
-      xStore(e + 512u, v2);
-      xStore(e + 768u, v3);
-      xStore(e + 1024u, v4);
-      xStore(e + 1280u, v5);
-      xStore(e + 1536u, v6);
-      xStore(e + 1792u, v7);
-    }
-    // weight tile, dequantized and transposed the same way; two chunks per thread in flight
-    for (var e = li; e < BN * cpr; e += 512u) {
-      let c0 = wLoad(e, k0, n0, cpr);
-      let c1 = wLoad(e + 256u, k0, n0, cpr);
-      wStore(e, cpr, c0);
-      wStore(e + 256u, cpr, c1);
-    }
+    storeTiles(&xv, &wv, li, cpr);
     workgroupBarrier();
+    if (k0 + BK < p.K) { loadTiles(&xv, &wv, li, k0 + BK, t0, n0, live, cpr); }
     for (var kk = 0u; kk < BK; kk++) {
-      let x0 = xs[(kk * BM) / 4u + xsb];
+      let xr = kk * (4u * TM + 1u);
+      let x0 = xs[xr + xsb];
       var x1 = vec4<f32>();
-      if (TM == 8u) { x1 = xs[(kk * BM) / 4u + xsb + 1u]; }
+      if (TM == 8u) { x1 = xs[xr + xsb + 1u]; }
       let w0 = ws[(kk * BN) / 4u + wsb];
       var w1 = vec4<f32>();
       if (TN == 8u) { w1 = ws[(kk * BN) / 4u + wsb + 1u]; }
