@@ -79,13 +79,50 @@ fn wLoad(e: u32, k0: u32, n0: u32, cpr: u32) -> WChunk {
   return wc;
 }
 
+// element k (of the K step) of weight row rl into the transposed tile
+fn wPut(k: u32, rl: u32, v: f32) {
+  let BN = 16u * TN;
+  ws[(k * BN + rl) / 4u][rl % 4u] = f16(v);
+}
+
+// the chunk's elements, scaled, into the tile: each word decoded once (4 elements of f32 / q8, 2 of f16 /
+// bf16, 8 of q4 per word), not each element through chunkElem
 fn wStore(e: u32, cpr: u32, wc: WChunk) {
   let BN = 16u * TN;
-  let n = epc(FMT);
-  if (e < BN * cpr) {
-    let rl = e % BN;
-    let ch = e / BN;
-    for (var i = 0u; i < n; i++) { ws[((ch * n + i) * BN + rl) / 4u][rl % 4u] = f16(wc.s * chunkElem(FMT, wc.c, i)); }
+  if (e >= BN * cpr) { return; }
+  let rl = e % BN;
+  let k = (e / BN) * epc(FMT);
+  let s = wc.s;
+  for (var i = 0u; i < 4u; i++) {
+    let wd = wc.c[i];
+    switch FMT {
+      case 0u: { wPut(k + i, rl, s * bitcast<f32>(wd)); }
+      case 1u, 2u: {
+        let v = select(bf16pair(wd), f16pair(wd), FMT == F_F16);
+        wPut(k + 2u * i, rl, s * v.x);
+        wPut(k + 2u * i + 1u, rl, s * v.y);
+      }
+      case 3u: {
+        let v = q8word(wd);
+        wPut(k + 4u * i, rl, s * v.x);
+        wPut(k + 4u * i + 1u, rl, s * v.y);
+        wPut(k + 4u * i + 2u, rl, s * v.z);
+        wPut(k + 4u * i + 3u, rl, s * v.w);
+      }
+      default: {
+        let ev = q4even(wd);
+        let od = q4odd(wd);
+        let b = k + 8u * i;
+        wPut(b, rl, s * ev.x);
+        wPut(b + 1u, rl, s * od.x);
+        wPut(b + 2u, rl, s * ev.y);
+        wPut(b + 3u, rl, s * od.y);
+        wPut(b + 4u, rl, s * ev.z);
+        wPut(b + 5u, rl, s * od.z);
+        wPut(b + 6u, rl, s * ev.w);
+        wPut(b + 7u, rl, s * od.w);
+      }
+    }
   }
 }
 
