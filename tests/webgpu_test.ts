@@ -176,6 +176,36 @@ for (const dtype of ["q8_0", "q4_0"] as const) {
   });
 }
 
+// Q, K and V (and gate and up) read the same normed x: one act_quant_int8 serves each group, so a W8A8
+// decoder layer quantizes its activations 4 times (QKV, wo, gate-up, w2), not 7
+Deno.test({
+  name: "webgpu: W8A8 layers quantize each shared matmul input once (4 act_quant_int8 per layer)",
+  ignore,
+  fn: async () => {
+    using b = await createWebGpuBackend({ f16: false });
+    const w = await uploadWeights(b, memoryModel(W8A8, W8A8_WEIGHTS, "q8_0"));
+    const kv = new KvCache(b, CONFIG, { capacity: 16, dtype: "f32" });
+    const graph = buildLlamaGraph(b, w, kv, { maxTokens: 4, maxLogitRows: 4 });
+    try {
+      using g = b.compile(graph.ops, { outputs: [graph.logits] });
+      const labels = (g as unknown as { dispatchLabels(s: unknown): string[] }).dispatchLabels({
+        nTokens: 1,
+        nLogits: 1,
+        splits: 1,
+        distinct: true,
+      });
+      const quant = labels.filter((l) => l.startsWith("act_quant_int8")).length;
+      const a8 = labels.filter((l) => l.startsWith("matmul_a8")).length;
+      assert.equal(quant, 4 * CONFIG.nLayers, labels.join(", "));
+      assert.equal(a8, 7 * CONFIG.nLayers, labels.join(", "));
+    } finally {
+      graph.free();
+      kv[Symbol.dispose]();
+      for (const t of w.all) b.free(t);
+    }
+  },
+});
+
 for (const scheme of ["int8", "int4"] as const) {
   Deno.test({
     name: `webgpu: weightQuant ${scheme} matches ref on the host-quantized weights`,

@@ -108,7 +108,7 @@ export class NodeEncoder implements Disposable {
   /** The dispatches of `nodes` for a step of this shape. */
   encode(nodes: readonly Node[], shape: StepShape): Dispatch[] {
     const out: Dispatch[] = [];
-    for (const n of nodes) this.#node(n, shape, out);
+    nodes.forEach((n, i) => this.#node(n, shape, out, nodes[i - 1]));
     return out;
   }
 
@@ -162,7 +162,7 @@ export class NodeEncoder implements Disposable {
     return rows === "tokens" ? s.nTokens : s.nLogits;
   }
 
-  #node(n: Node, s: StepShape, out: Dispatch[]): void {
+  #node(n: Node, s: StepShape, out: Dispatch[], prev: Node | undefined): void {
     switch (n.kind) {
       case "embed":
         return this.#embed(n, s, out);
@@ -171,7 +171,7 @@ export class NodeEncoder implements Disposable {
       case "matmul":
         return this.#matmul(n, s, out);
       case "matmul_a8":
-        return this.#matmulA8(n, s, out);
+        return this.#matmulA8(n, s, out, prev);
       case "rope_kv":
         return encodeRope(n, { sink: this.#sink, shape: s, out });
       case "attention":
@@ -423,8 +423,17 @@ export class NodeEncoder implements Disposable {
     );
   }
 
-  /** W8A8: quantize the live rows of x to int8 (act_quant_int8), then the integer matmul per part. */
-  #matmulA8(n: Extract<Node, { kind: "matmul_a8" }>, s: StepShape, out: Dispatch[]): void {
+  /**
+   * W8A8: quantize the live rows of x to int8 (act_quant_int8), then the integer matmul per part. The
+   * quantization is skipped when the previous node was an int8-activation matmul of the same x, rows and
+   * weight layout (Q, K and V; gate and up): the scratch still holds those codes.
+   */
+  #matmulA8(
+    n: Extract<Node, { kind: "matmul_a8" }>,
+    s: StepShape,
+    out: Dispatch[],
+    prev: Node | undefined,
+  ): void {
     const ctx = this.#ctx;
     const rows = this.#live(n.rows, s);
     const sc = ctx.actScratch;
@@ -432,20 +441,25 @@ export class NodeEncoder implements Disposable {
     if (!sc) throw new LlmError("INTERNAL", "webgpu: an int8-activation matmul was compiled without scratch");
     const w = weightOf(n.w);
     const logitRows = n.rows === "logits" ? 1 : 0;
-    this.#dispatch(
-      out,
-      n,
-      "act_quant_int8",
-      { FMT: w.fmt },
-      { K: w.k, logitRows },
-      [
-        bufferOf(n.x),
-        sc.q,
-        sc.s,
-      ],
-      [Math.ceil(w.k / 1024), rows, 1],
-      "q",
-    );
+    const pw = prev?.kind === "matmul_a8" ? weightOf(prev.w) : undefined;
+    const quantized = prev?.kind === "matmul_a8" && prev.x === n.x && prev.rows === n.rows &&
+      pw?.fmt === w.fmt && pw.k === w.k;
+    if (!quantized) {
+      this.#dispatch(
+        out,
+        n,
+        "act_quant_int8",
+        { FMT: w.fmt },
+        { K: w.k, logitRows },
+        [
+          bufferOf(n.x),
+          sc.q,
+          sc.s,
+        ],
+        [Math.ceil(w.k / 1024), rows, 1],
+        "q",
+      );
+    }
     const nt = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
     const t = nt === 1 ? ctx.tuning.a8 : ctx.tuning.a8Batch;
     const nr = Math.max(1, Math.min(t.NR, 8, Math.floor(16 / nt)));

@@ -385,6 +385,11 @@ export class WgGraph implements CompiledGraph {
     }
   }
 
+  /** The labels of the dispatches a step of this shape runs, in order (tests and benchmarks). */
+  dispatchLabels(shape: StepShape): string[] {
+    return this.#dispatches(shape).map((d) => d.label);
+  }
+
   /**
    * Profiling (benchmarks only): the next decodeGreedy times the pass of each of its first `steps` steps
    * on the GPU (timestamp queries); {@link takeDecodeTrace} reads them back.
