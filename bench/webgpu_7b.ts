@@ -3,7 +3,8 @@
  * 11008, vocab 32000; f16 weights generated while they stream in, bench/_synth_source.ts):
  * 1. per variant (fp16 weights, weight-only int8, int4 quantized at load): decode tok/s at batch 1
  *    (16-token prompt, 128 new tokens, greedy), prefill tok/s (512-token prompt), device memory,
- *    load time, and the device time of each kernel of one decode step (timestamp queries);
+ *    load time, and the device time of each kernel of one decode step and of one 512-token prefill step
+ *    (timestamp queries);
  * 2. decode against the read roofline: bytes a decode step must read (device weight layout + KV) over
  *    the best read bandwidth measured by bench/webgpu_bandwidth.ts (--bandwidth FILE);
  * 3. logits of a 1-layer model of the same shape and weights (layer 0, embedding, head) against the
@@ -99,6 +100,8 @@ interface Profile {
 function variantModel(c: LlamaConfig, v: Variant): ModelFile {
   return v === "w8a8" ? synthF16Model({ ...c, activationQuant: "int8" }, 1, "q8_0") : synthF16Model(c);
 }
+/** The prefill run's prompt, and the prefill step profiled per kernel. */
+const prefillTokens = 512;
 const weightQuant = (v: Variant): "int8" | "int4" | undefined => v === "int8" || v === "int4" ? v : undefined;
 
 /** The model with the time its sources spend producing bytes counted into `clock.s`. */
@@ -191,7 +194,7 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
   );
   const prefill = await runBench(engine, {
     model: `${f.shape}-shape`,
-    promptTokens: 512,
+    promptTokens: prefillTokens,
     genTokens: 2,
     repeat,
   });
@@ -299,16 +302,28 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
       attention.map((a) => `pos ${a.pos} ${a.splits} split(s) ${(a.decodeUs + a.combineUs).toFixed(0)}`)
         .join(", "),
   );
-  const byKernel = new Map<string, Profile>();
-  for (const p of prof) {
-    const k = p.label.split(" ")[0];
-    const e = byKernel.get(k) ?? { kernel: k, us: 0, count: 0 };
-    e.us += p.us;
-    e.count++;
-    byKernel.set(k, e);
-  }
-  const kernels = [...byKernel.values()].sort((a, b) => b.us - a.us);
+  const kernels = perKernel(prof);
   const deviceUs = kernels.reduce((s, k) => s + k.us, 0);
+  // the device time of each kernel of one prefill step (the prefill run's prompt, positions 0.., one
+  // sequence, the last row's logits), each dispatch repeated twice
+  const prefillStep = (n: number): Record<string, unknown> => {
+    const blocks = Math.ceil(n / 16);
+    return {
+      nTokens: n,
+      tokens: Int32Array.from({ length: n }, (_, i) => (i * 7 + 5) % config.vocabSize),
+      positions: Int32Array.from({ length: n }, (_, i) => i),
+      seqIndex: new Int32Array(n),
+      blockTables: Int32Array.from({ length: blocks }, (_, i) => i),
+      maxBlocksPerSeq: blocks,
+      logitRows: Int32Array.of(n - 1),
+    };
+  };
+  const prefillKernels = perKernel(await graph.profile(prefillStep(prefillTokens), 2));
+  const prefillUs = prefillKernels.reduce((s, k) => s + k.us, 0);
+  log(
+    `${v}: one ${prefillTokens}-token prefill step: ${prefillUs.toFixed(0)} us of device time: ` +
+      prefillKernels.slice(0, 6).map((k) => `${k.kernel} ${k.us.toFixed(0)} us/${k.count}`).join(", "),
+  );
   const bytes = stepBytes(config, v, pos);
   const memory = engine.info().deviceMemoryUsed ?? 0;
   const r = {
@@ -328,6 +343,7 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
     profileDeviceUs: deviceUs,
     profileGBps: bytes / (deviceUs * 1e3),
     kernels,
+    prefillKernels,
     attention,
     timeline,
     decodeTrace,
@@ -337,6 +353,19 @@ async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
   log(`${v}: one decode step: ${prof.length} dispatches, ${deviceUs.toFixed(0)} us of device time`);
   backend[Symbol.dispose]();
   return r;
+}
+
+/** Device time per kernel (the label's first word), most first. */
+function perKernel(prof: readonly { label: string; us: number }[]): Profile[] {
+  const byKernel = new Map<string, Profile>();
+  for (const p of prof) {
+    const k = p.label.split(" ")[0];
+    const e = byKernel.get(k) ?? { kernel: k, us: 0, count: 0 };
+    e.us += p.us;
+    e.count++;
+    byKernel.set(k, e);
+  }
+  return [...byKernel.values()].sort((a, b) => b.us - a.us);
 }
 
 /** The 1-layer model's weights as f32, optionally replaced by the host model of the quantizer. */
