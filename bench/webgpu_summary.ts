@@ -72,6 +72,15 @@ if (b7) {
     const ks = (r.kernels ?? []) as { kernel: string; us: number; count: number }[];
     lines.push(`${r.variant} step: ` + ks.map((k) => `${k.kernel} ${n(k.us, 0)} us/${k.count}`).join(", "));
   }
+  for (const r of rs) {
+    const ks = (r.prefillKernels ?? []) as { kernel: string; us: number; count: number }[];
+    if (!ks.length) continue;
+    const total = ks.reduce((a, k) => a + k.us, 0);
+    lines.push(
+      `${r.variant} 512-token prefill step (${n(total, 0)} us): ` +
+        ks.map((k) => `${k.kernel} ${n(k.us, 0)} us/${k.count}`).join(", "),
+    );
+  }
   const att = rs.filter((r) => Array.isArray(r.attention));
   if (att.length) {
     lines.push(
