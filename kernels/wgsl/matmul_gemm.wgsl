@@ -95,16 +95,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       if (TM == 8u) {
         a40 = fma(vec4<f32>(x1.x), w0, a40);
         if (TN == 8u) { a41 = fma(vec4<f32>(x1.x), w1, a41); }
-      }
-      if (TM == 8u) {
         a50 = fma(vec4<f32>(x1.y), w0, a50);
         if (TN == 8u) { a51 = fma(vec4<f32>(x1.y), w1, a51); }
-      }
-      if (TM == 8u) {
         a60 = fma(vec4<f32>(x1.z), w0, a60);
         if (TN == 8u) { a61 = fma(vec4<f32>(x1.z), w1, a61); }
-      }
-      if (TM == 8u) {
         a70 = fma(vec4<f32>(x1.w), w0, a70);
         if (TN == 8u) { a71 = fma(vec4<f32>(x1.w), w1, a71); }
       }
@@ -113,20 +107,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let tb = t0 + ty * TM;
   let rb = n0 + tx * TN;
-  store4(tb + 0u, rb, a00, live);
-  if (TN == 8u) { store4(tb + 0u, rb + 4u, a01, live); }
-  store4(tb + 1u, rb, a10, live);
-  if (TN == 8u) { store4(tb + 1u, rb + 4u, a11, live); }
-  store4(tb + 2u, rb, a20, live);
-  if (TN == 8u) { store4(tb + 2u, rb + 4u, a21, live); }
-  store4(tb + 3u, rb, a30, live);
-  if (TN == 8u) { store4(tb + 3u, rb + 4u, a31, live); }
-  if (TM == 8u) { store4(tb + 4u, rb, a40, live); }
-  if (TN == 8u && TM == 8u) { store4(tb + 4u, rb + 4u, a41, live); }
-  if (TM == 8u) { store4(tb + 5u, rb, a50, live); }
-  if (TN == 8u && TM == 8u) { store4(tb + 5u, rb + 4u, a51, live); }
-  if (TM == 8u) { store4(tb + 6u, rb, a60, live); }
-  if (TN == 8u && TM == 8u) { store4(tb + 6u, rb + 4u, a61, live); }
-  if (TM == 8u) { store4(tb + 7u, rb, a70, live); }
-  if (TN == 8u && TM == 8u) { store4(tb + 7u, rb + 4u, a71, live); }
+  storeAcc(tb, rb, live, a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70,
+    a71);
 }

@@ -115,14 +115,10 @@ struct XRegs {
 }
 
 struct WRegs {
-  c0: vec4<u32>,
-  s0: f32,
-  c1: vec4<u32>,
-  s1: f32,
-  c2: vec4<u32>,
-  s2: f32,
-  c3: vec4<u32>,
-  s3: f32,
+  w0: WChunk,
+  w1: WChunk,
+  w2: WChunk,
+  w3: WChunk,
 }
 
 fn loadTiles(xv: ptr<function, XRegs>, wv: ptr<function, WRegs>, li: u32, k0: u32, t0: u32, n0: u32, live: u32,
@@ -143,18 +139,10 @@ fn loadTiles(xv: ptr<function, XRegs>, wv: ptr<function, WRegs>, li: u32, k0: u3
   (*xv).v13 = xLoad(li + 3328u, k0, t0, live);
   (*xv).v14 = xLoad(li + 3584u, k0, t0, live);
   (*xv).v15 = xLoad(li + 3840u, k0, t0, live);
-  let w0 = wLoad(li + 0u, k0, n0, cpr);
-  (*wv).c0 = w0.c;
-  (*wv).s0 = w0.s;
-  let w1 = wLoad(li + 256u, k0, n0, cpr);
-  (*wv).c1 = w1.c;
-  (*wv).s1 = w1.s;
-  let w2 = wLoad(li + 512u, k0, n0, cpr);
-  (*wv).c2 = w2.c;
-  (*wv).s2 = w2.s;
-  let w3 = wLoad(li + 768u, k0, n0, cpr);
-  (*wv).c3 = w3.c;
-  (*wv).s3 = w3.s;
+  (*wv).w0 = wLoad(li + 0u, k0, n0, cpr);
+  (*wv).w1 = wLoad(li + 256u, k0, n0, cpr);
+  (*wv).w2 = wLoad(li + 512u, k0, n0, cpr);
+  (*wv).w3 = wLoad(li + 768u, k0, n0, cpr);
 }
 
 fn storeTiles(xv: ptr<function, XRegs>, wv: ptr<function, WRegs>, li: u32, cpr: u32) {
@@ -174,10 +162,10 @@ fn storeTiles(xv: ptr<function, XRegs>, wv: ptr<function, WRegs>, li: u32, cpr: 
   xStore(li + 3328u, (*xv).v13);
   xStore(li + 3584u, (*xv).v14);
   xStore(li + 3840u, (*xv).v15);
-  wStore(li + 0u, cpr, WChunk((*wv).c0, (*wv).s0));
-  wStore(li + 256u, cpr, WChunk((*wv).c1, (*wv).s1));
-  wStore(li + 512u, cpr, WChunk((*wv).c2, (*wv).s2));
-  wStore(li + 768u, cpr, WChunk((*wv).c3, (*wv).s3));
+  wStore(li + 0u, cpr, (*wv).w0);
+  wStore(li + 256u, cpr, (*wv).w1);
+  wStore(li + 512u, cpr, (*wv).w2);
+  wStore(li + 768u, cpr, (*wv).w3);
 }
 
 // outputs (row t, columns r0 .. r0 + 3) of the tile, within the rows and the part's M
@@ -190,4 +178,33 @@ fn store4(t: u32, r0: u32, v: vec4<f32>, live: u32) {
       if (RESIDUAL) { out[idx] = out[idx] + v[j]; } else { out[idx] = v[j]; }
     }
   }
+}
+
+// the thread's TM x TN outputs (aIJ: row tb + I, columns rb + 4 J .. + 3; rows 4..7 only with TM = 8,
+// J = 1 only with TN = 8)
+fn storeAcc(
+  tb: u32,
+  rb: u32,
+  live: u32,
+  a00: vec4<f32>, a01: vec4<f32>, a10: vec4<f32>, a11: vec4<f32>,
+  a20: vec4<f32>, a21: vec4<f32>, a30: vec4<f32>, a31: vec4<f32>,
+  a40: vec4<f32>, a41: vec4<f32>, a50: vec4<f32>, a51: vec4<f32>,
+  a60: vec4<f32>, a61: vec4<f32>, a70: vec4<f32>, a71: vec4<f32>,
+) {
+  store4(tb + 0u, rb, a00, live);
+  if (TN == 8u) { store4(tb + 0u, rb + 4u, a01, live); }
+  store4(tb + 1u, rb, a10, live);
+  if (TN == 8u) { store4(tb + 1u, rb + 4u, a11, live); }
+  store4(tb + 2u, rb, a20, live);
+  if (TN == 8u) { store4(tb + 2u, rb + 4u, a21, live); }
+  store4(tb + 3u, rb, a30, live);
+  if (TN == 8u) { store4(tb + 3u, rb + 4u, a31, live); }
+  if (TM == 8u) { store4(tb + 4u, rb, a40, live); }
+  if (TN == 8u && TM == 8u) { store4(tb + 4u, rb + 4u, a41, live); }
+  if (TM == 8u) { store4(tb + 5u, rb, a50, live); }
+  if (TN == 8u && TM == 8u) { store4(tb + 5u, rb + 4u, a51, live); }
+  if (TM == 8u) { store4(tb + 6u, rb, a60, live); }
+  if (TN == 8u && TM == 8u) { store4(tb + 6u, rb + 4u, a61, live); }
+  if (TM == 8u) { store4(tb + 7u, rb, a70, live); }
+  if (TN == 8u && TM == 8u) { store4(tb + 7u, rb + 4u, a71, live); }
 }
