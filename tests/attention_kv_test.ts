@@ -1,7 +1,7 @@
 /**
  * KV write + attention op sequences on every backend against the ref backend, per KV cache dtype and
  * head dim 16..128: two sequences over shuffled paged blocks, a mixed prefill step (both sequences), decode
- * steps (one row per sequence, positions up to 27), a decode-sized step of three rows of one sequence and a
+ * steps (one row per sequence, positions up to 29), a decode-sized step of three rows of one sequence and a
  * prefill-sized continuation; with GQA, with and without RoPE ahead of the write (the webgpu backend folds
  * a rope + kv_write into its decode attention, and runs a kv_write without rope as its own node; the int8
  * cache quantizes per (row, kv head), so the head dim must reach that node: found broken at head dims
@@ -30,23 +30,25 @@ interface Case {
   readonly variant: Variant;
 }
 
-const BLOCK = 4, BLOCKS = 16, MAX_ROWS = 33, PER_SEQ = 8;
+const BLOCK = 4, BLOCKS = 16, MAX_ROWS = 37, PER_SEQ = 8;
 /** Physical blocks of sequence 0 (row 0) and 1 (row 1), shuffled. */
 const TABLES = Int32Array.of(5, 0, 12, 3, 9, 14, 1, 7, 2, 11, 6, 15, 4, 8, 10, 13);
 
 /** The steps: (sequence, position) per row. */
 const STEPS: { seq: number; pos: number }[][] = [
-  // prefill: sequence 0 positions 0..19 and sequence 1 positions 0..12 in one step
+  // prefill: sequence 0 positions 0..19 and sequence 1 positions 0..16 in one step (webgpu's prefill
+  // kernel: two blocks of 32 rows, the first with both sequences; sequence 1 ends one position into a
+  // second tile of 16 positions)
   [
     ...Array.from({ length: 20 }, (_, p) => ({ seq: 0, pos: p })),
-    ...Array.from({ length: 13 }, (_, p) => ({ seq: 1, pos: p })),
+    ...Array.from({ length: 17 }, (_, p) => ({ seq: 1, pos: p })),
   ],
   // decode: one row per sequence
-  ...Array.from({ length: 4 }, (_, i) => [{ seq: 0, pos: 20 + i }, { seq: 1, pos: 13 + i }]),
+  ...Array.from({ length: 4 }, (_, i) => [{ seq: 0, pos: 20 + i }, { seq: 1, pos: 17 + i }]),
   // three rows of one sequence in a decode-sized step
   [{ seq: 0, pos: 24 }, { seq: 0, pos: 25 }, { seq: 0, pos: 26 }],
   // a prefill-sized continuation of sequence 1 and one decode row of sequence 0
-  [...Array.from({ length: 9 }, (_, i) => ({ seq: 1, pos: 17 + i })), { seq: 0, pos: 27 }],
+  [...Array.from({ length: 9 }, (_, i) => ({ seq: 1, pos: 21 + i })), { seq: 0, pos: 27 }],
 ];
 
 async function put(

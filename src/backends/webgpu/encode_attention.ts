@@ -88,7 +88,8 @@ export function encodeAttention(n: Extract<Node, { kind: "attention" }>, t: Enco
   const limit = e.ctx.gpu.limits.workgroupStorage;
   const kvDim = (n.cache.k as WgTensor).width;
   const rows = s.nTokens, decode = rows <= e.ctx.tuning.gemvMaxRows;
-  const prefill = !decode && hd % 8 === 0 && (16 * hd * 3 + 256 + 64) * 4 <= limit;
+  // attention_prefill: 32 rows of q, a padded 16-position K / V tile, the scores, row and plan words
+  const prefill = !decode && hd <= 128 && (32 * hd + 16 * (hd + 4) + 32 * 17 + 129) * 4 <= limit;
   const bufs = [bufferOf(n.q), bufferOf(n.cache.k), bufferOf(n.cache.v), bufferOf(n.out)];
   const r = e.dummyR;
   const scales = [
@@ -118,7 +119,7 @@ export function encodeAttention(n: Extract<Node, { kind: "attention" }>, t: Enco
         n.cache.kScale ? bufferOf(n.cache.kScale) : r,
         n.cache.vScale ? bufferOf(n.cache.vScale) : r,
       ],
-      [Math.ceil(rows / 16), n.nHeads, 1],
+      [Math.ceil(rows / 32), n.nHeads, 1],
       "prefill",
     );
     return;
