@@ -1,6 +1,7 @@
-// lib/gemm_tiles.wgsl: staging of matmul_gemm's and matmul_gemm_f16's tiles. Not an op. The including
-// kernel declares Params p, the bindings x, w, sc and out, the overrides FMT, G, TM, TN, RESIDUAL, BK, the
-// workgroup tiles xs and ws, and `alias TILE` (f32 or f16: the type of the tiles' elements).
+// lib/gemm_tiles.wgsl: the staging of matmul_gemm's and matmul_gemm_f16's tiles (their main body is
+// lib/gemm_body.wgsl). Not an op. The including kernel declares Params p, the bindings x, w, sc and out, the overrides
+// FMT, G, TM, TN, RESIDUAL, BK, the workgroup tiles xs and ws, and `alias TILE` (f32 or f16: the type of
+// the tiles' elements).
 
 // The x tile, transposed, one padded row of the tile per k: element (kk, t) at xs[kk * (4 TM + 1) + t / 4][t % 4]
 // (BM / 4 + 1 vec4 per row: the pad spreads the stores of consecutive k over the banks)
