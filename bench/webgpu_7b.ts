@@ -21,7 +21,9 @@
  *
  *   deno run -A bench/webgpu_7b.ts --out DIR [--bandwidth DIR/bandwidth.json] [--tuning FILE]
  *        [--variants f16,int8,int4,w8a8] [--shape llama7B|stories110M|stories15M] [--layers N]
- *        [--positions 6] [--repeat 2] [--skip-compare | --compare-only] [--append] [--sample]
+ *        [--positions 6] [--repeat 2] [--skip-compare | --compare-only] [--append] [--sample] [--no-f16]
+ * --no-f16: the f32 kernel variants even where the adapter has shader-f16 (e.g. prefill through matmul_gemm's
+ * f32 tiles instead of matmul_gemm_f16's f16 tiles).
  * --append adds to DIR/webgpu_7b.json instead of replacing it (one process per variant, each with its
  * own time limit).
  */
@@ -51,6 +53,7 @@ const { values: f } = parseArgs({
     positions: { type: "string", default: "4" },
     repeat: { type: "string", default: "2" },
     "skip-compare": { type: "boolean", default: false },
+    "no-f16": { type: "boolean", default: false },
     "compare-only": { type: "boolean", default: false },
     append: { type: "boolean", default: false },
     sample: { type: "boolean", default: false },
@@ -130,7 +133,7 @@ function timed(model: ModelFile, clock: { s: number }): ModelFile {
 
 /** Sampled batch-1 decode, device `sample` op against host sampling, one backend (step 5). */
 async function benchSampling(v: Variant): Promise<Record<string, unknown>> {
-  using backend = await createWebGpuBackend({ weightQuant: weightQuant(v), tuning });
+  using backend = await createWebGpuBackend({ weightQuant: weightQuant(v), tuning, f16: !f["no-f16"] });
   const sampling = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, seed: 1 };
   const out: Record<string, unknown> = { variant: v, sampling };
   for (const deviceSampling of [true, false]) {
@@ -166,7 +169,7 @@ async function benchSampling(v: Variant): Promise<Record<string, unknown>> {
 
 async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
   const t0 = performance.now();
-  const backend = await createWebGpuBackend({ weightQuant: weightQuant(v), tuning });
+  const backend = await createWebGpuBackend({ weightQuant: weightQuant(v), tuning, f16: !f["no-f16"] });
   const clock = { s: 0 };
   using engine = await Engine.create(timed(variantModel(config, v), clock), tokenizer, {
     backend,

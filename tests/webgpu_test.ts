@@ -14,6 +14,7 @@ import type { ModelFile } from "../src/format/model_file.ts";
 import { Engine, LlmError, pickBackend } from "../mod.ts";
 import { createWebGpuBackend, webGpuInfo, type WebGpuOptions } from "../src/backends/webgpu/webgpu.ts";
 import { DEFAULT_TUNING, type Tuning } from "../src/backends/webgpu/encode.ts";
+import { gemmPlan, gemmTileBytes } from "../src/backends/webgpu/tuning.ts";
 import { attentionSplits } from "../src/backends/webgpu/run.ts";
 import { uploadWeights } from "../src/model/weights.ts";
 import { KvCache, SequenceSlots } from "../src/model/kv_cache.ts";
@@ -299,8 +300,72 @@ Deno.test({
   },
 });
 
-// The prefill GEMMs (matmul_gemm, and matmul_gemm_f16 where the adapter has f16) with every supported
-// thread tile: 70-row steps, so TM 4 (64 rows per workgroup) runs two row blocks; float, q8_0 / q4_0 and
+// The prefill GEMM's kernel and tile for a workgroup memory limit (no adapter needed): f32 tiles where they
+// fit, f16 tiles next (first with f16Tiles; never for f32 weights), then smaller tiles.
+Deno.test("webgpu: the prefill GEMM takes f32 tiles where they fit, then f16 tiles, then smaller tiles", () => {
+  const g88 = { TM: 8, TN: 8 };
+  assert.equal(gemmTileBytes(8, 8, false), 33_280);
+  assert.equal(gemmTileBytes(8, 8, true), 16_640);
+  assert.equal(gemmTileBytes(4, 4, false), 16_896);
+  assert.deepEqual(gemmPlan(49_152, true, g88), { kernel: "matmul_gemm", TM: 8, TN: 8 });
+  assert.deepEqual(gemmPlan(49_152, true, { ...g88, f16Tiles: true }), {
+    kernel: "matmul_gemm_f16",
+    TM: 8,
+    TN: 8,
+  });
+  assert.deepEqual(gemmPlan(49_152, false, { ...g88, f16Tiles: true }), {
+    kernel: "matmul_gemm",
+    TM: 8,
+    TN: 8,
+  });
+  // lavapipe's 32 KiB: the 8 x 8 f32 tiles do not fit
+  assert.deepEqual(gemmPlan(32_768, true, g88), { kernel: "matmul_gemm_f16", TM: 8, TN: 8 });
+  assert.deepEqual(gemmPlan(32_768, false, g88), { kernel: "matmul_gemm", TM: 8, TN: 4 });
+  assert.deepEqual(gemmPlan(32_768, true, { TM: 4, TN: 8 }), { kernel: "matmul_gemm", TM: 4, TN: 8 });
+  // WebGPU's default 16 KiB: only f16 tiles (8 x 8 needs 16,640 bytes), or nothing for f32 weights
+  assert.deepEqual(gemmPlan(16_384, true, g88), { kernel: "matmul_gemm_f16", TM: 8, TN: 4 });
+  assert.equal(gemmPlan(16_384, false, g88), undefined);
+});
+
+// The same choice where the graph is encoded: a 40-row prefill step of a q8_0 model dispatches the kernel
+// gemmPlan picks for the adapter (both kinds where the adapter has f16)
+Deno.test({
+  name: "webgpu: prefill steps dispatch the GEMM kernel gemmPlan picks for the adapter",
+  ignore,
+  fn: async () => {
+    const tunings = [{ TM: 4, TN: 4 }, { TM: 8, TN: 8 }, { TM: 8, TN: 8, f16Tiles: true }];
+    for (const gemm of tunings) {
+      for (const f16 of info.available && info.f16 ? [true, false] : [false]) {
+        using b = await createWebGpuBackend({ f16, tuning: { gemm } });
+        const want = gemmPlan(info.available ? info.limits.workgroupStorage : 0, f16, gemm)!.kernel;
+        const w = await uploadWeights(b, memoryModel(CONFIG, WEIGHTS, "q8_0"));
+        const kv = new KvCache(b, CONFIG, { capacity: 64, dtype: "f32" });
+        const graph = buildLlamaGraph(b, w, kv, { maxTokens: 40, maxLogitRows: 1 });
+        try {
+          using g = b.compile(graph.ops, { outputs: [graph.logits] });
+          const labels = (g as unknown as { dispatchLabels(s: unknown): string[] }).dispatchLabels({
+            nTokens: 40,
+            nLogits: 1,
+            splits: 1,
+            distinct: false,
+          });
+          const gemms = labels.filter((l) => l.startsWith("matmul_gemm"));
+          assert.ok(gemms.length >= 4 * CONFIG.nLayers, labels.join(", "));
+          for (const l of gemms) {
+            assert.ok(l.startsWith(`${want} `) || l === want, `${JSON.stringify(gemm)} f16 ${f16}: ${l}`);
+          }
+        } finally {
+          graph.free();
+          kv[Symbol.dispose]();
+          for (const t of w.all) b.free(t);
+        }
+      }
+    }
+  },
+});
+
+// The prefill GEMMs (matmul_gemm, and matmul_gemm_f16 where the adapter has f16: by default where the f32
+// tiles do not fit, and on request with f16Tiles) with every supported thread tile: 70-row steps, so TM 4 (64 rows per workgroup) runs two row blocks; float, q8_0 / q4_0 and
 // int4 (group 128) weights. Other tiles are refused when the backend is created.
 Deno.test({
   name: "webgpu: prefill GEMM thread tiles (TM, TN each 4 or 8) match ref; other tiles are refused",
@@ -348,6 +413,13 @@ Deno.test({
             `${name} ${JSON.stringify(gemm)} ${variant}: nmse ${e.toExponential(2)} >= ${bound}`,
           );
         }, { weightQuant, tuning: { gemm } });
+        if (info.available && info.f16 && dtype !== "f32") {
+          // f16 tiles on request (the default takes f32 tiles where they fit)
+          using b = await createWebGpuBackend({ weightQuant, tuning: { gemm: { ...gemm, f16Tiles: true } } });
+          const got = await logits(b, memoryModel(CONFIG, WEIGHTS, dtype), { ids: LONG, prefillOnly: true });
+          const e = nmse(got.prefill, want.prefill);
+          assert.ok(e < BOUND.f16, `${name} ${JSON.stringify(gemm)} f16 tiles: nmse ${e.toExponential(2)}`);
+        }
       }
     }
     await assert.rejects(

@@ -14,7 +14,7 @@ import { EPC, FMT } from "./weights.ts";
 import { bufferOf, weightOf, type WgTensor } from "./wg_tensor.ts";
 import { LlmError } from "../../errors.ts";
 
-import type { Tuning } from "./tuning.ts";
+import { gemmPlan, gemmTileBytes, type Tuning } from "./tuning.ts";
 import { encodeAttention, encodeRope } from "./encode_attention.ts";
 
 export { DEFAULT_TUNING, type GemvFormat, type Layout, type Tuning } from "./tuning.ts";
@@ -489,14 +489,23 @@ export class NodeEncoder implements Disposable {
     tag: string,
   ): void {
     const ctx = this.#ctx;
-    const { TM, TN } = ctx.tuning.gemm;
-    const f16 = ctx.f16 && w.fmt !== FMT.f32;
+    const limit = ctx.gpu.limits.workgroupStorage;
+    const plan = gemmPlan(limit, ctx.f16 && w.fmt !== FMT.f32, ctx.tuning.gemm);
+    if (!plan) {
+      throw new LlmError(
+        "BACKEND_UNAVAILABLE",
+        `webgpu: the adapter's workgroup memory (${limit} bytes) is too small for the prefill GEMM: its ` +
+          `smallest tile needs ${gemmTileBytes(4, 4, false)} bytes (${gemmTileBytes(4, 4, true)} with ` +
+          `shader-f16, for quantized or 16-bit weights); use another backend (--backend wasm)`,
+      );
+    }
+    const { kernel, TM, TN } = plan;
     const logitRows = "rows" in n && n.rows === "logits" ? 1 : 0;
     w.parts.forEach((part, pi) => {
       this.#dispatch(
         out,
         n,
-        f16 ? "matmul_gemm_f16" : "matmul_gemm",
+        kernel,
         { FMT: w.fmt, G: w.group || 32, TM, TN, RESIDUAL: residual },
         { K: w.k, KC: w.kc, SW: w.sw, M: part.rows, outW: w.m, outOff: part.row0, logitRows },
         [bufferOf(x), part.q, part.s ?? this.#dummyR, bufferOf(m.out)],

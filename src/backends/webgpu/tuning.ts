@@ -47,8 +47,15 @@ export interface Tuning {
   readonly a8: Layout;
   /** matmul_a8 for more rows (batched decode, prefill row groups of 8). */
   readonly a8Batch: Layout;
-  /** GEMM thread tile (TM rows of x by TN weight rows, each 4 or 8; 16 x 16 threads). */
-  readonly gemm: { readonly TM: number; readonly TN: number };
+  /**
+   * GEMM thread tile (TM rows of x by TN weight rows, each 4 or 8; 16 x 16 threads). The shared tiles are
+   * f32 (matmul_gemm) where they fit the adapter's workgroup memory, else f16 (matmul_gemm_f16, half the
+   * memory; where the f16 variants are on and the weights are not f32), else the tile shrinks to 4 (see
+   * gemmPlan). f16Tiles: f16 tiles first (on the H100 they were slower: int8 7B prefill 1,307–1,318
+   * tok/s against 1,389 with f32 tiles, 2026-11-26; their f16 -> f32 conversions cost more than the
+   * smaller tiles save).
+   */
+  readonly gemm: { readonly TM: number; readonly TN: number; readonly f16Tiles?: boolean };
   /** Cached positions per attention split when decoding (long contexts: more positions, more splits). */
   readonly splitTokens: number;
   /**
@@ -112,3 +119,27 @@ export const DEFAULT_TUNING: Tuning = {
   gemvMaxRows: 8,
   burstMs: 15,
 };
+
+/** Workgroup memory of a GEMM tile: x (32 k by 4 TM + 1 vec4, padded) and weights (32 k by 4 TN vec4). */
+export function gemmTileBytes(TM: number, TN: number, f16: boolean): number {
+  return 32 * (4 * TM + 1 + 4 * TN) * (f16 ? 8 : 16);
+}
+
+/**
+ * The prefill GEMM's kernel and tile for an adapter's workgroup memory (`limit` bytes): the tuned tile
+ * with f32 tiles, then with f16 tiles (only where `f16` allows them: f16 variants on, weights not f32;
+ * first where `gemm.f16Tiles`), then TN, TM or both down to 4. Undefined when not even a 4 x 4 tile fits.
+ */
+export function gemmPlan(
+  limit: number,
+  f16: boolean,
+  gemm: Tuning["gemm"],
+): { kernel: "matmul_gemm" | "matmul_gemm_f16"; TM: number; TN: number } | undefined {
+  const kinds = !f16 ? [false] : gemm.f16Tiles ? [true, false] : [false, true];
+  for (const [TM, TN] of [[gemm.TM, gemm.TN], [gemm.TM, 4], [4, gemm.TN], [4, 4]]) {
+    for (const h of kinds) {
+      if (gemmTileBytes(TM, TN, h) <= limit) return { kernel: h ? "matmul_gemm_f16" : "matmul_gemm", TM, TN };
+    }
+  }
+  return undefined;
+}

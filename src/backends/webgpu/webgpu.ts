@@ -397,7 +397,10 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
   if (gpu.f16Ok && !matmulChecked.has(gpu)) {
     // the f16 matmul kernels must match f64 products before any backend may use them
     matmulChecked.add(gpu);
-    using probe = new WebGpuBackend(gpu, { f16: true });
+    using probe = new WebGpuBackend(gpu, {
+      f16: true,
+      tuning: { gemm: { ...DEFAULT_TUNING.gemm, f16Tiles: true } },
+    });
     await checkF16Matmul(gpu, probe);
   }
   return new WebGpuBackend(gpu, options);
