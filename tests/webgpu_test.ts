@@ -177,6 +177,26 @@ for (const dtype of ["q8_0", "q4_0"] as const) {
   });
 }
 
+/** The dispatch labels (kernel, node) of a step of `rows` rows of a model's compiled graph (row 0 decoding alone). */
+async function stepLabels(b: Backend, model: ModelFile, maxTokens: number, rows: number): Promise<string[]> {
+  const w = await uploadWeights(b, model);
+  const kv = new KvCache(b, CONFIG, { capacity: 64, dtype: "f32" });
+  const graph = buildLlamaGraph(b, w, kv, { maxTokens, maxLogitRows: 1 });
+  try {
+    using g = b.compile(graph.ops, { outputs: [graph.logits] });
+    return (g as unknown as { dispatchLabels(s: unknown): string[] }).dispatchLabels({
+      nTokens: rows,
+      nLogits: 1,
+      splits: 1,
+      distinct: rows === 1,
+    });
+  } finally {
+    graph.free();
+    kv[Symbol.dispose]();
+    for (const t of w.all) b.free(t);
+  }
+}
+
 // Q, K and V (and gate and up) read the same normed x: one act_quant_int8 serves each group, so a W8A8
 // decoder layer quantizes its activations 4 times (QKV, wo, gate-up, w2), not 7
 Deno.test({
@@ -184,26 +204,11 @@ Deno.test({
   ignore,
   fn: async () => {
     using b = await createWebGpuBackend({ f16: false });
-    const w = await uploadWeights(b, memoryModel(W8A8, W8A8_WEIGHTS, "q8_0"));
-    const kv = new KvCache(b, CONFIG, { capacity: 16, dtype: "f32" });
-    const graph = buildLlamaGraph(b, w, kv, { maxTokens: 4, maxLogitRows: 4 });
-    try {
-      using g = b.compile(graph.ops, { outputs: [graph.logits] });
-      const labels = (g as unknown as { dispatchLabels(s: unknown): string[] }).dispatchLabels({
-        nTokens: 1,
-        nLogits: 1,
-        splits: 1,
-        distinct: true,
-      });
-      const quant = labels.filter((l) => l.startsWith("act_quant_int8")).length;
-      const a8 = labels.filter((l) => l.startsWith("matmul_a8")).length;
-      assert.equal(quant, 4 * CONFIG.nLayers, labels.join(", "));
-      assert.equal(a8, 7 * CONFIG.nLayers, labels.join(", "));
-    } finally {
-      graph.free();
-      kv[Symbol.dispose]();
-      for (const t of w.all) b.free(t);
-    }
+    const labels = await stepLabels(b, memoryModel(W8A8, W8A8_WEIGHTS, "q8_0"), 4, 1);
+    const quant = labels.filter((l) => l.startsWith("act_quant_int8")).length;
+    const a8 = labels.filter((l) => l.startsWith("matmul_a8")).length;
+    assert.equal(quant, 4 * CONFIG.nLayers, labels.join(", "));
+    assert.equal(a8, 7 * CONFIG.nLayers, labels.join(", "));
   },
 });
 
@@ -338,26 +343,11 @@ Deno.test({
       for (const f16 of info.available && info.f16 ? [true, false] : [false]) {
         using b = await createWebGpuBackend({ f16, tuning: { gemm } });
         const want = gemmPlan(info.available ? info.limits.workgroupStorage : 0, f16, gemm)!.kernel;
-        const w = await uploadWeights(b, memoryModel(CONFIG, WEIGHTS, "q8_0"));
-        const kv = new KvCache(b, CONFIG, { capacity: 64, dtype: "f32" });
-        const graph = buildLlamaGraph(b, w, kv, { maxTokens: 40, maxLogitRows: 1 });
-        try {
-          using g = b.compile(graph.ops, { outputs: [graph.logits] });
-          const labels = (g as unknown as { dispatchLabels(s: unknown): string[] }).dispatchLabels({
-            nTokens: 40,
-            nLogits: 1,
-            splits: 1,
-            distinct: false,
-          });
-          const gemms = labels.filter((l) => l.startsWith("matmul_gemm"));
-          assert.ok(gemms.length >= 4 * CONFIG.nLayers, labels.join(", "));
-          for (const l of gemms) {
-            assert.ok(l.startsWith(`${want} `) || l === want, `${JSON.stringify(gemm)} f16 ${f16}: ${l}`);
-          }
-        } finally {
-          graph.free();
-          kv[Symbol.dispose]();
-          for (const t of w.all) b.free(t);
+        const labels = await stepLabels(b, memoryModel(CONFIG, WEIGHTS, "q8_0"), 40, 40);
+        const gemms = labels.filter((l) => l.startsWith("matmul_gemm"));
+        assert.ok(gemms.length >= 4 * CONFIG.nLayers, labels.join(", "));
+        for (const l of gemms) {
+          assert.ok(l.startsWith(`${want} `), `${JSON.stringify(gemm)} f16 ${f16}: ${l}`);
         }
       }
     }
