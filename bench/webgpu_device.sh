@@ -6,7 +6,8 @@
 # (models into .deno/models, a Deno cache into .deno/cache).
 # Steps, most important numbers first, each with its own time limit, all within BUDGET seconds (default
 # 400; a step that would start past the budget is skipped and says so):
-#   1. bench/webgpu_bandwidth.ts: best WebGPU read bandwidth (the roofline), dispatch cost;
+#   1. bench/webgpu_bandwidth.ts: best WebGPU read bandwidth (the roofline), dispatch cost (summary.md adds
+#      the decode floor that implies, bench/webgpu_floor.ts);
 #   2. tests on the GPU adapter: ops parity, golden greedy tokens, webgpu whole-model tests, W8A8 ops, the
 #      sample op against pickToken and seeded device-vs-host sampling (stories260K);
 #   3. (SWEEP=1 only) GEMV layout sweep (f16, q8, q4) of one 7B layer's GEMVs fused as the model runs them

@@ -1,6 +1,8 @@
 /**
  * A short markdown summary of a bench/webgpu_device.sh run: deno run -A bench/webgpu_summary.ts OUTDIR
  */
+import { type BandwidthRun, floorTable } from "./webgpu_floor.ts";
+
 const dir = Deno.args[0] ?? ".";
 const read = async (f: string): Promise<string> => {
   try {
@@ -33,6 +35,10 @@ if (bw) {
       } ms`,
     "",
   );
+  const windows = bw.bytesPerDispatch;
+  if (Array.isArray(windows) && windows.length >= 2) {
+    lines.push(...floorTable(bw as unknown as BandwidthRun), "");
+  }
 }
 const st = (await read("stories260k.jsonl")).split("\n").filter((l) => l.startsWith("{")).map((l) =>
   JSON.parse(l)
