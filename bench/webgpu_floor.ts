@@ -5,7 +5,8 @@
  * combine. Each GEMV dispatch is given the time the bandwidth run measured for a dispatch that only reads
  * that many bytes (`bytesPerDispatch`, interpolated linearly between its windows of 4-256 MiB), each
  * attention dispatch the empty dispatch's time. Against the read roofline (the step's bytes at the best read
- * bandwidth, as bench/webgpu_7b.ts counts them) that gives the highest fraction any kernels could reach.
+ * bandwidth, as bench/webgpu_7b.ts counts them) that gives the highest fraction any kernels could reach
+ * while each dispatch reads its own weights (not when a dispatch pulls a later matrix into the L2 cache).
  *
  *   deno run -A bench/webgpu_floor.ts --bandwidth DIR/bandwidth.json [--shape llama7B]
  */
