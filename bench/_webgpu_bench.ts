@@ -1,6 +1,6 @@
 /**
  * Shared by the webgpu GEMV benchmarks (bench/webgpu_gemv_sweep.ts, bench/webgpu_gemv_chain.ts): random
- * f16 weights, the one-row decode step they run, and the profiling view of a compiled graph.
+ * f16 weights and the profiling view of a compiled graph (their one-row step is tests/_util.ts rowsStep(1)).
  * @module
  */
 import { f32ToF16 } from "../src/dtype.ts";
@@ -19,17 +19,6 @@ export function randomF16(n: number, seed: number, scale: number): Uint16Array {
   for (let i = 0; i < n; i++) out[i] = table[next() & 4095];
   return out;
 }
-
-/** A step of one row of x, no attention, no logit rows. */
-export const ONE_ROW_STEP = {
-  nTokens: 1,
-  tokens: new Int32Array(1),
-  positions: new Int32Array(1),
-  seqIndex: new Int32Array(1),
-  blockTables: new Int32Array(1),
-  maxBlocksPerSeq: 1,
-  logitRows: new Int32Array(0),
-};
 
 /** WgGraph's profiling method (benchmarks only). */
 export type Profiled = {

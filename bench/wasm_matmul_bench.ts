@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import type { DType } from "../src/types.ts";
 import { createWasmBackend } from "../src/backends/wasm/wasm.ts";
 import { quantize } from "../src/dtype.ts";
+import { rowsStep } from "../tests/_util.ts";
 
 const { values: f } = parseArgs({
   args: Deno.args,
@@ -48,15 +49,7 @@ for (const dtype of f.dtypes!.split(",") as DType[]) {
         rows: "tokens" as const,
         ...(a8 ? { actQuant: "int8" as const } : {}),
       })));
-      const step = {
-        nTokens: rows,
-        tokens: new Int32Array(rows),
-        positions: new Int32Array(rows),
-        seqIndex: new Int32Array(rows),
-        blockTables: new Int32Array(1),
-        maxBlocksPerSeq: 1,
-        logitRows: new Int32Array(0),
-      };
+      const step = rowsStep(rows);
       await g.run(step);
       const reps = rows === 1 ? 20 : 3;
       const t0 = performance.now();

@@ -31,7 +31,7 @@ import { parseArgs } from "node:util";
 import type { LlamaConfig } from "../src/model/config.ts";
 import type { ModelFile, TensorEntry } from "../src/format/model_file.ts";
 import { Engine, pickBackend } from "../mod.ts";
-import { createWebGpuBackend } from "../src/backends/webgpu/webgpu.ts";
+import { createWebGpuBackend, type WebGpuOptions } from "../src/backends/webgpu/webgpu.ts";
 import { EPC, planFormat } from "../src/backends/webgpu/weights.ts";
 import { runBench } from "../src/cli/bench.ts";
 import { expectedShape, requiredTensors } from "../src/format/model_file.ts";
@@ -131,9 +131,14 @@ function timed(model: ModelFile, clock: { s: number }): ModelFile {
   return { ...model, tensors };
 }
 
+/** The timed runs' backend options: the variant's load-time quantization, --tuning, --no-f16. */
+function backendOptions(v: Variant): WebGpuOptions {
+  return { weightQuant: weightQuant(v), tuning, f16: !f["no-f16"] };
+}
+
 /** Sampled batch-1 decode, device `sample` op against host sampling, one backend (step 5). */
 async function benchSampling(v: Variant): Promise<Record<string, unknown>> {
-  using backend = await createWebGpuBackend({ weightQuant: weightQuant(v), tuning, f16: !f["no-f16"] });
+  using backend = await createWebGpuBackend(backendOptions(v));
   const sampling = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, seed: 1 };
   const out: Record<string, unknown> = { variant: v, sampling };
   for (const deviceSampling of [true, false]) {
@@ -169,7 +174,7 @@ async function benchSampling(v: Variant): Promise<Record<string, unknown>> {
 
 async function benchVariant(v: Variant): Promise<Record<string, unknown>> {
   const t0 = performance.now();
-  const backend = await createWebGpuBackend({ weightQuant: weightQuant(v), tuning, f16: !f["no-f16"] });
+  const backend = await createWebGpuBackend(backendOptions(v));
   const clock = { s: 0 };
   using engine = await Engine.create(timed(variantModel(config, v), clock), tokenizer, {
     backend,

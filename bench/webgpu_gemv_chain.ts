@@ -23,7 +23,8 @@ import type { Tensor } from "../src/tensor.ts";
 import type { Layout, Tuning } from "../src/backends/webgpu/encode.ts";
 import { DEFAULT_TUNING } from "../src/backends/webgpu/encode.ts";
 import { createWebGpuBackend } from "../src/backends/webgpu/webgpu.ts";
-import { ONE_ROW_STEP, type Profiled, randomF16 } from "./_webgpu_bench.ts";
+import { type Profiled, randomF16 } from "./_webgpu_bench.ts";
+import { rowsStep } from "../tests/_util.ts";
 
 const { values: f } = parseArgs({
   args: Deno.args,
@@ -64,7 +65,7 @@ function defaultLayouts(fmt: Fmt): Layout[] {
   return out;
 }
 
-const step = ONE_ROW_STEP;
+const step = rowsStep(1);
 /**
  * About 0.1-0.2 s of back-to-back GPU work before a timing: with idle gaps between short timed bursts
  * the H100's SM clock fell from 1,980 to 345 MHz within seconds (nvidia-smi, reason "GPU idle") and every

@@ -19,7 +19,8 @@ import type { Tensor } from "../src/tensor.ts";
 import type { Tuning } from "../src/backends/webgpu/encode.ts";
 import { DEFAULT_TUNING } from "../src/backends/webgpu/encode.ts";
 import { createWebGpuBackend } from "../src/backends/webgpu/webgpu.ts";
-import { ONE_ROW_STEP, type Profiled, randomF16 } from "./_webgpu_bench.ts";
+import { type Profiled, randomF16 } from "./_webgpu_bench.ts";
+import { rowsStep } from "../tests/_util.ts";
 
 const { values: f } = parseArgs({
   args: Deno.args,
@@ -69,7 +70,7 @@ const GEMM_TILES = [{ TM: 4, TN: 4 }, { TM: 4, TN: 8 }, { TM: 8, TN: 4 }, { TM: 
 const gemmUs = new Map<string, number>();
 const gemmRows: { format: string; tile: string; us: number; tflops: number }[] = [];
 
-const step = ONE_ROW_STEP;
+const step = rowsStep(1);
 
 const rows: { format: string; shape: string; layout: string; us: number; gbps: number }[] = [];
 const layerRows: { format: string; layout: string; us: number }[] = [];

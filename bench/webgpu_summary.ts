@@ -74,18 +74,14 @@ if (b7) {
     );
   }
   lines.push("");
+  type Kernels = { kernel: string; us: number; count: number }[];
+  const list = (ks: Kernels): string => ks.map((k) => `${k.kernel} ${n(k.us, 0)} us/${k.count}`).join(", ");
+  for (const r of rs) lines.push(`${r.variant} step: ` + list((r.kernels ?? []) as Kernels));
   for (const r of rs) {
-    const ks = (r.kernels ?? []) as { kernel: string; us: number; count: number }[];
-    lines.push(`${r.variant} step: ` + ks.map((k) => `${k.kernel} ${n(k.us, 0)} us/${k.count}`).join(", "));
-  }
-  for (const r of rs) {
-    const ks = (r.prefillKernels ?? []) as { kernel: string; us: number; count: number }[];
+    const ks = (r.prefillKernels ?? []) as Kernels;
     if (!ks.length) continue;
     const total = ks.reduce((a, k) => a + k.us, 0);
-    lines.push(
-      `${r.variant} 512-token prefill step (${n(total, 0)} us): ` +
-        ks.map((k) => `${k.kernel} ${n(k.us, 0)} us/${k.count}`).join(", "),
-    );
+    lines.push(`${r.variant} 512-token prefill step (${n(total, 0)} us): ` + list(ks));
   }
   const att = rs.filter((r) => Array.isArray(r.attention));
   if (att.length) {

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import type { Backend } from "../src/backend.ts";
 import type { StepParams } from "../src/ops.ts";
 import { PICK_ALL_NEG_INF, PICK_NAN, PICK_PARAMS, type PickOptions, pickToken } from "../src/sample/pick.ts";
-import { randn, rng } from "./_util.ts";
+import { randn, rng, rowsStep } from "./_util.ts";
 import { forEachBackend } from "./_backends.ts";
 import { isBorderline, type RowRule, rowRule } from "./_pick_rule.ts";
 
@@ -73,12 +73,7 @@ async function sampleOn(
   const out = b.alloc("i32", [rows], "compute", "ids");
   const op = { op: "sample", x: xt, out } as const;
   const step: StepParams = {
-    nTokens: 1,
-    tokens: new Int32Array(1),
-    positions: new Int32Array(1),
-    seqIndex: new Int32Array(1),
-    blockTables: new Int32Array(1),
-    maxBlocksPerSeq: 1,
+    ...rowsStep(1),
     logitRows: Int32Array.from({ length: rows }, (_, i) => i),
     sampling,
   };

@@ -89,10 +89,11 @@ export interface Tuning {
  * Batched rows keep the earlier defaults (run 1 put more rows per thread 4-5x slower in an isolated sweep
  * that, as found later, ran at idle clocks). matmul_a8, one row: NR1 TK32 TR4 (3,826 us per W8A8 decode
  * step in run 1, 7,716 us with run 2's q8 NR4 TK64 TR2); more rows: NR4 TK64 TR2 (W8A8 prefill 398 tok/s
- * in run 2, 313 with NR1 TK32 TR4 in run 1). GEMM tile 8 x 8 (2.2x the 4 x 4 one). Decode attention splits its positions until a step has ~256
- * workgroups, at least 32 positions each: run 3 measured splits of >= 8 positions against one split per row
- * (attention + combine per 32-layer step): 511 against 432 us at position 16 (3 splits: the combine dispatch
- * costs ~9 us per layer), 931 against 1,043 at 80, 1,073 against 1,647 at 143 (8 splits each).
+ * in run 2, 313 with NR1 TK32 TR4 in run 1). GEMM tile 8 x 8 (2.2x the 4 x 4 one). Decode attention
+ * splits its positions until a step has ~256 workgroups, at least 32 positions each: run 3 measured splits
+ * of >= 8 positions against one split per row (attention + combine per 32-layer step): 511 against 432 us
+ * at position 16 (3 splits: the combine dispatch costs ~9 us per layer), 931 against 1,043 at 80, 1,073
+ * against 1,647 at 143 (8 splits each).
  */
 export const DEFAULT_TUNING: Tuning = {
   gemv: {
