@@ -290,6 +290,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--no-timing")) doTiming = false;
     if (!std::strcmp(argv[i], "--layer-timing")) layerOnly = true;
+    if (!std::strcmp(argv[i], "--floor")) {  // the layer's GEMVs beside read-only kernel chains; no checks
+      for (int f : {WF_F16, WF_I8, WF_I4}) {
+        const int g = f == WF_I8 ? 4096 : f == WF_I4 ? 128 : 0;
+        time_layer(f, g);
+        floor_layer(f, g);
+      }
+      return 0;
+    }
 #if LLAMA_TS_GEMV_TRACE
     if (!std::strcmp(argv[i], "--trace")) {
       for (int f : {WF_F16, WF_I8, WF_I4}) trace_layer(f, f == WF_I8 ? 4096 : f == WF_I4 ? 128 : 0, 24);

@@ -64,6 +64,9 @@ void time_gateup(int fmt, int m, int k, int group);
 void time_multi(int fmt, int m, int k, int group);
 // One 7B layer's decode GEMVs (wo, gate/up, w2, QKV), one launch each, back to back.
 void time_layer(int fmt, int group);
+// The same layer's bytes read by read-only kernels, one per GEMV (plus an attention stand-in), and the decode
+// step floor those chains set (see gemv_check_timing.cu).
+void floor_layer(int fmt, int group);
 #if LLAMA_TS_GEMV_TRACE
 // The same layer with the trace build's per-block stamps (gemv.cuh GemvTraceRec), summarized.
 void trace_layer(int fmt, int group, int layers);

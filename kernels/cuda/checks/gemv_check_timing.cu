@@ -1,6 +1,7 @@
 // Timing part of the GEMV check (see gemv_check.cu): per-call GPU time of gemv / gemv_gateup / gemv_multi
 // for LLaMA-7B shapes, from CUDA-graph replay, with weights rotated so L2 holds none between calls.
 #include "gemv_check.cuh"
+#include "../device_util.cuh"
 
 #include <algorithm>
 #include <map>
@@ -11,6 +12,7 @@
 
 using namespace llama_ts;
 
+namespace gemv_check {
 namespace {
 
 // ---- timing --------------------------------------------------------------------------------------------
@@ -34,8 +36,6 @@ __global__ void fill_kernel(uint8_t* p, size_t n, int fmt, uint64_t seed, bool i
 }
 
 }  // namespace
-
-namespace gemv_check {
 
 std::vector<TimingRow> g_rows;
 
@@ -228,6 +228,173 @@ void time_layer(int fmt, int group) {
   char nm[128];
   std::snprintf(nm, sizeof nm, "layer %s g=%d wo+gateup+w2+qkv", fmt_name(fmt), group);
   add_row(nm, us, L.bytes());
+}
+
+// ---- the decode floor of one launch per dependent op ------------------------------------------------------
+// A read-only kernel stands in for each of a 7B layer's GEMVs: it reads exactly that GEMV's weight bytes
+// (quants and scales) with 16-byte streaming loads, 8 per thread in flight, over a persistent grid of one
+// 512-thread block per SM, and computes nothing. Modes: kFloorWaitAfter issues its first loads, then
+// griddepcontrol.wait (as the GEMV does: weights never depend on earlier kernels); kFloorWaitFirst waits
+// before any load (the attention stand-in, whose inputs all come from the QKV GEMV); kFloorNoWait never
+// waits (no data dependency at all: the kernels only follow each other in the stream). Every mode lets the
+// next kernel launch at entry. One block per SM is forced with unused dynamic shared memory (as the GEMV's
+// registers force it) unless `coresident`.
+constexpr int kFloorNoWait = 0, kFloorWaitAfter = 1, kFloorWaitFirst = 2;
+struct FloorRanges {
+  const uint4* p[6];
+  unsigned long long n[6];  // 16-byte vectors
+  int nr;
+  unsigned* out;
+};
+
+template <int MODE>
+__global__ void __launch_bounds__(512, 1) floor_read_kernel(const __grid_constant__ FloorRanges r) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (MODE == kFloorWaitFirst) asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  bool waited = MODE != kFloorWaitAfter;
+  const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+  unsigned acc = 0;
+  for (int i = 0; i < r.nr; i++) {
+    const uint4* p = r.p[i];
+    const size_t n = r.n[i];
+    size_t j = tid;
+    for (; j + 7 * stride < n; j += 8 * stride) {
+      uint4 v[8];
+#pragma unroll
+      for (int u = 0; u < 8; u++) v[u] = ld_stream16(p + j + u * stride);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      if (!waited) {
+        asm volatile("griddepcontrol.wait;" ::: "memory");
+        waited = true;
+      }
+#endif
+#pragma unroll
+      for (int u = 0; u < 8; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    for (; j < n; j += stride) {
+      const uint4 v = ld_stream16(p + j);
+      acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (!waited) asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  if (acc == 0x9E3779B9u) r.out[0] = acc;  // keeps the loads; practically never taken
+}
+
+struct FloorLaunch {
+  int mode;
+  FloorRanges r;
+};
+
+void floor_launch(const FloorLaunch& f, bool coresident, cudaStream_t s) {
+  static bool configured = false;
+  constexpr int kBlockSmem = 120 * 1024;  // > half of an SM's shared memory: one block per SM
+  if (!configured) {
+    for (void* fn : {(void*)floor_read_kernel<kFloorNoWait>, (void*)floor_read_kernel<kFloorWaitAfter>,
+                     (void*)floor_read_kernel<kFloorWaitFirst>})
+      CK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kBlockSmem));
+    configured = true;
+  }
+  int dev = 0, sms = 0;
+  CK(cudaGetDevice(&dev));
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)sms);
+  cfg.blockDim = dim3(512);
+  cfg.dynamicSmemBytes = coresident ? 0 : kBlockSmem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  if (f.mode == kFloorNoWait) CK(cudaLaunchKernelEx(&cfg, floor_read_kernel<kFloorNoWait>, f.r));
+  else if (f.mode == kFloorWaitAfter) CK(cudaLaunchKernelEx(&cfg, floor_read_kernel<kFloorWaitAfter>, f.r));
+  else CK(cudaLaunchKernelEx(&cfg, floor_read_kernel<kFloorWaitFirst>, f.r));
+}
+
+void floor_add(FloorRanges& r, const DevW& d, unsigned* out) {
+  const WeightRef& w = d.ref;
+  const size_t qb = weight_bytes(w.fmt, w.m, w.k);
+  r.p[r.nr] = reinterpret_cast<const uint4*>(w.q);
+  r.n[r.nr++] = qb / 16;
+  if (w.scales) {
+    r.p[r.nr] = reinterpret_cast<const uint4*>(w.scales);
+    r.n[r.nr++] = (size_t)w.m * (w.k / w.group) * 2 / 16;
+  }
+  r.out = out;
+}
+
+// Prints one 7B layer's GEMVs (time_layer) beside chains of read-only kernels over the same bytes, and the
+// decode step those chains bound: 32 layers plus the LM head read as one more kernel.
+void floor_layer(int fmt, int group) {
+  Layer7B L(fmt, group);
+  WSet head(fmt, 32000, 4096, group == 4096 ? 4096 : group, 28, 0);
+  unsigned* out;
+  CK(cudaMalloc(&out, 4));
+  uint8_t* kv;  // the attention stand-in's K/V bytes: 80 positions x 4096 x (K, V) x f16
+  const size_t kvBytes = (size_t)80 * 4096 * 2 * 2;
+  CK(cudaMalloc(&kv, kvBytes));
+  CK(cudaMemset(kv, 0, kvBytes));
+  auto layerOps = [&](int i, bool attn, int mode) {
+    std::vector<FloorLaunch> ops;
+    auto one = [&](std::initializer_list<const DevW*> ws, int m) {
+      FloorLaunch f{m, {}};
+      for (const DevW* d : ws) floor_add(f.r, *d, out);
+      ops.push_back(f);
+    };
+    auto pick = [&](const WSet& w) { return &w.ws[i % w.ws.size()]; };
+    if (attn) {
+      FloorLaunch f{mode == kFloorNoWait ? kFloorNoWait : kFloorWaitFirst, {}};
+      f.r.p[0] = reinterpret_cast<const uint4*>(kv);
+      f.r.n[0] = kvBytes / 16;
+      f.r.nr = 1;
+      f.r.out = out;
+      ops.push_back(f);
+    }
+    one({pick(L.wo)}, mode);
+    one({pick(L.w1), pick(L.w3)}, mode);
+    one({pick(L.w2)}, mode);
+    one({pick(L.wq), pick(L.wk), pick(L.wv)}, mode);
+    return ops;
+  };
+  char nm[160];
+  struct V {
+    const char* what;
+    bool attn;
+    int mode;
+    bool coresident;
+  };
+  const V vs[] = {{"4 reads, wait after first loads", false, kFloorWaitAfter, false},
+                  {"4 reads + attention stand-in", true, kFloorWaitAfter, false},
+                  {"4 reads + attention, co-resident", true, kFloorWaitAfter, true},
+                  {"4 reads + attention, no waits", true, kFloorNoWait, false}};
+  double withAttn = 0;
+  for (const V& v : vs) {
+    int it = 0;
+    const TimePair us = time_per_call([&](cudaStream_t s) {
+      for (const FloorLaunch& f : layerOps(it++, v.attn, v.mode)) floor_launch(f, v.coresident, s);
+    });
+    std::snprintf(nm, sizeof nm, "floor %s g=%d: %s", fmt_name(fmt), group, v.what);
+    add_row(nm, us, L.bytes());
+    if (v.attn && v.mode == kFloorWaitAfter && !v.coresident) withAttn = us.graph;
+  }
+  int it = 0;
+  const TimePair hus = time_per_call([&](cudaStream_t s) {
+    FloorLaunch f{kFloorWaitAfter, {}};
+    floor_add(f.r, head.ws[it++ % head.ws.size()], out);
+    floor_launch(f, false, s);
+  });
+  std::snprintf(nm, sizeof nm, "floor %s g=%d: LM head read 32000x4096", fmt_name(fmt), group);
+  add_row(nm, hus, head.bytesEach);
+  const double stepUs = 32 * withAttn + hus.graph;
+  std::printf("  => step floor %s: 32 x %.2f + %.2f = %.1f us, at most %.0f tok/s\n", fmt_name(fmt), withAttn,
+              hus.graph, stepUs, 1e6 / stepUs);
+  CK(cudaFree(out));
+  CK(cudaFree(kv));
 }
 
 #if LLAMA_TS_GEMV_TRACE
