@@ -26,6 +26,8 @@ const COMMON = `  --model PATH         llama2.c .bin, GGUF file, HF directory, o
   --kv-dtype T         KV cache dtype: f32 | f16 | int8 (default: the backend's)
   --threads N          CPU threads for the wasm backend (default: all cores)
   --cuda-lib PATH      the CUDA library (default build/libllama_ts_cuda.so; env LLAMA_TS_CUDA_LIB)
+  --cuda-queue N       cuda: decode steps queued on the GPU ahead of the host, 0..4 (default 2; 0: the host
+                       waits for every token; env LLAMA_TS_CUDA_QUEUE)
   --weight-quant Q     quantize float weights while loading: int8 (per channel) | int4 (group 128); cuda, wasm, webgpu
   --host-sampling      sample on the host even where the backend samples on the device (cuda, ref, webgpu); same
                        tokens (webgpu, f32: except where a draw lands within rounding of a boundary)
@@ -221,6 +223,7 @@ async function main(argv: string[]): Promise<void> {
         "kv-dtype": { type: "string" },
         threads: { type: "string" },
         "cuda-lib": { type: "string" },
+        "cuda-queue": { type: "string" },
         "weight-quant": { type: "string" },
         format: { type: "string" },
         "no-bos": { type: "boolean" },
@@ -278,6 +281,7 @@ async function main(argv: string[]): Promise<void> {
     kvDType: kvDTypeFlag(f["kv-dtype"]),
     threads: num(f.threads, "threads", true),
     cudaLibrary: f["cuda-lib"] ?? env.LLAMA_TS_CUDA_LIB,
+    cudaQueueDepth: num(f["cuda-queue"] ?? env.LLAMA_TS_CUDA_QUEUE, "cuda-queue", true),
     weightQuant: weightQuantFlag(f["weight-quant"]),
     deviceSampling: !f["host-sampling"],
     onProgress: loadOptions.onProgress,

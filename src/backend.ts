@@ -6,6 +6,7 @@
 import type { BackendName, DType, Shape } from "./types.ts";
 import type { Tensor, TensorUsage } from "./tensor.ts";
 import type { Op, OpName, StepParams } from "./ops.ts";
+import { LlmError } from "./errors.ts";
 
 /** The contract version; a factory with another version is refused. */
 export const BACKEND_API_VERSION = 1;
@@ -76,6 +77,22 @@ export interface GreedyDecodeOptions {
    * `sample` op its `sampling` (settings and uniforms) is the step's, known ahead too.
    */
   readonly next: (i: number) => StepParams | undefined;
+}
+
+/**
+ * For decodeGreedy implementations: the rows of queued step `index` (`rows`: the first step's), after
+ * checking that it carries as many decode rows as the first, each its own logit row, in order; INTERNAL
+ * naming `backend` otherwise.
+ */
+export function queuedStepRows(backend: BackendName, step: StepParams, index: number, rows: number): number {
+  const n = step.nTokens;
+  if ((index > 0 && n !== rows) || step.logitRows.length !== n || step.logitRows.some((r, i) => r !== i)) {
+    throw new LlmError(
+      "INTERNAL",
+      `${backend}: queued decode steps carry the same decode rows, each its own logit row, in order`,
+    );
+  }
+  return n;
 }
 
 /** A whole decode/prefill step, compiled once and run per step. */
@@ -151,6 +168,12 @@ export interface BackendOptions {
    * output channel, or `int4` in groups of 128. Backends without it reject the option.
    */
   readonly weightQuant?: "int8" | "int4";
+  /**
+   * cuda: decode steps kept queued on the device ahead of the host in queued decoding (decodeGreedy), each
+   * step's tokens the previous step's device choice; default 2. 0 turns queued decoding off: one
+   * synchronous FFI call per token (the A/B baseline of bench/RESULTS.md's 2026-11-26 fifth-session entry).
+   */
+  readonly cudaQueueDepth?: number;
 }
 
 /** Row lengths load-time weight quantization needs a multiple of: int8 whole blocks of 32, int4 groups of 128. */

@@ -5,7 +5,7 @@
  * GPU-only checks at the end of this file, which skip visibly where no GPU is present.
  */
 import assert from "node:assert/strict";
-import { CUDA_ABI_VERSION, openLibrary, SYMBOLS } from "../src/backends/cuda/ffi.ts";
+import { CUDA_ABI_VERSION, CUDA_QUEUE_SLOTS, openLibrary, SYMBOLS } from "../src/backends/cuda/ffi.ts";
 import { cudaBackendFactory } from "../src/backends/cuda/cuda.ts";
 import { compileProgram, type DeviceTensor, OP } from "../src/backends/cuda/program.ts";
 import type { Op } from "../src/ops.ts";
@@ -39,6 +39,8 @@ Deno.test("the FFI symbol table matches llama_ts_cuda.h exactly", () => {
   for (const v of Object.values(SYMBOLS)) assert.equal(v.result, "i32");
   const abi = header.match(/#define LLAMA_TS_CUDA_ABI_VERSION (\d+)/);
   assert.equal(Number(abi?.[1]), CUDA_ABI_VERSION);
+  const slots = header.match(/#define LLAMA_TS_QUEUE_SLOTS (\d+)/);
+  assert.equal(Number(slots?.[1]), CUDA_QUEUE_SLOTS);
 });
 
 Deno.test("a missing library is BACKEND_UNAVAILABLE saying how to build it", () => {

@@ -89,6 +89,15 @@ cudaError_t profile_begin(cudaStream_t s);
 cudaError_t profile_mark(cudaStream_t s, const std::string& label);
 cudaError_t profile_end(cudaStream_t s, int rows);
 void profile_flush();
+// ---- step times (profile.cu): env LLAMA_TS_CUDA_STEP_TIMES=FILE; per step shape, the device time of a step
+// (event before its upload to event after its output copy) against the host's time from one run's entry to
+// the next run's entry: the difference is what the device idles between steps. The runtime calls
+// step_times_enter at run entry, step_times_mark(s, 0) before the upload, (s, 1) after the output copy, and
+// step_times_leave(rows) after its synchronize. Steps stay captured; two events per step is the only cost. ----
+bool step_times_enabled();
+void step_times_enter();
+cudaError_t step_times_mark(cudaStream_t s, int i);
+cudaError_t step_times_leave(int rows);
 
 // ---- W8A8: per-token int8 activations x int8 / int4 block weights (w8a8.cu) ---------------------------
 // Each row r < nRows of xn = normW ? rms_norm(x, normW, eps) : x (row stride ldx, width k % 32 == 0) is

@@ -12,7 +12,7 @@
 #define LLAMA_TS_CUDA_H
 #include <stdint.h>
 
-#define LLAMA_TS_CUDA_ABI_VERSION 4 /* 4: SAMPLE program records and the step's sampling rows */
+#define LLAMA_TS_CUDA_ABI_VERSION 5 /* 5: queued steps (llama_ts_program_queue / take) */
 
 #define LLAMA_TS_OK 0
 #define LLAMA_TS_E_CUDA (-1)        /* a CUDA runtime call failed */
@@ -56,6 +56,18 @@ int32_t llama_ts_program_create(const int64_t* records, int32_t nWords, const in
  * tensor are copied to it before returning.
  */
 int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t stepInts, void* out, uint64_t outBytes);
+/*
+ * Queued decoding (CompiledGraph.decodeGreedy), for programs whose output is the ids of an argmax or sample
+ * record (4 bytes per logit row). program_queue puts a step on the stream and returns without waiting; the
+ * step's ids are copied to host slot `slot` (0 .. LLAMA_TS_QUEUE_SLOTS - 1, free: taken back since it was
+ * last queued). chained 1: the step's input tokens are the previous step's ids, row i taking logit row i
+ * (the step's own token ids are ignored; the previous step on the stream must be this program's, and the
+ * step has one logit row per row). program_take waits for the step queued on `slot` and copies its ids
+ * (nLogitRows int32) to out. program_run refuses a program with steps not taken back.
+ */
+#define LLAMA_TS_QUEUE_SLOTS 4
+int32_t llama_ts_program_queue(uint64_t program, const int32_t* step, int32_t stepInts, int32_t chained, int32_t slot);
+int32_t llama_ts_program_take(uint64_t program, int32_t slot, void* out, uint64_t outBytes);
 int32_t llama_ts_program_destroy(uint64_t program);
 
 #ifdef __cplusplus

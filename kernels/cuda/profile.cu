@@ -9,6 +9,7 @@
 #include "kernels.cuh"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -120,8 +121,89 @@ cudaError_t profile_end(cudaStream_t s, int rows) {
   return cudaSuccess;
 }
 
+// ---- step times (LLAMA_TS_CUDA_STEP_TIMES) ----
+namespace {
+struct StepAcc {
+  int steps = 0;       // steps counted (device and inside-run time)
+  int walls = 0;       // of them, steps whose next run had the same shape (entry-to-entry wall time)
+  double device = 0;   // us, event before the upload -> event after the output copy
+  double inside = 0;   // us, run entry -> after its synchronize
+  double wall = 0;     // us, run entry -> next run's entry (same shape)
+  int seen = 0;        // runs of this shape, the first two (direct run, capture) not counted
+};
+const char* g_stPath = nullptr;
+int g_stRead = 0;
+cudaEvent_t g_stEv[2] = {nullptr, nullptr};
+std::map<int, StepAcc> g_st;
+std::chrono::steady_clock::time_point g_stEnter, g_stPrevEnter;
+int g_stPrevRows = -1;  // shape of the previous counted run (-1: none)
+int g_stSinceDump = 0;
+
+void st_dump() {
+  FILE* f = std::fopen(g_stPath, "w");
+  if (!f) return;
+  std::fprintf(f, "rows  steps  device_us  inside_run_us  wall_us  idle_us (wall - device, per step)\n");
+  for (const auto& kv : g_st) {
+    const StepAcc& a = kv.second;
+    if (!a.steps) continue;
+    const double dev = a.device / a.steps, in = a.inside / a.steps, wall = a.walls ? a.wall / a.walls : 0;
+    std::fprintf(f, "%4d %6d %10.1f %14.1f %8.1f %8.1f\n", kv.first, a.steps, dev, in, wall, a.walls ? wall - dev : 0);
+  }
+  std::fclose(f);
+}
+double us_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+}  // namespace
+
+bool step_times_enabled() {
+  if (!g_stRead) {
+    g_stRead = 1;
+    const char* e = std::getenv("LLAMA_TS_CUDA_STEP_TIMES");
+    g_stPath = (e && e[0]) ? e : nullptr;
+  }
+  return g_stPath != nullptr;
+}
+
+void step_times_enter() {
+  g_stPrevEnter = g_stEnter;
+  g_stEnter = std::chrono::steady_clock::now();
+}
+
+cudaError_t step_times_mark(cudaStream_t s, int i) {
+  if (!g_stEv[i]) {
+    cudaError_t r = cudaEventCreate(&g_stEv[i]);
+    if (r != cudaSuccess) return r;
+  }
+  return cudaEventRecord(g_stEv[i], s);
+}
+
+cudaError_t step_times_leave(int rows) {
+  const auto now = std::chrono::steady_clock::now();
+  StepAcc& a = g_st[rows];
+  const bool counted = ++a.seen > 2;
+  if (counted && g_stPrevRows == rows) {  // the previous run was a counted step of this shape
+    a.wall += us_between(g_stPrevEnter, g_stEnter);
+    a.walls++;
+  }
+  g_stPrevRows = counted ? rows : -1;
+  if (!counted) return cudaSuccess;
+  float ms = 0;
+  cudaError_t r = cudaEventElapsedTime(&ms, g_stEv[0], g_stEv[1]);
+  if (r != cudaSuccess) return r;
+  a.device += ms * 1000.0;
+  a.inside += us_between(g_stEnter, now);
+  a.steps++;
+  if (++g_stSinceDump >= 64) {
+    g_stSinceDump = 0;
+    st_dump();
+  }
+  return cudaSuccess;
+}
+
 void profile_flush() {
   if (g_path) dump();
+  if (g_stPath) st_dump();
 }
 
 }  // namespace llama_ts

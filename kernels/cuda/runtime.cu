@@ -250,11 +250,17 @@ int32_t llama_ts_program_create(const int64_t* records, int32_t nWords, const in
   return LLAMA_TS_OK;
 }
 
-int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t stepInts, void* out, uint64_t outBytes) {
-  if (int32_t s = need_init()) return s;
-  Program& p = *(Program*)(uintptr_t)program;
+}  // extern "C"
+
+namespace {
+
+// Validates a step (llama_ts_program_run's layout) and scatters it into `host`, the device step layout
+// (pinned); sets nT and nL.
+int32_t stage_step(const Program& p, const int32_t* step, int32_t stepInts, int* host, int& nT, int& nL) {
   if (stepInts < 4) return fail(LLAMA_TS_E_ARGUMENT, "step: header missing");
-  const int nT = step[0], nL = step[1], nSeqs = step[2];
+  nT = step[0];
+  nL = step[1];
+  const int nSeqs = step[2];
   if (nT < 1 || nT > p.maxTokens || nL < 0 || nL > p.maxLogitRows || nSeqs < 1 || nSeqs > p.maxSeqs) {
     return fail(LLAMA_TS_E_ARGUMENT, "step: " + std::to_string(nT) + " tokens / " + std::to_string(nL) +
                                          " logit rows / " + std::to_string(nSeqs) + " sequences exceed the program's " +
@@ -266,20 +272,26 @@ int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t step
   if (sampling && !p.sampleInts) return fail(LLAMA_TS_E_ARGUMENT, "step: sampling rows for a program without SAMPLE");
   const int64_t want = 4 + 3 * (int64_t)nT + nL + (int64_t)nSeqs * p.maxBlocksPerSeq + (sampling ? (int64_t)kSampleInts * nL : 0);
   if (stepInts != want) return fail(LLAMA_TS_E_ARGUMENT, "step: expected " + std::to_string(want) + " ints");
-  if (out && outBytes < (uint64_t)nL * p.outRowBytes) return fail(LLAMA_TS_E_ARGUMENT, "step: output buffer too small");
-  // scatter into the fixed device layout
   const int32_t* src = step + 4;
   if (p.sampleInts) {  // sampling rows (all zeros, i.e. greedy, when the step has none)
-    if (sampling) std::memcpy(p.stepHost, src + 3 * nT + nL + (size_t)nSeqs * p.maxBlocksPerSeq, (size_t)nL * kSampleInts * 4);
-    else std::memset(p.stepHost, 0, (size_t)nL * kSampleInts * 4);
+    if (sampling) std::memcpy(host, src + 3 * nT + nL + (size_t)nSeqs * p.maxBlocksPerSeq, (size_t)nL * kSampleInts * 4);
+    else std::memset(host, 0, (size_t)nL * kSampleInts * 4);
   }
-  int* h = p.stepHost + p.sampleInts;
+  int* h = host + p.sampleInts;
   std::memcpy(h, src, nT * 4);                                   // tokens
   std::memcpy(h + p.maxTokens, src + nT, nT * 4);                // positions
   std::memcpy(h + 2 * p.maxTokens, src + 2 * nT, nT * 4);        // seqIndex
   std::memcpy(h + 3 * p.maxTokens, src + 3 * nT, nL * 4);        // logitRows
   std::memcpy(h + 3 * p.maxTokens + p.maxLogitRows, src + 3 * nT + nL, (size_t)nSeqs * p.maxBlocksPerSeq * 4);
-  TRY(cudaMemcpyAsync(p.stepDev, p.stepHost, p.stepInts * 4, cudaMemcpyHostToDevice, g_stream), "step upload");
+  return LLAMA_TS_OK;
+}
+
+// Queues one staged step on the stream: the upload of `host`, with `chained` the copy of the previous step's
+// ids (the program's output, one int per logit row) over the rows' tokens, then the step itself: a captured
+// graph's replay, or a direct run that captures the shape for its next run.
+int32_t launch_step(Program& p, const int* host, int nT, int nL, bool chained) {
+  TRY(cudaMemcpyAsync(p.stepDev, host, p.stepInts * 4, cudaMemcpyHostToDevice, g_stream), "step upload");
+  if (chained) TRY(cudaMemcpyAsync(p.stepDev + p.sampleInts, p.out, (size_t)nT * 4, cudaMemcpyDeviceToDevice, g_stream), "chained ids");
   const auto key = std::make_pair(nT, nL);
   auto g = p.graphs.find(key);
   if (profile_enabled()) {  // LLAMA_TS_CUDA_PROFILE: uncaptured, one event per record (profile.cu)
@@ -321,11 +333,82 @@ int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t step
       p.runs.erase(key);
     }
   }
+  return LLAMA_TS_OK;
+}
+
+// The program whose step was queued last on the stream (a chained step needs its ids in its own output).
+const Program* g_lastProgram = nullptr;
+
+}  // namespace
+
+extern "C" {
+
+int32_t llama_ts_program_run(uint64_t program, const int32_t* step, int32_t stepInts, void* out, uint64_t outBytes) {
+  if (int32_t s = need_init()) return s;
+  Program& p = *(Program*)(uintptr_t)program;
+  const bool timed = step_times_enabled();  // LLAMA_TS_CUDA_STEP_TIMES (profile.cu)
+  if (timed) step_times_enter();
+  for (int i = 0; i < kQueueSlots; i++)
+    if (p.queue[i].busy) return fail(LLAMA_TS_E_ARGUMENT, "step: the program has queued steps not taken back");
+  int nT = 0, nL = 0;
+  if (int32_t s = stage_step(p, step, stepInts, p.stepHost, nT, nL)) return s;
+  if (out && outBytes < (uint64_t)nL * p.outRowBytes) return fail(LLAMA_TS_E_ARGUMENT, "step: output buffer too small");
+  if (timed) TRY(step_times_mark(g_stream, 0), "step times");
+  g_lastProgram = &p;
+  if (int32_t s = launch_step(p, p.stepHost, nT, nL, false)) return s;
   if (out && nL) {
     TRY(cudaMemcpyAsync(p.outHost, p.out, (size_t)nL * p.outRowBytes, cudaMemcpyDeviceToHost, g_stream), "output copy");
   }
+  if (timed) TRY(step_times_mark(g_stream, 1), "step times");
   TRY(cudaStreamSynchronize(g_stream), "step");
+  if (timed) TRY(step_times_leave(nT), "step times");
   if (out && nL) std::memcpy(out, p.outHost, (size_t)nL * p.outRowBytes);
+  return LLAMA_TS_OK;
+}
+
+int32_t llama_ts_program_queue(uint64_t program, const int32_t* step, int32_t stepInts, int32_t chained, int32_t slot) {
+  if (int32_t s = need_init()) return s;
+  Program& p = *(Program*)(uintptr_t)program;
+  if (slot < 0 || slot >= kQueueSlots) {
+    return fail(LLAMA_TS_E_ARGUMENT, "queue: slot " + std::to_string(slot) + " is not in 0.." + std::to_string(kQueueSlots - 1));
+  }
+  Program::Queued& q = p.queue[slot];
+  if (q.busy) return fail(LLAMA_TS_E_ARGUMENT, "queue: slot " + std::to_string(slot) + " holds a step not taken back");
+  if (!p.out || p.outRowBytes != 4) return fail(LLAMA_TS_E_ARGUMENT, "queue: the program's output is not one id per logit row");
+  if (chained != 0 && chained != 1) return fail(LLAMA_TS_E_ARGUMENT, "queue: chained must be 0 or 1");
+  if (chained && g_lastProgram != &p) {
+    return fail(LLAMA_TS_E_ARGUMENT, "queue: a chained step must follow a step of the same program");
+  }
+  if (!q.host) {  // first use of the slot
+    TRY(cudaMallocHost(&q.host, p.stepInts * 4), "queue slot allocation");
+    TRY(cudaMallocHost(&q.ids, (size_t)std::max(1, p.maxLogitRows) * 4), "queue slot allocation");
+    TRY(cudaEventCreateWithFlags(&q.done, cudaEventDisableTiming), "queue slot event");
+  }
+  int nT = 0, nL = 0;
+  if (int32_t s = stage_step(p, step, stepInts, q.host, nT, nL)) return s;
+  if (chained && nT != nL) return fail(LLAMA_TS_E_ARGUMENT, "queue: a chained step has one logit row per row");
+  g_lastProgram = &p;
+  if (int32_t s = launch_step(p, q.host, nT, nL, chained != 0)) return s;
+  if (nL) TRY(cudaMemcpyAsync(q.ids, p.out, (size_t)nL * 4, cudaMemcpyDeviceToHost, g_stream), "ids copy");
+  TRY(cudaEventRecord(q.done, g_stream), "queue event");
+  q.busy = true;
+  q.rows = nL;
+  return LLAMA_TS_OK;
+}
+
+int32_t llama_ts_program_take(uint64_t program, int32_t slot, void* out, uint64_t outBytes) {
+  if (int32_t s = need_init()) return s;
+  Program& p = *(Program*)(uintptr_t)program;
+  if (slot < 0 || slot >= kQueueSlots || !p.queue[slot].busy) {
+    return fail(LLAMA_TS_E_ARGUMENT, "take: slot " + std::to_string(slot) + " holds no queued step");
+  }
+  Program::Queued& q = p.queue[slot];
+  q.busy = false;  // taken, whatever the outcome
+  TRY(cudaEventSynchronize(q.done), "queued step");
+  if (out) {
+    if (outBytes < (uint64_t)q.rows * 4) return fail(LLAMA_TS_E_ARGUMENT, "take: output buffer too small");
+    std::memcpy(out, q.ids, (size_t)q.rows * 4);
+  }
   return LLAMA_TS_OK;
 }
 
@@ -333,6 +416,7 @@ int32_t llama_ts_program_destroy(uint64_t program) {
   if (int32_t s = need_init()) return s;
   if (program) {
     cudaStreamSynchronize(g_stream);
+    if (g_lastProgram == (const Program*)(uintptr_t)program) g_lastProgram = nullptr;
     destroy((Program*)(uintptr_t)program);
     profile_flush();
   }

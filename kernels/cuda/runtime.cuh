@@ -45,6 +45,7 @@ enum Op : int64_t {
 };
 constexpr int64_t kLastOp = OP_SAMPLE;
 constexpr int kSampleInts = 10;  // one logit row's sampling settings: 5 doubles
+constexpr int kQueueSlots = LLAMA_TS_QUEUE_SLOTS;  // steps a program may have queued (llama_ts_program_queue)
 
 struct Reader {
   const int64_t* w;
@@ -90,6 +91,16 @@ struct Program {
   std::map<std::pair<int, int>, int> runs;  // direct runs per shape not captured yet
   uint64_t clock = 0;
   StepDev st{};
+  // llama_ts_program_queue's slots: each step's staged ints and ids in pinned memory, and the event after
+  // its ids' copy (allocated on first use)
+  struct Queued {
+    int* host = nullptr;
+    int* ids = nullptr;
+    cudaEvent_t done = nullptr;
+    bool busy = false;
+    int rows = 0;
+  };
+  Queued queue[kQueueSlots];
 };
 
 // runtime_launch.cu: launch every record for a step of nT rows (nL logit rows); prof: mark each record for

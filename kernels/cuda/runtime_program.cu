@@ -91,6 +91,11 @@ void destroy(Program* p) {
   if (p->workspace) cudaFree(p->workspace);
   if (p->attnScratch) cudaFree(p->attnScratch);
   if (p->sampleScratch) cudaFree(p->sampleScratch);
+  for (auto& q : p->queue) {
+    if (q.host) cudaFreeHost(q.host);
+    if (q.ids) cudaFreeHost(q.ids);
+    if (q.done) cudaEventDestroy(q.done);
+  }
   delete p;
 }
 

@@ -43,6 +43,8 @@ export interface EngineOptions {
   readonly threads?: number;
   /** Path of the CUDA shared library (cuda backend). */
   readonly cudaLibrary?: string;
+  /** Decode steps the cuda backend keeps queued ahead of the host (BackendOptions.cudaQueueDepth). */
+  readonly cudaQueueDepth?: number;
   /** Quantize float weights while loading (weight-only int8 per channel or int4 g128; cuda backend). */
   readonly weightQuant?: "int8" | "int4";
   /** Called as weights are uploaded to the backend (bytes done over bytes total). */
@@ -278,7 +280,12 @@ export class Engine implements Disposable {
     }
     const backend = typeof options.backend === "object" ? options.backend : await pickBackend(
       options.backend ?? "auto",
-      { threads: options.threads, cudaLibrary: options.cudaLibrary, weightQuant: options.weightQuant },
+      {
+        threads: options.threads,
+        cudaLibrary: options.cudaLibrary,
+        cudaQueueDepth: options.cudaQueueDepth,
+        weightQuant: options.weightQuant,
+      },
     );
     const owns = typeof options.backend !== "object";
     if (c.activationQuant && !backend.caps.opFeatures?.includes("matmul_act_int8")) {

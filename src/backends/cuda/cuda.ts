@@ -12,18 +12,77 @@ import type {
   BackendOptions,
   CompiledGraph,
   CompileOptions,
+  GreedyDecodeOptions,
 } from "../../backend.ts";
 import type { Tensor, TensorUsage } from "../../tensor.ts";
 import type { DType, Shape } from "../../types.ts";
 import type { Op, StepParams } from "../../ops.ts";
 import { OP_NAMES } from "../../ops.ts";
-import { BACKEND_API_VERSION, quantizesAtLoad } from "../../backend.ts";
+import { BACKEND_API_VERSION, quantizesAtLoad, queuedStepRows } from "../../backend.ts";
 import { byteLengthOf } from "../../dtype.ts";
 import { numel } from "../../tensor.ts";
 import { LlmError } from "../../errors.ts";
-import { check, type CudaLib, defaultLibraryPath, openLibrary } from "./ffi.ts";
+import { check, CUDA_QUEUE_SLOTS, type CudaLib, defaultLibraryPath, openLibrary } from "./ffi.ts";
 import { compileProgram, type DeviceTensor, type WeightLayout } from "./program.ts";
 import { PICK_PARAMS } from "../../sample/pick.ts";
+
+/**
+ * decodeGreedy on the cuda backend: `depth` steps stay queued on the stream, each (after the first)
+ * taking its rows' input tokens from the step before it on the device (llama_ts_program_queue, chained), so
+ * the GPU runs step i + 1 while the host takes step i's ids and plans step i + 2. Measured on the H100 with
+ * one FFI call and a host sync per step, the GPU idled ~200 us between decode steps (bench/RESULTS.md,
+ * 2026-11-26 fifth session). Stopping early (EOS, a new request) waits for the steps still queued: they
+ * only write cache rows past where the sequences stopped, in blocks the scheduler frees after this returns.
+ */
+const DEFAULT_QUEUE_DEPTH = 2;
+
+async function* queuedDecode(
+  lib: CudaLib,
+  program: bigint,
+  depth: number,
+  hostCopies: Set<CudaTensor>,
+  stepInts: (step: StepParams) => Int32Array,
+  options: GreedyDecodeOptions,
+): AsyncGenerator<Int32Array> {
+  const inFlight: { slot: number; rows: number }[] = [];
+  let index = 0, rows = 0, ended = false;
+  const queueNext = (): void => {
+    const step = index === 0 ? options.first : options.next(index);
+    if (!step) {
+      ended = true;
+      return;
+    }
+    const n = rows = queuedStepRows("cuda", step, index, rows);
+    // a chained step's own token ids are ignored by the device; the first step's are checked
+    const ints = stepInts(index === 0 ? step : { ...step, tokens: new Int32Array(n) });
+    const slot = index % CUDA_QUEUE_SLOTS;
+    check(
+      lib,
+      lib.llama_ts_program_queue(program, ints, ints.length, index === 0 ? 0 : 1, slot),
+      "queue step",
+    );
+    inFlight.push({ slot, rows: n });
+    index++;
+  };
+  for (const t of hostCopies) t.hostFresh = false;
+  try {
+    while (true) {
+      while (!ended && inFlight.length < depth) queueNext();
+      const head = inFlight.shift();
+      if (!head) return;
+      const ids = new Int32Array(head.rows);
+      check(
+        lib,
+        await lib.llama_ts_program_take(program, head.slot, ids, BigInt(ids.byteLength)),
+        "queued step",
+      );
+      yield ids;
+    }
+  } finally {
+    // stopped early or failed: wait for the steps still queued (their slots must be taken back)
+    for (const q of inFlight.splice(0)) await lib.llama_ts_program_take(program, q.slot, null, 0n);
+  }
+}
 
 /** kernels.cuh WeightFormat. */
 const WF = { f32: 0, f16: 1, bf16: 2, i8: 3, i4: 4 } as const;
@@ -74,15 +133,23 @@ class CudaBackend implements Backend {
   readonly caps: BackendCaps;
   #lib: CudaLib;
   #quant?: "int8" | "int4";
+  #queueDepth: number;
   #live = new Set<CudaTensor>();
   #programs = new Set<bigint>();
   /** Outputs with a host copy: every step makes all of them stale before refreshing its own. */
   #hostCopies = new Set<CudaTensor>();
   #disposed = false;
 
-  constructor(lib: CudaLib, device: string, memory: number, quant?: "int8" | "int4") {
+  constructor(
+    lib: CudaLib,
+    device: string,
+    memory: number,
+    quant?: "int8" | "int4",
+    queueDepth = DEFAULT_QUEUE_DEPTH,
+  ) {
     this.#lib = lib;
     this.#quant = quant;
+    this.#queueDepth = queueDepth;
     this.caps = {
       weightDTypes: WEIGHT_DTYPES,
       kvDTypes: ["f16", "f32", "i8"],
@@ -274,47 +341,53 @@ class CudaBackend implements Backend {
     const hostCopies = this.#hostCopies;
     const lib = this.#lib;
     const programs = this.#programs;
-    return {
+    // the step's ints (llama_ts_program_run's layout), validated against what the program was built for
+    const stepInts = (step: StepParams): Int32Array => {
+      const nSeqs = step.blockTables.length / step.maxBlocksPerSeq;
+      if (kvCache && step.maxBlocksPerSeq > maxBlocksPerSeq) {
+        throw new LlmError(
+          "INTERNAL",
+          `cuda: block table of ${step.maxBlocksPerSeq} blocks exceeds ${maxBlocksPerSeq}`,
+        );
+      }
+      const nT = step.nTokens, nL = step.logitRows.length;
+      // the kernels would write NaN rows for bad ids; fail like the ref backend instead
+      for (let r = 0; r < nT; r++) {
+        const id = step.tokens[r];
+        if (!(id >= 0 && id < vocab)) {
+          throw new LlmError("BAD_REQUEST", `token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+        }
+      }
+      // sampling rows (programs with a sample op): 5 doubles per logit row after the block tables
+      const sp = samples && step.sampling ? step.sampling.subarray(0, nL * PICK_PARAMS) : undefined;
+      if (sp && sp.length !== nL * PICK_PARAMS) {
+        throw new LlmError(
+          "INTERNAL",
+          `cuda: step.sampling holds ${sp.length} values for ${nL} logit rows`,
+        );
+      }
+      const tail = 3 * nT + nL + nSeqs * maxBlocksPerSeq;
+      const ints = new Int32Array(4 + tail + (sp ? 2 * sp.length : 0));
+      ints.set([nT, nL, nSeqs, sp ? 1 : 0]);
+      if (sp) ints.set(new Int32Array(sp.slice().buffer), 4 + tail);
+      ints.set(step.tokens.subarray(0, nT), 4);
+      ints.set(step.positions.subarray(0, nT), 4 + nT);
+      ints.set(step.seqIndex.subarray(0, nT), 4 + 2 * nT);
+      ints.set(step.logitRows, 4 + 3 * nT);
+      // re-stride the block tables to the program's fixed width
+      const width = Math.min(step.maxBlocksPerSeq, maxBlocksPerSeq); // programs without a cache ignore them
+      for (let s = 0; s < nSeqs; s++) {
+        ints.set(
+          step.blockTables.subarray(s * step.maxBlocksPerSeq, s * step.maxBlocksPerSeq + width),
+          4 + 3 * nT + nL + s * maxBlocksPerSeq,
+        );
+      }
+      return ints;
+    };
+    const graphObject: CompiledGraph = {
       async run(step: StepParams): Promise<void> {
-        const nSeqs = step.blockTables.length / step.maxBlocksPerSeq;
-        if (kvCache && step.maxBlocksPerSeq > maxBlocksPerSeq) {
-          throw new LlmError(
-            "INTERNAL",
-            `cuda: block table of ${step.maxBlocksPerSeq} blocks exceeds ${maxBlocksPerSeq}`,
-          );
-        }
-        const nT = step.nTokens, nL = step.logitRows.length;
-        // the kernels would write NaN rows for bad ids; fail like the ref backend instead
-        for (let r = 0; r < nT; r++) {
-          const id = step.tokens[r];
-          if (!(id >= 0 && id < vocab)) {
-            throw new LlmError("BAD_REQUEST", `token id ${id} is outside the vocabulary (0..${vocab - 1})`);
-          }
-        }
-        // sampling rows (programs with a sample op): 5 doubles per logit row after the block tables
-        const sp = samples && step.sampling ? step.sampling.subarray(0, nL * PICK_PARAMS) : undefined;
-        if (sp && sp.length !== nL * PICK_PARAMS) {
-          throw new LlmError(
-            "INTERNAL",
-            `cuda: step.sampling holds ${sp.length} values for ${nL} logit rows`,
-          );
-        }
-        const tail = 3 * nT + nL + nSeqs * maxBlocksPerSeq;
-        const ints = new Int32Array(4 + tail + (sp ? 2 * sp.length : 0));
-        ints.set([nT, nL, nSeqs, sp ? 1 : 0]);
-        if (sp) ints.set(new Int32Array(sp.slice().buffer), 4 + tail);
-        ints.set(step.tokens.subarray(0, nT), 4);
-        ints.set(step.positions.subarray(0, nT), 4 + nT);
-        ints.set(step.seqIndex.subarray(0, nT), 4 + 2 * nT);
-        ints.set(step.logitRows, 4 + 3 * nT);
-        // re-stride the block tables to the program's fixed width
-        const width = Math.min(step.maxBlocksPerSeq, maxBlocksPerSeq); // programs without a cache ignore them
-        for (let s = 0; s < nSeqs; s++) {
-          ints.set(
-            step.blockTables.subarray(s * step.maxBlocksPerSeq, s * step.maxBlocksPerSeq + width),
-            4 + 3 * nT + nL + s * maxBlocksPerSeq,
-          );
-        }
+        const ints = stepInts(step);
+        const nL = step.logitRows.length;
         for (const t of hostCopies) t.hostFresh = false;
         const out = output?.hostCopy ?? new Uint8Array(0);
         check(
@@ -328,6 +401,14 @@ class CudaBackend implements Backend {
         if (programs.delete(program)) lib.llama_ts_program_destroy(program);
       },
     };
+    // Graphs whose output is the ids of their argmax / sample op decode queued on the device.
+    const idsOp = output && graph.find((o) => (o.op === "argmax" || o.op === "sample") && o.out === output);
+    const depth = this.#queueDepth;
+    if (idsOp && depth > 0) {
+      graphObject.decodeGreedy = (options) =>
+        queuedDecode(lib, program, depth, hostCopies, stepInts, options);
+    }
+    return graphObject;
   }
 
   async synchronize(): Promise<void> {
@@ -402,6 +483,13 @@ export const cudaBackendFactory: BackendFactory = {
   },
   create(options?: BackendOptions): Promise<Backend> {
     const d = init(options?.cudaLibrary);
-    return Promise.resolve(new CudaBackend(d.lib, d.name, d.memory, options?.weightQuant));
+    const depth = options?.cudaQueueDepth ?? DEFAULT_QUEUE_DEPTH;
+    if (!Number.isInteger(depth) || depth < 0 || depth > CUDA_QUEUE_SLOTS) {
+      throw new LlmError(
+        "BAD_REQUEST",
+        `cudaQueueDepth ${depth} must be an integer from 0 (queued decoding off) to ${CUDA_QUEUE_SLOTS}`,
+      );
+    }
+    return Promise.resolve(new CudaBackend(d.lib, d.name, d.memory, options?.weightQuant, depth));
   },
 };

@@ -6,7 +6,10 @@
 import { LlmError, type LlmErrorCode } from "../../errors.ts";
 
 /** Must equal LLAMA_TS_CUDA_ABI_VERSION in llama_ts_cuda.h. */
-export const CUDA_ABI_VERSION = 4;
+export const CUDA_ABI_VERSION = 5;
+
+/** LLAMA_TS_QUEUE_SLOTS of llama_ts_cuda.h: steps a program may have queued. */
+export const CUDA_QUEUE_SLOTS = 4;
 
 /** The C ABI, one entry per exported function of llama_ts_cuda.h. */
 export const SYMBOLS = {
@@ -26,6 +29,9 @@ export const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  // synchronous: it only queues (the first step of a shape also captures its graph, a few ms)
+  llama_ts_program_queue: { parameters: ["u64", "buffer", "i32", "i32", "i32"], result: "i32" },
+  llama_ts_program_take: { parameters: ["u64", "i32", "buffer", "u64"], result: "i32", nonblocking: true },
   llama_ts_program_destroy: { parameters: ["u64"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 

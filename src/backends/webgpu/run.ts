@@ -12,7 +12,7 @@
  *   `tuning.burstMs` (15 ms by default).
  * @module
  */
-import type { CompiledGraph, GreedyDecodeOptions } from "../../backend.ts";
+import { type CompiledGraph, type GreedyDecodeOptions, queuedStepRows } from "../../backend.ts";
 import type { StepParams } from "../../ops.ts";
 import type { Tensor } from "../../tensor.ts";
 import type { Node } from "./program.ts";
@@ -310,14 +310,7 @@ export class WgGraph implements CompiledGraph {
           ended = true;
           break;
         }
-        const n = step.nTokens;
-        if (index === 0) rows = n;
-        if (n !== rows || step.logitRows.length !== n || step.logitRows.some((r, i) => r !== i)) {
-          throw new LlmError(
-            "INTERNAL",
-            "webgpu: queued decode steps carry the same decode rows, each its own logit row, in order",
-          );
-        }
+        const n = rows = queuedStepRows("webgpu", step, index, rows);
         const { slot, shape } = this.#write(step, index > 0, prev);
         const at = cbs.length * R * 4;
         const tr = this.#trace && index < this.#trace.cap ? this.#trace : undefined;
