@@ -7,13 +7,17 @@
 # tokens, whose decode steps run up to 64 rows of distinct sequences through the decode kernel; with
 # LLAMA_TS_ATTN_FUSE=0 (separate rope_kv and combine kernels, the baseline) and fused, interleaved, ROUNDS
 # (2) times. Every stream must end with [DONE]. Output: $OUT/fuse_serve.txt and the JSON of each run.
+# Other A/Bs of the server: B_ENV / A_ENV name the baseline's and the change's settings, e.g.
+#   B_ENV=LLAMA_TS_CUDA_QUEUE=0 A_ENV=LLAMA_TS_CUDA_QUEUE=2 bash bench/fuse_serve_device.sh   (queued decoding)
 set -uo pipefail
 source "$(dirname "$0")/_device_common.sh"
 CLIENTS=${CLIENTS:-64}
 build_lib || exit 1
 ckpt_7b || exit 1
-serve() {  # fuse tag
-  LLAMA_TS_ATTN_FUSE=$1 timeout 280 deno run -A bench/serve_load.ts --clients "$CLIENTS" --max-tokens 128 \
+B_ENV=${B_ENV:-LLAMA_TS_ATTN_FUSE=0}
+A_ENV=${A_ENV:-LLAMA_TS_ATTN_FUSE=1}
+serve() {  # NAME=VALUE tag
+  env "$1" timeout 280 deno run -A bench/serve_load.ts --clients "$CLIENTS" --max-tokens 128 \
     --prompt-tokens 16 --rounds 2 --timeout-s 240 --out "$OUT/serve_$2.json" -- \
     --model "$ckpt" --tokenizer .deno/models/llama-2-tiny-random.gguf --backend cuda --weight-quant int8 \
     --max-batch "$CLIENTS" --ctx 1024 --kv-tokens $((CLIENTS * 256)) >"$OUT/serve_$2.log" 2>&1
@@ -26,7 +30,7 @@ print('single', r['single']['tokPerS'], 'tok/s | $CLIENTS streams', r['concurren
 {
   echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
   for round in $(seq "${ROUNDS:-2}"); do
-    echo "separate kernels (LLAMA_TS_ATTN_FUSE=0): $(serve 0 sep$round)"
-    echo "fused:                                  $(serve 1 fused$round)"
+    echo "B ($B_ENV): $(serve "$B_ENV" b$round)"
+    echo "A ($A_ENV): $(serve "$A_ENV" a$round)"
   done
 } | tee "$OUT/fuse_serve.txt"

@@ -3,8 +3,8 @@
 # FFI call per token, on the GPU machine (device tool, carrying .deno and .gl):
 #   source .deno/device-env.sh; bash bench/queue_device.sh
 # Before the call, here: PREBUILT_CHECKS="gemv_check" bash bench/cuda_prebuild.sh (A). Optionally a B library
-# and its gemv_check built with other kernel macros, carried as .deno/ab/lib_b.so.xz and
-# .deno/ab/gemv_check_b.xz (e.g. --define LLAMA_TS_GEMV_THREADS=256 --define LLAMA_TS_GEMV_MINB=2).
+# (and its gemv_check) built with other kernel macros, carried as .deno/ab/lib_b.so.xz (and
+# .deno/ab/gemv_check_b.xz), e.g. --define LLAMA_TS_GEMV_THREADS=256 --define LLAMA_TS_GEMV_MINB=2.
 # 1. gemv_check --layer-timing: A's one 7B layer's GEMVs (B's too, when carried), each twice, interleaved.
 # 2. Decode tok/s, 7B shape, batch 1, 16-token prompt, 128 new tokens, best of REPEAT (3), QUANTS (f16 int8
 #    int4), ROUNDS (2) rounds of: A with LLAMA_TS_CUDA_QUEUE=0 (with LLAMA_TS_CUDA_STEP_TIMES: the device's
@@ -17,7 +17,7 @@ build_lib --checks || exit 1
 libB=
 if [ -f .deno/ab/lib_b.so.xz ]; then
   xz -dc .deno/ab/lib_b.so.xz >build/lib_b.so && libB=build/lib_b.so
-  xz -dc .deno/ab/gemv_check_b.xz >build/gemv_check_b && chmod +x build/gemv_check_b
+  [ -f .deno/ab/gemv_check_b.xz ] && xz -dc .deno/ab/gemv_check_b.xz >build/gemv_check_b && chmod +x build/gemv_check_b
 fi
 check_during_ckpt gemv_check --layer-timing || exit 1
 run() {  # lib quant [NAME=VALUE ...]
@@ -32,7 +32,7 @@ A=build/libllama_ts_cuda.so
 {
   echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
   grep -E "layer|FAIL|failures|all ok|exit" "$OUT/gemv_check.txt" | tail -6
-  if [ -n "$libB" ]; then
+  if [ -x build/gemv_check_b ]; then
     for i in 1 2; do
       echo "layer A: $(build/gemv_check --layer-timing | grep -E "^  layer" | tr '\n' ' ')"
       echo "layer B: $(build/gemv_check_b --layer-timing | grep -E "^  layer" | tr '\n' ' ')"
