@@ -291,7 +291,7 @@ int32_t stage_step(const Program& p, const int32_t* step, int32_t stepInts, int*
 // graph's replay, or a direct run that captures the shape for its next run.
 int32_t launch_step(Program& p, const int* host, int nT, int nL, bool chained) {
   TRY(cudaMemcpyAsync(p.stepDev, host, p.stepInts * 4, cudaMemcpyHostToDevice, g_stream), "step upload");
-  if (chained) TRY(cudaMemcpyAsync(p.stepDev + p.sampleInts, p.out, (size_t)nT * 4, cudaMemcpyDeviceToDevice, g_stream), "chained ids");
+  if (chained) TRY(cudaMemcpyAsync(const_cast<int*>(p.st.tokens), p.out, (size_t)nT * 4, cudaMemcpyDeviceToDevice, g_stream), "chained ids");
   const auto key = std::make_pair(nT, nL);
   auto g = p.graphs.find(key);
   if (profile_enabled()) {  // LLAMA_TS_CUDA_PROFILE: uncaptured, one event per record (profile.cu)

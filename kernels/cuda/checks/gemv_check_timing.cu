@@ -290,17 +290,17 @@ struct FloorLaunch {
 };
 
 void floor_launch(const FloorLaunch& f, bool coresident, cudaStream_t s) {
-  static bool configured = false;
+  using FloorFn = void (*)(FloorRanges);
+  static const FloorFn kFns[3] = {floor_read_kernel<kFloorNoWait>, floor_read_kernel<kFloorWaitAfter>,
+                                  floor_read_kernel<kFloorWaitFirst>};  // by mode
   constexpr int kBlockSmem = 120 * 1024;  // > half of an SM's shared memory: one block per SM
-  if (!configured) {
-    for (void* fn : {(void*)floor_read_kernel<kFloorNoWait>, (void*)floor_read_kernel<kFloorWaitAfter>,
-                     (void*)floor_read_kernel<kFloorWaitFirst>})
-      CK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kBlockSmem));
-    configured = true;
+  static int sms = 0;                     // set, with the kernels' attributes, on the first launch
+  if (sms == 0) {
+    for (FloorFn fn : kFns) CK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kBlockSmem));
+    int dev = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   }
-  int dev = 0, sms = 0;
-  CK(cudaGetDevice(&dev));
-  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)sms);
   cfg.blockDim = dim3(512);
@@ -311,9 +311,7 @@ void floor_launch(const FloorLaunch& f, bool coresident, cudaStream_t s) {
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  if (f.mode == kFloorNoWait) CK(cudaLaunchKernelEx(&cfg, floor_read_kernel<kFloorNoWait>, f.r));
-  else if (f.mode == kFloorWaitAfter) CK(cudaLaunchKernelEx(&cfg, floor_read_kernel<kFloorWaitAfter>, f.r));
-  else CK(cudaLaunchKernelEx(&cfg, floor_read_kernel<kFloorWaitFirst>, f.r));
+  CK(cudaLaunchKernelEx(&cfg, kFns[f.mode], f.r));
 }
 
 void floor_add(FloorRanges& r, const DevW& d, unsigned* out) {
@@ -332,7 +330,7 @@ void floor_add(FloorRanges& r, const DevW& d, unsigned* out) {
 // decode step those chains bound: 32 layers plus the LM head read as one more kernel.
 void floor_layer(int fmt, int group) {
   Layer7B L(fmt, group);
-  WSet head(fmt, 32000, 4096, group == 4096 ? 4096 : group, 28, 0);
+  WSet head(fmt, 32000, 4096, group, 28, 0);
   unsigned* out;
   CK(cudaMalloc(&out, 4));
   uint8_t* kv;  // the attention stand-in's K/V bytes: 80 positions x 4096 x (K, V) x f16
