@@ -11,6 +11,7 @@ import { Engine, type GenerateOptions, type LlmError, loadModel } from "../mod.t
 import type { Backend, CompiledGraph, GreedyDecodeOptions } from "../src/backend.ts";
 import { cudaBackendFactory } from "../src/backends/cuda/cuda.ts";
 import { sharedModel } from "./_util.ts";
+import { assertBurstsCutShortKeepText } from "./_bursts.ts";
 
 const gpu = await cudaBackendFactory.probe();
 if (gpu.score === 0) console.warn(`SKIP cuda queued-decode tests: ${gpu.reason}`);
@@ -108,33 +109,12 @@ Deno.test({
   fn: async () => {
     const c = await countedBackend(true);
     using e = await engine(c);
-    const b = { ...SAMPLED[0], maxTokens: 90, seed: 7, ignoreEos: true };
-    const a = { ...SAMPLED[1], maxTokens: 40, seed: 8, ignoreEos: true };
-    const soloB = (await e.complete(PROMPTS[1], b)).generatedIds;
-    const soloA = await e.complete(PROMPTS[0], a);
-
-    // a request arrives while B decodes: B's burst stops after the steps already queued finish
-    const got: number[] = [];
-    let other: Promise<unknown> | undefined;
-    for await (const ev of e.generate(PROMPTS[1], b)) {
-      if (ev.type === "token") got.push(ev.id);
-      if (got.length === 12 && !other) other = e.complete(PROMPTS[0], a);
-      if (ev.type === "done") assert.deepEqual(ev.result.generatedIds, soloB, "B with a request arriving");
-    }
-    await other;
-
-    // another sequence reaching its length, or stopping on a stop string, ends a burst both ran in
-    const short = e.complete(PROMPTS[0], { ...a, maxTokens: 9 });
-    const withShort = e.complete(PROMPTS[1], b);
-    assert.deepEqual((await short).generatedIds, soloA.generatedIds.slice(0, 9));
-    assert.deepEqual((await withShort).generatedIds, soloB, "B beside a sequence that reached its length");
-    const stop = soloA.text.slice(20, 26);
-    const stopped = e.complete(PROMPTS[0], { ...a, stop: [stop] });
-    const withStop = e.complete(PROMPTS[1], b);
-    const s = await stopped;
-    assert.equal(s.finishReason, "stop");
-    assert.equal(s.text, soloA.text.slice(0, soloA.text.indexOf(stop)));
-    assert.deepEqual((await withStop).generatedIds, soloB, "B beside a sequence that stopped");
+    await assertBurstsCutShortKeepText(
+      e,
+      { ...SAMPLED[0], maxTokens: 90, seed: 7, ignoreEos: true },
+      { ...SAMPLED[1], maxTokens: 40, seed: 8, ignoreEos: true },
+    );
+    assert.ok(c.bursts > 0, "the runs decoded in bursts");
   },
 });
 
@@ -147,20 +127,18 @@ Deno.test({
     const want = (await e.complete(PROMPTS[0], { maxTokens: 20, temperature: 0 })).generatedIds;
     const g = c.greedy!, first = c.first!;
     assert.ok(g && first, "a burst ran");
+    // runs a burst to its end; both bursts below are refused with this error
+    const refused = (options: GreedyDecodeOptions) =>
+      assert.rejects(
+        async () => {
+          for await (const _ of g.decodeGreedy!(options)) {
+            // nothing
+          }
+        },
+        (err: LlmError) => err.code === "INTERNAL" && /same decode rows/.test(err.message),
+      );
     // logit rows out of order: refused before anything is queued
-    await assert.rejects(
-      async () => {
-        for await (
-          const _ of g.decodeGreedy!({
-            first: { ...first, logitRows: Int32Array.of(1) },
-            next: () => undefined,
-          })
-        ) {
-          // nothing
-        }
-      },
-      (err: LlmError) => err.code === "INTERNAL" && /same decode rows/.test(err.message),
-    );
+    await refused({ first: { ...first, logitRows: Int32Array.of(1) }, next: () => undefined });
     // a later step with two rows: refused after the first step was queued, which is taken back
     const two = {
       ...first,
@@ -170,14 +148,7 @@ Deno.test({
       seqIndex: Int32Array.of(0, 0),
       logitRows: Int32Array.of(0, 1),
     };
-    await assert.rejects(
-      async () => {
-        for await (const _ of g.decodeGreedy!({ first, next: (i) => (i === 1 ? two : undefined) })) {
-          // nothing
-        }
-      },
-      (err: LlmError) => err.code === "INTERNAL" && /same decode rows/.test(err.message),
-    );
+    await refused({ first, next: (i) => (i === 1 ? two : undefined) });
     // nothing left queued: step-by-step runs (program_run refuses a program with steps queued) and bursts work
     assert.deepEqual((await e.complete(PROMPTS[0], { maxTokens: 20, temperature: 0 })).generatedIds, want);
   },

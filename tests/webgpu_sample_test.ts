@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { Engine, type GenerateOptions, loadModel } from "../mod.ts";
 import { createWebGpuBackend, webGpuInfo } from "../src/backends/webgpu/webgpu.ts";
 import { sharedModel } from "./_util.ts";
+import { assertBurstsCutShortKeepText } from "./_bursts.ts";
 
 const info = await webGpuInfo();
 const modelPath = sharedModel("stories260K.bin"), tokPath = sharedModel("tok512.bin");
@@ -74,33 +75,11 @@ Deno.test({
   ignore,
   fn: async () => {
     using e = await engine(true);
-    const b = { ...SETTINGS[0], maxTokens: 90, seed: 7, ignoreEos: true };
-    const a = { ...SETTINGS[1], maxTokens: 40, seed: 8, ignoreEos: true };
-    const soloB = (await e.complete("The little dog", b)).generatedIds;
-    const soloA = await e.complete("Once upon a time", a);
-
-    // a request arrives while B decodes in a burst: B's burst stops, queued steps are dropped
-    const got: number[] = [];
-    let other: Promise<unknown> | undefined;
-    for await (const ev of e.generate("The little dog", b)) {
-      if (ev.type === "token") got.push(ev.id);
-      if (got.length === 12 && !other) other = e.complete("Once upon a time", a);
-      if (ev.type === "done") assert.deepEqual(ev.result.generatedIds, soloB, "B with a request arriving");
-    }
-    await other;
-
-    // another sequence reaching its length, or a stop string, ends a burst both ran in
-    const short = e.complete("Once upon a time", { ...a, maxTokens: 9 });
-    const withShort = e.complete("The little dog", b);
-    assert.deepEqual((await short).generatedIds, soloA.generatedIds.slice(0, 9));
-    assert.deepEqual((await withShort).generatedIds, soloB, "B beside a sequence that reached its length");
-    const stop = soloA.text.slice(20, 26);
-    const stopped = e.complete("Once upon a time", { ...a, stop: [stop] });
-    const withStop = e.complete("The little dog", b);
-    const s = await stopped;
-    assert.equal(s.finishReason, "stop");
-    assert.equal(s.text, soloA.text.slice(0, soloA.text.indexOf(stop)));
-    assert.deepEqual((await withStop).generatedIds, soloB, "B beside a sequence that stopped");
+    await assertBurstsCutShortKeepText(
+      e,
+      { ...SETTINGS[0], maxTokens: 90, seed: 7, ignoreEos: true },
+      { ...SETTINGS[1], maxTokens: 40, seed: 8, ignoreEos: true },
+    );
   },
 });
 
