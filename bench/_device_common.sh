@@ -42,6 +42,16 @@ bench_7b() {
     --prompt-tokens "$2" --gen-tokens "$3" --repeat "$4" --ctx "$5" "${extra[@]}" 2>>"$OUT/bench.log" |
     python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(f\"{d['decodeTokPerS']:.1f}\", [round(r['decodeTokPerS'],1) for r in d['runs']])"
 }
+# bench_lib LIB QUANT [NAME=VALUE ...]: bench_7b QUANT 16 128 $REPEAT 1024 (REPEAT default 3) with the CUDA
+# library LIB and the given settings in its environment (A/B scripts: the same call, two libraries or settings).
+bench_lib() {
+  local lib=$1 q=$2
+  shift 2
+  (
+    for kv in "$@"; do export "$kv"; done
+    LLAMA_TS_CUDA_LIB=$lib bench_7b "$q" 16 128 "${REPEAT:-3}" 1024
+  )
+}
 # check_during_ckpt NAME ARGS...: runs build/NAME ARGS (at most 200 s) into $OUT/NAME.txt, its exit status
 # appended, while ckpt_7b writes the checkpoint in the background; then sets $ckpt (ckpt_7b; returns 1 if the
 # checkpoint is not there).

@@ -35,22 +35,15 @@ if [ ${#envB[@]} -gt 0 ]; then
     echo "A: $(build/gemv_check --layer-timing | grep -E "layer" | tr '\n' ' ')"
   done >"$OUT/layer_ab.txt"
 fi
-run() {  # lib quant [NAME=VALUE ...]
-  local lib=$1 q=$2
-  shift 2
-  (
-    for kv in "$@"; do export "$kv"; done
-    LLAMA_TS_CUDA_LIB=$lib bench_7b "$q" 16 128 "${REPEAT:-5}" 1024
-  )
-}
+REPEAT=${REPEAT:-5}  # bench_lib's runs per measurement
 {
   echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
   grep -E "layer|FAIL|failures|all ok|exit" "$OUT/gemv_check.txt" | tail -8
   [ -f "$OUT/layer_ab.txt" ] && cat "$OUT/layer_ab.txt"
   for round in $(seq "${ROUNDS:-2}"); do
     for q in ${QUANTS:-f16 int8 int4}; do
-      echo "$q B (before): $(run $libB $q "${envB[@]}")"
-      echo "$q A (now):    $(run build/libllama_ts_cuda.so $q)"
+      echo "$q B (before): $(bench_lib $libB $q "${envB[@]}")"
+      echo "$q A (now):    $(bench_lib build/libllama_ts_cuda.so $q)"
     done
   done
 } | tee "$OUT/depth.txt"

@@ -20,14 +20,6 @@ if [ -f .deno/ab/lib_b.so.xz ]; then
   [ -f .deno/ab/gemv_check_b.xz ] && xz -dc .deno/ab/gemv_check_b.xz >build/gemv_check_b && chmod +x build/gemv_check_b
 fi
 check_during_ckpt gemv_check --layer-timing || exit 1
-run() {  # lib quant [NAME=VALUE ...]
-  local lib=$1 q=$2
-  shift 2
-  (
-    for kv in "$@"; do export "$kv"; done
-    LLAMA_TS_CUDA_LIB=$lib bench_7b "$q" 16 128 "${REPEAT:-3}" 1024
-  )
-}
 A=build/libllama_ts_cuda.so
 {
   echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader)"
@@ -40,11 +32,11 @@ A=build/libllama_ts_cuda.so
   fi
   for round in $(seq "${ROUNDS:-2}"); do
     for q in ${QUANTS:-f16 int8 int4}; do
-      echo "$q A, queue 0:  $(run $A $q LLAMA_TS_CUDA_QUEUE=0 LLAMA_TS_CUDA_STEP_TIMES=$OUT/steps_${q}_$round.txt)"
+      echo "$q A, queue 0:  $(bench_lib $A $q LLAMA_TS_CUDA_QUEUE=0 LLAMA_TS_CUDA_STEP_TIMES=$OUT/steps_${q}_$round.txt)"
       sed 's/^/    /' "$OUT/steps_${q}_$round.txt"
-      echo "$q A, queued:   $(run $A $q)"
-      echo "$q A, queue 3:  $(run $A $q LLAMA_TS_CUDA_QUEUE=3)"
-      [ -n "$libB" ] && echo "$q B, queued:   $(run $libB $q)"
+      echo "$q A, queued:   $(bench_lib $A $q)"
+      echo "$q A, queue 3:  $(bench_lib $A $q LLAMA_TS_CUDA_QUEUE=3)"
+      [ -n "$libB" ] && echo "$q B, queued:   $(bench_lib $libB $q)"
     done
   done
 } 2>&1 | tee "$OUT/queue.txt"
